@@ -1,0 +1,225 @@
+// sealfs chunk cipher: AES-256-GCM over a run of fixed-size chunks in one call.
+//
+// On-disk chunk:  nonce (12) || ciphertext (n) || tag (16)
+// AAD per chunk:  aad_prefix (32: volume ID || file ID) || chunk index (u64 big-endian)
+//
+// Built against Node's own OpenSSL headers; the node binary exports the EVP_* and
+// RAND_bytes symbols, so nothing is linked here. Work on a run can go to the libuv
+// thread pool so that the JS thread never spends time in AES.
+
+#include <node_api.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/crypto.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KEY_BYTES 32
+#define NONCE_BYTES 12
+#define TAG_BYTES 16
+#define PREFIX_BYTES 32
+#define OVERHEAD (NONCE_BYTES + TAG_BYTES)
+
+// Results below zero are errors; -(1 + i) names the chunk i (relative to the run)
+// that failed to authenticate, so the caller can log which chunk was bad.
+#define ERR_ARGS -1000000000LL
+#define ERR_OPENSSL -1000000001LL
+
+typedef struct {
+  const uint8_t *key;
+  const uint8_t *prefix;
+  uint64_t first_index;
+  const uint8_t *in;
+  size_t in_len;
+  uint8_t *out;
+  size_t out_len;
+  size_t chunk_size;
+} run_t;
+
+static void put_u64_be(uint8_t *p, uint64_t v) {
+  for (int i = 7; i >= 0; i--) { p[i] = (uint8_t)(v & 0xff); v >>= 8; }
+}
+
+static int64_t seal_run(const run_t *r) {
+  size_t n_chunks = (r->in_len + r->chunk_size - 1) / r->chunk_size;
+  if (r->in_len == 0) return 0;
+  if (r->out_len < r->in_len + n_chunks * OVERHEAD) return ERR_ARGS;
+  EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+  if (!ctx) return ERR_OPENSSL;
+  int64_t result = ERR_OPENSSL;
+  if (EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, r->key, NULL) != 1) goto done;
+  uint8_t aad[PREFIX_BYTES + 8];
+  memcpy(aad, r->prefix, PREFIX_BYTES);
+  size_t in_off = 0, out_off = 0;
+  for (size_t i = 0; i < n_chunks; i++) {
+    size_t len = r->in_len - in_off < r->chunk_size ? r->in_len - in_off : r->chunk_size;
+    uint8_t *nonce = r->out + out_off;
+    // A fresh random nonce on every seal: a (key, nonce) pair is never reused by design.
+    if (RAND_bytes(nonce, NONCE_BYTES) != 1) goto done;
+    put_u64_be(aad + PREFIX_BYTES, r->first_index + i);
+    int outl = 0;
+    if (EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, nonce) != 1) goto done;
+    if (EVP_EncryptUpdate(ctx, NULL, &outl, aad, sizeof aad) != 1) goto done;
+    if (EVP_EncryptUpdate(ctx, nonce + NONCE_BYTES, &outl, r->in + in_off, (int)len) != 1) goto done;
+    int fin = 0;
+    if (EVP_EncryptFinal_ex(ctx, nonce + NONCE_BYTES + outl, &fin) != 1) goto done;
+    if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG_BYTES, nonce + NONCE_BYTES + len) != 1) goto done;
+    in_off += len;
+    out_off += len + OVERHEAD;
+  }
+  result = (int64_t)out_off;
+done:
+  EVP_CIPHER_CTX_free(ctx);
+  return result;
+}
+
+static int64_t open_run(const run_t *r) {
+  if (r->in_len == 0) return 0;
+  size_t stride = r->chunk_size + OVERHEAD;
+  size_t n_chunks = (r->in_len + stride - 1) / stride;
+  size_t last = r->in_len - (n_chunks - 1) * stride;
+  if (last <= OVERHEAD) return -(int64_t)n_chunks;  // a truncated final chunk cannot authenticate
+  if (r->out_len < r->in_len - n_chunks * OVERHEAD) return ERR_ARGS;
+  EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+  if (!ctx) return ERR_OPENSSL;
+  int64_t result = ERR_OPENSSL;
+  if (EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, r->key, NULL) != 1) goto done;
+  uint8_t aad[PREFIX_BYTES + 8];
+  memcpy(aad, r->prefix, PREFIX_BYTES);
+  size_t in_off = 0, out_off = 0;
+  for (size_t i = 0; i < n_chunks; i++) {
+    size_t clen = (i == n_chunks - 1 ? last : stride) - OVERHEAD;
+    const uint8_t *nonce = r->in + in_off;
+    put_u64_be(aad + PREFIX_BYTES, r->first_index + i);
+    int outl = 0;
+    if (EVP_DecryptInit_ex(ctx, NULL, NULL, NULL, nonce) != 1) goto done;
+    if (EVP_DecryptUpdate(ctx, NULL, &outl, aad, sizeof aad) != 1) goto done;
+    if (EVP_DecryptUpdate(ctx, r->out + out_off, &outl, nonce + NONCE_BYTES, (int)clen) != 1) goto done;
+    if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG_BYTES, (void *)(nonce + NONCE_BYTES + clen)) != 1) goto done;
+    int fin = 0;
+    if (EVP_DecryptFinal_ex(ctx, r->out + out_off + outl, &fin) != 1) {
+      // Never hand back plaintext of a chunk that did not verify, nor of the run.
+      OPENSSL_cleanse(r->out, out_off + clen);
+      result = -(int64_t)(i + 1);
+      goto done;
+    }
+    in_off += clen + OVERHEAD;
+    out_off += clen;
+  }
+  result = (int64_t)out_off;
+done:
+  EVP_CIPHER_CTX_free(ctx);
+  return result;
+}
+
+// ---- N-API glue ----
+
+typedef int64_t (*run_fn)(const run_t *);
+
+static int get_buffer(napi_env env, napi_value v, uint8_t **data, size_t *len) {
+  bool is_buf = false;
+  if (napi_is_buffer(env, v, &is_buf) != napi_ok || !is_buf) return 0;
+  void *d; size_t l;
+  if (napi_get_buffer_info(env, v, &d, &l) != napi_ok) return 0;
+  *data = d; *len = l;
+  return 1;
+}
+
+// args: key, prefix, firstIndex, input, chunkSize, output
+static int parse_run(napi_env env, napi_value *argv, run_t *r) {
+  uint8_t *key, *prefix, *in, *out; size_t key_len, prefix_len, in_len, out_len;
+  double first; uint32_t chunk;
+  if (!get_buffer(env, argv[0], &key, &key_len) || key_len != KEY_BYTES) return 0;
+  if (!get_buffer(env, argv[1], &prefix, &prefix_len) || prefix_len != PREFIX_BYTES) return 0;
+  if (napi_get_value_double(env, argv[2], &first) != napi_ok || first < 0 || first > 9007199254740991.0) return 0;
+  if (!get_buffer(env, argv[3], &in, &in_len)) return 0;
+  if (napi_get_value_uint32(env, argv[4], &chunk) != napi_ok || chunk == 0 || chunk > (1u << 24)) return 0;
+  if (!get_buffer(env, argv[5], &out, &out_len)) return 0;
+  r->key = key; r->prefix = prefix; r->first_index = (uint64_t)first;
+  r->in = in; r->in_len = in_len; r->out = out; r->out_len = out_len; r->chunk_size = chunk;
+  return 1;
+}
+
+static napi_value run_sync(napi_env env, napi_callback_info info, run_fn fn) {
+  size_t argc = 6; napi_value argv[6];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  run_t r;
+  if (argc < 6 || !parse_run(env, argv, &r)) {
+    napi_throw_type_error(env, NULL, "chunk cipher: bad arguments");
+    return NULL;
+  }
+  napi_value res;
+  napi_create_int64(env, fn(&r), &res);
+  return res;
+}
+
+static napi_value Seal(napi_env env, napi_callback_info info) { return run_sync(env, info, seal_run); }
+static napi_value Open(napi_env env, napi_callback_info info) { return run_sync(env, info, open_run); }
+
+typedef struct {
+  run_t run;
+  run_fn fn;
+  int64_t result;
+  napi_async_work work;
+  napi_ref refs[4];  // key, prefix, input, output stay alive while the pool thread uses them
+  napi_ref callback;
+} job_t;
+
+static void job_execute(napi_env env, void *data) {
+  job_t *job = data;
+  job->result = job->fn(&job->run);
+}
+
+static void job_complete(napi_env env, napi_status status, void *data) {
+  job_t *job = data;
+  napi_value cb, global, argv[1], ret;
+  napi_get_reference_value(env, job->callback, &cb);
+  napi_get_global(env, &global);
+  napi_create_int64(env, status == napi_ok ? job->result : ERR_OPENSSL, &argv[0]);
+  for (int i = 0; i < 4; i++) napi_delete_reference(env, job->refs[i]);
+  napi_delete_reference(env, job->callback);
+  napi_delete_async_work(env, job->work);
+  free(job);
+  napi_call_function(env, global, cb, 1, argv, &ret);
+}
+
+static napi_value run_async(napi_env env, napi_callback_info info, run_fn fn) {
+  size_t argc = 7; napi_value argv[7];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  job_t *job = calloc(1, sizeof(job_t));
+  napi_valuetype cbt = napi_undefined;
+  if (argc >= 7) napi_typeof(env, argv[6], &cbt);
+  if (!job || argc < 7 || cbt != napi_function || !parse_run(env, argv, &job->run)) {
+    free(job);
+    napi_throw_type_error(env, NULL, "chunk cipher: bad arguments");
+    return NULL;
+  }
+  job->fn = fn;
+  napi_create_reference(env, argv[0], 1, &job->refs[0]);
+  napi_create_reference(env, argv[1], 1, &job->refs[1]);
+  napi_create_reference(env, argv[3], 1, &job->refs[2]);
+  napi_create_reference(env, argv[5], 1, &job->refs[3]);
+  napi_create_reference(env, argv[6], 1, &job->callback);
+  napi_value name;
+  napi_create_string_utf8(env, "sealfs.chunkCipher", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, job_execute, job_complete, job, &job->work);
+  napi_queue_async_work(env, job->work);
+  return NULL;
+}
+
+static napi_value SealAsync(napi_env env, napi_callback_info info) { return run_async(env, info, seal_run); }
+static napi_value OpenAsync(napi_env env, napi_callback_info info) { return run_async(env, info, open_run); }
+
+static napi_value Init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    {"seal", NULL, Seal, NULL, NULL, NULL, napi_default, NULL},
+    {"open", NULL, Open, NULL, NULL, NULL, napi_default, NULL},
+    {"sealAsync", NULL, SealAsync, NULL, NULL, NULL, napi_default, NULL},
+    {"openAsync", NULL, OpenAsync, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, 4, props);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)

@@ -1,0 +1,13 @@
+{
+  "targets": [{
+    "target_name": "fuse",
+    "include_dirs": [
+      "<!(node -e \"require('napi-macros')\")",
+      "/usr/include/fuse"
+    ],
+    "defines": ["_FILE_OFFSET_BITS=64"],
+    "libraries": ["-lfuse", "-lpthread"],
+    "sources": ["fuse-native.c"],
+    "cflags": ["-g", "-O3", "-Wall", "-Wno-unused-function", "-Wno-unused-variable"]
+  }]
+}
