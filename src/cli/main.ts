@@ -1,1 +1,189 @@
-export function main(argv: string[]): void { console.log("sealfs", argv.length) }
+import { Command, CommanderError, Option } from 'commander'
+import { spawn, spawnSync } from 'child_process'
+import fs from 'fs'
+import path from 'path'
+import { DEFAULT_COST, MIN_COST } from '../crypto/passphrase-kdf'
+import { Mount } from '../filesystem/mount'
+import { SealFs } from '../filesystem/operations'
+import { logLine, setLogSink } from '../log'
+import { VolumeError } from '../volume/errors'
+import { DEFAULT_CHUNK_SIZE, Volume } from '../volume/volume'
+import { CliError, EXIT, exitCodeOf, messageOf } from './exit-codes'
+import { parseMountOptions } from './mount-options'
+import { fromDescriptor, readPassphrase } from './passphrase'
+
+/** Fd 3 of a daemon child: one line back to the parent, "ready" or "error CODE MESSAGE". */
+const STATUS_FD = 3
+
+function intOption (name: string, v: string): number {
+  if (!/^\d+$/.test(v)) throw new CliError('usage', `${name} takes a whole number`)
+  return Number(v)
+}
+
+function isMounted (mnt: string): boolean {
+  const target = path.resolve(mnt)
+  const info = fs.readFileSync('/proc/self/mountinfo', 'utf8')
+  return info.split('\n').some(l => l.split(' ')[4]?.replace(/\\040/g, ' ') === target)
+}
+
+function checkDirs (cipher: string, mnt: string, nonempty: boolean): void {
+  for (const d of [cipher, mnt]) {
+    let st: fs.Stats
+    try { st = fs.statSync(d) } catch { throw new CliError('missing-dir', `${d} does not exist`) }
+    if (!st.isDirectory()) throw new CliError('missing-dir', `${d} is not a directory`)
+  }
+  const c = fs.realpathSync(cipher)
+  const m = fs.realpathSync(mnt)
+  if (c === m || m.startsWith(c + path.sep) || c.startsWith(m + path.sep)) throw new CliError('usage', 'the mount point and the cipher dir must not contain each other')
+  if (isMounted(m)) throw new CliError('not-empty', `${mnt} is already a mount point`)
+  if (!nonempty && fs.readdirSync(m).length > 0) throw new CliError('not-empty', `mount point ${mnt} is not empty (use -o nonempty to mount over it)`)
+}
+
+interface MountCliOptions { passfile?: string, extpass?: string, foreground?: boolean, o?: string[], passphraseFd?: string }
+
+async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promise<void> {
+  const parsed = parseMountOptions(o.o ?? [])
+  checkDirs(cipher, mnt, parsed.nonempty)
+  const daemonChild = o.passphraseFd !== undefined
+  const passphrase = daemonChild ? fromDescriptor(Number(o.passphraseFd)) : await readPassphrase(o, false)
+  if (!o.foreground && !daemonChild) return detach(cipher, mnt, o, passphrase)
+
+  const report = (line: string): void => {
+    if (daemonChild) { try { fs.writeSync(STATUS_FD, line + '\n'); fs.closeSync(STATUS_FD) } catch { /* parent gone */ } }
+  }
+  let volume: Volume
+  try {
+    volume = await Volume.unlock(cipher, passphrase)
+  } finally {
+    passphrase.fill(0)
+  }
+  const sealfs = new SealFs(volume)
+  let mount: Mount
+  try {
+    mount = await Mount.start(sealfs, path.resolve(mnt), { options: parsed.fuse, fsname: path.resolve(cipher) })
+  } catch (e) {
+    await sealfs.close()
+    throw new CliError('mount-failed', `cannot mount ${mnt}: ${(e as Error).message}`)
+  }
+  const flusher = setInterval(() => { try { volume.index.flush() } catch (e) { logLine(`index flush failed (${(e as Error).name})`) } }, 1000)
+  report('ready')
+
+  let stopping = false
+  const stop = async (unmount: boolean): Promise<void> => {
+    if (stopping) return
+    stopping = true
+    clearInterval(flusher)
+    clearInterval(watcher)
+    if (unmount) await mount.unmount().catch(e => logLine(`unmount failed: ${(e as Error).message}`))
+    await sealfs.close()
+    process.exit(EXIT.OK)
+  }
+  // Someone ran `sealfs umount` or fusermount -u: the mount is gone, so finish up.
+  const watcher = setInterval(() => { if (!isMounted(mnt)) void stop(false) }, 500)
+  process.on('SIGINT', () => void stop(true))
+  process.on('SIGTERM', () => void stop(true))
+}
+
+/** Starts the daemon as a detached child and waits until it has mounted (or failed). */
+function detach (cipher: string, mnt: string, o: MountCliOptions, passphrase: Buffer): Promise<void> {
+  const args = [process.argv[1], 'mount', '--foreground', '--passphrase-fd', '0', ...(o.o ?? []).flatMap(x => ['-o', x]), cipher, mnt]
+  const child = spawn(process.execPath, args, { detached: true, stdio: ['pipe', 'ignore', 'ignore', 'pipe'] })
+  child.stdin!.end(passphrase, () => passphrase.fill(0))
+  return new Promise((resolve, reject) => {
+    let status = ''
+    const statusPipe = child.stdio[STATUS_FD] as NodeJS.ReadableStream
+    statusPipe.on('data', (d: Buffer) => { status += d.toString('utf8') })
+    statusPipe.on('end', () => {
+      const line = status.trim()
+      if (line === 'ready') {
+        child.unref()
+        statusPipe.removeAllListeners()
+        ;(child.stdio[STATUS_FD] as unknown as { destroy: () => void }).destroy()
+        return resolve()
+      }
+      const m = /^error (\d+) (.*)$/.exec(line)
+      if (m !== null) return reject(Object.assign(new CliError('mount-failed', m[2]), { exitCode: Number(m[1]) }))
+      reject(new CliError('mount-failed', 'the sealfs daemon exited before the mount was ready'))
+    })
+  })
+}
+
+async function runInit (cipher: string, o: { passfile?: string, extpass?: string, chunkSize?: string, kdfOpslimit?: string, kdfMemlimit?: string }): Promise<void> {
+  const chunkSize = o.chunkSize !== undefined ? intOption('--chunk-size', o.chunkSize) : DEFAULT_CHUNK_SIZE
+  const cost = {
+    opslimit: o.kdfOpslimit !== undefined ? intOption('--kdf-opslimit', o.kdfOpslimit) : DEFAULT_COST.opslimit,
+    memlimit: o.kdfMemlimit !== undefined ? intOption('--kdf-memlimit', o.kdfMemlimit) : DEFAULT_COST.memlimit
+  }
+  if (!fs.existsSync(cipher)) throw new VolumeError('missing-dir', `${cipher} does not exist`)
+  if (fs.statSync(cipher).isDirectory() && fs.readdirSync(cipher).length > 0) throw new VolumeError('not-empty', `${cipher} is not empty`)
+  const passphrase = await readPassphrase(o, true)
+  try {
+    await Volume.init(cipher, passphrase, { chunkSize, cost })
+  } finally {
+    passphrase.fill(0)
+  }
+  process.stdout.write(`Created a sealfs volume in ${cipher}. Mount it with: sealfs mount ${cipher} MOUNTPOINT\n`)
+}
+
+function runUmount (mnt: string): void {
+  const r = spawnSync('fusermount', ['-u', mnt], { stdio: ['ignore', 'ignore', 'pipe'] })
+  if (r.status === 0) return
+  const u = spawnSync('umount', [mnt], { stdio: ['ignore', 'ignore', 'pipe'] })
+  if (u.status === 0) return
+  throw new CliError('mount-failed', `cannot unmount ${mnt}: ${(r.stderr?.toString() || u.stderr?.toString() || 'not mounted').trim().split('\n')[0]}`)
+}
+
+function program (): Command {
+  const p = new Command('sealfs')
+    .description('Encrypted overlay filesystem: per-file keys, AES-256-GCM chunks, encrypted names')
+    .exitOverride()
+    .configureOutput({ writeErr: s => process.stderr.write(s.startsWith('error:') ? `sealfs: ${s}` : s) })
+  const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
+  p.command('init')
+    .description('create a new volume in the empty directory CIPHER')
+    .argument('<CIPHER>', 'cipher dir (must exist and be empty)')
+    .option('--passfile <file>', 'read the passphrase from the first line of a file')
+    .option('--extpass <command>', 'read the passphrase from the first line a program prints')
+    .option('--chunk-size <bytes>', `plaintext chunk size, a power of two from 4096 to 1048576 (default ${DEFAULT_CHUNK_SIZE})`)
+    .option('--kdf-opslimit <n>', `Argon2id passes (default ${DEFAULT_COST.opslimit}, at least ${MIN_COST.opslimit})`)
+    .option('--kdf-memlimit <bytes>', `Argon2id memory (default ${DEFAULT_COST.memlimit}, at least ${MIN_COST.memlimit})`)
+    .action(runInit)
+  p.command('mount')
+    .description('mount the volume CIPHER on MNT (detaches once the mount answers, unless -f)')
+    .argument('<CIPHER>', 'cipher dir')
+    .argument('<MNT>', 'mount point (an empty directory)')
+    .option('--passfile <file>', 'read the passphrase from the first line of a file')
+    .option('--extpass <command>', 'read the passphrase from the first line a program prints')
+    .option('-f, --foreground', 'stay in the foreground')
+    .option('-o <options>', 'mount options, comma-separated (ro, allow_other, nosuid, ...)', collect)
+    .addOption(new Option('--passphrase-fd <fd>').hideHelp())
+    .action(runMount)
+  p.command('umount')
+    .description('unmount a sealfs mount')
+    .argument('<MNT>', 'mount point')
+    .action(runUmount)
+  return p
+}
+
+export function main (argv: string[]): void {
+  const daemonChild = argv.includes('--passphrase-fd')
+  const fail = (e: unknown): void => {
+    const code = (e as { exitCode?: number }).exitCode ?? exitCodeOf(e)
+    const msg = messageOf(e)
+    if (daemonChild) { try { fs.writeSync(STATUS_FD, `error ${code} ${msg}\n`) } catch { /* parent gone */ } }
+    process.stderr.write(`sealfs: ${msg}\n`)
+    process.exit(code)
+  }
+  if (daemonChild) setLogSink(line => { try { fs.writeSync(2, line + '\n') } catch { /* no log target */ } })
+  let p: Command
+  try {
+    p = program()
+    p.parseAsync(argv).catch(e => {
+      if (e instanceof CommanderError) process.exit(e.exitCode === 0 ? EXIT.OK : EXIT.USAGE)
+      fail(e)
+    })
+  } catch (e) {
+    if (e instanceof CommanderError) process.exit(e.exitCode === 0 ? EXIT.OK : EXIT.USAGE)
+    fail(e)
+  }
+}

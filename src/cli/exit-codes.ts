@@ -1,0 +1,59 @@
+import { VolumeError, VolumeErrorKind } from '../volume/errors'
+
+/** Exit codes of the sealfs command (also listed in README.md). */
+export const EXIT = {
+  OK: 0,
+  INTERNAL: 1,
+  USAGE: 2,
+  MISSING_DIR: 3,
+  NOT_EMPTY: 4,
+  NOT_A_VOLUME: 5,
+  BAD_CONFIG: 6,
+  WRONG_PASSPHRASE: 7,
+  PASSPHRASE_SOURCE: 8,
+  MOUNT_FAILED: 9,
+  WEAK_KDF: 10
+} as const
+
+export type CliErrorKind = 'usage' | 'passphrase-source' | 'mount-failed' | 'missing-dir' | 'not-empty'
+
+/** A failure of the command itself (not of the volume), with its one-line message. */
+export class CliError extends Error {
+  constructor (readonly kind: CliErrorKind, message: string) {
+    super(message)
+    this.name = 'CliError'
+  }
+}
+
+const volumeCodes: Record<VolumeErrorKind, number> = {
+  'missing-dir': EXIT.MISSING_DIR,
+  'not-empty': EXIT.NOT_EMPTY,
+  'not-a-volume': EXIT.NOT_A_VOLUME,
+  'damaged-config': EXIT.BAD_CONFIG,
+  unsupported: EXIT.BAD_CONFIG,
+  'weak-kdf': EXIT.WEAK_KDF,
+  'wrong-passphrase': EXIT.WRONG_PASSPHRASE,
+  'bad-input': EXIT.USAGE
+}
+
+const cliCodes: Record<CliErrorKind, number> = {
+  usage: EXIT.USAGE,
+  'passphrase-source': EXIT.PASSPHRASE_SOURCE,
+  'mount-failed': EXIT.MOUNT_FAILED,
+  'missing-dir': EXIT.MISSING_DIR,
+  'not-empty': EXIT.NOT_EMPTY
+}
+
+/** The one place where an error becomes an exit code. */
+export function exitCodeOf (e: unknown): number {
+  if (e instanceof VolumeError) return volumeCodes[e.kind]
+  if (e instanceof CliError) return cliCodes[e.kind]
+  return EXIT.INTERNAL
+}
+
+/** The one line shown for an error: its message for our typed errors, a generic line otherwise. */
+export function messageOf (e: unknown): string {
+  if (e instanceof VolumeError || e instanceof CliError) return e.message
+  const code = (e as { code?: unknown })?.code
+  return `internal error${typeof code === 'string' ? ` (${code})` : ''}: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`
+}

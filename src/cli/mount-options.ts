@@ -1,0 +1,37 @@
+import { CliError } from './exit-codes'
+
+/** FUSE and mount(8) options passed on to the kernel/libfuse as they are. */
+const PASSED = new Set(['ro', 'rw', 'allow_other', 'allow_root', 'default_permissions', 'nosuid', 'suid', 'nodev', 'dev', 'noexec', 'exec', 'noatime', 'atime', 'relatime', 'nodiratime', 'sync', 'async', 'dirsync'])
+/** Options that only mean something to mount(8) or fstab. */
+const IGNORED = new Set(['defaults', 'auto', 'noauto', 'user', 'nouser', 'users', 'nofail', '_netdev'])
+
+export interface ParsedMountOptions {
+  fuse: string[]
+  fsname?: string
+  nonempty: boolean
+  readOnly: boolean
+}
+
+/** Parses -o a,b,c. An option we do not know is an error, not silently passed to the kernel. */
+export function parseMountOptions (specs: string[]): ParsedMountOptions {
+  const out: ParsedMountOptions = { fuse: [], nonempty: false, readOnly: false }
+  for (const spec of specs) {
+    for (const opt of spec.split(',').map(s => s.trim()).filter(s => s.length > 0)) {
+      const [key] = opt.split('=', 1)
+      if (PASSED.has(opt)) {
+        out.fuse.push(opt)
+        if (opt === 'ro') out.readOnly = true
+        if (opt === 'rw') out.readOnly = false
+      } else if (IGNORED.has(opt) || key.startsWith('x-')) {
+        continue
+      } else if (key === 'fsname') {
+        out.fsname = opt.slice('fsname='.length)
+      } else if (opt === 'nonempty') {
+        out.nonempty = true
+      } else {
+        throw new CliError('usage', `unknown mount option '${key}'`)
+      }
+    }
+  }
+  return out
+}

@@ -1,0 +1,119 @@
+import { spawn } from 'child_process'
+import fs from 'fs'
+import tty from 'tty'
+import { CliError } from './exit-codes'
+
+const MAX_PASSPHRASE = 4096
+const EXTPASS_TIMEOUT_MS = 60_000
+
+function firstLine (buf: Buffer, what: string): Buffer {
+  let end = buf.indexOf(0x0a)
+  if (end < 0) end = buf.length
+  if (end > 0 && buf[end - 1] === 0x0d) end--
+  const line = Buffer.alloc(end)
+  buf.copy(line, 0, 0, end)
+  buf.fill(0)
+  if (line.length === 0) throw new CliError('passphrase-source', `${what} gave an empty passphrase`)
+  if (line.length > MAX_PASSPHRASE) throw new CliError('passphrase-source', `${what} gave a passphrase longer than ${MAX_PASSPHRASE} bytes`)
+  return line
+}
+
+/** The first line of a file (without its newline). */
+export function fromPassfile (file: string): Buffer {
+  let buf: Buffer
+  try {
+    const st = fs.statSync(file)
+    if (!st.isFile()) throw new CliError('passphrase-source', `passfile ${file} is not a regular file`)
+    if (st.size > MAX_PASSPHRASE + 2) throw new CliError('passphrase-source', `passfile ${file} is too large to be a passphrase file`)
+    buf = fs.readFileSync(file)
+  } catch (e) {
+    if (e instanceof CliError) throw e
+    throw new CliError('passphrase-source', `cannot read passfile ${file}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`)
+  }
+  return firstLine(buf, `passfile ${file}`)
+}
+
+/** The first line a program prints (run with /bin/sh -c); it must exit 0 within a minute. */
+export function fromExtpass (command: string): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('/bin/sh', ['-c', command], { stdio: ['ignore', 'pipe', 'inherit'], timeout: EXTPASS_TIMEOUT_MS })
+    const parts: Buffer[] = []
+    let size = 0
+    child.stdout.on('data', (d: Buffer) => { size += d.length; if (size <= MAX_PASSPHRASE + 2) parts.push(d) })
+    child.on('error', () => reject(new CliError('passphrase-source', 'cannot run the extpass program')))
+    child.on('close', (code, signal) => {
+      const buf = Buffer.concat(parts)
+      for (const p of parts) p.fill(0)
+      if (code !== 0) {
+        buf.fill(0)
+        return reject(new CliError('passphrase-source', `the extpass program failed (${signal ?? `exit ${String(code)}`})`))
+      }
+      try { resolve(firstLine(buf, 'the extpass program')) } catch (e) { reject(e) }
+    })
+  })
+}
+
+/** Reads everything from a descriptor (the daemon gets its passphrase from its parent this way). */
+export function fromDescriptor (fd: number): Buffer {
+  const parts: Buffer[] = []
+  const chunk = Buffer.alloc(4096)
+  for (;;) {
+    const n = fs.readSync(fd, chunk, 0, chunk.length, null)
+    if (n === 0) break
+    parts.push(Buffer.from(chunk.subarray(0, n)))
+  }
+  chunk.fill(0)
+  const buf = Buffer.concat(parts)
+  for (const p of parts) p.fill(0)
+  return buf
+}
+
+/** Reads one line from the terminal without echo. */
+export function fromTerminal (prompt: string): Promise<Buffer> {
+  let fd: number
+  try {
+    fd = fs.openSync('/dev/tty', 'r+')
+  } catch {
+    return Promise.reject(new CliError('passphrase-source', 'no terminal to read the passphrase from; use --passfile or --extpass'))
+  }
+  const input = new tty.ReadStream(fd)
+  const out = fs.createWriteStream('', { fd, autoClose: false })
+  out.write(prompt)
+  input.setRawMode(true)
+  const buf = Buffer.alloc(MAX_PASSPHRASE)
+  let len = 0
+  return new Promise((resolve, reject) => {
+    const finish = (err: CliError | null): void => {
+      input.setRawMode(false)
+      input.removeAllListeners('data')
+      out.write('\n')
+      input.destroy()
+      if (err !== null) { buf.fill(0); reject(err); return }
+      try { resolve(firstLine(buf.subarray(0, len), 'the terminal')) } catch (e) { reject(e) } finally { buf.fill(0) }
+    }
+    input.on('data', (d: Buffer) => {
+      for (const byte of d) {
+        if (byte === 0x0d || byte === 0x0a) return finish(null)
+        if (byte === 0x03 || byte === 0x04) return finish(new CliError('passphrase-source', 'passphrase entry cancelled'))
+        if (byte === 0x7f || byte === 0x08) { if (len > 0) len--; continue }
+        if (len < buf.length) buf[len++] = byte
+      }
+      d.fill(0)
+    })
+  })
+}
+
+export interface PassphraseOptions { passfile?: string, extpass?: string }
+
+export async function readPassphrase (o: PassphraseOptions, confirm: boolean): Promise<Buffer> {
+  if (o.passfile !== undefined && o.extpass !== undefined) throw new CliError('usage', 'use only one of --passfile and --extpass')
+  if (o.passfile !== undefined) return fromPassfile(o.passfile)
+  if (o.extpass !== undefined) return fromExtpass(o.extpass)
+  const first = await fromTerminal('Passphrase: ')
+  if (!confirm) return first
+  const again = await fromTerminal('Repeat passphrase: ')
+  const same = first.equals(again)
+  again.fill(0)
+  if (!same) { first.fill(0); throw new CliError('passphrase-source', 'the passphrases do not match') }
+  return first
+}

@@ -1,0 +1,79 @@
+import { AuthenticationError } from './errors'
+import { ChunkCipherAddon, loadAddon } from './native'
+import { SecretKey } from './secret-key'
+
+const addon = loadAddon<ChunkCipherAddon>('chunk_cipher')
+
+export const NONCE_BYTES = 12
+export const TAG_BYTES = 16
+export const CHUNK_OVERHEAD = NONCE_BYTES + TAG_BYTES
+/** volume ID (16) || file ID (16): the part of every chunk's AAD that names its file. */
+export const AAD_PREFIX_BYTES = 32
+
+export const MIN_CHUNK_SIZE = 4096
+export const MAX_CHUNK_SIZE = 1024 * 1024
+
+export function isValidChunkSize (n: number): boolean {
+  return Number.isInteger(n) && n >= MIN_CHUNK_SIZE && n <= MAX_CHUNK_SIZE && (n & (n - 1)) === 0
+}
+
+/**
+ * AES-256-GCM over runs of fixed-size plaintext chunks (native, OpenSSL EVP).
+ * Each chunk is sealed as nonce (12, fresh random) || ciphertext || tag (16), with
+ * AAD = volume ID || file ID || chunk index (u64 BE). Knows nothing of files or paths:
+ * callers give the AAD prefix and the index of the run's first chunk.
+ */
+export class ChunkCipher {
+  readonly stride: number
+
+  constructor (readonly chunkSize: number) {
+    if (!isValidChunkSize(chunkSize)) throw new RangeError(`chunk size must be a power of two from ${MIN_CHUNK_SIZE} to ${MAX_CHUNK_SIZE}`)
+    this.stride = chunkSize + CHUNK_OVERHEAD
+  }
+
+  /** Bytes of ciphertext for `plainLen` bytes of plaintext starting at a chunk boundary. */
+  sealedSize (plainLen: number): number {
+    return plainLen + Math.ceil(plainLen / this.chunkSize) * CHUNK_OVERHEAD
+  }
+
+  /** Plaintext bytes in `cipherLen` bytes of chunks, or -1 if the length is impossible (a torn final chunk). */
+  openedSize (cipherLen: number): number {
+    const full = Math.floor(cipherLen / this.stride)
+    const rest = cipherLen - full * this.stride
+    if (rest === 0) return full * this.chunkSize
+    if (rest <= CHUNK_OVERHEAD) return -1
+    return full * this.chunkSize + rest - CHUNK_OVERHEAD
+  }
+
+  sealSync (key: SecretKey, prefix: Buffer, firstIndex: number, plain: Buffer, out: Buffer): number {
+    return this.#check(addon.seal(key.bytes, prefix, firstIndex, plain, this.chunkSize, out), firstIndex)
+  }
+
+  openSync (key: SecretKey, prefix: Buffer, firstIndex: number, sealed: Buffer, out: Buffer): number {
+    return this.#check(addon.open(key.bytes, prefix, firstIndex, sealed, this.chunkSize, out), firstIndex)
+  }
+
+  /** Seals `plain` into `out` on the libuv pool; resolves to the sealed length. */
+  seal (key: SecretKey, prefix: Buffer, firstIndex: number, plain: Buffer, out: Buffer): Promise<number> {
+    return new Promise((resolve, reject) => {
+      addon.sealAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, n => {
+        try { resolve(this.#check(n, firstIndex)) } catch (e) { reject(e) }
+      })
+    })
+  }
+
+  /** Opens `sealed` into `out` on the libuv pool; rejects with AuthenticationError naming the bad chunk. */
+  open (key: SecretKey, prefix: Buffer, firstIndex: number, sealed: Buffer, out: Buffer): Promise<number> {
+    return new Promise((resolve, reject) => {
+      addon.openAsync(key.bytes, prefix, firstIndex, sealed, this.chunkSize, out, n => {
+        try { resolve(this.#check(n, firstIndex)) } catch (e) { reject(e) }
+      })
+    })
+  }
+
+  #check (n: number, firstIndex: number): number {
+    if (n >= 0) return n
+    if (n > -1000000000) throw new AuthenticationError('chunk', { chunk: firstIndex + (-n - 1) })
+    throw new Error('chunk cipher: bad arguments or OpenSSL failure')
+  }
+}

@@ -1,0 +1,22 @@
+import path from 'path'
+
+// The addons live outside src/ and dist/; resolve them from the project root either way.
+const root = path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.sep}`) ? '../../..' : '../..')
+
+export interface ChunkCipherAddon {
+  seal (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer): number
+  open (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer): number
+  sealAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, cb: (n: number) => void): void
+  openAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, cb: (n: number) => void): void
+}
+
+export interface PosixAddon {
+  utimensat (path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): number
+}
+
+export function loadAddon<T> (name: string): T {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return require(path.join(root, 'native-deps', 'build', 'Release', `${name}.node`)) as T
+}
+
+export const projectRoot = root

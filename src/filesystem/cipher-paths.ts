@@ -1,0 +1,122 @@
+import crypto from 'crypto'
+import fs from 'fs'
+import path from 'path'
+import { NAME_MAX } from '../crypto/name-cipher'
+import { DIR_ID_FILE, readDirId } from '../volume/dir-id'
+import { Volume } from '../volume/volume'
+import { logLine } from '../log'
+import { FsError } from './fs-error'
+
+/** Encrypted names longer than this go to a hashed entry plus a sidecar holding the full name. */
+const BACKING_NAME_MAX = 255
+const LONG_PREFIX = 'sealfs.long.'
+const LONG_SIDECAR_SUFFIX = '.name'
+const DIR_ID_CACHE_MAX = 4096
+
+export interface CipherEntry {
+  /** Backing path of the entry. */
+  path: string
+  /** Backing path of its parent directory. */
+  parent: string
+  /** Full encrypted name (what the sidecar holds for a long name). */
+  encrypted: string
+  /** Backing path of the long-name sidecar, or null for a name that fits. */
+  sidecar: string | null
+}
+
+/**
+ * Maps plaintext paths to backing paths. Each component is encrypted with its parent's
+ * directory ID; directory IDs are read from the cipher dir once and cached.
+ * Names of our own files all contain a '.', which base64url never does, so they
+ * cannot collide with an encrypted name.
+ */
+export class CipherPaths {
+  readonly #dirIds = new Map<string, Buffer>()
+  readonly #reported = new Set<string>()
+
+  constructor (private readonly volume: Volume) {}
+
+  async resolve (plainPath: string): Promise<CipherEntry> {
+    const parts = plainPath.split('/').filter(p => p.length > 0)
+    if (parts.length === 0) return { path: this.volume.dir, parent: this.volume.dir, encrypted: '', sidecar: null }
+    let dir = this.volume.dir
+    for (let i = 0; i < parts.length - 1; i++) dir = this.#child(dir, await this.dirId(dir), parts[i]).path
+    return this.#child(dir, await this.dirId(dir), parts[parts.length - 1])
+  }
+
+  #child (dir: string, dirId: Buffer, name: string): CipherEntry {
+    const plain = Buffer.from(name, 'utf8')
+    if (plain.length > NAME_MAX) throw new FsError('ENAMETOOLONG')
+    const encrypted = this.volume.names.encrypt(dirId, plain)
+    if (encrypted.length <= BACKING_NAME_MAX) return { path: path.join(dir, encrypted), parent: dir, encrypted, sidecar: null }
+    const hashed = LONG_PREFIX + crypto.createHash('sha256').update(encrypted).digest('base64url')
+    return { path: path.join(dir, hashed), parent: dir, encrypted, sidecar: path.join(dir, hashed + LONG_SIDECAR_SUFFIX) }
+  }
+
+  async dirId (cipherDir: string): Promise<Buffer> {
+    const hit = this.#dirIds.get(cipherDir)
+    if (hit !== undefined) return hit
+    const id = await readDirId(cipherDir)
+    if (this.#dirIds.size >= DIR_ID_CACHE_MAX) this.#dirIds.delete(this.#dirIds.keys().next().value as string)
+    this.#dirIds.set(cipherDir, id)
+    return id
+  }
+
+  rememberDirId (cipherDir: string, id: Buffer): void {
+    this.#dirIds.set(cipherDir, id)
+  }
+
+  /** Forgets cached directory IDs at and below a backing directory that moved or went away. */
+  forgetTree (cipherDir: string): void {
+    const prefix = cipherDir + path.sep
+    for (const k of this.#dirIds.keys()) if (k === cipherDir || k.startsWith(prefix)) this.#dirIds.delete(k)
+  }
+
+  /** Writes the sidecar of a long name before the entry itself appears. */
+  async writeSidecar (entry: CipherEntry): Promise<void> {
+    if (entry.sidecar !== null) await fs.promises.writeFile(entry.sidecar, entry.encrypted, { mode: 0o400, flag: 'w' })
+  }
+
+  async removeSidecar (entry: CipherEntry): Promise<void> {
+    if (entry.sidecar !== null) await fs.promises.rm(entry.sidecar, { force: true })
+  }
+
+  /**
+   * The plaintext names of a backing directory. Entries that do not decrypt (a stray
+   * file, an NFS silly-rename) are left out and reported once, by backing name only.
+   */
+  async list (cipherDir: string): Promise<string[]> {
+    const dirId = await this.dirId(cipherDir)
+    const names: string[] = []
+    for (const backing of await fs.promises.readdir(cipherDir)) {
+      let encrypted: string | null = backing
+      if (backing.startsWith(LONG_PREFIX)) {
+        if (backing.endsWith(LONG_SIDECAR_SUFFIX)) continue
+        encrypted = await fs.promises.readFile(path.join(cipherDir, backing + LONG_SIDECAR_SUFFIX), 'utf8').catch(() => null)
+      } else if (backing.includes('.')) {
+        continue  // sealfs's own files (sealfs.diriv, sealfs.conf, sealfs.index, temp files)
+      }
+      const name = encrypted === null ? null : this.#decrypt(dirId, encrypted)
+      if (name === null) {
+        const key = path.join(cipherDir, backing)
+        if (!this.#reported.has(key)) {
+          this.#reported.add(key)
+          logLine(`skipping an entry that does not decrypt in a directory (backing name ${backing.slice(0, 24)})`)
+        }
+        continue
+      }
+      names.push(name)
+    }
+    return names
+  }
+
+  #decrypt (dirId: Buffer, encrypted: string): string | null {
+    try {
+      return this.volume.names.decrypt(dirId, encrypted).toString('utf8')
+    } catch {
+      return null
+    }
+  }
+}
+
+export { DIR_ID_FILE }

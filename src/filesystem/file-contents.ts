@@ -1,0 +1,173 @@
+import fs from 'fs'
+import { SecretKey } from '../crypto/secret-key'
+import { HEADER_BYTES } from '../volume/file-header'
+import { Volume } from '../volume/volume'
+import { FsError } from './fs-error'
+import { RwLock } from './rw-lock'
+
+/** Zero-filling a gap is done this many bytes at a time, so a far seek cannot exhaust memory. */
+const GAP_STEP = 1024 * 1024
+/** Chunk writes under one DEK are stopped here, well inside GCM's 2^32 random-nonce bound. */
+export const CHUNK_WRITE_LIMIT = 2 ** 31
+
+function readAt (fd: number, buf: Buffer, pos: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fs.read(fd, buf, 0, buf.length, pos, (err, n) => err ? reject(err) : resolve(n))
+  })
+}
+
+async function readFullAt (fd: number, buf: Buffer, pos: number): Promise<number> {
+  let done = 0
+  while (done < buf.length) {
+    const n = await readAt(fd, done === 0 ? buf : buf.subarray(done), pos + done)
+    if (n === 0) break
+    done += n
+  }
+  return done
+}
+
+function writeFullAt (fd: number, buf: Buffer, pos: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const step = (off: number): void => {
+      fs.write(fd, buf, off, buf.length - off, pos + off, (err, n) => {
+        if (err) return reject(err)
+        if (off + n < buf.length) return step(off + n)
+        resolve()
+      })
+    }
+    step(0)
+  })
+}
+
+/** Plaintext size of a backing regular file of `backingSize` bytes (a torn tail counts as absent). */
+export function plainSize (volume: Volume, backingSize: number): number {
+  if (backingSize <= HEADER_BYTES) return 0
+  const n = volume.chunks.openedSize(backingSize - HEADER_BYTES)
+  if (n >= 0) return n
+  return Math.floor((backingSize - HEADER_BYTES) / volume.chunks.stride) * volume.chunks.chunkSize
+}
+
+/**
+ * The contents of one file (all its names and descriptors share it): its DEK, plaintext
+ * size and lock. Reads and writes go through here, a whole request at a time: one pread,
+ * one native call for all its chunks, one pwrite.
+ */
+export class FileContents {
+  readonly lock = new RwLock()
+  readonly prefix: Buffer
+  chunkWrites: number
+
+  constructor (
+    private readonly volume: Volume,
+    readonly fileId: Buffer,
+    readonly dek: SecretKey,
+    public size: number,
+    chunkWritesSoFar: number
+  ) {
+    this.prefix = volume.aadPrefix(fileId)
+    this.chunkWrites = chunkWritesSoFar
+  }
+
+  get #chunk (): number { return this.volume.chunks.chunkSize }
+
+  #cipherOffset (chunkIndex: number): number {
+    return HEADER_BYTES + chunkIndex * this.volume.chunks.stride
+  }
+
+  /** Decrypts plaintext [start, end) — chunk-aligned start, end <= size — of chunks from `fd`. */
+  async #readRun (fd: number, start: number, end: number, out: Buffer): Promise<void> {
+    const first = start / this.#chunk
+    const sealed = Buffer.allocUnsafe(this.volume.chunks.sealedSize(end - start))
+    const got = await readFullAt(fd, sealed, this.#cipherOffset(first))
+    if (got !== sealed.length) throw new FsError('EIO')
+    await this.volume.chunks.open(this.dek, this.prefix, first, sealed, out)
+  }
+
+  async read (fd: number, offset: number, length: number, out: Buffer): Promise<number> {
+    const end = Math.min(offset + length, this.size)
+    if (offset >= end) return 0
+    const C = this.#chunk
+    const runStart = Math.floor(offset / C) * C
+    const runEnd = Math.min(Math.ceil(end / C) * C, this.size)
+    if (runStart === offset && runEnd === end) {
+      await this.#readRun(fd, runStart, runEnd, out)  // aligned: decrypt straight into the reply buffer
+    } else {
+      const plain = Buffer.allocUnsafe(runEnd - runStart)
+      await this.#readRun(fd, runStart, runEnd, plain)
+      plain.copy(out, 0, offset - runStart, end - runStart)
+    }
+    return end - offset
+  }
+
+  /** Writes `data` at `offset`, zero-filling any gap after the current end. */
+  async write (fd: number, offset: number, data: Buffer): Promise<number> {
+    if (data.length === 0) return 0
+    await this.#fillTo(fd, offset)
+    await this.#writeRange(fd, offset, data)
+    return data.length
+  }
+
+  async truncate (fd: number, newSize: number): Promise<void> {
+    if (newSize === this.size) return
+    if (newSize > this.size) {
+      await this.#fillTo(fd, newSize)
+      return
+    }
+    const C = this.#chunk
+    const keepChunks = Math.floor(newSize / C)
+    const tail = newSize - keepChunks * C
+    let tailPlain: Buffer | null = null
+    if (tail > 0) {
+      tailPlain = Buffer.alloc(Math.min(C, this.size - keepChunks * C))
+      await this.#readRun(fd, keepChunks * C, keepChunks * C + tailPlain.length, tailPlain)
+      tailPlain = tailPlain.subarray(0, tail)
+    }
+    await new Promise<void>((resolve, reject) => fs.ftruncate(fd, this.#cipherOffset(keepChunks), e => e ? reject(e) : resolve()))
+    this.size = keepChunks * C
+    if (tailPlain !== null) await this.#writeRange(fd, this.size, tailPlain)
+  }
+
+  async #fillTo (fd: number, target: number): Promise<void> {
+    while (this.size < target) {
+      const C = this.#chunk
+      // Step to a chunk boundary at most GAP_STEP past the current end.
+      const stepEnd = Math.min(target, (Math.floor(this.size / C) * C) + GAP_STEP)
+      await this.#writeRange(fd, this.size, Buffer.alloc(stepEnd - this.size))
+    }
+  }
+
+  /** Writes `data` at `start` <= size: re-seals the touched chunks, merging old bytes at the edges. */
+  async #writeRange (fd: number, start: number, data: Buffer): Promise<void> {
+    const C = this.#chunk
+    const end = start + data.length
+    const first = Math.floor(start / C)
+    const last = Math.floor((end - 1) / C)
+    const runStart = first * C
+    const runEnd = Math.min((last + 1) * C, Math.max(this.size, end))
+    const nChunks = last - first + 1
+    if (this.chunkWrites + nChunks > CHUNK_WRITE_LIMIT) throw new FsError('EIO')
+    let plain: Buffer
+    if (runStart === start && runEnd === end) {
+      plain = data
+    } else {
+      plain = Buffer.alloc(runEnd - runStart)
+      const headOld = start > runStart && runStart < this.size
+      const tailOld = end < runEnd && last * C < this.size
+      if (headOld && (first === last || !tailOld)) {
+        await this.#readRun(fd, runStart, Math.min(runStart + C, this.size), plain)
+      } else if (headOld) {
+        await this.#readRun(fd, runStart, runStart + C, plain)
+      }
+      if (tailOld && !(headOld && first === last)) {
+        await this.#readRun(fd, last * C, Math.min((last + 1) * C, this.size), plain.subarray(last * C - runStart))
+      }
+      data.copy(plain, start - runStart)
+    }
+    const sealed = Buffer.allocUnsafe(this.volume.chunks.sealedSize(plain.length))
+    await this.volume.chunks.seal(this.dek, this.prefix, first, plain, sealed)
+    await writeFullAt(fd, sealed, this.#cipherOffset(first))
+    this.chunkWrites += nChunks
+    this.volume.index.countChunkWrites(this.fileId, nChunks)
+    if (end > this.size) this.size = end
+  }
+}

@@ -1,0 +1,45 @@
+import path from 'path'
+import { projectRoot } from '../crypto/native'
+import { SealFs } from './operations'
+
+/** fuse-native 2.2.6 built from source with our patch (native-deps/fuse-native). */
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const Fuse = require(path.join(projectRoot, 'build', 'fuse-native')) as FuseClass
+
+interface FuseInstance {
+  mount (cb: (err: Error | null) => void): void
+  unmount (cb: (err: Error | null) => void): void
+}
+type FuseClass = new (mnt: string, ops: Record<string, unknown>, opts: Record<string, unknown>) => FuseInstance
+
+export interface MountOptions {
+  /** Extra FUSE/kernel options, already checked by the caller (e.g. "ro", "allow_other"). */
+  options: string[]
+  fsname: string
+}
+
+/** A mounted SealFs: a FUSE session on `mountpoint` until unmount(). */
+export class Mount {
+  readonly #fuse: FuseInstance
+
+  private constructor (readonly fs: SealFs, readonly mountpoint: string, fuse: FuseInstance) {
+    this.#fuse = fuse
+  }
+
+  static start (fs: SealFs, mountpoint: string, opts: MountOptions): Promise<Mount> {
+    const fuse = new Fuse(mountpoint, fs.handlers(), {
+      timeout: false,
+      fsname: opts.fsname.replace(/[,\\]/g, '_'),
+      subtype: 'sealfs',
+      defaultPermissions: true,
+      extraOptions: opts.options
+    })
+    return new Promise((resolve, reject) => {
+      fuse.mount(err => err ? reject(err) : resolve(new Mount(fs, mountpoint, fuse)))
+    })
+  }
+
+  unmount (): Promise<void> {
+    return new Promise((resolve, reject) => this.#fuse.unmount(err => err ? reject(err) : resolve()))
+  }
+}

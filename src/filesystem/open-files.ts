@@ -1,0 +1,111 @@
+import fs from 'fs'
+import { decodeHeader, HEADER_BYTES } from '../volume/file-header'
+import { NewFile, Volume } from '../volume/volume'
+import { DekCache } from './dek-cache'
+import { FileContents, plainSize } from './file-contents'
+import { FsError } from './fs-error'
+
+const O_ACCMODE = 3
+
+export interface Handle {
+  fd: number
+  contents: FileContents | null  // null until the file has a header (a zero-length backing file)
+  append: boolean
+  writable: boolean
+}
+
+/**
+ * Open files: FUSE file handles, each with its own backing descriptor, and the shared
+ * FileContents of each file (by file ID, so every name and descriptor of a file sees the
+ * same size and lock).
+ */
+export class OpenFiles {
+  readonly #handles = new Map<number, Handle>()
+  readonly #contents = new Map<string, { contents: FileContents, refs: number }>()
+  readonly deks = new DekCache()
+  #nextHandle = 1
+
+  constructor (private readonly volume: Volume) {}
+
+  get (fh: number): Handle {
+    const h = this.#handles.get(fh)
+    if (h === undefined) throw new FsError('EBADF')
+    return h
+  }
+
+  /**
+   * Registers a backing descriptor with the contents it holds a reference to; when
+   * `contents` is not given, reads the file's header to find (or load) them.
+   */
+  async add (fd: number, flags: number, contents?: FileContents): Promise<number> {
+    const writable = (flags & O_ACCMODE) !== fs.constants.O_RDONLY
+    const handle: Handle = { fd, contents: null, append: (flags & fs.constants.O_APPEND) !== 0, writable }
+    handle.contents = contents ?? await this.contentsOf(fd)
+    const fh = this.#nextHandle++
+    this.#handles.set(fh, handle)
+    return fh
+  }
+
+  /** The shared contents of the file behind `fd` (null for a zero-length, header-less file). Adds a reference. */
+  async contentsOf (fd: number): Promise<FileContents | null> {
+    const hdr = Buffer.alloc(HEADER_BYTES)
+    const n = await new Promise<number>((resolve, reject) => fs.read(fd, hdr, 0, HEADER_BYTES, 0, (e, r) => e ? reject(e) : resolve(r)))
+    if (n === 0) return null
+    if (n !== HEADER_BYTES) throw new FsError('EIO')
+    const parsed = decodeHeader(hdr)
+    if (parsed === null) throw new FsError('EIO')
+    const id = parsed.fileId.toString('hex')
+    const shared = this.#contents.get(id)
+    if (shared !== undefined) {
+      shared.refs++
+      return shared.contents
+    }
+    const dek = this.deks.pin(id, () => this.volume.openDek(parsed))
+    const size = await new Promise<number>((resolve, reject) => fs.fstat(fd, (e, st) => e ? reject(e) : resolve(st.size)))
+    const row = this.volume.index.get(parsed.fileId)
+    const contents = new FileContents(this.volume, parsed.fileId, dek, plainSize(this.volume, size), row?.chunkWrites ?? 0)
+    this.#contents.set(id, { contents, refs: 1 })
+    return contents
+  }
+
+  /** Contents for a brand-new file identity (create, or first write to a header-less file). */
+  adopt (file: NewFile): FileContents {
+    const id = file.fileId.toString('hex')
+    const dek = this.deks.pin(id, () => file.dek)
+    const contents = new FileContents(this.volume, file.fileId, dek, 0, 0)
+    this.#contents.set(id, { contents, refs: 1 })
+    return contents
+  }
+
+  /** The open contents of a file ID, if any descriptor has it open. */
+  find (fileId: Buffer): FileContents | undefined {
+    return this.#contents.get(fileId.toString('hex'))?.contents
+  }
+
+  releaseContents (contents: FileContents): void {
+    const id = contents.fileId.toString('hex')
+    const shared = this.#contents.get(id)
+    if (shared === undefined) return
+    if (--shared.refs === 0) {
+      this.#contents.delete(id)
+      this.deks.unpin(id)
+    }
+  }
+
+  async release (fh: number): Promise<void> {
+    const h = this.#handles.get(fh)
+    if (h === undefined) return
+    this.#handles.delete(fh)
+    if (h.contents !== null) this.releaseContents(h.contents)
+    await new Promise<void>(resolve => fs.close(h.fd, () => resolve()))
+  }
+
+  get count (): number {
+    return this.#handles.size
+  }
+
+  async closeAll (): Promise<void> {
+    for (const fh of [...this.#handles.keys()]) await this.release(fh)
+    this.deks.clear()
+  }
+}

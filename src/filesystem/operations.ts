@@ -1,0 +1,358 @@
+import fs from 'fs'
+import path from 'path'
+import { randomBytes } from '../crypto/secret-key'
+import { LINK_TARGET_MAX } from '../crypto/link-cipher'
+import { loadAddon, PosixAddon } from '../crypto/native'
+import { DIR_ID_FILE, newDirId, writeDirIdSync } from '../volume/dir-id'
+import { decodeHeader, HEADER_BYTES } from '../volume/file-header'
+import { Volume } from '../volume/volume'
+import { CipherEntry, CipherPaths } from './cipher-paths'
+import { ERRNO, toErrno } from './errno'
+import { FileContents, plainSize } from './file-contents'
+import { FsError } from './fs-error'
+import { OpenFiles } from './open-files'
+
+const posix = loadAddon<PosixAddon>('posix')
+const O_ACCMODE = 3
+const S_IFMT = 0o170000
+const S_IFREG = 0o100000
+const S_IFLNK = 0o120000
+
+export interface Time { sec: number, nsec: number }
+
+export interface Attr {
+  mode: number, uid: number, gid: number, size: number, dev: number, nlink: number, ino: number,
+  rdev: number, blksize: number, blocks: number, atime: bigint, mtime: bigint, ctime: bigint
+}
+
+type Cb<T = void> = T extends void ? (err: number) => void : (err: number, value?: T) => void
+
+function lstatBig (p: string): Promise<fs.BigIntStats> {
+  return fs.promises.lstat(p, { bigint: true })
+}
+
+function closeQuietly (fd: number): void {
+  fs.close(fd, () => undefined)
+}
+
+/**
+ * The filesystem: FUSE operations on plaintext paths, carried out on the cipher dir.
+ * Every operation is an async method that throws on failure; `handlers()` adapts them to
+ * fuse-native's callbacks and turns failures into errno in one place (errno.ts).
+ */
+export class SealFs {
+  readonly paths: CipherPaths
+  readonly files: OpenFiles
+
+  constructor (readonly volume: Volume) {
+    this.paths = new CipherPaths(volume)
+    this.files = new OpenFiles(volume)
+  }
+
+  #attr (st: fs.BigIntStats): Attr {
+    const mode = Number(st.mode)
+    let size = Number(st.size)
+    if ((mode & S_IFMT) === S_IFREG) size = plainSize(this.volume, size)
+    else if ((mode & S_IFMT) === S_IFLNK) size = Math.max(0, Math.floor(size * 3 / 4) - 40)
+    return {
+      mode, uid: Number(st.uid), gid: Number(st.gid), size, dev: Number(st.dev), nlink: Number(st.nlink),
+      ino: Number(st.ino), rdev: Number(st.rdev), blksize: Number(st.blksize), blocks: Number(st.blocks),
+      atime: st.atimeNs, mtime: st.mtimeNs, ctime: st.ctimeNs
+    }
+  }
+
+  async getattr (p: string): Promise<Attr> {
+    const e = await this.paths.resolve(p)
+    return this.#attr(await lstatBig(e.path))
+  }
+
+  async fgetattr (fh: number): Promise<Attr> {
+    const h = this.files.get(fh)
+    const st = await new Promise<fs.BigIntStats>((resolve, reject) => fs.fstat(h.fd, { bigint: true }, (err, s) => err ? reject(err) : resolve(s)))
+    const a = this.#attr(st)
+    if (h.contents !== null) a.size = h.contents.size
+    return a
+  }
+
+  async readdir (p: string): Promise<string[]> {
+    const e = await this.paths.resolve(p)
+    return ['.', '..', ...await this.paths.list(e.path)]
+  }
+
+  async statfs (): Promise<fs.StatsFs> {
+    return fs.promises.statfs(this.volume.dir)
+  }
+
+  async #newEntry (p: string): Promise<CipherEntry> {
+    const e = await this.paths.resolve(p)
+    await this.paths.writeSidecar(e)
+    return e
+  }
+
+  async mkdir (p: string, mode: number): Promise<void> {
+    const e = await this.paths.resolve(p)
+    if (await fs.promises.lstat(e.path).then(() => true, () => false)) throw new FsError('EEXIST')
+    // Build the directory with its ID under a temporary name, then rename it into place,
+    // so that a crash never leaves a directory whose entries cannot be named.
+    const tmp = path.join(e.parent, `sealfs.tmp.${randomBytes(8).toString('hex')}`)
+    await fs.promises.mkdir(tmp, 0o700)
+    try {
+      const id = newDirId()
+      writeDirIdSync(tmp, id)
+      await fs.promises.chmod(tmp, mode & 0o7777)
+      await this.paths.writeSidecar(e)
+      await fs.promises.rename(tmp, e.path).catch(async err => {
+        if (err.code === 'ENOTEMPTY' || err.code === 'EISDIR' || err.code === 'ENOTDIR') throw new FsError('EEXIST')
+        throw err
+      })
+      this.paths.rememberDirId(e.path, id)
+    } catch (err) {
+      await fs.promises.rm(tmp, { recursive: true, force: true })
+      throw err
+    }
+  }
+
+  async rmdir (p: string): Promise<void> {
+    const e = await this.paths.resolve(p)
+    const entries = await fs.promises.readdir(e.path)
+    if (entries.some(n => n !== DIR_ID_FILE)) throw new FsError('ENOTEMPTY')
+    const id = await this.paths.dirId(e.path)
+    await fs.promises.unlink(path.join(e.path, DIR_ID_FILE)).catch(() => undefined)
+    try {
+      await fs.promises.rmdir(e.path)
+    } catch (err) {
+      writeDirIdSync(e.path, id)
+      throw err
+    }
+    this.paths.forgetTree(e.path)
+    await this.paths.removeSidecar(e)
+  }
+
+  async create (p: string, mode: number, flags: number): Promise<number> {
+    const e = await this.#newEntry(p)
+    const fd = await new Promise<number>((resolve, reject) => fs.open(e.path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, mode & 0o7777, (err, f) => err ? reject(err) : resolve(f)))
+    try {
+      const file = this.volume.newFile()
+      await new Promise<void>((resolve, reject) => fs.write(fd, file.header, 0, HEADER_BYTES, 0, err => err ? reject(err) : resolve()))
+      return await this.files.add(fd, (flags & ~O_ACCMODE) | fs.constants.O_RDWR, this.files.adopt(file))
+    } catch (err) {
+      closeQuietly(fd)
+      await fs.promises.unlink(e.path).catch(() => undefined)
+      throw err
+    }
+  }
+
+  async open (p: string, flags: number): Promise<number> {
+    const e = await this.paths.resolve(p)
+    const writable = (flags & O_ACCMODE) !== fs.constants.O_RDONLY
+    const fd = await new Promise<number>((resolve, reject) => fs.open(e.path, (writable ? fs.constants.O_RDWR : fs.constants.O_RDONLY) | fs.constants.O_NOFOLLOW, (err, f) => err ? reject(err) : resolve(f)))
+    let fh: number
+    try {
+      fh = await this.files.add(fd, flags)
+    } catch (err) {
+      closeQuietly(fd)
+      throw err
+    }
+    if ((flags & fs.constants.O_TRUNC) !== 0 && writable) await this.ftruncate(fh, 0)
+    return fh
+  }
+
+  /** The contents of a handle; gives a header-less (zero-length) backing file an identity first. */
+  async #writableContents (fh: number): Promise<FileContents> {
+    const h = this.files.get(fh)
+    if (!h.writable) throw new FsError('EBADF')
+    if (h.contents !== null) return h.contents
+    const file = this.volume.newFile()
+    await new Promise<void>((resolve, reject) => fs.write(h.fd, file.header, 0, HEADER_BYTES, 0, err => err ? reject(err) : resolve()))
+    h.contents = this.files.adopt(file)
+    return h.contents
+  }
+
+  async read (fh: number, buf: Buffer, len: number, offset: number): Promise<number> {
+    const h = this.files.get(fh)
+    const c = h.contents
+    if (c === null) return 0
+    try {
+      return await c.lock.read(() => c.read(h.fd, offset, len, buf))
+    } catch (err) {
+      throw Object.assign(err as object, { fileId: c.fileId })
+    }
+  }
+
+  async write (fh: number, buf: Buffer, len: number, offset: number): Promise<number> {
+    const c = await this.#writableContents(fh)
+    const h = this.files.get(fh)
+    const data = len === buf.length ? buf : buf.subarray(0, len)
+    try {
+      return await c.lock.write(() => c.write(h.fd, h.append ? c.size : offset, data))
+    } catch (err) {
+      throw Object.assign(err as object, { fileId: c.fileId })
+    }
+  }
+
+  async ftruncate (fh: number, size: number): Promise<void> {
+    if (size === 0 && this.files.get(fh).contents === null) return
+    const c = await this.#writableContents(fh)
+    const h = this.files.get(fh)
+    await c.lock.write(() => c.truncate(h.fd, size))
+  }
+
+  async truncate (p: string, size: number): Promise<void> {
+    const fh = await this.open(p, fs.constants.O_WRONLY)
+    try {
+      await this.ftruncate(fh, size)
+    } finally {
+      await this.files.release(fh)
+    }
+  }
+
+  async fsync (fh: number, datasync: boolean): Promise<void> {
+    const h = this.files.get(fh)
+    await new Promise<void>((resolve, reject) => (datasync ? fs.fdatasync : fs.fsync)(h.fd, err => err ? reject(err) : resolve()))
+  }
+
+  async release (fh: number): Promise<void> {
+    await this.files.release(fh)
+  }
+
+  /** The file ID of a backing regular file that is about to lose its last name, or null. */
+  async #lastLinkFileId (backing: string): Promise<Buffer | null> {
+    const st = await fs.promises.lstat(backing).catch(() => null)
+    if (st === null || !st.isFile() || st.nlink !== 1 || st.size < HEADER_BYTES) return null
+    const fh = await fs.promises.open(backing, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW).catch(() => null)
+    if (fh === null) return null
+    try {
+      const buf = Buffer.alloc(HEADER_BYTES)
+      await fh.read(buf, 0, HEADER_BYTES, 0)
+      return decodeHeader(buf)?.fileId ?? null
+    } finally {
+      await fh.close()
+    }
+  }
+
+  #forgetFile (fileId: Buffer | null): void {
+    if (fileId === null || this.files.find(fileId) !== undefined) return
+    this.volume.index.remove(fileId)
+    this.files.deks.drop(fileId.toString('hex'))
+  }
+
+  async unlink (p: string): Promise<void> {
+    const e = await this.paths.resolve(p)
+    const gone = await this.#lastLinkFileId(e.path)
+    await fs.promises.unlink(e.path)
+    await this.paths.removeSidecar(e)
+    this.#forgetFile(gone)
+  }
+
+  async rename (from: string, to: string): Promise<void> {
+    const src = await this.paths.resolve(from)
+    const dst = await this.paths.resolve(to)
+    const srcStat = await fs.promises.lstat(src.path)
+    const replaced = await this.#lastLinkFileId(dst.path)
+    await this.paths.writeSidecar(dst)
+    if (srcStat.isDirectory()) await this.#renameDir(src.path, dst.path)
+    else await fs.promises.rename(src.path, dst.path)
+    if (src.sidecar !== dst.sidecar) await this.paths.removeSidecar(src)
+    if (srcStat.isDirectory()) {
+      this.paths.forgetTree(src.path)
+      this.paths.forgetTree(dst.path)
+    }
+    this.#forgetFile(replaced)
+  }
+
+  /** rename(2) of a directory over an empty one: the target's own ID file must not make it look non-empty. */
+  async #renameDir (from: string, to: string): Promise<void> {
+    const target = await fs.promises.readdir(to).catch(() => null)
+    if (target === null || target.some(n => n !== DIR_ID_FILE)) return fs.promises.rename(from, to)
+    const id = await this.paths.dirId(to)
+    await fs.promises.unlink(path.join(to, DIR_ID_FILE))
+    try {
+      await fs.promises.rename(from, to)
+    } catch (err) {
+      writeDirIdSync(to, id)
+      throw err
+    }
+  }
+
+  async link (from: string, to: string): Promise<void> {
+    const src = await this.paths.resolve(from)
+    const dst = await this.#newEntry(to)
+    await fs.promises.link(src.path, dst.path)
+  }
+
+  async symlink (target: string, p: string): Promise<void> {
+    const t = Buffer.from(target, 'utf8')
+    if (t.length > LINK_TARGET_MAX) throw new FsError('ENAMETOOLONG')
+    const e = await this.#newEntry(p)
+    await fs.promises.symlink(this.volume.links.encrypt(t), e.path)
+  }
+
+  async readlink (p: string): Promise<string> {
+    const e = await this.paths.resolve(p)
+    return this.volume.links.decrypt(await fs.promises.readlink(e.path)).toString('utf8')
+  }
+
+  async #notSymlink (p: string): Promise<string> {
+    const e = await this.paths.resolve(p)
+    if ((await fs.promises.lstat(e.path)).isSymbolicLink()) throw new FsError('EOPNOTSUPP')
+    return e.path
+  }
+
+  async chmod (p: string, mode: number): Promise<void> {
+    await fs.promises.chmod(await this.#notSymlink(p), mode & 0o7777)
+  }
+
+  async chown (p: string, uid: number, gid: number): Promise<void> {
+    const e = await this.paths.resolve(p)
+    await fs.promises.lchown(e.path, uid, gid)
+  }
+
+  async utimens (p: string, atime: Time, mtime: Time): Promise<void> {
+    const e = await this.paths.resolve(p)
+    const rc = posix.utimensat(e.path, atime.sec, atime.nsec, mtime.sec, mtime.nsec)
+    if (rc < 0) throw new FsError(Object.keys(ERRNO).find(k => ERRNO[k] === -rc) ?? 'EIO')
+  }
+
+  /** fuse-native's operation table: callback style, errno in one place. */
+  handlers (): Record<string, unknown> {
+    const run = <T>(fn: () => Promise<T>, cb: (err: number, value?: T) => void, ok: (v: T) => void = v => cb(0, v)): void => {
+      fn().then(ok, err => cb(toErrno(err, (err as { fileId?: Buffer })?.fileId)))
+    }
+    return {
+      init: (cb: Cb) => cb(0),
+      getattr: (p: string, cb: Cb<Attr>) => run(() => this.getattr(p), cb),
+      fgetattr: (_p: string, fh: number, cb: Cb<Attr>) => run(() => this.fgetattr(fh), cb),
+      readdir: (p: string, cb: Cb<string[]>) => run(() => this.readdir(p), cb),
+      statfs: (_p: string, cb: Cb<object>) => run(() => this.statfs(), cb, s => cb(0, {
+        bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail,
+        files: s.files, ffree: s.ffree, favail: s.ffree, fsid: 0, flag: 0, namemax: 255
+      })),
+      mkdir: (p: string, mode: number, cb: Cb) => run(() => this.mkdir(p, mode), cb, () => cb(0)),
+      rmdir: (p: string, cb: Cb) => run(() => this.rmdir(p), cb, () => cb(0)),
+      create: (p: string, mode: number, flags: number, cb: Cb<number>) => run(() => this.create(p, mode, flags), cb),
+      open: (p: string, flags: number, cb: Cb<number>) => run(() => this.open(p, flags), cb),
+      read: (_p: string, fh: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) =>
+        run(() => this.read(fh, buf, len, pos), cb, n => cb(n)),
+      write: (_p: string, fh: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) =>
+        run(() => this.write(fh, buf, len, pos), cb, n => cb(n)),
+      truncate: (p: string, size: number, cb: Cb) => run(() => this.truncate(p, size), cb, () => cb(0)),
+      ftruncate: (_p: string, fh: number, size: number, cb: Cb) => run(() => this.ftruncate(fh, size), cb, () => cb(0)),
+      flush: (_p: string, _fh: number, cb: Cb) => cb(0),
+      fsync: (_p: string, datasync: number, fh: number, cb: Cb) => run(() => this.fsync(fh, datasync !== 0), cb, () => cb(0)),
+      release: (_p: string, fh: number, cb: Cb) => run(() => this.release(fh), cb, () => cb(0)),
+      unlink: (p: string, cb: Cb) => run(() => this.unlink(p), cb, () => cb(0)),
+      rename: (from: string, to: string, cb: Cb) => run(() => this.rename(from, to), cb, () => cb(0)),
+      link: (from: string, to: string, cb: Cb) => run(() => this.link(from, to), cb, () => cb(0)),
+      symlink: (target: string, p: string, cb: Cb) => run(() => this.symlink(target, p), cb, () => cb(0)),
+      readlink: (p: string, cb: Cb<string>) => run(() => this.readlink(p), cb),
+      chmod: (p: string, mode: number, cb: Cb) => run(() => this.chmod(p, mode), cb, () => cb(0)),
+      chown: (p: string, uid: number, gid: number, cb: Cb) => run(() => this.chown(p, uid, gid), cb, () => cb(0)),
+      utimens: (p: string, atime: Time, mtime: Time, cb: Cb) => run(() => this.utimens(p, atime, mtime), cb, () => cb(0))
+    }
+  }
+
+  async close (): Promise<void> {
+    await this.files.closeAll()
+    this.volume.close()
+  }
+}

@@ -1,0 +1,30 @@
+import fs from 'fs'
+import path from 'path'
+import { randomBytes } from '../crypto/secret-key'
+
+/**
+ * Replaces `file` with `data` so that a crash leaves either the old or the new content:
+ * write a temp file in the same directory, fsync it, rename over, fsync the directory.
+ */
+export function writeFileAtomic (file: string, data: Buffer | string, mode: number): void {
+  const tmp = path.join(path.dirname(file), `${path.basename(file)}.tmp-${randomBytes(6).toString('hex')}`)
+  const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, mode)
+  try {
+    fs.writeSync(fd, typeof data === "string" ? Buffer.from(data) : data)
+    fs.fsyncSync(fd)
+  } finally {
+    fs.closeSync(fd)
+  }
+  try {
+    fs.renameSync(tmp, file)
+  } catch (e) {
+    fs.rmSync(tmp, { force: true })
+    throw e
+  }
+  syncDir(path.dirname(file))
+}
+
+export function syncDir (dir: string): void {
+  const fd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY)
+  try { fs.fsyncSync(fd) } finally { fs.closeSync(fd) }
+}

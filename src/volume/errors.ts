@@ -1,0 +1,19 @@
+// Failures of opening or creating a volume. Messages are one line, safe to show a user,
+// and never contain key material or passphrases.
+
+export type VolumeErrorKind =
+  | 'missing-dir'        // the cipher dir (or mount point) does not exist or is not a directory
+  | 'not-empty'          // init on a non-empty directory
+  | 'not-a-volume'       // no sealfs.conf
+  | 'damaged-config'     // sealfs.conf unreadable or invalid
+  | 'unsupported'        // format version or algorithm we do not know
+  | 'weak-kdf'           // KDF parameters below the floor (or absurdly high)
+  | 'wrong-passphrase'   // no slot unlocks with the given credential
+  | 'bad-input'          // an option value that cannot be used
+
+export class VolumeError extends Error {
+  constructor (readonly kind: VolumeErrorKind, message: string) {
+    super(message)
+    this.name = 'VolumeError'
+  }
+}

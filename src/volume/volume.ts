@@ -1,0 +1,157 @@
+import fs from 'fs'
+import { ChunkCipher, isValidChunkSize } from '../crypto/chunk-cipher'
+import { AuthenticationError } from '../crypto/errors'
+import { unwrapKey, wrapKey } from '../crypto/key-wrap'
+import { LinkCipher } from '../crypto/link-cipher'
+import { NameCipher } from '../crypto/name-cipher'
+import { DEFAULT_COST, costIsAcceptable } from '../crypto/passphrase-kdf'
+import { SecretKey, randomBytes } from '../crypto/secret-key'
+import { CONTENT_CIPHER, FORMAT_VERSION, KEY_WRAP, NAME_CIPHER, VolumeConfig, readConfig, writeConfig } from './config'
+import { DekIndex } from './dek-index'
+import { newDirId, writeDirIdSync } from './dir-id'
+import { VolumeError } from './errors'
+import { FILE_ID_BYTES, FileHeader, encodeHeader } from './file-header'
+import { createPassphraseSlot, unlockWithPassphrase } from './key-slot'
+
+export const DEFAULT_CHUNK_SIZE = 32 * 1024
+
+/** Subkeys of the master key (libsodium crypto_kdf ids and contexts; see docs/FORMAT.md). */
+const SUBKEYS = {
+  dekWrap: [1, 'sealfsdk'],
+  nameEnc: [2, 'sealfsnm'],
+  nameMac: [3, 'sealfsnm'],
+  link: [4, 'sealfslk']
+} as const
+
+export interface InitOptions {
+  chunkSize?: number
+  cost?: { opslimit: number, memlimit: number }
+}
+
+export interface NewFile {
+  fileId: Buffer
+  dek: SecretKey
+  header: Buffer
+}
+
+function checkDir (dir: string): void {
+  let st: fs.Stats
+  try {
+    st = fs.statSync(dir)
+  } catch {
+    throw new VolumeError('missing-dir', `${dir} does not exist`)
+  }
+  if (!st.isDirectory()) throw new VolumeError('missing-dir', `${dir} is not a directory`)
+}
+
+/**
+ * An unlocked volume: its config, the master key's subkeys, the content, name and link
+ * ciphers, and the DEK index. Knows nothing of FUSE.
+ */
+export class Volume {
+  readonly volumeId: Buffer
+  readonly chunks: ChunkCipher
+  readonly names: NameCipher
+  readonly links: LinkCipher
+  readonly index: DekIndex
+  readonly #dekWrapKey: SecretKey
+  readonly #keys: SecretKey[]
+
+  private constructor (readonly dir: string, readonly config: VolumeConfig, masterKey: SecretKey) {
+    this.volumeId = Buffer.from(config.volumeId, 'hex')
+    this.chunks = new ChunkCipher(config.chunkSize)
+    const derive = ([id, ctx]: readonly [number, string]): SecretKey => masterKey.derive(id, ctx)
+    this.#dekWrapKey = derive(SUBKEYS.dekWrap)
+    const nameEnc = derive(SUBKEYS.nameEnc)
+    const nameMac = derive(SUBKEYS.nameMac)
+    const link = derive(SUBKEYS.link)
+    this.#keys = [this.#dekWrapKey, nameEnc, nameMac, link]
+    this.names = new NameCipher(nameEnc, nameMac)
+    this.links = new LinkCipher(link, this.volumeId)
+    this.index = new DekIndex(dir, config.volumeId)
+  }
+
+  static async init (dir: string, passphrase: Buffer, opts: InitOptions = {}): Promise<void> {
+    checkDir(dir)
+    if (fs.readdirSync(dir).length > 0) throw new VolumeError('not-empty', `${dir} is not empty`)
+    const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE
+    if (!isValidChunkSize(chunkSize)) throw new VolumeError('bad-input', 'chunk size must be a power of two from 4096 to 1048576')
+    const cost = opts.cost ?? DEFAULT_COST
+    if (!costIsAcceptable(cost)) throw new VolumeError('weak-kdf', 'Argon2id cost below the floor (opslimit >= 2, memlimit >= 64 MiB)')
+    if (passphrase.length === 0) throw new VolumeError('bad-input', 'the passphrase is empty')
+    const config: VolumeConfig = {
+      format: 'sealfs',
+      formatVersion: FORMAT_VERSION,
+      volumeId: randomBytes(16).toString('hex'),
+      contentCipher: CONTENT_CIPHER,
+      chunkSize,
+      nameCipher: NAME_CIPHER,
+      keyWrap: KEY_WRAP,
+      masterKeyVersion: 1,
+      slots: []
+    }
+    const masterKey = SecretKey.random()
+    try {
+      config.slots.push(await createPassphraseSlot(config, 1, masterKey, passphrase, cost))
+    } finally {
+      masterKey.dispose()
+    }
+    writeDirIdSync(dir, newDirId())
+    new DekIndex(dir, config.volumeId).close()
+    writeConfig(dir, config)
+  }
+
+  static async unlock (dir: string, passphrase: Buffer): Promise<Volume> {
+    checkDir(dir)
+    const config = readConfig(dir)
+    const masterKey = await unlockWithPassphrase(config, passphrase)
+    try {
+      return new Volume(dir, config, masterKey)
+    } finally {
+      masterKey.dispose()
+    }
+  }
+
+  /** The AAD of a wrapped DEK: binds it to this volume, its file and the master-key version. */
+  #dekAad (fileId: Buffer, keyVersion: number): Buffer {
+    const v = Buffer.alloc(4)
+    v.writeUInt32BE(keyVersion)
+    return Buffer.concat([Buffer.from('sealfs-dek-v1', 'ascii'), this.volumeId, fileId, v])
+  }
+
+  /** A fresh file identity: random file ID and DEK, the header to write, the index row queued. */
+  newFile (): NewFile {
+    const fileId = randomBytes(FILE_ID_BYTES)
+    const dek = SecretKey.random()
+    const keyVersion = this.config.masterKeyVersion
+    const wrappedDek = wrapKey(this.#dekWrapKey, dek, this.#dekAad(fileId, keyVersion))
+    this.index.put(fileId, keyVersion, wrappedDek)
+    return { fileId, dek, header: encodeHeader({ fileId, keyVersion, wrappedDek }) }
+  }
+
+  /**
+   * The DEK of a file from its header; when the header was wrapped under an older master-key
+   * version, from the index. Throws AuthenticationError if neither authenticates.
+   */
+  openDek (header: FileHeader): SecretKey {
+    let wrapped = header.wrappedDek
+    let version = header.keyVersion
+    if (version !== this.config.masterKeyVersion) {
+      const row = this.index.get(header.fileId)
+      if (row === undefined) throw new AuthenticationError('file header')
+      wrapped = row.wrapped
+      version = row.keyVersion
+    }
+    return unwrapKey(this.#dekWrapKey, wrapped, this.#dekAad(header.fileId, version), 'file header')
+  }
+
+  /** The chunk AAD prefix of a file: volume ID || file ID. */
+  aadPrefix (fileId: Buffer): Buffer {
+    return Buffer.concat([this.volumeId, fileId])
+  }
+
+  close (): void {
+    this.index.close()
+    for (const k of this.#keys) k.dispose()
+  }
+}
