@@ -26,6 +26,8 @@ export function parseMountOptions (specs: string[]): ParsedMountOptions {
         continue
       } else if (key === 'fsname') {
         out.fsname = opt.slice('fsname='.length)
+      } else if (opt === 'debug') {
+        out.fuse.push(opt)  // libfuse request trace (foreground only; it prints plaintext paths)
       } else if (opt === 'nonempty') {
         out.nonempty = true
       } else {

@@ -12,8 +12,8 @@ const errnos = os.constants.errno as Record<string, number>
 export function toErrno (e: unknown, fileId?: Buffer): number {
   if (e instanceof AuthenticationError || e instanceof MalformedCiphertextError) {
     const where = fileId !== undefined ? `file ${fileId.toString('hex')}` : 'an entry'
-    const chunk = e instanceof AuthenticationError && e.detail?.chunk !== undefined ? ` chunk ${e.detail.chunk}` : ''
-    logLine(`${where}:${chunk} ${e.message}; returning EIO`)
+    const what = e instanceof AuthenticationError && e.detail?.chunk !== undefined ? `chunk ${e.detail.chunk} failed authentication` : e.message
+    logLine(`${where}: ${what}; returning EIO`)
     return -errnos.EIO
   }
   const code = (e as { code?: unknown })?.code

@@ -35,6 +35,7 @@ export class DekIndex {
     const fresh = !fs.existsSync(file)
     if (fresh) fs.closeSync(fs.openSync(file, fs.constants.O_CREAT | fs.constants.O_WRONLY | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600))
     this.#db = new Database(file)
+    this.#db.pragma('busy_timeout = 10000')
     this.#db.pragma('journal_mode = DELETE')
     this.#db.pragma('synchronous = FULL')
     this.#db.pragma('secure_delete = ON')

@@ -1,0 +1,91 @@
+import { spawnSync } from 'child_process'
+import fs from 'fs'
+import path from 'path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { cleanup, FAST_KDF, isMounted, makeVolume, mount, ROOT, sealfs, umount, Vol } from './helpers'
+
+describe('sealfs command line', () => {
+  let v: Vol
+  beforeAll(() => { v = makeVolume() })
+  afterAll(async () => { await cleanup(v) })
+
+  it('runs from the project root with npx --no-install', () => {
+    const r = spawnSync('npx', ['--no-install', 'sealfs', '--help'], { cwd: ROOT, encoding: 'utf8' })
+    expect(r.status).toBe(0)
+    expect(r.stdout).toMatch(/init \[options\] <CIPHER>/)
+    expect(r.stdout).toMatch(/mount \[options\] <CIPHER> <MNT>/)
+  })
+
+  it('refuses a wrong passphrase: exit 7, one line, nothing mounted', () => {
+    const wrong = path.join(v.base, 'wrong')
+    fs.writeFileSync(wrong, 'not the passphrase\n')
+    const r = sealfs(['mount', '--passfile', wrong, v.cipher, v.mnt])
+    expect(r.status).toBe(7)
+    expect(r.stderr).toBe('sealfs: wrong passphrase (or the volume config was modified)\n')
+    expect(isMounted(v.mnt)).toBe(false)
+    const f = sealfs(['mount', '-f', '--passfile', wrong, v.cipher, v.mnt])
+    expect(f.status).toBe(7)
+    expect(isMounted(v.mnt)).toBe(false)
+  })
+
+  it('gives distinct exit codes and one-line errors for bad input', () => {
+    const cases: Array<[string[], number, RegExp]> = [
+      [['mount', '--passfile', v.passfile, path.join(v.base, 'nope'), v.mnt], 3, /does not exist/],
+      [['mount', '--passfile', v.passfile, v.cipher, path.join(v.base, 'nope')], 3, /does not exist/],
+      [['init', '--passfile', v.passfile, ...FAST_KDF, v.cipher], 4, /is not empty/],
+      [['mount', '--passfile', v.passfile, v.mnt, v.base], 2, /must not contain each other/],
+      [['mount', '--passfile', path.join(v.base, 'nopass'), v.cipher, v.mnt], 8, /cannot read passfile/],
+      [['mount', '--passfile', v.passfile, '-o', 'bogus_opt', v.cipher, v.mnt], 2, /unknown mount option 'bogus_opt'/],
+      [['init', '--passfile', v.passfile, '--kdf-memlimit', '1024', path.join(v.base, 'nope')], 3, /does not exist/],
+      [['frobnicate'], 2, /unknown command/],
+      [['mount', '--extpass', 'exit 3', v.cipher, v.mnt], 8, /extpass program failed/]
+    ]
+    for (const [args, code, msg] of cases) {
+      const r = sealfs(args)
+      expect(r.status, args.join(' ') + ': ' + r.stderr).toBe(code)
+      expect(r.stderr).toMatch(msg)
+      expect(r.stderr).not.toMatch(/\n\s+at /)  // no stack trace
+      expect(isMounted(v.mnt)).toBe(false)
+    }
+  })
+
+  it('refuses a directory that is not a volume, a weak KDF and a damaged config', () => {
+    const empty = path.join(v.base, 'empty')
+    fs.mkdirSync(empty)
+    const notVol = sealfs(['mount', '--passfile', v.passfile, empty, v.mnt])
+    expect(notVol.status).toBe(5)
+    expect(notVol.stderr).toMatch(/is not a sealfs volume/)
+    const weak = sealfs(['init', '--passfile', v.passfile, '--kdf-memlimit', '1048576', empty])
+    expect(weak.status).toBe(10)
+    const conf = path.join(v.cipher, 'sealfs.conf')
+    const saved = fs.readFileSync(conf)
+    fs.writeFileSync(conf, saved.toString().replace('"memlimit": 67108864', '"memlimit": 1048576'))
+    expect(sealfs(['mount', '--passfile', v.passfile, v.cipher, v.mnt]).status).toBe(10)
+    // A change that passes the floor still fails: all parameters are authenticated.
+    fs.writeFileSync(conf, saved.toString().replace('"opslimit": 2', '"opslimit": 3'))
+    expect(sealfs(['mount', '--passfile', v.passfile, v.cipher, v.mnt]).status).toBe(7)
+    fs.writeFileSync(conf, '{ not json')
+    expect(sealfs(['mount', '--passfile', v.passfile, v.cipher, v.mnt]).status).toBe(6)
+    fs.writeFileSync(conf, saved)
+    expect(isMounted(v.mnt)).toBe(false)
+  })
+
+  it('mounts (detached, ready on return), takes extpass, and unmounts with sealfs umount', async () => {
+    const r = sealfs(['mount', '--extpass', `cat ${v.passfile}`, v.cipher, v.mnt])
+    expect(r.status).toBe(0)
+    expect(isMounted(v.mnt)).toBe(true)
+    fs.writeFileSync(path.join(v.mnt, 'x'), 'y')
+    await umount(v)
+    expect(isMounted(v.mnt)).toBe(false)
+    mount(v)
+    expect(fs.readFileSync(path.join(v.mnt, 'x'), 'utf8')).toBe('y')
+    // A second mount on a mounted mount point is refused.
+    expect(sealfs(['mount', '--passfile', v.passfile, v.cipher, v.mnt]).status).toBe(4)
+    await umount(v)
+  })
+
+  it('writes the config and index with owner-only permissions', () => {
+    expect(fs.statSync(path.join(v.cipher, 'sealfs.conf')).mode & 0o077).toBe(0)
+    expect(fs.statSync(path.join(v.cipher, 'sealfs.index')).mode & 0o777).toBe(0o600)
+  })
+})
