@@ -145,7 +145,11 @@ export class SealFs {
   async open (p: string, flags: number): Promise<number> {
     const e = await this.paths.resolve(p)
     const writable = (flags & O_ACCMODE) !== fs.constants.O_RDONLY
-    const fd = await new Promise<number>((resolve, reject) => fs.open(e.path, (writable ? fs.constants.O_RDWR : fs.constants.O_RDONLY) | fs.constants.O_NOFOLLOW, (err, f) => err ? reject(err) : resolve(f)))
+    // Reading the header of a file opened write-only must not change its atime (touch -m).
+    const noatime = (flags & O_ACCMODE) === fs.constants.O_WRONLY ? fs.constants.O_NOATIME : 0
+    const base = (writable ? fs.constants.O_RDWR : fs.constants.O_RDONLY) | fs.constants.O_NOFOLLOW
+    const openWith = (extra: number): Promise<number> => new Promise((resolve, reject) => fs.open(e.path, base | extra, (err, f) => err ? reject(err) : resolve(f)))
+    const fd = await openWith(noatime).catch(err => (err.code === 'EPERM' && noatime !== 0) ? openWith(0) : Promise.reject(err))
     let fh: number
     try {
       fh = await this.files.add(fd, flags)

@@ -1,0 +1,137 @@
+import { execFileSync } from 'child_process'
+import fs from 'fs'
+import path from 'path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { cleanup, makeVolume, mount, mountForeground, umount, Vol } from './helpers'
+
+function statNs (p: string): { atime: bigint, mtime: bigint } {
+  const s = fs.lstatSync(p, { bigint: true })
+  return { atime: s.atimeNs, mtime: s.mtimeNs }
+}
+
+describe('filesystem operations, side by side with a plain directory', () => {
+  let v: Vol
+  let plain: string
+  beforeAll(() => {
+    v = makeVolume()
+    plain = path.join(v.base, 'plain')
+    fs.mkdirSync(plain)
+    mount(v)
+  })
+  afterAll(async () => { await cleanup(v) })
+
+  /** Runs `fn` on both roots; results must match. */
+  function both<T> (fn: (root: string) => T): T {
+    const a = fn(plain)
+    const b = fn(v.mnt)
+    expect(b).toEqual(a)
+    return b
+  }
+
+  it('mkdir, readdir, rmdir, create, unlink, rename (also over an existing file and directory)', () => {
+    both(r => { fs.mkdirSync(path.join(r, 'd1/d2'), { recursive: true }); return fs.readdirSync(r).sort() })
+    both(r => { fs.writeFileSync(path.join(r, 'd1/f'), 'one'); fs.writeFileSync(path.join(r, 'g'), 'two'); return fs.readdirSync(path.join(r, 'd1')).sort() })
+    both(r => { fs.renameSync(path.join(r, 'g'), path.join(r, 'd1/f')); return [fs.readFileSync(path.join(r, 'd1/f'), 'utf8'), fs.readdirSync(r).sort()] })
+    both(r => { fs.mkdirSync(path.join(r, 'empty')); fs.renameSync(path.join(r, 'd1'), path.join(r, 'empty')); return [fs.readdirSync(r).sort(), fs.readdirSync(path.join(r, 'empty/d2'))] })
+    both(r => { try { fs.rmdirSync(path.join(r, 'empty')); return 'ok' } catch (e) { return (e as NodeJS.ErrnoException).code } })
+    both(r => { fs.unlinkSync(path.join(r, 'empty/f')); fs.rmdirSync(path.join(r, 'empty/d2')); fs.rmdirSync(path.join(r, 'empty')); return fs.readdirSync(r) })
+    both(r => { try { fs.mkdirSync(r + '/x'); fs.mkdirSync(r + '/x'); return 'ok' } catch (e) { return (e as NodeJS.ErrnoException).code } })
+    both(r => { try { fs.readFileSync(r + '/missing'); return 'ok' } catch (e) { return (e as NodeJS.ErrnoException).code } })
+    both(r => { try { fs.writeFileSync(r + '/' + 'n'.repeat(256), ''); return 'ok' } catch (e) { return (e as NodeJS.ErrnoException).code } })
+    both(r => { fs.writeFileSync(r + '/' + 'n'.repeat(255), 'long'); return fs.readFileSync(r + '/' + 'n'.repeat(255), 'utf8') })
+    both(r => { fs.renameSync(r + '/' + 'n'.repeat(255), r + '/x/' + 'm'.repeat(200)); return fs.readdirSync(r + '/x') })
+  })
+
+  it('truncate and ftruncate grow and shrink mid-chunk; fstat sees writes through the descriptor', () => {
+    both(r => {
+      const f = path.join(r, 't')
+      fs.writeFileSync(f, Buffer.alloc(100_000, 7))
+      fs.truncateSync(f, 40_000)
+      fs.truncateSync(f, 70_001)
+      const fd = fs.openSync(f, 'r+')
+      fs.ftruncateSync(fd, 33_333)
+      fs.writeSync(fd, Buffer.from('end'), 0, 3, 50_000)
+      const size = fs.fstatSync(fd).size
+      fs.ftruncateSync(fd, 65_537)
+      const size2 = fs.fstatSync(fd).size
+      fs.closeSync(fd)
+      return [size, size2, fs.readFileSync(f).toString('base64')]
+    })
+  })
+
+  it('O_APPEND writes land at the end, also with another descriptor extending the file', () => {
+    both(r => {
+      const f = path.join(r, 'ap')
+      const a = fs.openSync(f, 'a')
+      fs.writeSync(a, 'abc')
+      const w = fs.openSync(f, 'r+')
+      fs.writeSync(w, 'XXXXXXXX', 10)
+      fs.writeSync(a, 'Z')
+      fs.closeSync(a); fs.closeSync(w)
+      return fs.readFileSync(f).toString('hex')
+    })
+  })
+
+  it('symlink, readlink, chmod, chown, statfs, fsync', () => {
+    both(r => { fs.symlinkSync('../some/target with spaces', path.join(r, 'l')); return [fs.readlinkSync(path.join(r, 'l')), fs.lstatSync(path.join(r, 'l')).size] })
+    both(r => { fs.writeFileSync(path.join(r, 'm'), 'x'); fs.chmodSync(path.join(r, 'm'), 0o640); return fs.statSync(path.join(r, 'm')).mode })
+    both(r => { fs.chownSync(path.join(r, 'm'), 1234, 5678); const s = fs.statSync(path.join(r, 'm')); return [s.uid, s.gid] })
+    both(r => { const fd = fs.openSync(path.join(r, 'm'), 'r+'); fs.writeSync(fd, 'yz', 1); fs.fsyncSync(fd); fs.fdatasyncSync(fd); fs.closeSync(fd); return fs.readFileSync(path.join(r, 'm'), 'utf8') })
+    const s = fs.statfsSync(v.mnt)
+    expect(s.bsize).toBeGreaterThan(0)
+    expect(s.blocks).toBeGreaterThan(0)
+  })
+
+  it('sets atime and mtime with nanosecond precision, UTIME_OMIT and UTIME_NOW', () => {
+    const times = both(r => {
+      const f = path.join(r, 'times')
+      fs.writeFileSync(f, 'x')
+      execFileSync('touch', ['-d', '2001-02-03 04:05:06.123456789', f])
+      const t1 = statNs(f)
+      execFileSync('touch', ['-m', '-d', '2011-12-13 14:15:16.987654321', f])  // atime omitted
+      const t2 = statNs(f)
+      execFileSync('touch', ['-a', '-d', '1999-01-01 00:00:00.000000001', f])  // mtime omitted
+      const t3 = statNs(f)
+      return [t1, t2, t3].map(t => [String(t.atime), String(t.mtime)])
+    })
+    expect(times[0]).toEqual(['981173106123456789', '981173106123456789'])
+    expect(times[1]).toEqual(['981173106123456789', '1323785716987654321'])
+    expect(times[2]).toEqual(['915148800000000001', '1323785716987654321'])
+    const f = path.join(v.mnt, 'times')
+    const before = BigInt(Date.now() - 5000) * 1_000_000n
+    execFileSync('touch', [f])  // UTIME_NOW in both slots
+    const now = statNs(f)
+    expect(now.atime > before && now.mtime > before).toBe(true)
+  })
+
+  it('hard links share contents and size at once through every name', () => {
+    both(r => {
+      fs.writeFileSync(path.join(r, 'h1'), 'first')
+      fs.linkSync(path.join(r, 'h1'), path.join(r, 'h2'))
+      fs.appendFileSync(path.join(r, 'h2'), ' and more')
+      const res = [fs.statSync(path.join(r, 'h1')).size, fs.statSync(path.join(r, 'h1')).nlink, fs.readFileSync(path.join(r, 'h1'), 'utf8')]
+      fs.unlinkSync(path.join(r, 'h1'))
+      return [...res, fs.readFileSync(path.join(r, 'h2'), 'utf8'), fs.statSync(path.join(r, 'h2')).nlink]
+    })
+  })
+})
+
+describe('the FUSE binding (patched fuse-native)', () => {
+  let v: Vol
+  beforeAll(() => { v = makeVolume() })
+  afterAll(async () => { await cleanup(v) })
+
+  it('carries read and write requests of 128 KiB', async () => {
+    const fg = await mountForeground(v, ['-o', 'debug'])
+    const data = Buffer.alloc(4 * 1024 * 1024, 3)
+    const fd = fs.openSync(path.join(v.mnt, 'big'), 'w')
+    fs.writeSync(fd, data)
+    fs.closeSync(fd)
+    await umount(v)
+    const fg2 = await mountForeground(v, ['-o', 'debug'])
+    expect(fs.readFileSync(path.join(v.mnt, 'big')).equals(data)).toBe(true)
+    await umount(v)
+    expect(fg.log()).toMatch(/write\[\d+\] 131072 bytes to \d+/)
+    expect(fg2.log()).toMatch(/read\[\d+\] 131072 bytes from \d+/)
+  })
+})
