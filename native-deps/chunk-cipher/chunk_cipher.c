@@ -48,15 +48,19 @@ static int64_t seal_run(const run_t *r) {
   EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
   if (!ctx) return ERR_OPENSSL;
   int64_t result = ERR_OPENSSL;
+  uint8_t *nonces = NULL;
   if (EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, r->key, NULL) != 1) goto done;
   uint8_t aad[PREFIX_BYTES + 8];
   memcpy(aad, r->prefix, PREFIX_BYTES);
+  // A fresh random nonce for every chunk sealed: a (key, nonce) pair is never reused by
+  // design. One RAND_bytes call draws the nonces of the whole run (it costs per call).
+  nonces = malloc(n_chunks * NONCE_BYTES);
+  if (!nonces || RAND_bytes(nonces, (int)(n_chunks * NONCE_BYTES)) != 1) goto done;
   size_t in_off = 0, out_off = 0;
   for (size_t i = 0; i < n_chunks; i++) {
     size_t len = r->in_len - in_off < r->chunk_size ? r->in_len - in_off : r->chunk_size;
     uint8_t *nonce = r->out + out_off;
-    // A fresh random nonce on every seal: a (key, nonce) pair is never reused by design.
-    if (RAND_bytes(nonce, NONCE_BYTES) != 1) goto done;
+    memcpy(nonce, nonces + i * NONCE_BYTES, NONCE_BYTES);
     put_u64_be(aad + PREFIX_BYTES, r->first_index + i);
     int outl = 0;
     if (EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, nonce) != 1) goto done;
@@ -70,6 +74,7 @@ static int64_t seal_run(const run_t *r) {
   }
   result = (int64_t)out_off;
 done:
+  free(nonces);
   EVP_CIPHER_CTX_free(ctx);
   return result;
 }
