@@ -1,3 +1,4 @@
+import { execFileSync } from 'child_process'
 import fs from 'fs'
 import path from 'path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -69,6 +70,24 @@ for (const chunkSize of [4096, 32768]) {
       await umount(v)
       mount(v)
       compare()
+    })
+
+    it('mounts a cp -a copy and a tar copy of the cipher dir with the same contents', async () => {
+      await umount(v)
+      for (const how of ['cp', 'tar']) {
+        const copy: Vol = { ...v, cipher: path.join(v.base, `copy-${how}`), mnt: path.join(v.base, `mnt-${how}`) }
+        fs.mkdirSync(copy.mnt)
+        if (how === 'cp') {
+          execFileSync('cp', ['-a', v.cipher, copy.cipher])
+        } else {
+          fs.mkdirSync(copy.cipher)
+          execFileSync('sh', ['-c', `tar -C "${v.cipher}" -cf - . | tar -C "${copy.cipher}" -xf -`])
+        }
+        mount(copy)
+        for (const f of files) expect(fs.readFileSync(path.join(copy.mnt, f)).equals(fs.readFileSync(path.join(plain, f))), `${how}: ${f}`).toBe(true)
+        await umount(copy)
+      }
+      mount(v)
     })
 
     it('round-trips large sequential files and sizes around chunk boundaries', () => {
