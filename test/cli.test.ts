@@ -84,6 +84,28 @@ describe('sealfs command line', () => {
     await umount(v)
   })
 
+  it('reads the passphrase from the terminal without echo, twice at init', async () => {
+    const dir = path.join(v.base, 'tty')
+    fs.mkdirSync(dir)
+    const typed = (answers: string[]): { status: number | null, out: string } => {
+      const feed = answers.map(a => `sleep 1; printf '${a}\\r'`).join('; ')
+      const r = spawnSync('sh', ['-c', `(${feed}; sleep 2) | script -qfec "${process.execPath} ${path.join(ROOT, 'bin/sealfs.js')} init ${FAST_KDF.join(' ')} ${dir}" /dev/null`], { encoding: 'utf8', timeout: 30_000 })
+      return { status: r.status, out: r.stdout }
+    }
+    const mismatch = typed(['secret-one', 'secret-two'])
+    expect(mismatch.status).toBe(8)
+    expect(mismatch.out).toMatch(/do not match/)
+    const ok = typed(['secret-one', 'secret-one'])
+    expect(ok.status).toBe(0)
+    expect(ok.out).not.toMatch(/secret-one/)
+    const pass = path.join(v.base, 'tty-pass')
+    fs.writeFileSync(pass, 'secret-one\n')
+    const mnt = path.join(v.base, 'tty-mnt')
+    fs.mkdirSync(mnt)
+    expect(sealfs(['mount', '--passfile', pass, dir, mnt]).status).toBe(0)
+    await umount({ ...v, cipher: dir, mnt })
+  })
+
   it('writes the config and index with owner-only permissions', () => {
     expect(fs.statSync(path.join(v.cipher, 'sealfs.conf')).mode & 0o077).toBe(0)
     expect(fs.statSync(path.join(v.cipher, 'sealfs.index')).mode & 0o777).toBe(0o600)

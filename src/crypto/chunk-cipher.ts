@@ -1,5 +1,5 @@
 import { AuthenticationError } from './errors'
-import { ChunkCipherAddon, loadAddon } from './native'
+import { ChunkCipherAddon, loadAddon } from '../native'
 import { SecretKey } from './secret-key'
 
 const addon = loadAddon<ChunkCipherAddon>('chunk_cipher')

@@ -2,7 +2,7 @@ import crypto from 'crypto'
 import fs from 'fs'
 import path from 'path'
 import { NAME_MAX } from '../crypto/name-cipher'
-import { DIR_ID_FILE, readDirId } from '../volume/dir-id'
+import { readDirId } from '../volume/dir-id'
 import { Volume } from '../volume/volume'
 import { logLine } from '../log'
 import { FsError } from './fs-error'
@@ -119,4 +119,3 @@ export class CipherPaths {
   }
 }
 
-export { DIR_ID_FILE }

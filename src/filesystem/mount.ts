@@ -1,5 +1,5 @@
 import path from 'path'
-import { projectRoot } from '../crypto/native'
+import { projectRoot } from '../native'
 import { SealFs } from './operations'
 
 /** fuse-native 2.2.6 built from source with our patch (native-deps/fuse-native). */

@@ -13,6 +13,12 @@ import { VolumeError } from './errors'
 import { FILE_ID_BYTES, FileHeader, encodeHeader } from './file-header'
 import { createPassphraseSlot, unlockWithPassphrase } from './key-slot'
 
+/**
+ * 32 KiB: the chunk cipher is near its peak there (4.2 GB/s seal and open, vs 3.3 GB/s at
+ * 4 and 16 KiB, `npm run bench:crypto`), four chunks fill a 128 KiB FUSE request, and a
+ * random 4 KiB read decrypts 32 KiB (about 8 us, small next to a FUSE round trip: 27k vs
+ * 33k random-read IOPS against 4 KiB chunks, 24k at 64 KiB, on the reference machine).
+ */
 export const DEFAULT_CHUNK_SIZE = 32 * 1024
 
 /** Subkeys of the master key (libsodium crypto_kdf ids and contexts; see docs/FORMAT.md). */

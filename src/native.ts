@@ -1,7 +1,7 @@
 import path from 'path'
 
 // The addons live outside src/ and dist/; resolve them from the project root either way.
-const root = path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.sep}`) ? '../../..' : '../..')
+const root = path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.sep}`) ? '../..' : '..')
 
 export interface ChunkCipherAddon {
   seal (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer): number
