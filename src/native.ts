@@ -10,8 +10,14 @@ export interface ChunkCipherAddon {
   openAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, cb: (n: number) => void): void
 }
 
+/** Each returns 0 or a negative errno; the getters return a Buffer on success. */
 export interface PosixAddon {
   utimensat (path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): number
+  mknod (path: string, mode: number, dev: number): number
+  lsetxattr (path: string, name: string, value: Buffer, flags: number): number
+  lgetxattr (path: string, name: string): Buffer | number
+  llistxattr (path: string): Buffer | number
+  lremovexattr (path: string, name: string): number
 }
 
 export function loadAddon<T> (name: string): T {

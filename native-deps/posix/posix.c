@@ -1,4 +1,5 @@
-// Syscalls that node:fs does not expose with the precision sealfs needs.
+// Syscalls that node:fs does not expose (or not with the precision sealfs needs).
+// Synchronous: none of them is on the data path.
 // utimensat: nanosecond times, UTIME_NOW and UTIME_OMIT, and never following a
 // symlink in the cipher dir (AT_SYMLINK_NOFOLLOW).
 
@@ -7,7 +8,94 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+
+#define PATH_BUF 4097
+#define NAME_BUF 256
+
+static int get_string(napi_env env, napi_value v, char *buf, size_t size) {
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, v, buf, size, &len) != napi_ok) return 0;
+  return len < size - 1;
+}
+
+static napi_value int_result(napi_env env, int rc) {
+  napi_value res;
+  napi_create_int32(env, rc == 0 ? 0 : -errno, &res);
+  return res;
+}
+
+static napi_value bad_args(napi_env env, const char *what) {
+  napi_throw_type_error(env, NULL, what);
+  return NULL;
+}
+
+// mknod(path, mode, dev): FIFOs, sockets and device nodes.
+static napi_value Mknod(napi_env env, napi_callback_info info) {
+  size_t argc = 3; napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  char path[PATH_BUF]; uint32_t mode, dev;
+  if (argc < 3 || !get_string(env, argv[0], path, sizeof path) ||
+      napi_get_value_uint32(env, argv[1], &mode) != napi_ok || napi_get_value_uint32(env, argv[2], &dev) != napi_ok)
+    return bad_args(env, "mknod: bad arguments");
+  return int_result(env, mknod(path, (mode_t)mode, (dev_t)dev));
+}
+
+// lsetxattr(path, name, value, flags)
+static napi_value Lsetxattr(napi_env env, napi_callback_info info) {
+  size_t argc = 4; napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  char path[PATH_BUF], name[NAME_BUF]; void *value; size_t len; int32_t flags; bool is_buf = false;
+  if (argc < 4 || !get_string(env, argv[0], path, sizeof path) || !get_string(env, argv[1], name, sizeof name) ||
+      napi_is_buffer(env, argv[2], &is_buf) != napi_ok || !is_buf ||
+      napi_get_buffer_info(env, argv[2], &value, &len) != napi_ok || napi_get_value_int32(env, argv[3], &flags) != napi_ok)
+    return bad_args(env, "lsetxattr: bad arguments");
+  return int_result(env, lsetxattr(path, name, value, len, flags));
+}
+
+// lgetxattr(path, name) -> Buffer, or a negative errno
+static napi_value Lgetxattr(napi_env env, napi_callback_info info) {
+  size_t argc = 2; napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  char path[PATH_BUF], name[NAME_BUF];
+  if (argc < 2 || !get_string(env, argv[0], path, sizeof path) || !get_string(env, argv[1], name, sizeof name))
+    return bad_args(env, "lgetxattr: bad arguments");
+  static char value[65536];
+  ssize_t n = lgetxattr(path, name, value, sizeof value);
+  napi_value res;
+  if (n < 0) { napi_create_int32(env, -errno, &res); return res; }
+  void *data;
+  napi_create_buffer_copy(env, (size_t)n, value, &data, &res);
+  return res;
+}
+
+// llistxattr(path) -> Buffer of NUL-terminated names, or a negative errno
+static napi_value Llistxattr(napi_env env, napi_callback_info info) {
+  size_t argc = 1; napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  char path[PATH_BUF];
+  if (argc < 1 || !get_string(env, argv[0], path, sizeof path)) return bad_args(env, "llistxattr: bad arguments");
+  static char list[65536];
+  ssize_t n = llistxattr(path, list, sizeof list);
+  napi_value res;
+  if (n < 0) { napi_create_int32(env, -errno, &res); return res; }
+  void *data;
+  napi_create_buffer_copy(env, (size_t)n, list, &data, &res);
+  return res;
+}
+
+// lremovexattr(path, name)
+static napi_value Lremovexattr(napi_env env, napi_callback_info info) {
+  size_t argc = 2; napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  char path[PATH_BUF], name[NAME_BUF];
+  if (argc < 2 || !get_string(env, argv[0], path, sizeof path) || !get_string(env, argv[1], name, sizeof name))
+    return bad_args(env, "lremovexattr: bad arguments");
+  return int_result(env, lremovexattr(path, name));
+}
 
 static napi_value Utimensat(napi_env env, napi_callback_info info) {
   size_t argc = 5; napi_value argv[5];
@@ -33,8 +121,13 @@ static napi_value Utimensat(napi_env env, napi_callback_info info) {
 static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"utimensat", NULL, Utimensat, NULL, NULL, NULL, napi_default, NULL},
+    {"mknod", NULL, Mknod, NULL, NULL, NULL, napi_default, NULL},
+    {"lsetxattr", NULL, Lsetxattr, NULL, NULL, NULL, napi_default, NULL},
+    {"lgetxattr", NULL, Lgetxattr, NULL, NULL, NULL, napi_default, NULL},
+    {"llistxattr", NULL, Llistxattr, NULL, NULL, NULL, napi_default, NULL},
+    {"lremovexattr", NULL, Lremovexattr, NULL, NULL, NULL, napi_default, NULL},
   };
-  napi_define_properties(env, exports, 1, props);
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;
 }
 

@@ -5,12 +5,14 @@ import { SecretKey } from './secret-key'
 
 export const DIR_ID_BYTES = 16
 const TAG_BYTES = 16
+export const DOMAIN_NAME = 0x4e
+export const DOMAIN_XATTR = 0x58
 /** Longest plaintext name (bytes), as on Linux filesystems. */
 export const NAME_MAX = 255
 
 /**
  * Deterministic authenticated encryption of a name within one directory (SIV construction):
- *   tag = HMAC-SHA256(macKey, 0x4e || dirId || name)[0..16]
+ *   tag = HMAC-SHA256(macKey, domain || dirId || name)[0..16]   (domain 0x4e for names)
  *   ct  = AES-256-CTR(encKey, iv = tag, name)
  *   out = base64url(tag || ct), unpadded
  * The same name in the same directory always encrypts the same way (so lookups need no
@@ -27,24 +29,25 @@ export class NameCipher {
     this.#macKey = crypto.createSecretKey(macKey.bytes)
   }
 
-  encrypt (dirId: Buffer, name: Buffer): string {
-    const tag = this.#tag(dirId, name)
+  /** `domain` separates uses of the same keys: 0x4e for entry names, 0x58 for xattr names. */
+  encrypt (dirId: Buffer, name: Buffer, domain = DOMAIN_NAME): string {
+    const tag = this.#tag(dirId, name, domain)
     const c = crypto.createCipheriv('aes-256-ctr', this.#encKey, tag)
     return encode(Buffer.concat([tag, c.update(name), c.final()]))
   }
 
-  decrypt (dirId: Buffer, encoded: string): Buffer {
+  decrypt (dirId: Buffer, encoded: string, domain = DOMAIN_NAME): Buffer {
     const raw = decodeCanonical(encoded)
     if (raw === null || raw.length <= TAG_BYTES || raw.length > TAG_BYTES + NAME_MAX) throw new MalformedCiphertextError('name')
     const tag = raw.subarray(0, TAG_BYTES)
     const d = crypto.createDecipheriv('aes-256-ctr', this.#encKey, tag)
     const name = Buffer.concat([d.update(raw.subarray(TAG_BYTES)), d.final()])
-    if (!crypto.timingSafeEqual(tag, this.#tag(dirId, name))) throw new AuthenticationError('name')
+    if (!crypto.timingSafeEqual(tag, this.#tag(dirId, name, domain))) throw new AuthenticationError('name')
     return name
   }
 
-  #tag (dirId: Buffer, name: Buffer): Buffer {
+  #tag (dirId: Buffer, name: Buffer, domain: number): Buffer {
     if (dirId.length !== DIR_ID_BYTES) throw new RangeError('a directory ID is 16 bytes')
-    return crypto.createHmac('sha256', this.#macKey).update(Buffer.of(0x4e)).update(dirId).update(name).digest().subarray(0, TAG_BYTES)
+    return crypto.createHmac('sha256', this.#macKey).update(Buffer.of(domain)).update(dirId).update(name).digest().subarray(0, TAG_BYTES)
   }
 }

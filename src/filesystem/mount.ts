@@ -10,7 +10,10 @@ interface FuseInstance {
   mount (cb: (err: Error | null) => void): void
   unmount (cb: (err: Error | null) => void): void
 }
-type FuseClass = new (mnt: string, ops: Record<string, unknown>, opts: Record<string, unknown>) => FuseInstance
+interface FuseClass {
+  new (mnt: string, ops: Record<string, unknown>, opts: Record<string, unknown>): FuseInstance
+  context (): { uid: number, gid: number, pid: number }
+}
 
 export interface MountOptions {
   /** Extra FUSE/kernel options, already checked by the caller (e.g. "ro", "allow_other"). */
@@ -27,12 +30,16 @@ export class Mount {
   }
 
   static start (fs: SealFs, mountpoint: string, opts: MountOptions): Promise<Mount> {
-    const fuse = new Fuse(mountpoint, fs.handlers(), {
+    // The kernel has applied the caller's umask to every mode it sends; ours must not apply again.
+    process.umask(0)
+    const fuse = new Fuse(mountpoint, fs.handlers(() => Fuse.context()), {
       timeout: false,
       fsname: opts.fsname.replace(/[,\\]/g, '_'),
       subtype: 'sealfs',
       defaultPermissions: true,
-      extraOptions: opts.options
+      // No attribute caching: a write through one hard link must show in stat through the
+      // others at once (libfuse 2 gives each name its own inode). Issue 5 weighs the cost.
+      extraOptions: ['attr_timeout=0', ...opts.options]
     })
     return new Promise((resolve, reject) => {
       fuse.mount(err => err ? reject(err) : resolve(new Mount(fs, mountpoint, fuse)))

@@ -54,6 +54,8 @@ export class OpenFiles {
     if (n !== HEADER_BYTES) throw new FsError('EIO')
     const parsed = decodeHeader(hdr)
     if (parsed === null) throw new FsError('EIO')
+    const size = await new Promise<number>((resolve, reject) => fs.fstat(fd, (e, st) => e ? reject(e) : resolve(st.size)))
+    // No await from here on: two opens racing must end up sharing one FileContents (one lock).
     const id = parsed.fileId.toString('hex')
     const shared = this.#contents.get(id)
     if (shared !== undefined) {
@@ -61,7 +63,6 @@ export class OpenFiles {
       return shared.contents
     }
     const dek = this.deks.pin(id, () => this.volume.openDek(parsed))
-    const size = await new Promise<number>((resolve, reject) => fs.fstat(fd, (e, st) => e ? reject(e) : resolve(st.size)))
     const row = this.volume.index.get(parsed.fileId)
     const contents = new FileContents(this.volume, parsed.fileId, dek, plainSize(this.volume, size), row?.chunkWrites ?? 0)
     this.#contents.set(id, { contents, refs: 1 })

@@ -19,6 +19,16 @@ const S_IFREG = 0o100000
 const S_IFLNK = 0o120000
 
 export interface Time { sec: number, nsec: number }
+/** Who asked for an operation (from FUSE); new entries are given to them when we run as root. */
+export interface Caller { uid: number, gid: number }
+
+const XATTR_PREFIX = 'user.sealfs.'
+const XATTR_NAME_MAX = 255
+const XATTR_SIZE_MAX = 65536
+
+function check (rc: number): void {
+  if (rc < 0) throw new FsError(Object.keys(ERRNO).find(k => ERRNO[k] === -rc) ?? 'EIO')
+}
 
 export interface Attr {
   mode: number, uid: number, gid: number, size: number, dev: number, nlink: number, ino: number,
@@ -83,13 +93,22 @@ export class SealFs {
     return fs.promises.statfs(this.volume.dir)
   }
 
+  /** Gives a new entry to its creator when the daemon runs as root for other users. */
+  async #own (backing: string, caller: Caller | undefined): Promise<void> {
+    if (caller === undefined || process.geteuid?.() !== 0) return
+    if (caller.uid === 0 && caller.gid === 0) return
+    // In a set-group-ID directory the new entry keeps the directory's group, as the kernel gave it.
+    const parent = await fs.promises.stat(path.dirname(backing))
+    await fs.promises.lchown(backing, caller.uid, (parent.mode & 0o2000) !== 0 ? -1 : caller.gid)
+  }
+
   async #newEntry (p: string): Promise<CipherEntry> {
     const e = await this.paths.resolve(p)
     await this.paths.writeSidecar(e)
     return e
   }
 
-  async mkdir (p: string, mode: number): Promise<void> {
+  async mkdir (p: string, mode: number, caller?: Caller): Promise<void> {
     const e = await this.paths.resolve(p)
     if (await fs.promises.lstat(e.path).then(() => true, () => false)) throw new FsError('EEXIST')
     // Build the directory with its ID under a temporary name, then rename it into place,
@@ -100,6 +119,8 @@ export class SealFs {
       const id = newDirId()
       writeDirIdSync(tmp, id)
       await fs.promises.chmod(tmp, mode & 0o7777)
+      await this.#own(path.join(tmp, DIR_ID_FILE), caller)
+      await this.#own(tmp, caller)
       await this.paths.writeSidecar(e)
       await fs.promises.rename(tmp, e.path).catch(async err => {
         if (err.code === 'ENOTEMPTY' || err.code === 'EISDIR' || err.code === 'ENOTDIR') throw new FsError('EEXIST')
@@ -128,10 +149,11 @@ export class SealFs {
     await this.paths.removeSidecar(e)
   }
 
-  async create (p: string, mode: number, flags: number): Promise<number> {
+  async create (p: string, mode: number, flags: number, caller?: Caller): Promise<number> {
     const e = await this.#newEntry(p)
     const fd = await new Promise<number>((resolve, reject) => fs.open(e.path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, mode & 0o7777, (err, f) => err ? reject(err) : resolve(f)))
     try {
+      await this.#own(e.path, caller)
       const file = this.volume.newFile()
       await new Promise<void>((resolve, reject) => fs.write(fd, file.header, 0, HEADER_BYTES, 0, err => err ? reject(err) : resolve()))
       return await this.files.add(fd, (flags & ~O_ACCMODE) | fs.constants.O_RDWR, this.files.adopt(file))
@@ -284,11 +306,68 @@ export class SealFs {
     await fs.promises.link(src.path, dst.path)
   }
 
-  async symlink (target: string, p: string): Promise<void> {
+  async symlink (target: string, p: string, caller?: Caller): Promise<void> {
     const t = Buffer.from(target, 'utf8')
     if (t.length > LINK_TARGET_MAX) throw new FsError('ENAMETOOLONG')
     const e = await this.#newEntry(p)
     await fs.promises.symlink(this.volume.links.encrypt(t), e.path)
+    await this.#own(e.path, caller)
+  }
+
+  /** FIFOs, sockets and device nodes (regular files come through create). */
+  async mknod (p: string, mode: number, dev: number, caller?: Caller): Promise<void> {
+    const type = mode & S_IFMT
+    if (type === S_IFREG || type === 0) {
+      await this.release(await this.create(p, mode, fs.constants.O_WRONLY, caller))
+      return
+    }
+    const e = await this.#newEntry(p)
+    check(posix.mknod(e.path, mode, dev))
+    await this.#own(e.path, caller)
+  }
+
+  #xattrName (name: string): string {
+    if (!name.startsWith('user.')) throw new FsError('EOPNOTSUPP')
+    const backing = XATTR_PREFIX + this.volume.xattrs.encryptName(Buffer.from(name, 'utf8'))
+    if (backing.length > XATTR_NAME_MAX) throw new FsError('ERANGE')
+    return backing
+  }
+
+  async setxattr (p: string, name: string, value: Buffer, flags: number): Promise<void> {
+    const e = await this.paths.resolve(p)
+    const backing = this.#xattrName(name)
+    const sealed = this.volume.xattrs.encryptValue(backing, value)
+    if (sealed.length > XATTR_SIZE_MAX) throw new FsError('E2BIG')
+    check(posix.lsetxattr(e.path, backing, sealed, flags))
+  }
+
+  async getxattr (p: string, name: string): Promise<Buffer> {
+    const e = await this.paths.resolve(p)
+    if (!name.startsWith('user.')) throw new FsError('ENODATA')
+    const backing = this.#xattrName(name)
+    const sealed = posix.lgetxattr(e.path, backing)
+    if (typeof sealed === 'number') { check(sealed); throw new FsError('EIO') }
+    return this.volume.xattrs.decryptValue(backing, sealed)
+  }
+
+  async listxattr (p: string): Promise<string[]> {
+    const e = await this.paths.resolve(p)
+    const raw = posix.llistxattr(e.path)
+    if (typeof raw === 'number') { check(raw); return [] }
+    const names: string[] = []
+    for (const backing of raw.toString('utf8').split('\0')) {
+      if (!backing.startsWith(XATTR_PREFIX)) continue
+      try {
+        names.push(this.volume.xattrs.decryptName(backing.slice(XATTR_PREFIX.length)).toString('utf8'))
+      } catch { /* not ours or damaged: not listed */ }
+    }
+    return names
+  }
+
+  async removexattr (p: string, name: string): Promise<void> {
+    const e = await this.paths.resolve(p)
+    if (!name.startsWith('user.')) throw new FsError('ENODATA')
+    check(posix.lremovexattr(e.path, this.#xattrName(name)))
   }
 
   async readlink (p: string): Promise<string> {
@@ -313,12 +392,11 @@ export class SealFs {
 
   async utimens (p: string, atime: Time, mtime: Time): Promise<void> {
     const e = await this.paths.resolve(p)
-    const rc = posix.utimensat(e.path, atime.sec, atime.nsec, mtime.sec, mtime.nsec)
-    if (rc < 0) throw new FsError(Object.keys(ERRNO).find(k => ERRNO[k] === -rc) ?? 'EIO')
+    check(posix.utimensat(e.path, atime.sec, atime.nsec, mtime.sec, mtime.nsec))
   }
 
-  /** fuse-native's operation table: callback style, errno in one place. */
-  handlers (): Record<string, unknown> {
+  /** fuse-native's operation table: callback style, errno in one place. `caller` reads the request's caller. */
+  handlers (caller: () => Caller): Record<string, unknown> {
     const run = <T>(fn: () => Promise<T>, cb: (err: number, value?: T) => void, ok: (v: T) => void = v => cb(0, v)): void => {
       fn().then(ok, err => cb(toErrno(err, (err as { fileId?: Buffer })?.fileId)))
     }
@@ -331,9 +409,10 @@ export class SealFs {
         bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail,
         files: s.files, ffree: s.ffree, favail: s.ffree, fsid: 0, flag: 0, namemax: 255
       })),
-      mkdir: (p: string, mode: number, cb: Cb) => run(() => this.mkdir(p, mode), cb, () => cb(0)),
+      mkdir: (p: string, mode: number, cb: Cb) => { const c = caller(); run(() => this.mkdir(p, mode, c), cb, () => cb(0)) },
+      mknod: (p: string, mode: number, dev: number, cb: Cb) => { const c = caller(); run(() => this.mknod(p, mode, dev, c), cb, () => cb(0)) },
       rmdir: (p: string, cb: Cb) => run(() => this.rmdir(p), cb, () => cb(0)),
-      create: (p: string, mode: number, flags: number, cb: Cb<number>) => run(() => this.create(p, mode, flags), cb),
+      create: (p: string, mode: number, flags: number, cb: Cb<number>) => { const c = caller(); run(() => this.create(p, mode, flags, c), cb) },
       open: (p: string, flags: number, cb: Cb<number>) => run(() => this.open(p, flags), cb),
       read: (_p: string, fh: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) =>
         run(() => this.read(fh, buf, len, pos), cb, n => cb(n)),
@@ -347,7 +426,11 @@ export class SealFs {
       unlink: (p: string, cb: Cb) => run(() => this.unlink(p), cb, () => cb(0)),
       rename: (from: string, to: string, cb: Cb) => run(() => this.rename(from, to), cb, () => cb(0)),
       link: (from: string, to: string, cb: Cb) => run(() => this.link(from, to), cb, () => cb(0)),
-      symlink: (target: string, p: string, cb: Cb) => run(() => this.symlink(target, p), cb, () => cb(0)),
+      symlink: (target: string, p: string, cb: Cb) => { const c = caller(); run(() => this.symlink(target, p, c), cb, () => cb(0)) },
+      setxattr: (p: string, name: string, value: Buffer, _pos: number, flags: number, cb: Cb) => run(() => this.setxattr(p, name, Buffer.from(value), flags), cb, () => cb(0)),
+      getxattr: (p: string, name: string, _pos: number, cb: Cb<Buffer>) => run(() => this.getxattr(p, name), cb),
+      listxattr: (p: string, cb: Cb<string[]>) => run(() => this.listxattr(p), cb),
+      removexattr: (p: string, name: string, cb: Cb) => run(() => this.removexattr(p, name), cb, () => cb(0)),
       readlink: (p: string, cb: Cb<string>) => run(() => this.readlink(p), cb),
       chmod: (p: string, mode: number, cb: Cb) => run(() => this.chmod(p, mode), cb, () => cb(0)),
       chown: (p: string, uid: number, gid: number, cb: Cb) => run(() => this.chown(p, uid, gid), cb, () => cb(0)),

@@ -4,6 +4,7 @@ import { AuthenticationError } from '../crypto/errors'
 import { unwrapKey, wrapKey } from '../crypto/key-wrap'
 import { LinkCipher } from '../crypto/link-cipher'
 import { NameCipher } from '../crypto/name-cipher'
+import { XattrCipher } from '../crypto/xattr-cipher'
 import { DEFAULT_COST, costIsAcceptable } from '../crypto/passphrase-kdf'
 import { SecretKey, randomBytes } from '../crypto/secret-key'
 import { CONTENT_CIPHER, FORMAT_VERSION, KEY_WRAP, NAME_CIPHER, VolumeConfig, readConfig, writeConfig } from './config'
@@ -26,7 +27,8 @@ const SUBKEYS = {
   dekWrap: [1, 'sealfsdk'],
   nameEnc: [2, 'sealfsnm'],
   nameMac: [3, 'sealfsnm'],
-  link: [4, 'sealfslk']
+  link: [4, 'sealfslk'],
+  xattr: [5, 'sealfsxa']
 } as const
 
 export interface InitOptions {
@@ -59,6 +61,7 @@ export class Volume {
   readonly chunks: ChunkCipher
   readonly names: NameCipher
   readonly links: LinkCipher
+  readonly xattrs: XattrCipher
   readonly index: DekIndex
   readonly #dekWrapKey: SecretKey
   readonly #keys: SecretKey[]
@@ -71,9 +74,11 @@ export class Volume {
     const nameEnc = derive(SUBKEYS.nameEnc)
     const nameMac = derive(SUBKEYS.nameMac)
     const link = derive(SUBKEYS.link)
-    this.#keys = [this.#dekWrapKey, nameEnc, nameMac, link]
+    const xattr = derive(SUBKEYS.xattr)
+    this.#keys = [this.#dekWrapKey, nameEnc, nameMac, link, xattr]
     this.names = new NameCipher(nameEnc, nameMac)
     this.links = new LinkCipher(link, this.volumeId)
+    this.xattrs = new XattrCipher(this.names, xattr, this.volumeId)
     this.index = new DekIndex(dir, config.volumeId)
   }
 

@@ -1,0 +1,198 @@
+import { execFileSync, spawnSync } from 'child_process'
+import fs from 'fs'
+import path from 'path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { cleanup, makeVolume, mount, sealfs, umount, Vol, walk } from './helpers'
+
+/** Runs a Python snippet (for syscalls node:fs lacks: xattrs, mknod, mmap, umask); returns its stdout as JSON. */
+function py (code: string, asUser?: string): unknown {
+  const argv = asUser !== undefined ? ['runuser', '-u', asUser, '--', 'python3', '-c', code] : ['python3', '-c', code]
+  const r = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8' })
+  if (r.status !== 0) throw new Error(r.stderr)
+  return JSON.parse(r.stdout)
+}
+
+const ERR = `
+import os, json, errno, stat, mmap, sys
+def e(f):
+    try:
+        r = f()
+        return r if r is not None else 'ok'
+    except OSError as x:
+        return errno.errorcode[x.errno]
+`
+
+describe('POSIX behaviour beyond read and write', () => {
+  let v: Vol
+  let plain: string
+  beforeAll(() => {
+    v = makeVolume()
+    plain = path.join(v.base, 'plain')
+    fs.mkdirSync(plain)
+    fs.chmodSync(plain, 0o777)
+    fs.chmodSync(v.base, 0o755)
+    mount(v, ['-o', 'allow_other'])
+    fs.chmodSync(v.mnt, 0o777)
+  })
+  afterAll(async () => { await cleanup(v) })
+
+  function both (code: (root: string) => string, asUser?: string): unknown {
+    const a = py(ERR + code(plain), asUser)
+    const b = py(ERR + code(v.mnt), asUser)
+    expect(b).toEqual(a)
+    return b
+  }
+
+  it('xattrs: set, get, list, remove, replace/create flags, missing names; encrypted in the cipher dir', () => {
+    both(r => `
+p = '${r}/x'; open(p, 'w').write('data')
+out = [e(lambda: os.setxattr(p, 'user.colour', b'SECRET-XATTR-VALUE')), e(lambda: os.setxattr(p, 'user.SECRET-XATTR-NAME', b''))]
+out.append(e(lambda: os.getxattr(p, 'user.colour').decode()))
+out.append(sorted(os.listxattr(p)))
+out.append(e(lambda: os.setxattr(p, 'user.colour', b'x', os.XATTR_CREATE)))
+out.append(e(lambda: os.setxattr(p, 'user.none', b'x', os.XATTR_REPLACE)))
+out.append(e(lambda: os.getxattr(p, 'user.none')))
+out.append(e(lambda: os.removexattr(p, 'user.SECRET-XATTR-NAME')))
+out.append(sorted(os.listxattr(p)))
+os.mkdir('${r}/xd'); os.setxattr('${r}/xd', 'user.on-dir', b'1'); out.append(os.listxattr('${r}/xd'))
+print(json.dumps(out))`)
+    const dump = execFileSync('getfattr', ['-R', '-d', '-m', '-', '--absolute-names', v.cipher], { encoding: 'utf8' })
+    expect(dump).toMatch(/user\.sealfs\./)
+    expect(dump).not.toMatch(/SECRET|colour/)
+  })
+
+  it('xattrs on a backing filesystem without them fail cleanly with ENOTSUP', async () => {
+    const base = fs.mkdtempSync('/tmp/sealfs-ramfs-')
+    execFileSync('mount', ['-t', 'ramfs', 'ramfs', base])
+    try {
+      const rv: Vol = { base, cipher: path.join(base, 'c'), mnt: path.join(base, 'm'), passfile: v.passfile }
+      fs.mkdirSync(rv.cipher); fs.mkdirSync(rv.mnt)
+      expect(sealfs(['init', '--passfile', v.passfile, '--kdf-opslimit', '2', '--kdf-memlimit', '67108864', rv.cipher]).status).toBe(0)
+      mount(rv)
+      const res = py(ERR + `
+p = '${rv.mnt}/f'; open(p, 'w').write('x')
+print(json.dumps([e(lambda: os.setxattr(p, 'user.a', b'1')), e(lambda: os.getxattr(p, 'user.a')), e(lambda: os.listxattr(p)), open(p).read()]))`)
+      await umount(rv)
+      expect(res).toEqual(['ENOTSUP', 'ENOTSUP', [], 'x'])
+    } finally {
+      // The daemon lets go of the ramfs a moment after the FUSE unmount.
+      for (let i = 0; i < 50 && spawnSync('umount', [base]).status !== 0; i++) await new Promise(resolve => setTimeout(resolve, 100))
+      fs.rmdirSync(base)
+    }
+  })
+
+  it('mkfifo and mknod, O_CREAT modes under a umask, O_EXCL, O_TRUNC', () => {
+    both(r => `
+os.umask(0o027)
+os.mkfifo('${r}/fifo', 0o666)
+out = [oct(os.lstat('${r}/fifo').st_mode)]
+os.mknod('${r}/null', 0o666 | stat.S_IFCHR, os.makedev(1, 3)); st = os.lstat('${r}/null'); out += [oct(st.st_mode), os.major(st.st_rdev), os.minor(st.st_rdev)]
+for m in (0o777, 0o644, 0o600, 0o4755):
+    fd = os.open('${r}/m%o' % m, os.O_CREAT | os.O_WRONLY, m); os.close(fd); out.append(oct(os.stat('${r}/m%o' % m).st_mode))
+os.mkdir('${r}/dmode', 0o775); out.append(oct(os.stat('${r}/dmode').st_mode))
+out.append(e(lambda: os.open('${r}/m644', os.O_CREAT | os.O_EXCL | os.O_WRONLY)))
+open('${r}/tr', 'w').write('some content')
+fd = os.open('${r}/tr', os.O_WRONLY | os.O_TRUNC); os.write(fd, b'x'); os.close(fd); out.append(open('${r}/tr').read())
+print(json.dumps(out))`)
+  })
+
+  it('fallocate is EOPNOTSUPP (and posix_fallocate still works through glibc)', () => {
+    const r = spawnSync('fallocate', ['-l', '1M', path.join(v.mnt, 'fa')], { encoding: 'utf8' })
+    expect(r.status).not.toBe(0)
+    expect(r.stderr).toMatch(/Operation not supported/)
+    both(r => `
+fd = os.open('${r}/pfa', os.O_CREAT | os.O_RDWR, 0o644); os.write(fd, b'abc'); os.posix_fallocate(fd, 0, 100000); os.close(fd)
+print(json.dumps([os.stat('${r}/pfa').st_size, open('${r}/pfa', 'rb').read()[:4].hex()]))`)
+  })
+
+  it('permission checks under allow_other,default_permissions for root and an unprivileged user; new entries belong to their creator', () => {
+    both(r => `
+open('${r}/rootonly', 'w').write('secret'); os.chmod('${r}/rootonly', 0o600)
+open('${r}/readable', 'w').write('public'); os.chmod('${r}/readable', 0o644)
+os.mkdir('${r}/shared', 0o777); os.chmod('${r}/shared', 0o1777)
+print(json.dumps('ok'))`)
+    both(r => `
+out = [e(lambda: open('${r}/rootonly').read()), e(lambda: open('${r}/readable').read()), e(lambda: open('${r}/readable', 'a').write('x'))]
+out.append(e(lambda: os.access('${r}/rootonly', os.R_OK)))
+out.append(os.access('${r}/readable', os.R_OK))
+open('${r}/shared/mine', 'w').write('n'); os.mkdir('${r}/shared/mydir'); os.symlink('t', '${r}/shared/mylink')
+out += [os.lstat('${r}/shared/' + n).st_uid for n in ('mine', 'mydir', 'mylink')]
+out.append(e(lambda: os.unlink('${r}/readable')))
+print(json.dumps(out))`, 'nobody')
+    both(r => `print(json.dumps([open('${r}/rootonly').read(), os.stat('${r}/shared/mine').st_gid]))`)
+  })
+
+  it('open descriptors survive unlink and rename; several processes see each other’s writes; shared writable mmap', () => {
+    both(r => `
+out = []
+fd = os.open('${r}/gone', os.O_CREAT | os.O_RDWR, 0o644); os.write(fd, b'still here'); os.unlink('${r}/gone')
+os.write(fd, b'!'); out += [os.pread(fd, 100, 0).decode(), os.fstat(fd).st_size, 'gone' in os.listdir('${r}')]; os.close(fd)
+fd = os.open('${r}/r1', os.O_CREAT | os.O_RDWR, 0o644); os.write(fd, b'data'); os.rename('${r}/r1', '${r}/r2'); os.write(fd, b'more'); os.close(fd)
+out.append(open('${r}/r2').read())
+a = os.open('${r}/shared2', os.O_CREAT | os.O_RDWR, 0o644); b = os.open('${r}/shared2', os.O_RDWR)
+os.pwrite(a, b'from a', 0); out.append(os.pread(b, 100, 0).decode()); os.pwrite(b, b'B', 100000); out.append(os.fstat(a).st_size)
+pid = os.fork()
+if pid == 0:
+    os.pwrite(b, b'child', 10); os._exit(0)
+os.waitpid(pid, 0); out.append(os.pread(a, 15, 0).decode('latin1'))
+os.close(a); os.close(b)
+with open('${r}/mm', 'wb') as f: f.write(b'\\0' * 100000)
+with open('${r}/mm', 'r+b') as f:
+    m = mmap.mmap(f.fileno(), 100000); m[50000:50005] = b'hello'; m[99990:100000] = b'0123456789'; m.flush(); m.close()
+with open('${r}/mm', 'rb') as f: d = f.read(); out += [d[50000:50005].decode(), d[99990:].decode(), len(d)]
+print(json.dumps(out))`)
+  })
+
+  it('four processes writing and reading one file concurrently end with the same bytes as a plain directory', () => {
+    both(r => `
+p = '${r}/conc'; open(p, 'wb').write(b'')
+pids = []
+for k in range(4):
+    pid = os.fork()
+    if pid == 0:
+        fd = os.open(p, os.O_RDWR)
+        for i in range(300):
+            off = i * 4 * 3000 + k * 3000
+            os.pwrite(fd, bytes([65 + k]) * 3000, off)
+            os.pread(fd, 5000, max(0, off - 2000))
+        os.close(fd); os._exit(0)
+    pids.append(pid)
+for pid in pids: os.waitpid(pid, 0)
+import hashlib
+print(json.dumps([os.stat(p).st_size, hashlib.sha256(open(p, 'rb').read()).hexdigest()]))`)
+  })
+
+  it('hard links: stat and read through every name at once, link counts, data kept until the last name goes', async () => {
+    both(r => `
+open('${r}/h1', 'w').write('abc'); os.link('${r}/h1', '${r}/h2'); os.link('${r}/h1', '${r}/h3')
+os.stat('${r}/h2'); open('${r}/h2').read()
+with open('${r}/h1', 'a') as f: f.write('defgh')
+out = [os.stat('${r}/h2').st_size, open('${r}/h3').read(), os.stat('${r}/h3').st_nlink]
+os.truncate('${r}/h3', 2); out += [os.stat('${r}/h1').st_size, open('${r}/h2').read()]
+os.unlink('${r}/h1'); out += [os.stat('${r}/h2').st_nlink, open('${r}/h3').read()]
+print(json.dumps(out))`)
+    await umount(v)
+    const rows = (): number => Number(execFileSync('python3', ['-c', `import sqlite3; print(sqlite3.connect('${v.cipher}/sealfs.index').execute('select count(*) from deks').fetchone()[0])`], { encoding: 'utf8' }).trim())
+    const before = rows()
+    mount(v, ['-o', 'allow_other'])
+    fs.unlinkSync(path.join(v.mnt, 'h2'))
+    await umount(v)
+    expect(rows()).toBe(before)
+    mount(v, ['-o', 'allow_other'])
+    fs.unlinkSync(path.join(v.mnt, 'h3'))
+    await umount(v)
+    expect(rows()).toBe(before - 1)
+    mount(v, ['-o', 'allow_other'])
+  })
+
+  it('names of 255 bytes work, 256 give ENAMETOOLONG, and paths of 4095 bytes work', () => {
+    both(r => `
+out = [e(lambda: open('${r}/' + 'a' * 255, 'w').write('x')), e(lambda: open('${r}/' + 'b' * 256, 'w'))]
+d = '${r}'
+while len(d) + 1 + 200 < 4000: d = d + '/' + 'd' * 200; os.mkdir(d)
+f = d + '/' + 'f' * (4095 - len(d) - 1)
+out.append(len(f)); out.append(e(lambda: open(f, 'w').write('deep'))); out.append(open(f).read())
+print(json.dumps(out[:2] + out[3:]))`)
+    expect(walk(v.cipher).every(f => path.basename(f).length <= 255)).toBe(true)
+  })
+})
