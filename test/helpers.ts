@@ -15,10 +15,12 @@ export function sealfs (args: string[], input?: string): { status: number, stdou
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
 }
 
-export function makeVolume (opts: { chunkSize?: number } = {}): Vol {
+/** A new volume; `cipherParent` puts the cipher dir elsewhere (on a network filesystem, say). */
+export function makeVolume (opts: { chunkSize?: number, cipherParent?: string } = {}): Vol {
   const base = fs.mkdtempSync(path.join(os.tmpdir(), 'sealfs-test-'))
-  const v = { base, cipher: path.join(base, 'cipher'), mnt: path.join(base, 'mnt'), passfile: path.join(base, 'pass') }
-  fs.mkdirSync(v.cipher)
+  const cipher = opts.cipherParent !== undefined ? fs.mkdtempSync(path.join(opts.cipherParent, 'cipher-')) : path.join(base, 'cipher')
+  const v = { base, cipher, mnt: path.join(base, 'mnt'), passfile: path.join(base, 'pass') }
+  if (!fs.existsSync(v.cipher)) fs.mkdirSync(v.cipher)
   fs.mkdirSync(v.mnt)
   fs.writeFileSync(v.passfile, 'test passphrase\n', { mode: 0o600 })
   const extra = opts.chunkSize !== undefined ? ['--chunk-size', String(opts.chunkSize)] : []

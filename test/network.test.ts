@@ -1,0 +1,93 @@
+import { ChildProcess, execFileSync, spawn } from 'child_process'
+import fs from 'fs'
+import os from 'os'
+import path from 'path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { cleanup, isMounted, makeVolume, mount, mountForeground, sleep, umount, Vol } from './helpers'
+import { CHUNK, modelSeeds, modelSteps, runModel } from './model'
+
+// The cipher dir on a real network filesystem: sshfs over an sshd that this test starts on
+// loopback (Debian's openssh-server and sshfs, installed by .ci/run).
+describe('a cipher dir on sshfs', () => {
+  const base = fs.mkdtempSync(path.join(os.tmpdir(), 'sealfs-net-'))
+  const remote = path.join(base, 'remote')
+  const sshfsMnt = path.join(base, 'sshfs')
+  const port = 20000 + Math.floor(Math.random() * 20000)
+  let sshd: ChildProcess
+  let v: Vol
+
+  beforeAll(async () => {
+    fs.mkdirSync(remote)
+    fs.mkdirSync(sshfsMnt)
+    fs.mkdirSync('/run/sshd', { recursive: true })
+    const key = path.join(base, 'client_key')
+    const hostKey = path.join(base, 'host_key')
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key])
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', hostKey])
+    fs.copyFileSync(key + '.pub', path.join(base, 'authorized_keys'))
+    const config = path.join(base, 'sshd_config')
+    fs.writeFileSync(config, [
+      `Port ${port}`, 'ListenAddress 127.0.0.1', `HostKey ${hostKey}`, `PidFile ${base}/sshd.pid`,
+      `AuthorizedKeysFile ${base}/authorized_keys`, 'PermitRootLogin prohibit-password', 'StrictModes no',
+      'UsePAM no', 'PasswordAuthentication no', 'Subsystem sftp internal-sftp'
+    ].join('\n') + '\n')
+    sshd = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', config], { stdio: 'ignore' })
+    let ok = false
+    for (let i = 0; i < 50 && !ok; i++) {
+      await sleep(100)
+      try {
+        execFileSync('sshfs', [`root@127.0.0.1:${remote}`, sshfsMnt, '-p', String(port), '-o',
+          `IdentityFile=${key},StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,LogLevel=ERROR,dir_cache=no`], { stdio: 'ignore' })
+        ok = true
+      } catch { /* sshd not listening yet */ }
+    }
+    expect(ok).toBe(true)
+    v = makeVolume({ chunkSize: CHUNK, cipherParent: sshfsMnt })
+    mount(v)
+  })
+
+  afterAll(async () => {
+    if (v !== undefined) await cleanup(v)
+    if (isMounted(sshfsMnt)) execFileSync('fusermount', ['-u', sshfsMnt])
+    sshd?.kill()
+    fs.rmSync(base, { recursive: true, force: true })
+  })
+
+  it('the cipher dir really is on sshfs', () => {
+    const line = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find(l => l.split(' ')[4] === sshfsMnt)
+    expect(line).toMatch(/fuse\.sshfs/)
+    expect(fs.readdirSync(remote).length).toBe(1)
+  })
+
+  for (const seed of modelSeeds.slice(0, 1)) {
+    it(`passes the model test (seed ${seed}, ${modelSteps} steps)`, async () => {
+      const plain = path.join(base, `plain-${seed}`)
+      fs.mkdirSync(plain)
+      fs.mkdirSync(path.join(v.mnt, `seed-${seed}`))
+      try {
+        await runModel(path.join(v.mnt, `seed-${seed}`), plain, seed, modelSteps, async () => { await umount(v); mount(v) }, { timeResolutionNs: 1_000_000_000n, linkCounts: false })
+      } catch (e) {
+        console.error(`network model test failed: SEALFS_MODEL_SEED=${seed} SEALFS_MODEL_STEPS=${modelSteps}`)
+        throw e
+      }
+    })
+  }
+
+  it('leaves entries it cannot decrypt out of listings, logs each once, and never fails the directory', async () => {
+    await umount(v)
+    const fg = await mountForeground(v)
+    fs.writeFileSync(path.join(v.mnt, 'real'), 'ok')
+    fs.writeFileSync(path.join(v.cipher, 'strayfile'), 'dropped in by someone')
+    fs.writeFileSync(path.join(v.cipher, '.nfs000000000123'), 'silly rename')
+    fs.writeFileSync(path.join(v.cipher, '.fuse_hidden0000000a00000001'), 'hidden')
+    for (let i = 0; i < 3; i++) {
+      const names = fs.readdirSync(v.mnt)
+      expect(names).toContain('real')
+      expect(names.some(n => n.includes('stray') || n.startsWith('.'))).toBe(false)
+    }
+    await umount(v)
+    const log = fg.log()
+    expect(log.match(/does not decrypt/g)?.length).toBe(1)  // strayfile, once; dotted names are never ours
+    expect(log).not.toMatch(/real|silly/)
+  })
+})
