@@ -5,9 +5,9 @@ const root = path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.s
 
 export interface ChunkCipherAddon {
   seal (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer): number
-  open (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer): number
-  sealAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, cb: (n: number) => void): void
-  openAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, cb: (n: number) => void): void
+  open (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole?: boolean): number
+  sealAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, cb: (n: number) => void): void
+  openAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, cb: (n: number) => void): void
 }
 
 /** Each returns 0 or a negative errno; the getters return a Buffer on success. */

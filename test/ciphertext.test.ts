@@ -88,8 +88,18 @@ describe('tampering with chunks gives EIO, never wrong data', () => {
     const vv = fs.readFileSync(victim)
     fs.readFileSync(donor).subarray(HEADER_BYTES + 2 * stride, HEADER_BYTES + 3 * stride).copy(vv, HEADER_BYTES + 2 * stride)
     fs.writeFileSync(victim, vv)
+    mount(v)
+
+    // An all-zero chunk is not a hole in a file that was never extended sparsely.
+    fs.writeFileSync(path.join(v.mnt, 'zeroed'), Buffer.alloc(7 * C, 0x5a))
+    const zeroed = backingOf('zeroed')
+    await umount(v)
+    const z = fs.readFileSync(zeroed)
+    z.fill(0, HEADER_BYTES + 2 * stride, HEADER_BYTES + 3 * stride)
+    fs.writeFileSync(zeroed, z)
 
     const fg = await mountForeground(v)
+    await expectEio('zeroed', 2 * C)
     const first = Buffer.alloc(C)
     await expectEio('flip', C)
     await expectEio('swap', C)

@@ -196,3 +196,46 @@ print(json.dumps(out[:2] + out[3:]))`)
     expect(walk(v.cipher).every(f => path.basename(f).length <= 255)).toBe(true)
   })
 })
+
+describe('sparse files and files over 4 GiB', () => {
+  let v: Vol
+  beforeAll(() => { v = makeVolume(); mount(v) })
+  afterAll(async () => { await cleanup(v) })
+
+  it('truncate -s 10G writes no 10 GB of ciphertext; holes read as zeros; data past 4 GiB round-trips, also after a remount', async () => {
+    const f = path.join(v.mnt, 'big-sparse')
+    execFileSync('truncate', ['-s', '10G', f])
+    expect(fs.statSync(f).size).toBe(10 * 1024 ** 3)
+    const fd = fs.openSync(f, 'r+')
+    const buf = Buffer.alloc(100_000, 1)
+    expect(fs.readSync(fd, buf, 0, buf.length, 7 * 1024 ** 3 + 12345)).toBe(buf.length)
+    expect(buf.every(b => b === 0)).toBe(true)
+    const data = Buffer.from('beyond four gibibytes '.repeat(5000))
+    const at = 5 * 1024 ** 3 + 777
+    fs.writeSync(fd, data, 0, data.length, at)
+    fs.closeSync(fd)
+    await umount(v)
+    const used = walk(v.cipher).reduce((n, p) => n + fs.statSync(p).blocks * 512, 0)
+    expect(used).toBeLessThan(16 * 1024 * 1024)
+    mount(v)
+    const fd2 = fs.openSync(f, 'r')
+    const back = Buffer.alloc(data.length + 200)
+    fs.readSync(fd2, back, 0, back.length, at - 100)
+    fs.closeSync(fd2)
+    expect(back.subarray(100, 100 + data.length).equals(data)).toBe(true)
+    expect(back.subarray(0, 100).every(b => b === 0) && back.subarray(100 + data.length).every(b => b === 0)).toBe(true)
+    expect(fs.statSync(f).size).toBe(10 * 1024 ** 3)
+  })
+
+  it('writing past the end leaves holes that read as zeros, like a plain file', () => {
+    const f = path.join(v.mnt, 'gap')
+    const p = path.join(v.base, 'gap-plain')
+    for (const target of [f, p]) {
+      const fd = fs.openSync(target, 'w+')
+      fs.writeSync(fd, Buffer.from('head'), 0, 4, 0)
+      fs.writeSync(fd, Buffer.from('tail'), 0, 4, 3 * 1024 * 1024 + 5)
+      fs.closeSync(fd)
+    }
+    expect(fs.readFileSync(f).equals(fs.readFileSync(p))).toBe(true)
+  })
+})

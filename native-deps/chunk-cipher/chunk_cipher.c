@@ -35,6 +35,7 @@ typedef struct {
   uint8_t *out;
   size_t out_len;
   size_t chunk_size;
+  int zero_is_hole;  // open only: an all-zero stored chunk reads as zeros (files marked sparse)
 } run_t;
 
 static void put_u64_be(uint8_t *p, uint64_t v) {
@@ -79,6 +80,12 @@ done:
   return result;
 }
 
+static int all_zero(const uint8_t *p, size_t n) {
+  uint8_t acc = 0;
+  for (size_t i = 0; i < n; i++) acc |= p[i];
+  return acc == 0;
+}
+
 static int64_t open_run(const run_t *r) {
   if (r->in_len == 0) return 0;
   size_t stride = r->chunk_size + OVERHEAD;
@@ -96,6 +103,12 @@ static int64_t open_run(const run_t *r) {
   for (size_t i = 0; i < n_chunks; i++) {
     size_t clen = (i == n_chunks - 1 ? last : stride) - OVERHEAD;
     const uint8_t *nonce = r->in + in_off;
+    if (r->zero_is_hole && all_zero(nonce, clen + OVERHEAD)) {
+      memset(r->out + out_off, 0, clen);
+      in_off += clen + OVERHEAD;
+      out_off += clen;
+      continue;
+    }
     put_u64_be(aad + PREFIX_BYTES, r->first_index + i);
     int outl = 0;
     if (EVP_DecryptInit_ex(ctx, NULL, NULL, NULL, nonce) != 1) goto done;
@@ -143,17 +156,25 @@ static int parse_run(napi_env env, napi_value *argv, run_t *r) {
   if (!get_buffer(env, argv[5], &out, &out_len)) return 0;
   r->key = key; r->prefix = prefix; r->first_index = (uint64_t)first;
   r->in = in; r->in_len = in_len; r->out = out; r->out_len = out_len; r->chunk_size = chunk;
+  r->zero_is_hole = 0;
   return 1;
 }
 
+static void parse_hole_flag(napi_env env, napi_value v, run_t *r) {
+  bool b = false;
+  if (napi_get_value_bool(env, v, &b) == napi_ok) r->zero_is_hole = b ? 1 : 0;
+}
+
+// args: key, prefix, firstIndex, input, chunkSize, output[, zeroIsHole]
 static napi_value run_sync(napi_env env, napi_callback_info info, run_fn fn) {
-  size_t argc = 6; napi_value argv[6];
+  size_t argc = 7; napi_value argv[7];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   run_t r;
   if (argc < 6 || !parse_run(env, argv, &r)) {
     napi_throw_type_error(env, NULL, "chunk cipher: bad arguments");
     return NULL;
   }
+  if (argc >= 7) parse_hole_flag(env, argv[6], &r);
   napi_value res;
   napi_create_int64(env, fn(&r), &res);
   return res;
@@ -189,23 +210,25 @@ static void job_complete(napi_env env, napi_status status, void *data) {
   napi_call_function(env, global, cb, 1, argv, &ret);
 }
 
+// args: key, prefix, firstIndex, input, chunkSize, output, zeroIsHole, callback
 static napi_value run_async(napi_env env, napi_callback_info info, run_fn fn) {
-  size_t argc = 7; napi_value argv[7];
+  size_t argc = 8; napi_value argv[8];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   job_t *job = calloc(1, sizeof(job_t));
   napi_valuetype cbt = napi_undefined;
-  if (argc >= 7) napi_typeof(env, argv[6], &cbt);
-  if (!job || argc < 7 || cbt != napi_function || !parse_run(env, argv, &job->run)) {
+  if (argc >= 8) napi_typeof(env, argv[7], &cbt);
+  if (!job || argc < 8 || cbt != napi_function || !parse_run(env, argv, &job->run)) {
     free(job);
     napi_throw_type_error(env, NULL, "chunk cipher: bad arguments");
     return NULL;
   }
+  parse_hole_flag(env, argv[6], &job->run);
   job->fn = fn;
   napi_create_reference(env, argv[0], 1, &job->refs[0]);
   napi_create_reference(env, argv[1], 1, &job->refs[1]);
   napi_create_reference(env, argv[3], 1, &job->refs[2]);
   napi_create_reference(env, argv[5], 1, &job->refs[3]);
-  napi_create_reference(env, argv[6], 1, &job->callback);
+  napi_create_reference(env, argv[7], 1, &job->callback);
   napi_value name;
   napi_create_string_utf8(env, "sealfs.chunkCipher", NAPI_AUTO_LENGTH, &name);
   napi_create_async_work(env, NULL, name, job_execute, job_complete, job, &job->work);

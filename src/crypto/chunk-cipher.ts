@@ -49,23 +49,27 @@ export class ChunkCipher {
     return this.#check(addon.seal(key.bytes, prefix, firstIndex, plain, this.chunkSize, out), firstIndex)
   }
 
-  openSync (key: SecretKey, prefix: Buffer, firstIndex: number, sealed: Buffer, out: Buffer): number {
-    return this.#check(addon.open(key.bytes, prefix, firstIndex, sealed, this.chunkSize, out), firstIndex)
+  openSync (key: SecretKey, prefix: Buffer, firstIndex: number, sealed: Buffer, out: Buffer, zeroIsHole = false): number {
+    return this.#check(addon.open(key.bytes, prefix, firstIndex, sealed, this.chunkSize, out, zeroIsHole), firstIndex)
   }
 
   /** Seals `plain` into `out` on the libuv pool; resolves to the sealed length. */
   seal (key: SecretKey, prefix: Buffer, firstIndex: number, plain: Buffer, out: Buffer): Promise<number> {
     return new Promise((resolve, reject) => {
-      addon.sealAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, n => {
+      addon.sealAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, false, n => {
         try { resolve(this.#check(n, firstIndex)) } catch (e) { reject(e) }
       })
     })
   }
 
-  /** Opens `sealed` into `out` on the libuv pool; rejects with AuthenticationError naming the bad chunk. */
-  open (key: SecretKey, prefix: Buffer, firstIndex: number, sealed: Buffer, out: Buffer): Promise<number> {
+  /**
+   * Opens `sealed` into `out` on the libuv pool; rejects with AuthenticationError naming the
+   * bad chunk. With `zeroIsHole` (files whose authenticated header says they are sparse), a
+   * chunk stored as all zero bytes is a hole and reads as zeros.
+   */
+  open (key: SecretKey, prefix: Buffer, firstIndex: number, sealed: Buffer, out: Buffer, zeroIsHole = false): Promise<number> {
     return new Promise((resolve, reject) => {
-      addon.openAsync(key.bytes, prefix, firstIndex, sealed, this.chunkSize, out, n => {
+      addon.openAsync(key.bytes, prefix, firstIndex, sealed, this.chunkSize, out, zeroIsHole, n => {
         try { resolve(this.#check(n, firstIndex)) } catch (e) { reject(e) }
       })
     })

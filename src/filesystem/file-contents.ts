@@ -1,12 +1,10 @@
 import fs from 'fs'
 import { SecretKey } from '../crypto/secret-key'
-import { HEADER_BYTES } from '../volume/file-header'
+import { FLAG_SPARSE, HEADER_BYTES } from '../volume/file-header'
 import { Volume } from '../volume/volume'
 import { FsError } from './fs-error'
 import { RwLock } from './rw-lock'
 
-/** Zero-filling a gap is done this many bytes at a time, so a far seek cannot exhaust memory. */
-const GAP_STEP = 1024 * 1024
 /** Chunk writes under one DEK are stopped here, well inside GCM's 2^32 random-nonce bound. */
 export const CHUNK_WRITE_LIMIT = 2 ** 31
 
@@ -62,10 +60,16 @@ export class FileContents {
     readonly fileId: Buffer,
     readonly dek: SecretKey,
     public size: number,
-    chunkWritesSoFar: number
+    chunkWritesSoFar: number,
+    /** Header flags; FLAG_SPARSE once the file has been extended with holes. */
+    private flags: number
   ) {
     this.prefix = volume.aadPrefix(fileId)
     this.chunkWrites = chunkWritesSoFar
+  }
+
+  get sparse (): boolean {
+    return (this.flags & FLAG_SPARSE) !== 0
   }
 
   get #chunk (): number { return this.volume.chunks.chunkSize }
@@ -80,7 +84,7 @@ export class FileContents {
     const sealed = Buffer.allocUnsafe(this.volume.chunks.sealedSize(end - start))
     const got = await readFullAt(fd, sealed, this.#cipherOffset(first))
     if (got !== sealed.length) throw new FsError('EIO')
-    await this.volume.chunks.open(this.dek, this.prefix, first, sealed, out)
+    await this.volume.chunks.open(this.dek, this.prefix, first, sealed, out, this.sparse)
   }
 
   async read (fd: number, offset: number, length: number, out: Buffer): Promise<number> {
@@ -127,13 +131,29 @@ export class FileContents {
     if (tailPlain !== null) await this.#writeRange(fd, this.size, tailPlain)
   }
 
+  /**
+   * Extends the file with zeros to `target`: the current last chunk is padded with real
+   * zeros; whole chunks beyond it become holes (the backing file is extended sparsely) once
+   * the header says the file is sparse.
+   */
   async #fillTo (fd: number, target: number): Promise<void> {
-    while (this.size < target) {
-      const C = this.#chunk
-      // Step to a chunk boundary at most GAP_STEP past the current end.
-      const stepEnd = Math.min(target, (Math.floor(this.size / C) * C) + GAP_STEP)
-      await this.#writeRange(fd, this.size, Buffer.alloc(stepEnd - this.size))
-    }
+    if (this.size >= target) return
+    const C = this.#chunk
+    const boundary = Math.min(target, Math.ceil(this.size / C) * C)
+    if (boundary > this.size) await this.#writeRange(fd, this.size, Buffer.alloc(boundary - this.size))
+    if (target <= boundary) return
+    if (!this.sparse) await this.#markSparse(fd)
+    await new Promise<void>((resolve, reject) => fs.ftruncate(fd, HEADER_BYTES + this.volume.chunks.sealedSize(target), e => e ? reject(e) : resolve()))
+    this.size = target
+  }
+
+  /** Sets the sparse flag in the header (the DEK is wrapped again) and makes it durable before any hole exists. */
+  async #markSparse (fd: number): Promise<void> {
+    const flags = this.flags | FLAG_SPARSE
+    const header = this.volume.rewrapHeader(this.fileId, this.dek, flags)
+    await writeFullAt(fd, header, 0)
+    await new Promise<void>((resolve, reject) => fs.fdatasync(fd, e => e ? reject(e) : resolve()))
+    this.flags = flags
   }
 
   /** Writes `data` at `start` <= size: re-seals the touched chunks, merging old bytes at the edges. */

@@ -39,9 +39,10 @@ export class Mount {
       defaultPermissions: true,
       // No attribute caching: a write through one hard link must show in stat through the
       // others at once (libfuse 2 gives each name its own inode). Issue 5 weighs the cost.
-      // hard_remove: an unlinked open file goes at once (no .fuse_hidden entries in listings);
-      // open descriptors keep working because every data operation goes by file handle.
-      extraOptions: ['attr_timeout=0', 'hard_remove', ...opts.options]
+      // Not hard_remove: with it, fstat of an open, unlinked file fails (the kernel asks by
+      // inode and libfuse 2 has no path left). libfuse instead renames such a file to
+      // .fuse_hidden*, which SealFs leaves out of listings.
+      extraOptions: ['attr_timeout=0', ...opts.options]
     })
     return new Promise((resolve, reject) => {
       fuse.mount(err => err ? reject(err) : resolve(new Mount(fs, mountpoint, fuse)))

@@ -64,7 +64,7 @@ export class OpenFiles {
     }
     const dek = this.deks.pin(id, () => this.volume.openDek(parsed))
     const row = this.volume.index.get(parsed.fileId)
-    const contents = new FileContents(this.volume, parsed.fileId, dek, plainSize(this.volume, size), row?.chunkWrites ?? 0)
+    const contents = new FileContents(this.volume, parsed.fileId, dek, plainSize(this.volume, size), row?.chunkWrites ?? 0, parsed.flags)
     this.#contents.set(id, { contents, refs: 1 })
     return contents
   }
@@ -73,7 +73,7 @@ export class OpenFiles {
   adopt (file: NewFile): FileContents {
     const id = file.fileId.toString('hex')
     const dek = this.deks.pin(id, () => file.dek)
-    const contents = new FileContents(this.volume, file.fileId, dek, 0, 0)
+    const contents = new FileContents(this.volume, file.fileId, dek, 0, 0, 0)
     this.#contents.set(id, { contents, refs: 1 })
     return contents
   }

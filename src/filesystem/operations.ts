@@ -23,6 +23,7 @@ export interface Time { sec: number, nsec: number }
 export interface Caller { uid: number, gid: number }
 
 const XATTR_PREFIX = 'user.sealfs.'
+const FUSE_HIDDEN = '.fuse_hidden'
 const XATTR_NAME_MAX = 255
 const XATTR_SIZE_MAX = 65536
 
@@ -86,7 +87,9 @@ export class SealFs {
 
   async readdir (p: string): Promise<string[]> {
     const e = await this.paths.resolve(p)
-    return ['.', '..', ...await this.paths.list(e.path)]
+    // Open files that were unlinked live on as libfuse's .fuse_hidden* until closed; a plain
+    // directory would not list them.
+    return ['.', '..', ...(await this.paths.list(e.path)).filter(n => !n.startsWith(FUSE_HIDDEN))]
   }
 
   async statfs (): Promise<fs.StatsFs> {

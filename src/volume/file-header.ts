@@ -7,16 +7,21 @@ const HEADER_VERSION = 1
  * Every regular file's backing file starts with this header, then its chunks:
  *   0   4  magic "SLFS"
  *   4   2  header version (u16 BE) = 1
- *   6   2  reserved, zero
+ *   6   2  flags (u16 BE): bit 0 = sparse (all-zero chunks are holes); other bits zero
  *   8  16  file ID (random)
  *  24   4  master-key version that wrapped the DEK (u32 BE)
  *  28  72  wrapped DEK
  */
 export const HEADER_BYTES = 28 + WRAPPED_KEY_BYTES
 
+export const FLAG_SPARSE = 1
+const KNOWN_FLAGS = FLAG_SPARSE
+
 export interface FileHeader {
   fileId: Buffer
   keyVersion: number
+  /** Authenticated with the DEK (part of its wrap's AAD). */
+  flags: number
   wrappedDek: Buffer
 }
 
@@ -24,6 +29,7 @@ export function encodeHeader (h: FileHeader): Buffer {
   const b = Buffer.alloc(HEADER_BYTES)
   MAGIC.copy(b, 0)
   b.writeUInt16BE(HEADER_VERSION, 4)
+  b.writeUInt16BE(h.flags, 6)
   h.fileId.copy(b, 8)
   b.writeUInt32BE(h.keyVersion, 24)
   h.wrappedDek.copy(b, 28)
@@ -32,10 +38,11 @@ export function encodeHeader (h: FileHeader): Buffer {
 
 /** Parses a header; null if the bytes cannot be one (the caller reports the file as damaged). */
 export function decodeHeader (b: Buffer): FileHeader | null {
-  if (b.length < HEADER_BYTES || !b.subarray(0, 4).equals(MAGIC) || b.readUInt16BE(4) !== HEADER_VERSION || b.readUInt16BE(6) !== 0) return null
+  if (b.length < HEADER_BYTES || !b.subarray(0, 4).equals(MAGIC) || b.readUInt16BE(4) !== HEADER_VERSION || (b.readUInt16BE(6) & ~KNOWN_FLAGS) !== 0) return null
   return {
     fileId: Buffer.from(b.subarray(8, 24)),
     keyVersion: b.readUInt32BE(24),
+    flags: b.readUInt16BE(6),
     wrappedDek: Buffer.from(b.subarray(28, HEADER_BYTES))
   }
 }

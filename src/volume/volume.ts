@@ -123,11 +123,20 @@ export class Volume {
     }
   }
 
-  /** The AAD of a wrapped DEK: binds it to this volume, its file and the master-key version. */
-  #dekAad (fileId: Buffer, keyVersion: number): Buffer {
-    const v = Buffer.alloc(4)
-    v.writeUInt32BE(keyVersion)
+  /** The AAD of a wrapped DEK: binds it to this volume, its file, the master-key version and the header flags. */
+  #dekAad (fileId: Buffer, keyVersion: number, flags: number): Buffer {
+    const v = Buffer.alloc(6)
+    v.writeUInt32BE(keyVersion, 0)
+    v.writeUInt16BE(flags, 4)
     return Buffer.concat([Buffer.from('sealfs-dek-v1', 'ascii'), this.volumeId, fileId, v])
+  }
+
+  /** A file's header with new flags: the DEK wrapped again (the flags are in its AAD); the index row follows. */
+  rewrapHeader (fileId: Buffer, dek: SecretKey, flags: number): Buffer {
+    const keyVersion = this.config.masterKeyVersion
+    const wrappedDek = wrapKey(this.#dekWrapKey, dek, this.#dekAad(fileId, keyVersion, flags))
+    this.index.put(fileId, keyVersion, wrappedDek)
+    return encodeHeader({ fileId, keyVersion, flags, wrappedDek })
   }
 
   /** A fresh file identity: random file ID and DEK, the header to write, the index row queued. */
@@ -135,9 +144,9 @@ export class Volume {
     const fileId = randomBytes(FILE_ID_BYTES)
     const dek = SecretKey.random()
     const keyVersion = this.config.masterKeyVersion
-    const wrappedDek = wrapKey(this.#dekWrapKey, dek, this.#dekAad(fileId, keyVersion))
+    const wrappedDek = wrapKey(this.#dekWrapKey, dek, this.#dekAad(fileId, keyVersion, 0))
     this.index.put(fileId, keyVersion, wrappedDek)
-    return { fileId, dek, header: encodeHeader({ fileId, keyVersion, wrappedDek }) }
+    return { fileId, dek, header: encodeHeader({ fileId, keyVersion, flags: 0, wrappedDek }) }
   }
 
   /**
@@ -153,7 +162,7 @@ export class Volume {
       wrapped = row.wrapped
       version = row.keyVersion
     }
-    return unwrapKey(this.#dekWrapKey, wrapped, this.#dekAad(header.fileId, version), 'file header')
+    return unwrapKey(this.#dekWrapKey, wrapped, this.#dekAad(header.fileId, version, header.flags), 'file header')
   }
 
   /** The chunk AAD prefix of a file: volume ID || file ID. */
