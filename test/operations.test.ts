@@ -135,3 +135,27 @@ describe('the FUSE binding (patched fuse-native)', () => {
     expect(fg2.log()).toMatch(/read\[\d+\] 131072 bytes from \d+/)
   })
 })
+
+describe('renaming a directory', () => {
+  let v: Vol
+  beforeAll(() => { v = makeVolume(); mount(v) })
+  afterAll(async () => { await cleanup(v) })
+
+  it('moves a directory with many entries without touching their ciphertext', () => {
+    fs.mkdirSync(path.join(v.mnt, 'big'))
+    for (let i = 0; i < 500; i++) fs.writeFileSync(path.join(v.mnt, 'big', `f${i}`), `file ${i}`)
+    const before = fs.readdirSync(v.cipher).filter(n => !n.includes('.'))
+    const backingDir = before.find(n => fs.statSync(path.join(v.cipher, n)).isDirectory())!
+    const inner = new Map(fs.readdirSync(path.join(v.cipher, backingDir)).map(n => [n, fs.statSync(path.join(v.cipher, backingDir, n)).mtimeMs]))
+    fs.mkdirSync(path.join(v.mnt, 'elsewhere'))
+    fs.renameSync(path.join(v.mnt, 'big'), path.join(v.mnt, 'elsewhere', 'renamed'))
+    const movedDir = fs.readdirSync(v.cipher).filter(n => !n.includes('.') && fs.statSync(path.join(v.cipher, n)).isDirectory())
+    expect(movedDir.length).toBe(1)
+    const sub = fs.readdirSync(path.join(v.cipher, movedDir[0])).filter(n => !n.includes('.'))
+    expect(sub.length).toBe(1)
+    const after = path.join(v.cipher, movedDir[0], sub[0])
+    // Same backing names (the directory's ID moved with it) and untouched files.
+    expect(new Map(fs.readdirSync(after).map(n => [n, fs.statSync(path.join(after, n)).mtimeMs]))).toEqual(inner)
+    expect(fs.readFileSync(path.join(v.mnt, 'elsewhere', 'renamed', 'f321'), 'utf8')).toBe('file 321')
+  })
+})
