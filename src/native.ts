@@ -18,7 +18,12 @@ export interface PosixAddon {
   lgetxattr (path: string, name: string): Buffer | number
   llistxattr (path: string): Buffer | number
   lremovexattr (path: string, name: string): number
+  flock (fd: number, operation: number): number
 }
+
+export const LOCK_SH = 1
+export const LOCK_EX = 2
+export const LOCK_NB = 4
 
 export function loadAddon<T> (name: string): T {
   // eslint-disable-next-line @typescript-eslint/no-require-imports

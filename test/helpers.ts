@@ -58,11 +58,11 @@ export async function umount (v: Vol): Promise<void> {
   const r = sealfs(['umount', v.mnt])
   if (r.status !== 0) throw new Error(`umount failed: ${r.stderr}`)
   // Let the daemon finish closing the index before the next mount opens it.
-  for (let i = 0; i < 100 && daemonRunning(v.cipher); i++) await sleep(50)
+  for (let i = 0; i < 100 && daemonRunning(v); i++) await sleep(50)
 }
 
-function daemonRunning (cipher: string): boolean {
-  const r = spawnSync('pgrep', ['-f', `mount .*${cipher} `])
+function daemonRunning (v: Vol): boolean {
+  const r = spawnSync('pgrep', ['-f', `mount .*${v.cipher} ${v.mnt}$`])
   return r.status === 0
 }
 

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
+#include <sys/file.h>
 
 #define PATH_BUF 4097
 #define NAME_BUF 256
@@ -118,6 +119,16 @@ static napi_value Utimensat(napi_env env, napi_callback_info info) {
   return res;
 }
 
+// flock(fd, operation): the volume lock (released by the kernel when the daemon dies).
+static napi_value Flock(napi_env env, napi_callback_info info) {
+  size_t argc = 2; napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t fd, op;
+  if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_int32(env, argv[1], &op) != napi_ok)
+    return bad_args(env, "flock: bad arguments");
+  return int_result(env, flock(fd, op));
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"utimensat", NULL, Utimensat, NULL, NULL, NULL, napi_default, NULL},
@@ -126,6 +137,7 @@ static napi_value Init(napi_env env, napi_value exports) {
     {"lgetxattr", NULL, Lgetxattr, NULL, NULL, NULL, napi_default, NULL},
     {"llistxattr", NULL, Llistxattr, NULL, NULL, NULL, napi_default, NULL},
     {"lremovexattr", NULL, Lremovexattr, NULL, NULL, NULL, napi_default, NULL},
+    {"flock", NULL, Flock, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -12,7 +12,8 @@ export const EXIT = {
   WRONG_PASSPHRASE: 7,
   PASSPHRASE_SOURCE: 8,
   MOUNT_FAILED: 9,
-  WEAK_KDF: 10
+  WEAK_KDF: 10,
+  BUSY: 11
 } as const
 
 export type CliErrorKind = 'usage' | 'passphrase-source' | 'mount-failed' | 'missing-dir' | 'not-empty'
@@ -33,7 +34,8 @@ const volumeCodes: Record<VolumeErrorKind, number> = {
   unsupported: EXIT.BAD_CONFIG,
   'weak-kdf': EXIT.WEAK_KDF,
   'wrong-passphrase': EXIT.WRONG_PASSPHRASE,
-  'bad-input': EXIT.USAGE
+  'bad-input': EXIT.USAGE,
+  busy: EXIT.BUSY
 }
 
 const cliCodes: Record<CliErrorKind, number> = {

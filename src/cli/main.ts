@@ -6,6 +6,8 @@ import { DEFAULT_COST, MIN_COST } from '../crypto/passphrase-kdf'
 import { Mount } from '../filesystem/mount'
 import { SealFs } from '../filesystem/operations'
 import { logLine, setLogSink } from '../log'
+import { readConfig } from '../volume/config'
+import { DekIndex } from '../volume/dek-index'
 import { VolumeError } from '../volume/errors'
 import { DEFAULT_CHUNK_SIZE, Volume } from '../volume/volume'
 import { CliError, EXIT, exitCodeOf, messageOf } from './exit-codes'
@@ -53,7 +55,7 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
   }
   let volume: Volume
   try {
-    volume = await Volume.unlock(cipher, passphrase)
+    volume = await Volume.unlock(cipher, passphrase, { readOnly: parsed.readOnly })
   } finally {
     passphrase.fill(0)
   }
@@ -125,6 +127,39 @@ async function runInit (cipher: string, o: { passfile?: string, extpass?: string
   process.stdout.write(`Created a sealfs volume in ${cipher}. Mount it with: sealfs mount ${cipher} MOUNTPOINT\n`)
 }
 
+/** What can be known without the passphrase: the config and the index's row count. */
+function runInfo (cipher: string, o: { json?: boolean }): void {
+  if (!fs.existsSync(cipher)) throw new VolumeError('missing-dir', `${cipher} does not exist`)
+  const config = readConfig(cipher)
+  let files: number | null = null
+  try { files = DekIndex.countFiles(cipher) } catch { /* no or unreadable index */ }
+  const info = {
+    formatVersion: config.formatVersion,
+    volumeId: config.volumeId,
+    contentCipher: config.contentCipher,
+    chunkSize: config.chunkSize,
+    nameCipher: config.nameCipher,
+    keyWrap: config.keyWrap,
+    masterKeyVersion: config.masterKeyVersion,
+    keySlots: config.slots.map(s => ({ id: s.id, kind: s.kind, kdf: s.kdf, opslimit: s.opslimit, memlimit: s.memlimit })),
+    files
+  }
+  if (o.json === true) {
+    process.stdout.write(JSON.stringify(info, null, 2) + '\n')
+    return
+  }
+  const lines = [
+    `format version:  ${info.formatVersion}`,
+    `volume ID:       ${info.volumeId}`,
+    `content cipher:  ${info.contentCipher}, ${info.chunkSize}-byte chunks`,
+    `name cipher:     ${info.nameCipher}`,
+    `key wrap:        ${info.keyWrap}, master key version ${info.masterKeyVersion}`,
+    ...info.keySlots.map(s => `key slot ${s.id}:      ${s.kind}, ${s.kdf} opslimit=${s.opslimit} memlimit=${s.memlimit / 1024 / 1024} MiB`),
+    `files:           ${files === null ? 'unknown (no index)' : files}`
+  ]
+  process.stdout.write(lines.join('\n') + '\n')
+}
+
 function runUmount (mnt: string): void {
   const r = spawnSync('fusermount', ['-u', mnt], { stdio: ['ignore', 'ignore', 'pipe'] })
   if (r.status === 0) return
@@ -158,6 +193,11 @@ function program (): Command {
     .option('-o <options>', 'mount options, comma-separated (ro, allow_other, nosuid, ...)', collect)
     .addOption(new Option('--passphrase-fd <fd>').hideHelp())
     .action(runMount)
+  p.command('info')
+    .description('show a volume\'s format, ciphers, KDF parameters, key slots and file count (no passphrase needed)')
+    .argument('<CIPHER>', 'cipher dir')
+    .option('--json', 'print JSON')
+    .action(runInfo)
   p.command('umount')
     .description('unmount a sealfs mount')
     .argument('<MNT>', 'mount point')

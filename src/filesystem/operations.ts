@@ -170,8 +170,9 @@ export class SealFs {
   async open (p: string, flags: number): Promise<number> {
     const e = await this.paths.resolve(p)
     const writable = (flags & O_ACCMODE) !== fs.constants.O_RDONLY
-    // Reading the header of a file opened write-only must not change its atime (touch -m).
-    const noatime = (flags & O_ACCMODE) === fs.constants.O_WRONLY ? fs.constants.O_NOATIME : 0
+    // Reading the header of a file opened write-only must not change its atime (touch -m),
+    // and a read-only mount changes nothing in the cipher dir, atimes included.
+    const noatime = (flags & O_ACCMODE) === fs.constants.O_WRONLY || this.volume.readOnly ? fs.constants.O_NOATIME : 0
     const base = (writable ? fs.constants.O_RDWR : fs.constants.O_RDONLY) | fs.constants.O_NOFOLLOW
     const openWith = (extra: number): Promise<number> => new Promise((resolve, reject) => fs.open(e.path, base | extra, (err, f) => err ? reject(err) : resolve(f)))
     const fd = await openWith(noatime).catch(err => (err.code === 'EPERM' && noatime !== 0) ? openWith(0) : Promise.reject(err))

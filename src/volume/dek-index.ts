@@ -26,12 +26,17 @@ export class DekIndex {
   readonly #pending = new Map<string, DekRow | null>()
   readonly #writes = new Map<string, number>()
   readonly #get: Database.Statement
-  readonly #put: Database.Statement
-  readonly #del: Database.Statement
-  readonly #addWrites: Database.Statement
+  #write: { put: Database.Statement, del: Database.Statement, addWrites: Database.Statement } | null = null
 
-  constructor (cipherDir: string, readonly volumeId: string) {
+  /** `readOnly`: opened read-only and never written (a read-only mount writes nothing to the cipher dir). */
+  constructor (cipherDir: string, readonly volumeId: string, readonly readOnly = false) {
     const file = path.join(cipherDir, INDEX_FILE)
+    if (readOnly) {
+      this.#db = new Database(file, { readonly: true, fileMustExist: true })
+      this.#db.pragma('busy_timeout = 10000')
+      this.#get = this.#db.prepare('SELECT key_version AS keyVersion, wrapped, chunk_writes AS chunkWrites FROM deks WHERE file_id = ?')
+      return
+    }
     const fresh = !fs.existsSync(file)
     if (fresh) fs.closeSync(fs.openSync(file, fs.constants.O_CREAT | fs.constants.O_WRONLY | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600))
     this.#db = new Database(file)
@@ -56,9 +61,11 @@ export class DekIndex {
       throw new Error('the DEK index belongs to another volume')
     }
     this.#get = this.#db.prepare('SELECT key_version AS keyVersion, wrapped, chunk_writes AS chunkWrites FROM deks WHERE file_id = ?')
-    this.#put = this.#db.prepare('INSERT INTO deks (file_id, key_version, wrapped) VALUES (?, ?, ?) ON CONFLICT(file_id) DO UPDATE SET key_version = excluded.key_version, wrapped = excluded.wrapped')
-    this.#del = this.#db.prepare('DELETE FROM deks WHERE file_id = ?')
-    this.#addWrites = this.#db.prepare('UPDATE deks SET chunk_writes = chunk_writes + ? WHERE file_id = ?')
+    this.#write = {
+      put: this.#db.prepare('INSERT INTO deks (file_id, key_version, wrapped) VALUES (?, ?, ?) ON CONFLICT(file_id) DO UPDATE SET key_version = excluded.key_version, wrapped = excluded.wrapped'),
+      del: this.#db.prepare('DELETE FROM deks WHERE file_id = ?'),
+      addWrites: this.#db.prepare('UPDATE deks SET chunk_writes = chunk_writes + ? WHERE file_id = ?')
+    }
   }
 
   put (fileId: Buffer, keyVersion: number, wrapped: Buffer): void {
@@ -96,7 +103,8 @@ export class DekIndex {
 
   /** Applies all queued changes in one transaction. */
   flush (): void {
-    if (!this.dirty) return
+    const w = this.#write
+    if (!this.dirty || w === null) return
     const pending = [...this.#pending]
     const writes = [...this.#writes]
     this.#pending.clear()
@@ -104,15 +112,25 @@ export class DekIndex {
     this.#db.transaction(() => {
       for (const [id, row] of pending) {
         const key = Buffer.from(id, 'hex')
-        if (row === null) this.#del.run(key)
-        else this.#put.run(key, row.keyVersion, row.wrapped)
+        if (row === null) w.del.run(key)
+        else w.put.run(key, row.keyVersion, row.wrapped)
       }
-      for (const [id, n] of writes) this.#addWrites.run(n, Buffer.from(id, 'hex'))
+      for (const [id, n] of writes) w.addWrites.run(n, Buffer.from(id, 'hex'))
     })()
   }
 
   close (): void {
     this.flush()
     this.#db.close()
+  }
+
+  /** Number of files in the index of `cipherDir`, read without unlocking the volume. */
+  static countFiles (cipherDir: string): number {
+    const db = new Database(path.join(cipherDir, INDEX_FILE), { readonly: true, fileMustExist: true })
+    try {
+      return (db.prepare('SELECT count(*) AS n FROM deks').get() as { n: number }).n
+    } finally {
+      db.close()
+    }
   }
 }

@@ -10,6 +10,7 @@ export type VolumeErrorKind =
   | 'weak-kdf'           // KDF parameters below the floor (or absurdly high)
   | 'wrong-passphrase'   // no slot unlocks with the given credential
   | 'bad-input'          // an option value that cannot be used
+  | 'busy'               // another daemon has the volume mounted (the mount lock is held)
 
 export class VolumeError extends Error {
   constructor (readonly kind: VolumeErrorKind, message: string) {

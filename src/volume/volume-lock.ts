@@ -1,0 +1,44 @@
+import fs from 'fs'
+import path from 'path'
+import { LOCK_EX, LOCK_NB, LOCK_SH, loadAddon, PosixAddon } from '../native'
+import { VolumeError } from './errors'
+
+const posix = loadAddon<PosixAddon>('posix')
+export const LOCK_FILE = 'sealfs.lock'
+
+/**
+ * The mount lock: flock(2) on sealfs.lock, exclusive for a read-write mount, shared for a
+ * read-only one, held until the daemon exits (the kernel drops it if the daemon dies).
+ * A read-only mount never creates the file: it locks it only if it already exists.
+ */
+export class VolumeLock {
+  private constructor (private readonly fd: number | null) {}
+
+  static acquire (cipherDir: string, readOnly: boolean): VolumeLock {
+    const file = path.join(cipherDir, LOCK_FILE)
+    let fd: number
+    try {
+      fd = readOnly
+        ? fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW)
+        : fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600)
+    } catch (e) {
+      if (readOnly && (e as NodeJS.ErrnoException).code === 'ENOENT') return new VolumeLock(null)
+      throw new VolumeError('busy', `cannot open the volume lock ${file}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`)
+    }
+    const rc = posix.flock(fd, (readOnly ? LOCK_SH : LOCK_EX) | LOCK_NB)
+    if (rc !== 0) {
+      const holder = fs.readFileSync(fd, 'utf8').trim()
+      fs.closeSync(fd)
+      throw new VolumeError('busy', `${cipherDir} is already mounted${holder !== '' ? ` (daemon pid ${holder})` : ''}; a volume has one read-write mount at a time`)
+    }
+    if (!readOnly) {
+      fs.ftruncateSync(fd, 0)
+      fs.writeSync(fd, `${process.pid}\n`, 0)
+    }
+    return new VolumeLock(fd)
+  }
+
+  release (): void {
+    if (this.fd !== null) fs.closeSync(this.fd)
+  }
+}
