@@ -19,6 +19,7 @@ export interface PosixAddon {
   llistxattr (path: string): Buffer | number
   lremovexattr (path: string, name: string): number
   flock (fd: number, operation: number): number
+  sendDatagram (socketPath: string, message: Buffer): number
 }
 
 export const LOCK_SH = 1

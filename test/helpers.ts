@@ -54,9 +54,10 @@ export async function mountForeground (v: Vol, extra: string[] = []): Promise<Fo
 }
 
 export async function umount (v: Vol): Promise<void> {
-  if (!isMounted(v.mnt)) return
-  const r = sealfs(['umount', v.mnt])
-  if (r.status !== 0) throw new Error(`umount failed: ${r.stderr}`)
+  if (isMounted(v.mnt)) {
+    const r = sealfs(['umount', v.mnt])
+    if (r.status !== 0) throw new Error(`umount failed: ${r.stderr}`)
+  }
   // Let the daemon finish closing the index before the next mount opens it.
   for (let i = 0; i < 100 && daemonRunning(v); i++) await sleep(50)
 }

@@ -1,8 +1,9 @@
+import { spawn, spawnSync } from 'child_process'
 import crypto from 'crypto'
 import fs from 'fs'
 import path from 'path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { cleanup, isMounted, makeVolume, mount, sealfs, umount, Vol, walk } from './helpers'
+import { cleanup, isMounted, makeVolume, mount, sealfs, sleep, umount, Vol, walk } from './helpers'
 
 function cipherState (dir: string): Record<string, string> {
   const out: Record<string, string> = {}
@@ -70,5 +71,107 @@ describe('one writer, read-only mounts, info', () => {
     expect(j).toMatchObject({ formatVersion: 1, chunkSize: 32768, files: 1, keySlots: [{ id: 1, kind: 'passphrase', kdf: 'argon2id', opslimit: 2, memlimit: 67108864 }] })
     expect(sealfs(['info', path.join(v.base, 'nope')]).status).toBe(3)
     expect(sealfs(['info', v.mnt]).status).toBe(5)
+  })
+})
+
+describe('mounting from fstab through mount(8)', () => {
+  let v: Vol
+  let linked = false
+  const onPath = '/usr/local/bin/sealfs'
+  beforeAll(() => {
+    v = makeVolume()
+    // What `npm link` does: mount.fuse looks for `sealfs` on the standard PATH.
+    if (!fs.existsSync(onPath)) { fs.symlinkSync(path.join(__dirname, '..', 'bin', 'sealfs.js'), onPath); linked = true }
+  })
+  afterAll(async () => {
+    if (linked) fs.unlinkSync(onPath)
+    await cleanup(v)
+  })
+
+  it('mounts a fuse.sealfs line with mount -T and mount -a, and unmounts with umount', async () => {
+    const fstab = path.join(v.base, 'fstab')
+    fs.writeFileSync(fstab, `# test fstab\n${v.cipher} ${v.mnt} fuse.sealfs passfile=${v.passfile},allow_other,nofail,_netdev,x-systemd.automount,noatime 0 0\n`)
+    const run = (args: string[]): { status: number | null, stderr: string } => {
+      const r = spawnSync(args[0], args.slice(1), { encoding: 'utf8' })
+      return { status: r.status, stderr: r.stderr }
+    }
+    expect(run(['mount', '-T', fstab, v.mnt])).toEqual({ status: 0, stderr: '' })
+    expect(isMounted(v.mnt)).toBe(true)
+    const line = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find(l => l.split(' ')[4] === v.mnt)!
+    expect(line).toMatch(/fuse\.sealfs/)
+    expect(line).toMatch(/allow_other/)
+    expect(line).not.toMatch(/passfile/)  // ours: consumed, never passed to the kernel
+    fs.writeFileSync(path.join(v.mnt, 'from-fstab'), 'yes')
+    expect(run(['umount', v.mnt]).status).toBe(0)
+    expect(isMounted(v.mnt)).toBe(false)
+    await umount(v)  // waits for the daemon to finish
+    expect(run(['mount', '-a', '-T', fstab]).status).toBe(0)
+    expect(fs.readFileSync(path.join(v.mnt, 'from-fstab'), 'utf8')).toBe('yes')
+    expect(run(['umount', v.mnt]).status).toBe(0)
+    // An option we do not know is a clear error, and nothing is mounted.
+    fs.writeFileSync(fstab, `${v.cipher} ${v.mnt} fuse.sealfs passfile=${v.passfile},frobnicate 0 0\n`)
+    await umount(v)
+    const bad = run(['mount', '-T', fstab, v.mnt])
+    expect(bad.status).not.toBe(0)
+    expect(bad.stderr).toMatch(/unknown mount option 'frobnicate'/)
+    expect(isMounted(v.mnt)).toBe(false)
+  })
+})
+
+describe('the daemon: systemd notification, signals, kill -9, idle, log file', () => {
+  let v: Vol
+  beforeAll(() => { v = makeVolume() })
+  afterAll(async () => { await cleanup(v) })
+
+  it('sends READY=1 once the mount answers and STOPPING=1 on SIGTERM, which unmounts cleanly', async () => {
+    const sock = path.join(v.base, 'notify.sock')
+    const listener = spawn('python3', ['-c', `
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.bind(sys.argv[1]); print('listening', flush=True)
+for _ in range(2): print(s.recv(4096).decode().split(chr(10))[0], flush=True)`, sock], { stdio: ['ignore', 'pipe', 'inherit'] })
+    let heard = ''
+    listener.stdout!.on('data', d => { heard += d.toString() })
+    while (!heard.includes('listening')) await sleep(20)
+    const daemon = spawn(process.execPath, [path.join(__dirname, '..', 'bin', 'sealfs.js'), 'mount', '-f', '--passfile', v.passfile, v.cipher, v.mnt], { env: { ...process.env, NOTIFY_SOCKET: sock }, stdio: 'ignore' })
+    for (let i = 0; i < 100 && !heard.includes('READY=1'); i++) await sleep(50)
+    expect(heard).toContain('READY=1')
+    expect(isMounted(v.mnt)).toBe(true)  // ready means mounted
+    fs.writeFileSync(path.join(v.mnt, 'kept'), 'written before SIGTERM')
+    daemon.kill('SIGTERM')
+    const code = await new Promise(resolve => daemon.on('exit', resolve))
+    expect(code).toBe(0)
+    for (let i = 0; i < 50 && !heard.includes('STOPPING=1'); i++) await sleep(20)
+    expect(heard).toContain('STOPPING=1')
+    expect(isMounted(v.mnt)).toBe(false)
+    listener.kill()
+    mount(v)
+    expect(fs.readFileSync(path.join(v.mnt, 'kept'), 'utf8')).toBe('written before SIGTERM')
+    await umount(v)
+  })
+
+  it('after kill -9, mount says what to do and sealfs umount clears the dead mount', async () => {
+    mount(v)
+    const pid = Number(spawnSync('pgrep', ['-f', `mount .*${v.cipher} ${v.mnt}$`], { encoding: 'utf8' }).stdout.trim())
+    process.kill(pid, 'SIGKILL')
+    await sleep(300)
+    const again = sealfs(['mount', '--passfile', v.passfile, v.cipher, v.mnt])
+    expect(again.status).toBe(4)
+    expect(again.stderr).toMatch(/holds a dead mount \(its daemon is gone\); run 'sealfs umount .*' first/)
+    expect(sealfs(['umount', v.mnt]).status).toBe(0)
+    expect(isMounted(v.mnt)).toBe(false)
+    mount(v)  // the lock died with the daemon
+    expect(fs.readFileSync(path.join(v.mnt, 'kept'), 'utf8')).toBe('written before SIGTERM')
+    await umount(v)
+  })
+
+  it('unmounts itself after --idle without use, and a detached daemon logs to --log', async () => {
+    const log = path.join(v.base, 'daemon.log')
+    mount(v, ['--idle', '2s', '--log', log])
+    expect(isMounted(v.mnt)).toBe(true)
+    for (let i = 0; i < 100 && isMounted(v.mnt); i++) await sleep(100)
+    expect(isMounted(v.mnt)).toBe(false)
+    await umount(v)
+    expect(fs.readFileSync(log, 'utf8')).toMatch(/sealfs\[\d+\]: idle: unmounting/)
+    expect(sealfs(['mount', '--passfile', v.passfile, '--idle', 'soon', v.cipher, v.mnt]).status).toBe(2)
   })
 })

@@ -8,11 +8,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #define PATH_BUF 4097
 #define NAME_BUF 256
@@ -129,6 +133,31 @@ static napi_value Flock(napi_env env, napi_callback_info info) {
   return int_result(env, flock(fd, op));
 }
 
+// sendDatagram(socketPath, message): one AF_UNIX datagram, for sd_notify (NOTIFY_SOCKET,
+// which may name an abstract socket with a leading '@') and for syslog (/dev/log).
+static napi_value SendDatagram(napi_env env, napi_callback_info info) {
+  size_t argc = 2; napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  char path[sizeof(((struct sockaddr_un *)0)->sun_path) + 1]; void *msg; size_t len; bool is_buf = false;
+  if (argc < 2 || !get_string(env, argv[0], path, sizeof path) || napi_is_buffer(env, argv[1], &is_buf) != napi_ok || !is_buf ||
+      napi_get_buffer_info(env, argv[1], &msg, &len) != napi_ok)
+    return bad_args(env, "sendDatagram: bad arguments");
+  struct sockaddr_un addr;
+  memset(&addr, 0, sizeof addr);
+  addr.sun_family = AF_UNIX;
+  size_t plen = strlen(path);
+  if (plen == 0 || plen >= sizeof addr.sun_path) return int_result(env, (errno = EINVAL, -1));
+  memcpy(addr.sun_path, path, plen);
+  if (path[0] == '@') addr.sun_path[0] = 0;
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return int_result(env, -1);
+  ssize_t n = sendto(fd, msg, len, MSG_NOSIGNAL, (struct sockaddr *)&addr, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen));
+  int saved = errno;
+  close(fd);
+  errno = saved;
+  return int_result(env, n < 0 ? -1 : 0);
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"utimensat", NULL, Utimensat, NULL, NULL, NULL, napi_default, NULL},
@@ -138,6 +167,7 @@ static napi_value Init(napi_env env, napi_value exports) {
     {"llistxattr", NULL, Llistxattr, NULL, NULL, NULL, napi_default, NULL},
     {"lremovexattr", NULL, Lremovexattr, NULL, NULL, NULL, napi_default, NULL},
     {"flock", NULL, Flock, NULL, NULL, NULL, napi_default, NULL},
+    {"sendDatagram", NULL, SendDatagram, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

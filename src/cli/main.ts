@@ -11,6 +11,7 @@ import { DekIndex } from '../volume/dek-index'
 import { VolumeError } from '../volume/errors'
 import { DEFAULT_CHUNK_SIZE, Volume } from '../volume/volume'
 import { CliError, EXIT, exitCodeOf, messageOf } from './exit-codes'
+import { daemonLogSink, notifySystemd, parseDuration } from './daemon-signals'
 import { parseMountOptions } from './mount-options'
 import { fromDescriptor, readPassphrase } from './passphrase'
 
@@ -31,7 +32,12 @@ function isMounted (mnt: string): boolean {
 function checkDirs (cipher: string, mnt: string, nonempty: boolean): void {
   for (const d of [cipher, mnt]) {
     let st: fs.Stats
-    try { st = fs.statSync(d) } catch { throw new CliError('missing-dir', `${d} does not exist`) }
+    try {
+      st = fs.statSync(d)
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOTCONN') throw new CliError('not-empty', `${d} holds a dead mount (its daemon is gone); run 'sealfs umount ${d}' first`)
+      throw new CliError('missing-dir', `${d} does not exist`)
+    }
     if (!st.isDirectory()) throw new CliError('missing-dir', `${d} is not a directory`)
   }
   const c = fs.realpathSync(cipher)
@@ -41,13 +47,17 @@ function checkDirs (cipher: string, mnt: string, nonempty: boolean): void {
   if (!nonempty && fs.readdirSync(m).length > 0) throw new CliError('not-empty', `mount point ${mnt} is not empty (use -o nonempty to mount over it)`)
 }
 
-interface MountCliOptions { passfile?: string, extpass?: string, foreground?: boolean, o?: string[], passphraseFd?: string }
+interface MountCliOptions { passfile?: string, extpass?: string, foreground?: boolean, o?: string[], passphraseFd?: string, log?: string, idle?: string }
 
 async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promise<void> {
   const parsed = parseMountOptions(o.o ?? [])
+  const idleSpec = o.idle ?? parsed.idle
+  const idleMs = idleSpec !== undefined ? parseDuration(idleSpec) : null
+  if (idleSpec !== undefined && (idleMs === null || idleMs <= 0)) throw new CliError('usage', `--idle takes a duration such as 90s, 10m or 1h30m, not '${idleSpec}'`)
   checkDirs(cipher, mnt, parsed.nonempty)
   const daemonChild = o.passphraseFd !== undefined
-  const passphrase = daemonChild ? fromDescriptor(Number(o.passphraseFd)) : await readPassphrase(o, false)
+  const source = { passfile: o.passfile ?? parsed.passfile, extpass: o.extpass ?? parsed.extpass }
+  const passphrase = daemonChild ? fromDescriptor(Number(o.passphraseFd)) : await readPassphrase(source, false)
   if (!o.foreground && !daemonChild) return detach(cipher, mnt, o, passphrase)
 
   const report = (line: string): void => {
@@ -69,26 +79,38 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
   }
   const flusher = setInterval(() => { try { volume.index.flush() } catch (e) { logLine(`index flush failed (${(e as Error).name})`) } }, 1000)
   report('ready')
+  notifySystemd('READY=1')
 
   let stopping = false
   const stop = async (unmount: boolean): Promise<void> => {
     if (stopping) return
     stopping = true
+    notifySystemd('STOPPING=1')
     clearInterval(flusher)
     clearInterval(watcher)
+    if (idler !== null) clearInterval(idler)
     if (unmount) await mount.unmount().catch(e => logLine(`unmount failed: ${(e as Error).message}`))
     await sealfs.close()
     process.exit(EXIT.OK)
   }
   // Someone ran `sealfs umount` or fusermount -u: the mount is gone, so finish up.
   const watcher = setInterval(() => { if (!isMounted(mnt)) void stop(false) }, 500)
+  // --idle: unmount after a whole period with no request and no open file.
+  let seen = -1
+  let quietSince = Date.now()
+  const idler = idleMs === null ? null : setInterval(() => {
+    if (sealfs.requests !== seen || sealfs.files.count > 0) { seen = sealfs.requests; quietSince = Date.now(); return }
+    if (Date.now() - quietSince >= idleMs) { logLine('idle: unmounting'); void stop(true) }
+  }, Math.max(100, Math.min(idleMs / 4, 10_000)))
   process.on('SIGINT', () => void stop(true))
   process.on('SIGTERM', () => void stop(true))
 }
 
 /** Starts the daemon as a detached child and waits until it has mounted (or failed). */
 function detach (cipher: string, mnt: string, o: MountCliOptions, passphrase: Buffer): Promise<void> {
-  const args = [process.argv[1], 'mount', '--foreground', '--passphrase-fd', '0', ...(o.o ?? []).flatMap(x => ['-o', x]), cipher, mnt]
+  // The child gets the passphrase on stdin; passfile=/extpass= in -o are harmless to repeat.
+  const args = [process.argv[1], 'mount', '--foreground', '--passphrase-fd', '0', ...(o.o ?? []).flatMap(x => ['-o', x]),
+    ...(o.log !== undefined ? ['--log', path.resolve(o.log)] : []), ...(o.idle !== undefined ? ['--idle', o.idle] : []), cipher, mnt]
   const child = spawn(process.execPath, args, { detached: true, stdio: ['pipe', 'ignore', 'ignore', 'pipe'] })
   child.stdin!.end(passphrase, () => passphrase.fill(0))
   return new Promise((resolve, reject) => {
@@ -163,6 +185,8 @@ function runInfo (cipher: string, o: { json?: boolean }): void {
 function runUmount (mnt: string): void {
   const r = spawnSync('fusermount', ['-u', mnt], { stdio: ['ignore', 'ignore', 'pipe'] })
   if (r.status === 0) return
+  // A mount whose daemon was killed answers nothing; detach it lazily.
+  if (isMounted(mnt) && spawnSync('fusermount', ['-uz', mnt]).status === 0) return
   const u = spawnSync('umount', [mnt], { stdio: ['ignore', 'ignore', 'pipe'] })
   if (u.status === 0) return
   throw new CliError('mount-failed', `cannot unmount ${mnt}: ${(r.stderr?.toString() || u.stderr?.toString() || 'not mounted').trim().split('\n')[0]}`)
@@ -190,7 +214,9 @@ function program (): Command {
     .option('--passfile <file>', 'read the passphrase from the first line of a file')
     .option('--extpass <command>', 'read the passphrase from the first line a program prints')
     .option('-f, --foreground', 'stay in the foreground')
-    .option('-o <options>', 'mount options, comma-separated (ro, allow_other, nosuid, ...)', collect)
+    .option('-o <options>', 'mount options, comma-separated (ro, allow_other, nosuid, passfile=F, idle=D, ...)', collect)
+    .option('--log <file>', 'a detached daemon logs here instead of syslog/journald')
+    .option('--idle <duration>', 'unmount after this long without use (90s, 10m, 1h30m)')
     .addOption(new Option('--passphrase-fd <fd>').hideHelp())
     .action(runMount)
   p.command('info')
@@ -205,7 +231,12 @@ function program (): Command {
   return p
 }
 
+const COMMANDS = new Set(['init', 'mount', 'umount', 'info', 'help'])
+
 export function main (argv: string[]): void {
+  // mount(8) runs mount.fuse, which runs `sealfs CIPHER MNT -o OPTS`: that is `sealfs mount`.
+  const first = argv[2]
+  if (first !== undefined && !first.startsWith('-') && !COMMANDS.has(first)) argv = [...argv.slice(0, 2), 'mount', ...argv.slice(2)]
   const daemonChild = argv.includes('--passphrase-fd')
   const fail = (e: unknown): void => {
     const code = (e as { exitCode?: number }).exitCode ?? exitCodeOf(e)
@@ -214,7 +245,10 @@ export function main (argv: string[]): void {
     process.stderr.write(`sealfs: ${msg}\n`)
     process.exit(code)
   }
-  if (daemonChild) setLogSink(line => { try { fs.writeSync(2, line + '\n') } catch { /* no log target */ } })
+  if (daemonChild) {
+    const i = argv.indexOf('--log')
+    setLogSink(daemonLogSink(i > 0 ? argv[i + 1] : undefined))
+  }
   let p: Command
   try {
     p = program()

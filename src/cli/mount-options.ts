@@ -8,6 +8,10 @@ const IGNORED = new Set(['defaults', 'auto', 'noauto', 'user', 'nouser', 'users'
 export interface ParsedMountOptions {
   fuse: string[]
   fsname?: string
+  /** Ours, for fstab lines (mount.fuse passes everything as -o): consumed, never passed on. */
+  passfile?: string
+  extpass?: string
+  idle?: string
   nonempty: boolean
   readOnly: boolean
 }
@@ -24,6 +28,12 @@ export function parseMountOptions (specs: string[]): ParsedMountOptions {
         if (opt === 'rw') out.readOnly = false
       } else if (IGNORED.has(opt) || key.startsWith('x-')) {
         continue
+      } else if (key === 'passfile' && opt.length > 'passfile='.length) {
+        out.passfile = opt.slice('passfile='.length)
+      } else if (key === 'extpass' && opt.length > 'extpass='.length) {
+        out.extpass = opt.slice('extpass='.length)
+      } else if (key === 'idle' && opt.length > 'idle='.length) {
+        out.idle = opt.slice('idle='.length)
       } else if (key === 'fsname') {
         out.fsname = opt.slice('fsname='.length)
       } else if (opt === 'debug') {

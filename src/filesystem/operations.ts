@@ -54,6 +54,8 @@ function closeQuietly (fd: number): void {
 export class SealFs {
   readonly paths: CipherPaths
   readonly files: OpenFiles
+  /** Requests served so far: an idle timer compares it over time (no clock read per request). */
+  requests = 0
 
   constructor (readonly volume: Volume) {
     this.paths = new CipherPaths(volume)
@@ -402,6 +404,7 @@ export class SealFs {
   /** fuse-native's operation table: callback style, errno in one place. `caller` reads the request's caller. */
   handlers (caller: () => Caller): Record<string, unknown> {
     const run = <T>(fn: () => Promise<T>, cb: (err: number, value?: T) => void, ok: (v: T) => void = v => cb(0, v)): void => {
+      this.requests++
       fn().then(ok, err => cb(toErrno(err, (err as { fileId?: Buffer })?.fileId)))
     }
     return {

@@ -5,6 +5,8 @@ import { VolumeError } from './errors'
 
 const posix = loadAddon<PosixAddon>('posix')
 export const LOCK_FILE = 'sealfs.lock'
+const LOCK_RETRIES = 20
+const LOCK_RETRY_MS = 100
 
 /**
  * The mount lock: flock(2) on sealfs.lock, exclusive for a read-write mount, shared for a
@@ -25,7 +27,12 @@ export class VolumeLock {
       if (readOnly && (e as NodeJS.ErrnoException).code === 'ENOENT') return new VolumeLock(null)
       throw new VolumeError('busy', `cannot open the volume lock ${file}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`)
     }
-    const rc = posix.flock(fd, (readOnly ? LOCK_SH : LOCK_EX) | LOCK_NB)
+    // A daemon whose mount was just unmounted needs a moment to close; wait for it briefly.
+    let rc = posix.flock(fd, (readOnly ? LOCK_SH : LOCK_EX) | LOCK_NB)
+    for (let i = 0; rc !== 0 && i < LOCK_RETRIES; i++) {
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, LOCK_RETRY_MS)
+      rc = posix.flock(fd, (readOnly ? LOCK_SH : LOCK_EX) | LOCK_NB)
+    }
     if (rc !== 0) {
       const holder = fs.readFileSync(fd, 'utf8').trim()
       fs.closeSync(fd)

@@ -1,0 +1,29 @@
+import fs from 'fs'
+import { loadAddon, PosixAddon } from '../native'
+
+const posix = loadAddon<PosixAddon>('posix')
+
+/** sd_notify(3): tells systemd about the daemon's state when it runs us with NOTIFY_SOCKET. */
+export function notifySystemd (state: 'READY=1' | 'STOPPING=1'): void {
+  const socket = process.env.NOTIFY_SOCKET
+  if (socket === undefined || socket === '') return
+  posix.sendDatagram(socket, Buffer.from(`${state}\nMAINPID=${process.pid}\n`))
+}
+
+/** Where a detached daemon's log lines go: a file (--log) or syslog/journald through /dev/log. */
+export function daemonLogSink (logFile: string | undefined): (line: string) => void {
+  if (logFile !== undefined) {
+    const fd = fs.openSync(logFile, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT, 0o600)
+    return line => { try { fs.writeSync(fd, `${new Date().toISOString()} ${line}\n`) } catch { /* nowhere left to log */ } }
+  }
+  // RFC 3164 over the local socket: facility daemon (3), severity notice (5). journald reads /dev/log too.
+  return line => { posix.sendDatagram('/dev/log', Buffer.from(`<${3 * 8 + 5}>${line}`)) }
+}
+
+/** "90", "30s", "10m", "2h", "1h30m" → milliseconds; null if it is not a duration. */
+export function parseDuration (s: string): number | null {
+  if (/^\d+$/.test(s)) return Number(s) * 1000
+  const m = /^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/.exec(s)
+  if (m === null || s === '') return null
+  return ((Number(m[1] ?? 0) * 60 + Number(m[2] ?? 0)) * 60 + Number(m[3] ?? 0)) * 1000
+}
