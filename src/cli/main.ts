@@ -235,8 +235,9 @@ const COMMANDS = new Set(['init', 'mount', 'umount', 'info', 'help'])
 
 export function main (argv: string[]): void {
   // mount(8) runs mount.fuse, which runs `sealfs CIPHER MNT -o OPTS`: that is `sealfs mount`.
-  const first = argv[2]
-  if (first !== undefined && !first.startsWith('-') && !COMMANDS.has(first)) argv = [...argv.slice(0, 2), 'mount', ...argv.slice(2)]
+  const [first, second] = [argv[2], argv[3]]
+  const positional = (a: string | undefined): boolean => a !== undefined && !a.startsWith('-')
+  if (positional(first) && positional(second) && !COMMANDS.has(first)) argv = [...argv.slice(0, 2), 'mount', ...argv.slice(2)]
   const daemonChild = argv.includes('--passphrase-fd')
   const fail = (e: unknown): void => {
     const code = (e as { exitCode?: number }).exitCode ?? exitCodeOf(e)
