@@ -106,6 +106,23 @@ describe('sealfs command line', () => {
     await umount({ ...v, cipher: dir, mnt })
   })
 
+  it('exit 9 when the FUSE mount itself fails (no /dev/fuse), exit 6 for a damaged index, extpass= in -o', async () => {
+    const r = spawnSync('unshare', ['-m', 'sh', '-c', `mount -t tmpfs tmpfs /dev && exec ${process.execPath} ${path.join(ROOT, 'bin/sealfs.js')} mount -f --passfile ${v.passfile} ${v.cipher} ${v.mnt}`], { encoding: 'utf8' })
+    expect(r.status).toBe(9)
+    expect(r.stderr).toMatch(/sealfs: cannot mount .*: fuse failed/)
+    expect(isMounted(v.mnt)).toBe(false)
+    const index = path.join(v.cipher, 'sealfs.index')
+    const saved = fs.readFileSync(index)
+    fs.writeFileSync(index, 'this is not a database at all, not even close to one'.repeat(100))
+    const bad = sealfs(['mount', '--passfile', v.passfile, v.cipher, v.mnt])
+    expect(bad.status).toBe(6)
+    expect(bad.stderr).toMatch(/sealfs\.index cannot be opened/)
+    fs.writeFileSync(index, saved)
+    expect(sealfs([v.cipher, v.mnt, '-o', `extpass=cat ${v.passfile}`]).status).toBe(0)
+    expect(isMounted(v.mnt)).toBe(true)
+    await umount(v)
+  })
+
   it('writes the config and index with owner-only permissions', () => {
     expect(fs.statSync(path.join(v.cipher, 'sealfs.conf')).mode & 0o077).toBe(0)
     expect(fs.statSync(path.join(v.cipher, 'sealfs.index')).mode & 0o777).toBe(0o600)

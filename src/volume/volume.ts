@@ -70,6 +70,12 @@ export class Volume {
 
   private constructor (readonly dir: string, readonly config: VolumeConfig, masterKey: SecretKey, lock: VolumeLock, readonly readOnly: boolean) {
     this.#lock = lock
+    // The index first: if it is damaged, no subkey has been derived yet that would need zeroing.
+    try {
+      this.index = new DekIndex(dir, config.volumeId, readOnly)
+    } catch (e) {
+      throw new VolumeError('damaged-config', `${dir}/sealfs.index cannot be opened (${(e as Error).message.split('\n')[0]})`)
+    }
     this.volumeId = Buffer.from(config.volumeId, 'hex')
     this.chunks = new ChunkCipher(config.chunkSize)
     const derive = ([id, ctx]: readonly [number, string]): SecretKey => masterKey.derive(id, ctx)
@@ -82,7 +88,6 @@ export class Volume {
     this.names = new NameCipher(nameEnc, nameMac)
     this.links = new LinkCipher(link, this.volumeId)
     this.xattrs = new XattrCipher(this.names, xattr, this.volumeId)
-    this.index = new DekIndex(dir, config.volumeId, readOnly)
   }
 
   static async init (dir: string, passphrase: Buffer, opts: InitOptions = {}): Promise<void> {
