@@ -1,4 +1,4 @@
-import { spawnSync } from 'child_process'
+import { execFileSync, spawnSync } from 'child_process'
 import fs from 'fs'
 import path from 'path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -121,6 +121,19 @@ describe('sealfs command line', () => {
     expect(sealfs([v.cipher, v.mnt, '-o', `extpass=cat ${v.passfile}`]).status).toBe(0)
     expect(isMounted(v.mnt)).toBe(true)
     await umount(v)
+  })
+
+  it('exit 1 for an unexpected I/O failure, in one line (init on a read-only filesystem)', () => {
+    const ro = path.join(v.base, 'ro')
+    fs.mkdirSync(ro)
+    execFileSync('mount', ['--bind', '-o', 'ro', ro, ro])
+    try {
+      const r = sealfs(['init', '--passfile', v.passfile, ...FAST_KDF, ro])
+      expect(r.status).toBe(1)
+      expect(r.stderr).toMatch(/^sealfs: unexpected I\/O error: EROFS in open on .*\n$/)
+    } finally {
+      execFileSync('umount', [ro])
+    }
   })
 
   it('writes the config and index with owner-only permissions', () => {

@@ -3,7 +3,7 @@ import crypto from 'crypto'
 import fs from 'fs'
 import path from 'path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { cleanup, isMounted, makeVolume, mount, sealfs, sleep, umount, Vol, walk } from './helpers'
+import { cleanup, isMounted, makeVolume, mount, mountForeground, sealfs, sleep, umount, Vol, walk } from './helpers'
 
 function cipherState (dir: string): Record<string, string> {
   const out: Record<string, string> = {}
@@ -147,6 +147,14 @@ for _ in range(2): print(s.recv(4096).decode().split(chr(10))[0], flush=True)`, 
     mount(v)
     expect(fs.readFileSync(path.join(v.mnt, 'kept'), 'utf8')).toBe('written before SIGTERM')
     await umount(v)
+  })
+
+  it('SIGINT unmounts cleanly too', async () => {
+    const fg = await mountForeground(v)
+    fs.writeFileSync(path.join(v.mnt, 'int'), 'before SIGINT')
+    fg.child.kill('SIGINT')
+    expect(await new Promise(resolve => fg.child.on('exit', resolve))).toBe(0)
+    expect(isMounted(v.mnt)).toBe(false)
   })
 
   it('after kill -9, mount says what to do and sealfs umount clears the dead mount', async () => {

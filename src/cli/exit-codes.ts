@@ -56,6 +56,9 @@ export function exitCodeOf (e: unknown): number {
 /** The one line shown for an error: its message for our typed errors, a generic line otherwise. */
 export function messageOf (e: unknown): string {
   if (e instanceof VolumeError || e instanceof CliError) return e.message
-  const code = (e as { code?: unknown })?.code
-  return `internal error${typeof code === 'string' ? ` (${code})` : ''}: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`
+  const err = e as { code?: unknown, syscall?: unknown, path?: unknown }
+  if (typeof err?.code === 'string' && typeof err.syscall === 'string') {
+    return `unexpected I/O error: ${err.code} in ${err.syscall}${typeof err.path === 'string' ? ` on ${err.path}` : ''}`
+  }
+  return `internal error (a bug, please report it): ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`
 }
