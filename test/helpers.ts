@@ -29,6 +29,14 @@ export function makeVolume (opts: { chunkSize?: number, cipherParent?: string } 
   return v
 }
 
+/** A plain directory beside the volume, doing the same operations as the mount for comparison. */
+export function plainBeside (v: Vol, mode?: number): string {
+  const plain = path.join(v.base, 'plain')
+  fs.mkdirSync(plain)
+  if (mode !== undefined) fs.chmodSync(plain, mode)
+  return plain
+}
+
 export function isMounted (mnt: string): boolean {
   return fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some(l => l.split(' ')[4] === mnt)
 }

@@ -2,7 +2,7 @@ import { execFileSync } from 'child_process'
 import fs from 'fs'
 import path from 'path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { cleanup, makeVolume, mount, mountForeground, umount, Vol } from './helpers'
+import { Vol, cleanup, makeVolume, mount, mountForeground, plainBeside, umount } from './helpers'
 
 function statNs (p: string): { atime: bigint, mtime: bigint } {
   const s = fs.lstatSync(p, { bigint: true })
@@ -14,8 +14,7 @@ describe('filesystem operations, side by side with a plain directory', () => {
   let plain: string
   beforeAll(() => {
     v = makeVolume()
-    plain = path.join(v.base, 'plain')
-    fs.mkdirSync(plain)
+    plain = plainBeside(v)
     mount(v)
   })
   afterAll(async () => { await cleanup(v) })

@@ -2,7 +2,7 @@ import { execFileSync, spawnSync } from 'child_process'
 import fs from 'fs'
 import path from 'path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { cleanup, makeVolume, mount, sealfs, umount, Vol, walk } from './helpers'
+import { Vol, cleanup, makeVolume, mount, plainBeside, sealfs, umount, walk } from './helpers'
 
 /** Runs a Python snippet (for syscalls node:fs lacks: xattrs, mknod, mmap, umask); returns its stdout as JSON. */
 function py (code: string, asUser?: string): unknown {
@@ -27,9 +27,7 @@ describe('POSIX behaviour beyond read and write', () => {
   let plain: string
   beforeAll(() => {
     v = makeVolume()
-    plain = path.join(v.base, 'plain')
-    fs.mkdirSync(plain)
-    fs.chmodSync(plain, 0o777)
+    plain = plainBeside(v, 0o777)
     fs.chmodSync(v.base, 0o755)
     mount(v, ['-o', 'allow_other'])
     fs.chmodSync(v.mnt, 0o777)

@@ -2,7 +2,7 @@ import { execFileSync } from 'child_process'
 import fs from 'fs'
 import path from 'path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { cleanup, makeVolume, mount, rng, umount, Vol } from './helpers'
+import { Vol, cleanup, makeVolume, mount, plainBeside, rng, umount } from './helpers'
 
 // Random writes and truncates at random offsets, done the same way on a plain directory
 // and on a sealfs mount; the two must read back identical, also after a remount.
@@ -12,8 +12,7 @@ for (const chunkSize of [4096, 32768]) {
     let plain: string
     beforeAll(() => {
       v = makeVolume({ chunkSize })
-      plain = path.join(v.base, 'plain')
-      fs.mkdirSync(plain)
+      plain = plainBeside(v)
       mount(v)
     })
     afterAll(async () => { await cleanup(v) })

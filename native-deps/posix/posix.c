@@ -33,6 +33,15 @@ static napi_value int_result(napi_env env, int rc) {
   return res;
 }
 
+// A getter's result: a Buffer copy of the n bytes it produced, or its negative errno.
+static napi_value bytes_result(napi_env env, ssize_t n, const char *data) {
+  napi_value res;
+  if (n < 0) { napi_create_int32(env, -errno, &res); return res; }
+  void *copy;
+  napi_create_buffer_copy(env, (size_t)n, data, &copy, &res);
+  return res;
+}
+
 static napi_value bad_args(napi_env env, const char *what) {
   napi_throw_type_error(env, NULL, what);
   return NULL;
@@ -69,12 +78,7 @@ static napi_value Lgetxattr(napi_env env, napi_callback_info info) {
   if (argc < 2 || !get_string(env, argv[0], path, sizeof path) || !get_string(env, argv[1], name, sizeof name))
     return bad_args(env, "lgetxattr: bad arguments");
   static char value[65536];
-  ssize_t n = lgetxattr(path, name, value, sizeof value);
-  napi_value res;
-  if (n < 0) { napi_create_int32(env, -errno, &res); return res; }
-  void *data;
-  napi_create_buffer_copy(env, (size_t)n, value, &data, &res);
-  return res;
+  return bytes_result(env, lgetxattr(path, name, value, sizeof value), value);
 }
 
 // llistxattr(path) -> Buffer of NUL-terminated names, or a negative errno
@@ -84,12 +88,7 @@ static napi_value Llistxattr(napi_env env, napi_callback_info info) {
   char path[PATH_BUF];
   if (argc < 1 || !get_string(env, argv[0], path, sizeof path)) return bad_args(env, "llistxattr: bad arguments");
   static char list[65536];
-  ssize_t n = llistxattr(path, list, sizeof list);
-  napi_value res;
-  if (n < 0) { napi_create_int32(env, -errno, &res); return res; }
-  void *data;
-  napi_create_buffer_copy(env, (size_t)n, list, &data, &res);
-  return res;
+  return bytes_result(env, llistxattr(path, list, sizeof list), list);
 }
 
 // lremovexattr(path, name)

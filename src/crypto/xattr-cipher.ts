@@ -5,7 +5,6 @@ import { SecretKey } from './secret-key'
 
 const NONCE_BYTES = 24
 const TAG_BYTES = 16
-export const XATTR_VALUE_OVERHEAD = NONCE_BYTES + TAG_BYTES
 /** Extended-attribute names are encrypted in one fixed context (not per directory). */
 const XATTR_CONTEXT = Buffer.alloc(DIR_ID_BYTES)
 

@@ -1,41 +1,12 @@
-import fs from 'fs'
 import { SecretKey } from '../crypto/secret-key'
 import { FLAG_SPARSE, HEADER_BYTES } from '../volume/file-header'
 import { Volume } from '../volume/volume'
+import { fdatasyncFd, ftruncateFd, readFullAt, writeFullAt } from './fd-io'
 import { FsError } from './fs-error'
 import { RwLock } from './rw-lock'
 
 /** Chunk writes under one DEK are stopped here, well inside GCM's 2^32 random-nonce bound. */
 export const CHUNK_WRITE_LIMIT = 2 ** 31
-
-function readAt (fd: number, buf: Buffer, pos: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    fs.read(fd, buf, 0, buf.length, pos, (err, n) => err ? reject(err) : resolve(n))
-  })
-}
-
-async function readFullAt (fd: number, buf: Buffer, pos: number): Promise<number> {
-  let done = 0
-  while (done < buf.length) {
-    const n = await readAt(fd, done === 0 ? buf : buf.subarray(done), pos + done)
-    if (n === 0) break
-    done += n
-  }
-  return done
-}
-
-function writeFullAt (fd: number, buf: Buffer, pos: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const step = (off: number): void => {
-      fs.write(fd, buf, off, buf.length - off, pos + off, (err, n) => {
-        if (err) return reject(err)
-        if (off + n < buf.length) return step(off + n)
-        resolve()
-      })
-    }
-    step(0)
-  })
-}
 
 /** Plaintext size of a backing regular file of `backingSize` bytes (a torn tail counts as absent). */
 export function plainSize (volume: Volume, backingSize: number): number {
@@ -126,7 +97,7 @@ export class FileContents {
       await this.#readRun(fd, keepChunks * C, keepChunks * C + tailPlain.length, tailPlain)
       tailPlain = tailPlain.subarray(0, tail)
     }
-    await new Promise<void>((resolve, reject) => fs.ftruncate(fd, this.#cipherOffset(keepChunks), e => e ? reject(e) : resolve()))
+    await ftruncateFd(fd, this.#cipherOffset(keepChunks))
     this.size = keepChunks * C
     if (tailPlain !== null) await this.#writeRange(fd, this.size, tailPlain)
   }
@@ -143,7 +114,7 @@ export class FileContents {
     if (boundary > this.size) await this.#writeRange(fd, this.size, Buffer.alloc(boundary - this.size))
     if (target <= boundary) return
     if (!this.sparse) await this.#markSparse(fd)
-    await new Promise<void>((resolve, reject) => fs.ftruncate(fd, HEADER_BYTES + this.volume.chunks.sealedSize(target), e => e ? reject(e) : resolve()))
+    await ftruncateFd(fd, HEADER_BYTES + this.volume.chunks.sealedSize(target))
     this.size = target
   }
 
@@ -152,7 +123,7 @@ export class FileContents {
     const flags = this.flags | FLAG_SPARSE
     const header = this.volume.rewrapHeader(this.fileId, this.dek, flags)
     await writeFullAt(fd, header, 0)
-    await new Promise<void>((resolve, reject) => fs.fdatasync(fd, e => e ? reject(e) : resolve()))
+    await fdatasyncFd(fd)
     this.flags = flags
   }
 

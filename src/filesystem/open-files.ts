@@ -1,7 +1,7 @@
 import fs from 'fs'
-import { decodeHeader, HEADER_BYTES } from '../volume/file-header'
 import { NewFile, Volume } from '../volume/volume'
 import { DekCache } from './dek-cache'
+import { fstatFd, readHeader } from './fd-io'
 import { FileContents, plainSize } from './file-contents'
 import { FsError } from './fs-error'
 
@@ -48,13 +48,9 @@ export class OpenFiles {
 
   /** The shared contents of the file behind `fd` (null for a zero-length, header-less file). Adds a reference. */
   async contentsOf (fd: number): Promise<FileContents | null> {
-    const hdr = Buffer.alloc(HEADER_BYTES)
-    const n = await new Promise<number>((resolve, reject) => fs.read(fd, hdr, 0, HEADER_BYTES, 0, (e, r) => e ? reject(e) : resolve(r)))
-    if (n === 0) return null
-    if (n !== HEADER_BYTES) throw new FsError('EIO')
-    const parsed = decodeHeader(hdr)
-    if (parsed === null) throw new FsError('EIO')
-    const size = await new Promise<number>((resolve, reject) => fs.fstat(fd, (e, st) => e ? reject(e) : resolve(st.size)))
+    const parsed = await readHeader(fd)
+    if (parsed === null) return null
+    const size = Number((await fstatFd(fd)).size)
     // No await from here on: two opens racing must end up sharing one FileContents (one lock).
     const id = parsed.fileId.toString('hex')
     const shared = this.#contents.get(id)

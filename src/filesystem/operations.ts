@@ -4,10 +4,11 @@ import { randomBytes } from '../crypto/secret-key'
 import { LINK_TARGET_MAX } from '../crypto/link-cipher'
 import { loadAddon, PosixAddon } from '../native'
 import { DIR_ID_FILE, newDirId, writeDirIdSync } from '../volume/dir-id'
-import { decodeHeader, HEADER_BYTES } from '../volume/file-header'
+import { HEADER_BYTES } from '../volume/file-header'
 import { Volume } from '../volume/volume'
 import { CipherEntry, CipherPaths } from './cipher-paths'
 import { ERRNO, toErrno } from './errno'
+import { fdatasyncFd, fstatFd, fsyncFd, openFd, readHeader, writeFullAt } from './fd-io'
 import { FileContents, plainSize } from './file-contents'
 import { FsError } from './fs-error'
 import { OpenFiles } from './open-files'
@@ -81,8 +82,7 @@ export class SealFs {
 
   async fgetattr (fh: number): Promise<Attr> {
     const h = this.files.get(fh)
-    const st = await new Promise<fs.BigIntStats>((resolve, reject) => fs.fstat(h.fd, { bigint: true }, (err, s) => err ? reject(err) : resolve(s)))
-    const a = this.#attr(st)
+    const a = this.#attr(await fstatFd(h.fd))
     if (h.contents !== null) a.size = h.contents.size
     return a
   }
@@ -156,12 +156,10 @@ export class SealFs {
 
   async create (p: string, mode: number, flags: number, caller?: Caller): Promise<number> {
     const e = await this.#newEntry(p)
-    const fd = await new Promise<number>((resolve, reject) => fs.open(e.path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, mode & 0o7777, (err, f) => err ? reject(err) : resolve(f)))
+    const fd = await openFd(e.path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, mode & 0o7777)
     try {
       await this.#own(e.path, caller)
-      const file = this.volume.newFile()
-      await new Promise<void>((resolve, reject) => fs.write(fd, file.header, 0, HEADER_BYTES, 0, err => err ? reject(err) : resolve()))
-      return await this.files.add(fd, (flags & ~O_ACCMODE) | fs.constants.O_RDWR, this.files.adopt(file))
+      return await this.files.add(fd, (flags & ~O_ACCMODE) | fs.constants.O_RDWR, await this.#newIdentity(fd))
     } catch (err) {
       closeQuietly(fd)
       await fs.promises.unlink(e.path).catch(() => undefined)
@@ -176,8 +174,7 @@ export class SealFs {
     // and a read-only mount changes nothing in the cipher dir, atimes included.
     const noatime = (flags & O_ACCMODE) === fs.constants.O_WRONLY || this.volume.readOnly ? fs.constants.O_NOATIME : 0
     const base = (writable ? fs.constants.O_RDWR : fs.constants.O_RDONLY) | fs.constants.O_NOFOLLOW
-    const openWith = (extra: number): Promise<number> => new Promise((resolve, reject) => fs.open(e.path, base | extra, (err, f) => err ? reject(err) : resolve(f)))
-    const fd = await openWith(noatime).catch(err => (err.code === 'EPERM' && noatime !== 0) ? openWith(0) : Promise.reject(err))
+    const fd = await openFd(e.path, base | noatime).catch(err => (err.code === 'EPERM' && noatime !== 0) ? openFd(e.path, base) : Promise.reject(err))
     let fh: number
     try {
       fh = await this.files.add(fd, flags)
@@ -193,11 +190,15 @@ export class SealFs {
   async #writableContents (fh: number): Promise<FileContents> {
     const h = this.files.get(fh)
     if (!h.writable) throw new FsError('EBADF')
-    if (h.contents !== null) return h.contents
-    const file = this.volume.newFile()
-    await new Promise<void>((resolve, reject) => fs.write(h.fd, file.header, 0, HEADER_BYTES, 0, err => err ? reject(err) : resolve()))
-    h.contents = this.files.adopt(file)
+    if (h.contents === null) h.contents = await this.#newIdentity(h.fd)
     return h.contents
+  }
+
+  /** A new file ID and DEK for the (empty) backing file behind `fd`: its header written, its contents registered. */
+  async #newIdentity (fd: number): Promise<FileContents> {
+    const file = this.volume.newFile()
+    await writeFullAt(fd, file.header, 0)
+    return this.files.adopt(file)
   }
 
   async read (fh: number, buf: Buffer, len: number, offset: number): Promise<number> {
@@ -240,7 +241,7 @@ export class SealFs {
 
   async fsync (fh: number, datasync: boolean): Promise<void> {
     const h = this.files.get(fh)
-    await new Promise<void>((resolve, reject) => (datasync ? fs.fdatasync : fs.fsync)(h.fd, err => err ? reject(err) : resolve()))
+    await (datasync ? fdatasyncFd : fsyncFd)(h.fd)
   }
 
   async release (fh: number): Promise<void> {
@@ -251,14 +252,12 @@ export class SealFs {
   async #lastLinkFileId (backing: string): Promise<Buffer | null> {
     const st = await fs.promises.lstat(backing).catch(() => null)
     if (st === null || !st.isFile() || st.nlink !== 1 || st.size < HEADER_BYTES) return null
-    const fh = await fs.promises.open(backing, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW).catch(() => null)
-    if (fh === null) return null
+    const fd = await openFd(backing, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW).catch(() => null)
+    if (fd === null) return null
     try {
-      const buf = Buffer.alloc(HEADER_BYTES)
-      await fh.read(buf, 0, HEADER_BYTES, 0)
-      return decodeHeader(buf)?.fileId ?? null
+      return (await readHeader(fd).catch(() => null))?.fileId ?? null
     } finally {
-      await fh.close()
+      closeQuietly(fd)
     }
   }
 

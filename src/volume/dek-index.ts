@@ -92,11 +92,6 @@ export class DekIndex {
     return { ...row, chunkWrites: Number(row.chunkWrites) + (this.#writes.get(id) ?? 0) }
   }
 
-  count (): number {
-    this.flush()
-    return (this.#db.prepare('SELECT count(*) AS n FROM deks').get() as { n: number }).n
-  }
-
   get dirty (): boolean {
     return this.#pending.size > 0 || this.#writes.size > 0
   }
