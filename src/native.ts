@@ -13,6 +13,8 @@ export interface ChunkCipherAddon {
 /** Each returns 0 or a negative errno; the getters return a Buffer on success. */
 export interface PosixAddon {
   utimensat (path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): number
+  futimens (fd: number, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): number
+  renameat2 (from: string, to: string, flags: number): number
   mknod (path: string, mode: number, dev: number): number
   lsetxattr (path: string, name: string, value: Buffer, flags: number): number
   lgetxattr (path: string, name: string): Buffer | number

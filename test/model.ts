@@ -7,7 +7,9 @@ import { rng } from './helpers'
 // A model-based random test: a seeded generator applies random operations to a sealfs
 // mount and to a plain directory side by side and compares, after every step, the
 // return codes, then the whole tree: types, sizes, modes, link counts, contents and
-// symlink targets; after each utimens, the times it set.
+// symlink targets; after each utimens, the times it set. mtimes: the two trees are written
+// at different instants, so before each step every mtime is set to one fixed time, and
+// after it the test compares which entries' mtimes the step changed.
 // Used by model.test.ts (local backing) and network.test.ts (sshfs backing).
 
 const DIRS = ['', 'd1', 'd1/d2', 'd3']
@@ -32,18 +34,36 @@ function code (fn: () => Outcome): Outcome {
 
 interface Snapshot { [p: string]: unknown }
 
-/** What a backing store can report: SFTP has no link counts (sshfs says 1) and whole seconds only. */
-export interface BackingLimits { timeResolutionNs: bigint, linkCounts: boolean }
-const LOCAL: BackingLimits = { timeResolutionNs: 1n, linkCounts: true }
+/**
+ * What a backing store can report: SFTP has no link counts (sshfs says 1), whole seconds
+ * only, and cannot set a symlink's own times.
+ */
+export interface BackingLimits { timeResolutionNs: bigint, linkCounts: boolean, symlinkTimes: boolean }
+const LOCAL: BackingLimits = { timeResolutionNs: 1n, linkCounts: true, symlinkTimes: true }
+
+/** The mtime every entry gets before a step (whole seconds, so every backing can hold it). */
+const BEFORE_STEP_S = 1_000_000_000
+
+function resetMtimes (root: string, limits: BackingLimits): void {
+  const visit = (p: string): void => {
+    const st = fs.lstatSync(p)
+    if (st.isDirectory()) for (const name of fs.readdirSync(p)) visit(path.join(p, name))
+    if (limits.symlinkTimes || !st.isSymbolicLink()) fs.lutimesSync(p, BEFORE_STEP_S, BEFORE_STEP_S)
+  }
+  visit(root)
+}
 
 function snapshot (root: string, limits: BackingLimits): Snapshot {
-  const out: Snapshot = {}
+  const out: Snapshot = { '': { mtimeChanged: fs.lstatSync(root).mtimeMs !== BEFORE_STEP_S * 1000 } }
   const visit = (rel: string): void => {
     for (const name of fs.readdirSync(path.join(root, rel)).sort()) {
       const r = rel === '' ? name : `${rel}/${name}`
       const p = path.join(root, r)
       const st = fs.lstatSync(p)
-      const base = { mode: st.mode, nlink: st.isDirectory() || !limits.linkCounts ? undefined : st.nlink, size: st.isDirectory() ? undefined : st.size }
+      const base = {
+        mode: st.mode, nlink: st.isDirectory() || !limits.linkCounts ? undefined : st.nlink, size: st.isDirectory() ? undefined : st.size,
+        mtimeChanged: st.isSymbolicLink() && !limits.symlinkTimes ? undefined : st.mtimeMs !== BEFORE_STEP_S * 1000
+      }
       if (st.isDirectory()) {
         out[r] = base
         visit(r)
@@ -72,6 +92,7 @@ export async function runModel (mnt: string, plain: string, seed: number, steps:
 
   try {
   for (let step = 0; step < steps; step++) {
+    for (const root of roots) resetMtimes(root, limits)
     const op = Math.floor(r() * 15)
     const p = rel()
     const q = rel()

@@ -138,6 +138,53 @@ with open('${r}/mm', 'wb') as f: f.write(b'\\0' * 100000)
 with open('${r}/mm', 'r+b') as f:
     m = mmap.mmap(f.fileno(), 100000); m[50000:50005] = b'hello'; m[99990:100000] = b'0123456789'; m.flush(); m.close()
 with open('${r}/mm', 'rb') as f: d = f.read(); out += [d[50000:50005].decode(), d[99990:].decode(), len(d)]
+os.mkdir('${r}/od'); fd = os.open('${r}/od/f', os.O_CREAT | os.O_RDWR, 0o644); os.write(fd, b'x' * 10); os.unlink('${r}/od/f')
+os.fchmod(fd, 0o600); os.ftruncate(fd, 4); os.utime(fd, ns=(1000000123, 2000000456))
+st = os.fstat(fd); out += [oct(st.st_mode), st.st_mtime_ns, st.st_size, os.listdir('${r}/od')]
+out += [e(lambda: os.rmdir('${r}/od')), os.path.exists('${r}/od'), os.pwrite(fd, b'yz', 4), os.pread(fd, 10, 0).decode()]; os.close(fd)
+print(json.dumps(out))`)
+    // The unlinked file was moved aside when its directory went; its last close removed it.
+    expect(fs.readdirSync(v.cipher).filter(n => n.startsWith('sealfs.orphan.'))).toEqual([])
+  })
+
+  it('files that a dead daemon left aside (open, unlinked, directory removed) are removed at the next mount', async () => {
+    await umount(v)
+    const orphan = path.join(v.cipher, 'sealfs.orphan.0123456789abcdef01234567')
+    fs.writeFileSync(orphan, 'left behind')
+    mount(v, ['-o', 'allow_other'])
+    expect(fs.existsSync(orphan)).toBe(false)
+  })
+
+  it('a descriptor or mapping open on another hard link sees writes and truncation at once; links share st_ino', () => {
+    both(r => `
+a = '${r}/hl1'; b = '${r}/hl2'
+open(a, 'w').write('0123456789' * 1000); os.link(a, b)
+fb = os.open(b, os.O_RDONLY); fa = os.open(a, os.O_RDWR)
+out = [os.pread(fb, 10, 0).decode()]
+os.pwrite(fa, b'ABCDE', 0); out.append(os.pread(fb, 10, 0).decode())
+m = mmap.mmap(fb, 0, prot=mmap.PROT_READ); out.append(m[5000:5005].decode())
+os.pwrite(fa, b'WXYZ!', 5000); out.append(m[5000:5005].decode()); m.close()
+os.ftruncate(fa, 3); os.ftruncate(fa, 10); out.append(os.pread(fb, 10, 0).decode('latin1'))
+os.rename(b, '${r}/hl3'); os.pwrite(fa, b'ren', 0); out.append(os.pread(fb, 10, 0).decode('latin1'))
+os.truncate(a, 2); out.append(os.pread(fb, 10, 0).decode('latin1'))
+out.append(os.stat(a).st_ino == os.stat('${r}/hl3').st_ino)
+os.close(fa); os.close(fb)
+print(json.dumps(out))`)
+  })
+
+  it('renameat2: RENAME_NOREPLACE and RENAME_EXCHANGE (files and directories), bad flags', () => {
+    both(r => `
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+def rn2(x, y, fl):
+    rc = libc.renameat2(-100, x.encode(), -100, y.encode(), fl)
+    return 'ok' if rc == 0 else errno.errorcode[ctypes.get_errno()]
+d = '${r}/rn'; os.mkdir(d); os.mkdir(d + '/sub'); open(d + '/sub/inner', 'w').write('in')
+open(d + '/x1', 'w').write('one'); open(d + '/x2', 'w').write('two')
+out = [rn2(d + '/x1', d + '/x2', 1), rn2(d + '/x1', d + '/x3', 1), sorted(os.listdir(d))]
+out += [rn2(d + '/x3', d + '/x2', 2), open(d + '/x3').read(), open(d + '/x2').read()]
+out += [rn2(d + '/sub', d + '/x2', 2), sorted(os.listdir(d + '/x2')), open(d + '/x2/inner').read(), open(d + '/sub').read()]
+out += [rn2(d + '/x3', d + '/nope', 2), rn2(d + '/x3', d + '/x2', 3)]
 print(json.dumps(out))`)
   })
 

@@ -7,6 +7,7 @@
 #include <node_api.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <stddef.h>
 #include <string.h>
@@ -101,25 +102,44 @@ static napi_value Lremovexattr(napi_env env, napi_callback_info info) {
   return int_result(env, lremovexattr(path, name));
 }
 
+static int get_times(napi_env env, napi_value *argv, struct timespec ts[2]) {
+  double as, ms; uint32_t an, mn;
+  if (napi_get_value_double(env, argv[0], &as) != napi_ok || napi_get_value_uint32(env, argv[1], &an) != napi_ok ||
+      napi_get_value_double(env, argv[2], &ms) != napi_ok || napi_get_value_uint32(env, argv[3], &mn) != napi_ok) return 0;
+  ts[0].tv_sec = (time_t)as; ts[0].tv_nsec = (long)an;
+  ts[1].tv_sec = (time_t)ms; ts[1].tv_nsec = (long)mn;
+  return 1;
+}
+
 static napi_value Utimensat(napi_env env, napi_callback_info info) {
   size_t argc = 5; napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  char path[4097]; size_t len = 0;
-  double as, ms; uint32_t an, mn;
-  if (argc < 5 ||
-      napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len) != napi_ok || len >= sizeof path - 1 ||
-      napi_get_value_double(env, argv[1], &as) != napi_ok ||
-      napi_get_value_uint32(env, argv[2], &an) != napi_ok ||
-      napi_get_value_double(env, argv[3], &ms) != napi_ok ||
-      napi_get_value_uint32(env, argv[4], &mn) != napi_ok) {
-    napi_throw_type_error(env, NULL, "utimensat: bad arguments");
-    return NULL;
-  }
-  struct timespec ts[2] = {{(time_t)as, (long)an}, {(time_t)ms, (long)mn}};
-  int rc = utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW);
-  napi_value res;
-  napi_create_int32(env, rc == 0 ? 0 : -errno, &res);
-  return res;
+  char path[PATH_BUF]; struct timespec ts[2];
+  if (argc < 5 || !get_string(env, argv[0], path, sizeof path) || !get_times(env, argv + 1, ts))
+    return bad_args(env, "utimensat: bad arguments");
+  return int_result(env, utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW));
+}
+
+// futimens(fd, ...): the same times through an open descriptor (the file may have no name left).
+static napi_value Futimens(napi_env env, napi_callback_info info) {
+  size_t argc = 5; napi_value argv[5];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t fd; struct timespec ts[2];
+  if (argc < 5 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || !get_times(env, argv + 1, ts))
+    return bad_args(env, "futimens: bad arguments");
+  return int_result(env, futimens(fd, ts));
+}
+
+// renameat2(from, to, flags): RENAME_NOREPLACE and RENAME_EXCHANGE on the backing filesystem
+// (EINVAL where it has neither, as the kernel reports it).
+static napi_value Renameat2(napi_env env, napi_callback_info info) {
+  size_t argc = 3; napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  char from[PATH_BUF], to[PATH_BUF]; uint32_t flags;
+  if (argc < 3 || !get_string(env, argv[0], from, sizeof from) || !get_string(env, argv[1], to, sizeof to) ||
+      napi_get_value_uint32(env, argv[2], &flags) != napi_ok)
+    return bad_args(env, "renameat2: bad arguments");
+  return int_result(env, renameat2(AT_FDCWD, from, AT_FDCWD, to, flags));
 }
 
 // flock(fd, operation): the volume lock (released by the kernel when the daemon dies).
@@ -160,6 +180,8 @@ static napi_value SendDatagram(napi_env env, napi_callback_info info) {
 static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"utimensat", NULL, Utimensat, NULL, NULL, NULL, napi_default, NULL},
+    {"futimens", NULL, Futimens, NULL, NULL, NULL, napi_default, NULL},
+    {"renameat2", NULL, Renameat2, NULL, NULL, NULL, napi_default, NULL},
     {"mknod", NULL, Mknod, NULL, NULL, NULL, napi_default, NULL},
     {"lsetxattr", NULL, Lsetxattr, NULL, NULL, NULL, napi_default, NULL},
     {"lgetxattr", NULL, Lgetxattr, NULL, NULL, NULL, napi_default, NULL},

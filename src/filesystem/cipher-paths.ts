@@ -12,6 +12,10 @@ const BACKING_NAME_MAX = 255
 const LONG_PREFIX = 'sealfs.long.'
 const LONG_SIDECAR_SUFFIX = '.name'
 const DIR_ID_CACHE_MAX = 4096
+/** libfuse's name for a file unlinked while open (it unlinks it at the last close). */
+export const FUSE_HIDDEN = '.fuse_hidden'
+/** Where such a file goes when its directory is removed: the cipher dir's root, by this prefix. */
+export const ORPHAN_PREFIX = 'sealfs.orphan.'
 
 export interface CipherEntry {
   /** Backing path of the entry. */
@@ -33,10 +37,16 @@ export interface CipherEntry {
 export class CipherPaths {
   readonly #dirIds = new Map<string, Buffer>()
   readonly #reported = new Set<string>()
+  /** Plaintext paths of hidden files whose directory was removed → their backing path. */
+  readonly #orphans = new Map<string, string>()
 
   constructor (private readonly volume: Volume) {}
 
   async resolve (plainPath: string): Promise<CipherEntry> {
+    if (this.#orphans.size > 0) {
+      const orphan = this.#orphans.get(plainPath)
+      if (orphan !== undefined) return { path: orphan, parent: this.volume.dir, encrypted: '', sidecar: null }
+    }
     const parts = plainPath.split('/').filter(p => p.length > 0)
     if (parts.length === 0) return { path: this.volume.dir, parent: this.volume.dir, encrypted: '', sidecar: null }
     let dir = this.volume.dir
@@ -60,6 +70,33 @@ export class CipherPaths {
     if (this.#dirIds.size >= DIR_ID_CACHE_MAX) this.#dirIds.delete(this.#dirIds.keys().next().value as string)
     this.#dirIds.set(cipherDir, id)
     return id
+  }
+
+  /**
+   * Moves libfuse's hidden files out of a directory that is about to be removed, so that it
+   * is empty as it looks. Returns false (and moves nothing) unless every entry but the
+   * directory ID is such a file. libfuse still knows each file by its old path, which keeps
+   * resolving to the new place until the file is unlinked at its last close.
+   */
+  async evictHidden (cipherDir: string, plainDir: string, entries: string[]): Promise<boolean> {
+    const dirId = await this.dirId(cipherDir)
+    const hidden = entries.map(backing => ({ backing, name: backing.includes('.') ? null : this.#decrypt(dirId, backing) }))
+    if (!hidden.every(h => h.name?.startsWith(FUSE_HIDDEN) === true)) return false
+    for (const h of hidden) {
+      const orphan = path.join(this.volume.dir, ORPHAN_PREFIX + crypto.randomBytes(12).toString('hex'))
+      await fs.promises.rename(path.join(cipherDir, h.backing), orphan)
+      this.#orphans.set(path.posix.join(plainDir, h.name as string), orphan)
+    }
+    return true
+  }
+
+  /** The backing path of a hidden file that evictHidden moved, if `plainPath` names one. */
+  orphan (plainPath: string): string | undefined {
+    return this.#orphans.size > 0 ? this.#orphans.get(plainPath) : undefined
+  }
+
+  forgetOrphan (plainPath: string): void {
+    this.#orphans.delete(plainPath)
   }
 
   rememberDirId (cipherDir: string, id: Buffer): void {

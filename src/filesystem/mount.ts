@@ -2,13 +2,14 @@ import path from 'path'
 import { projectRoot } from '../native'
 import { SealFs } from './operations'
 
-/** fuse-native 2.2.6 built from source with our patch (native-deps/fuse-native). */
+/** fuse-native 2.2.6 built from source against libfuse 3 with our patch (native-deps/fuse-native). */
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const Fuse = require(path.join(projectRoot, 'build', 'fuse-native')) as FuseClass
 
 interface FuseInstance {
   mount (cb: (err: Error | null) => void): void
   unmount (cb: (err: Error | null) => void): void
+  invalidate (path: string, cb: (rc: number) => void): void
 }
 interface FuseClass {
   new (mnt: string, ops: Record<string, unknown>, opts: Record<string, unknown>): FuseInstance
@@ -29,19 +30,22 @@ export class Mount {
     this.#fuse = fuse
   }
 
-  static start (fs: SealFs, mountpoint: string, opts: MountOptions): Promise<Mount> {
+  static async start (fs: SealFs, mountpoint: string, opts: MountOptions): Promise<Mount> {
+    await fs.sweepOrphans()
     // The kernel has applied the caller's umask to every mode it sends; ours must not apply again.
     process.umask(0)
-    const fuse = new Fuse(mountpoint, fs.handlers(() => Fuse.context()), {
+    // Any result will do: -ENOENT means the kernel holds no inode for the path, so nothing is cached.
+    const invalidate = (p: string): Promise<void> => new Promise(resolve => fuse.invalidate(p, () => resolve()))
+    const fuse: FuseInstance = new Fuse(mountpoint, fs.handlers(() => Fuse.context(), invalidate), {
       timeout: false,
       fsname: opts.fsname.replace(/[,\\]/g, '_'),
       subtype: 'sealfs',
       defaultPermissions: true,
       // No attribute caching: a write through one hard link must show in stat through the
-      // others at once (libfuse 2 gives each name its own inode). Issue 5 weighs the cost.
-      // Not hard_remove: with it, fstat of an open, unlinked file fails (the kernel asks by
-      // inode and libfuse 2 has no path left). libfuse instead renames such a file to
-      // .fuse_hidden*, which SealFs leaves out of listings.
+      // others at once (libfuse gives each name its own inode). Issue 5 weighs the cost.
+      // The binding also sets nullpath_ok and use_ino (native-deps/fuse-native). Not hard_remove:
+      // the kernel asks for fstat/fchmod/futimens of an unlinked open file without its handle,
+      // so libfuse must keep a name for it (.fuse_hidden*, see SealFs.rmdir).
       extraOptions: ['attr_timeout=0', ...opts.options]
     })
     return new Promise((resolve, reject) => {

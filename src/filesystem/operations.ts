@@ -6,25 +6,26 @@ import { loadAddon, PosixAddon } from '../native'
 import { DIR_ID_FILE, newDirId, writeDirIdSync } from '../volume/dir-id'
 import { HEADER_BYTES } from '../volume/file-header'
 import { Volume } from '../volume/volume'
-import { CipherEntry, CipherPaths } from './cipher-paths'
+import { CipherEntry, CipherPaths, FUSE_HIDDEN, ORPHAN_PREFIX } from './cipher-paths'
 import { ERRNO, toErrno } from './errno'
 import { fdatasyncFd, fstatFd, fsyncFd, openFd, readHeader, writeFullAt } from './fd-io'
 import { FileContents, plainSize } from './file-contents'
 import { FsError } from './fs-error'
-import { OpenFiles } from './open-files'
+import { Handle, OpenFiles } from './open-files'
 
 const posix = loadAddon<PosixAddon>('posix')
 const O_ACCMODE = 3
 const S_IFMT = 0o170000
 const S_IFREG = 0o100000
 const S_IFLNK = 0o120000
+const RENAME_NOREPLACE = 1
+const RENAME_EXCHANGE = 2
 
 export interface Time { sec: number, nsec: number }
 /** Who asked for an operation (from FUSE); new entries are given to them when we run as root. */
 export interface Caller { uid: number, gid: number }
 
 const XATTR_PREFIX = 'user.sealfs.'
-const FUSE_HIDDEN = '.fuse_hidden'
 const XATTR_NAME_MAX = 255
 const XATTR_SIZE_MAX = 65536
 
@@ -57,6 +58,8 @@ export class SealFs {
   readonly files: OpenFiles
   /** Requests served so far: an idle timer compares it over time (no clock read per request). */
   requests = 0
+  /** Drops the kernel's cached pages and attributes of a path (set by the mount). */
+  #invalidate: (p: string) => Promise<void> = async () => undefined
 
   constructor (readonly volume: Volume) {
     this.paths = new CipherPaths(volume)
@@ -87,8 +90,13 @@ export class SealFs {
     return a
   }
 
-  async readdir (p: string): Promise<string[]> {
-    const e = await this.paths.resolve(p)
+  /** The kernel opens only directories; the path is checked when it is read. */
+  async opendir (p: string): Promise<number> {
+    return this.files.openDir(p)
+  }
+
+  async readdir (fh: number): Promise<string[]> {
+    const e = await this.paths.resolve(this.files.dirPath(fh))
     // Open files that were unlinked live on as libfuse's .fuse_hidden* until closed; a plain
     // directory would not list them.
     return ['.', '..', ...(await this.paths.list(e.path)).filter(n => !n.startsWith(FUSE_HIDDEN))]
@@ -140,8 +148,8 @@ export class SealFs {
 
   async rmdir (p: string): Promise<void> {
     const e = await this.paths.resolve(p)
-    const entries = await fs.promises.readdir(e.path)
-    if (entries.some(n => n !== DIR_ID_FILE)) throw new FsError('ENOTEMPTY')
+    const entries = (await fs.promises.readdir(e.path)).filter(n => n !== DIR_ID_FILE)
+    if (entries.length > 0 && !(await this.#keepingMtime(this.volume.dir, () => this.paths.evictHidden(e.path, p, entries)))) throw new FsError('ENOTEMPTY')
     const id = await this.paths.dirId(e.path)
     await fs.promises.unlink(path.join(e.path, DIR_ID_FILE)).catch(() => undefined)
     try {
@@ -159,7 +167,7 @@ export class SealFs {
     const fd = await openFd(e.path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, mode & 0o7777)
     try {
       await this.#own(e.path, caller)
-      return await this.files.add(fd, (flags & ~O_ACCMODE) | fs.constants.O_RDWR, await this.#newIdentity(fd))
+      return await this.files.add(fd, (flags & ~O_ACCMODE) | fs.constants.O_RDWR, p, await this.#newIdentity(fd))
     } catch (err) {
       closeQuietly(fd)
       await fs.promises.unlink(e.path).catch(() => undefined)
@@ -177,7 +185,7 @@ export class SealFs {
     const fd = await openFd(e.path, base | noatime).catch(err => (err.code === 'EPERM' && noatime !== 0) ? openFd(e.path, base) : Promise.reject(err))
     let fh: number
     try {
-      fh = await this.files.add(fd, flags)
+      fh = await this.files.add(fd, flags, p)
     } catch (err) {
       closeQuietly(fd)
       throw err
@@ -190,8 +198,8 @@ export class SealFs {
   async #writableContents (fh: number): Promise<FileContents> {
     const h = this.files.get(fh)
     if (!h.writable) throw new FsError('EBADF')
-    if (h.contents === null) h.contents = await this.#newIdentity(h.fd)
-    return h.contents
+    if (h.contents === null) this.files.setContents(h, await this.#newIdentity(h.fd))
+    return h.contents as FileContents
   }
 
   /** A new file ID and DEK for the (empty) backing file behind `fd`: its header written, its contents registered. */
@@ -216,11 +224,20 @@ export class SealFs {
     const c = await this.#writableContents(fh)
     const h = this.files.get(fh)
     const data = len === buf.length ? buf : buf.subarray(0, len)
+    let n: number
     try {
-      return await c.lock.write(() => c.write(h.fd, h.append ? c.size : offset, data))
+      n = await c.lock.write(() => c.write(h.fd, h.append ? c.size : offset, data))
     } catch (err) {
       throw Object.assign(err as object, { fileId: c.fileId })
     }
+    await this.#invalidateOtherNames(h)
+    return n
+  }
+
+  /** After a change through `h`, other names of the file that are open must not serve cached pages. */
+  async #invalidateOtherNames (h: Handle): Promise<void> {
+    const others = this.files.otherPaths(h)
+    if (others.length > 0) await Promise.all(others.map(p => this.#invalidate(p)))
   }
 
   async ftruncate (fh: number, size: number): Promise<void> {
@@ -228,6 +245,7 @@ export class SealFs {
     const c = await this.#writableContents(fh)
     const h = this.files.get(fh)
     await c.lock.write(() => c.truncate(h.fd, size))
+    await this.#invalidateOtherNames(h)
   }
 
   async truncate (p: string, size: number): Promise<void> {
@@ -245,7 +263,11 @@ export class SealFs {
   }
 
   async release (fh: number): Promise<void> {
+    const p = this.files.pathOf(fh)
     await this.files.release(fh)
+    // libfuse unlinks a hidden file at its last close, but cannot name one whose directory
+    // was removed (evictHidden): that one is ours to remove.
+    if (p !== undefined && this.paths.orphan(p) !== undefined && !this.files.isOpen(p)) await this.unlink(p)
   }
 
   /** The file ID of a backing regular file that is about to lose its last name, or null. */
@@ -270,15 +292,35 @@ export class SealFs {
   async unlink (p: string): Promise<void> {
     const e = await this.paths.resolve(p)
     const gone = await this.#lastLinkFileId(e.path)
-    await fs.promises.unlink(e.path)
+    // libfuse removes a hidden file at its last close; on a plain directory that close
+    // changes nothing, so neither may the backing directory's mtime.
+    const remove = (): Promise<void> => fs.promises.unlink(e.path)
+    await (path.basename(p).startsWith(FUSE_HIDDEN) ? this.#keepingMtime(e.parent, remove) : remove())
     await this.paths.removeSidecar(e)
+    this.paths.forgetOrphan(p)
     this.#forgetFile(gone)
   }
 
-  async rename (from: string, to: string): Promise<void> {
+  /** Runs `fn`, then puts back the times of a backing directory that it changes as a side effect. */
+  async #keepingMtime<T> (dir: string, fn: () => Promise<T>): Promise<T> {
+    const st = await fs.promises.stat(dir, { bigint: true })
+    try {
+      return await fn()
+    } finally {
+      const G = 1_000_000_000n
+      posix.utimensat(dir, Number(st.atimeNs / G), Number(st.atimeNs % G), Number(st.mtimeNs / G), Number(st.mtimeNs % G))
+    }
+  }
+
+  async rename (from: string, to: string, flags = 0): Promise<void> {
+    if ((flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) !== 0 || flags === (RENAME_NOREPLACE | RENAME_EXCHANGE)) throw new FsError('EINVAL')
     const src = await this.paths.resolve(from)
     const dst = await this.paths.resolve(to)
+    if ((flags & RENAME_EXCHANGE) !== 0) return this.#exchange(from, to, src, dst)
     const srcStat = await fs.promises.lstat(src.path)
+    // The kernel holds both parent directories locked, so no other request through the mount
+    // can create the target between this check and the rename.
+    if ((flags & RENAME_NOREPLACE) !== 0 && await fs.promises.lstat(dst.path).then(() => true, () => false)) throw new FsError('EEXIST')
     const replaced = await this.#lastLinkFileId(dst.path)
     await this.paths.writeSidecar(dst)
     if (srcStat.isDirectory()) await this.#renameDir(src.path, dst.path)
@@ -289,6 +331,18 @@ export class SealFs {
       this.paths.forgetTree(dst.path)
     }
     this.#forgetFile(replaced)
+    this.files.renamed(from, to)
+  }
+
+  /**
+   * renameat2(RENAME_EXCHANGE): the two backing entries swap places. Each name keeps its own
+   * encrypted name (and long-name sidecar); only what it refers to changes.
+   */
+  async #exchange (from: string, to: string, src: CipherEntry, dst: CipherEntry): Promise<void> {
+    check(posix.renameat2(src.path, dst.path, RENAME_EXCHANGE))
+    this.paths.forgetTree(src.path)
+    this.paths.forgetTree(dst.path)
+    this.files.exchanged(from, to)
   }
 
   /** rename(2) of a directory over an empty one: the target's own ID file must not make it look non-empty. */
@@ -386,22 +440,29 @@ export class SealFs {
     return e.path
   }
 
-  async chmod (p: string, mode: number): Promise<void> {
+  // chmod, chown and utimens come with a file handle (fh > 0) when the kernel has one: the
+  // file may have no name left (unlinked while open).
+
+  async chmod (p: string, mode: number, fh = 0): Promise<void> {
+    if (fh > 0) return new Promise((resolve, reject) => fs.fchmod(this.files.get(fh).fd, mode & 0o7777, err => err ? reject(err) : resolve()))
     await fs.promises.chmod(await this.#notSymlink(p), mode & 0o7777)
   }
 
-  async chown (p: string, uid: number, gid: number): Promise<void> {
+  async chown (p: string, uid: number, gid: number, fh = 0): Promise<void> {
+    if (fh > 0) return new Promise((resolve, reject) => fs.fchown(this.files.get(fh).fd, uid, gid, err => err ? reject(err) : resolve()))
     const e = await this.paths.resolve(p)
     await fs.promises.lchown(e.path, uid, gid)
   }
 
-  async utimens (p: string, atime: Time, mtime: Time): Promise<void> {
+  async utimens (p: string, atime: Time, mtime: Time, fh = 0): Promise<void> {
+    if (fh > 0) return check(posix.futimens(this.files.get(fh).fd, atime.sec, atime.nsec, mtime.sec, mtime.nsec))
     const e = await this.paths.resolve(p)
     check(posix.utimensat(e.path, atime.sec, atime.nsec, mtime.sec, mtime.nsec))
   }
 
   /** fuse-native's operation table: callback style, errno in one place. `caller` reads the request's caller. */
-  handlers (caller: () => Caller): Record<string, unknown> {
+  handlers (caller: () => Caller, invalidate?: (p: string) => Promise<void>): Record<string, unknown> {
+    if (invalidate !== undefined) this.#invalidate = invalidate
     const run = <T>(fn: () => Promise<T>, cb: (err: number, value?: T) => void, ok: (v: T) => void = v => cb(0, v)): void => {
       this.requests++
       fn().then(ok, err => cb(toErrno(err, (err as { fileId?: Buffer })?.fileId)))
@@ -410,7 +471,9 @@ export class SealFs {
       init: (cb: Cb) => cb(0),
       getattr: (p: string, cb: Cb<Attr>) => run(() => this.getattr(p), cb),
       fgetattr: (_p: string, fh: number, cb: Cb<Attr>) => run(() => this.fgetattr(fh), cb),
-      readdir: (p: string, cb: Cb<string[]>) => run(() => this.readdir(p), cb),
+      opendir: (p: string, _flags: number, cb: Cb<number>) => run(() => this.opendir(p), cb),
+      readdir: (_p: string, fh: number, cb: Cb<string[]>) => run(() => this.readdir(fh), cb),
+      releasedir: (_p: string, fh: number, cb: Cb) => { this.files.releaseDir(fh); cb(0) },
       statfs: (_p: string, cb: Cb<object>) => run(() => this.statfs(), cb, s => cb(0, {
         bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail,
         files: s.files, ffree: s.ffree, favail: s.ffree, fsid: 0, flag: 0, namemax: 255
@@ -430,7 +493,7 @@ export class SealFs {
       fsync: (_p: string, datasync: number, fh: number, cb: Cb) => run(() => this.fsync(fh, datasync !== 0), cb, () => cb(0)),
       release: (_p: string, fh: number, cb: Cb) => run(() => this.release(fh), cb, () => cb(0)),
       unlink: (p: string, cb: Cb) => run(() => this.unlink(p), cb, () => cb(0)),
-      rename: (from: string, to: string, cb: Cb) => run(() => this.rename(from, to), cb, () => cb(0)),
+      rename: (from: string, to: string, flags: number, cb: Cb) => run(() => this.rename(from, to, flags), cb, () => cb(0)),
       link: (from: string, to: string, cb: Cb) => run(() => this.link(from, to), cb, () => cb(0)),
       symlink: (target: string, p: string, cb: Cb) => { const c = caller(); run(() => this.symlink(target, p, c), cb, () => cb(0)) },
       setxattr: (p: string, name: string, value: Buffer, _pos: number, flags: number, cb: Cb) => run(() => this.setxattr(p, name, Buffer.from(value), flags), cb, () => cb(0)),
@@ -438,10 +501,28 @@ export class SealFs {
       listxattr: (p: string, cb: Cb<string[]>) => run(() => this.listxattr(p), cb),
       removexattr: (p: string, name: string, cb: Cb) => run(() => this.removexattr(p, name), cb, () => cb(0)),
       readlink: (p: string, cb: Cb<string>) => run(() => this.readlink(p), cb),
-      chmod: (p: string, mode: number, cb: Cb) => run(() => this.chmod(p, mode), cb, () => cb(0)),
-      chown: (p: string, uid: number, gid: number, cb: Cb) => run(() => this.chown(p, uid, gid), cb, () => cb(0)),
-      utimens: (p: string, atime: Time, mtime: Time, cb: Cb) => run(() => this.utimens(p, atime, mtime), cb, () => cb(0))
+      chmod: (p: string, mode: number, fh: number, cb: Cb) => run(() => this.chmod(p, mode, fh), cb, () => cb(0)),
+      chown: (p: string, uid: number, gid: number, fh: number, cb: Cb) => run(() => this.chown(p, uid, gid, fh), cb, () => cb(0)),
+      utimens: (p: string, atime: Time, mtime: Time, fh: number, cb: Cb) => run(() => this.utimens(p, atime, mtime, fh), cb, () => cb(0))
     }
+  }
+
+  /**
+   * Removes files left in the cipher dir's root by a daemon that died while they were open
+   * after their directory was removed (see CipherPaths.evictHidden): nothing can name them.
+   */
+  async sweepOrphans (): Promise<void> {
+    if (this.volume.readOnly) return
+    const orphans = (await fs.promises.readdir(this.volume.dir)).filter(n => n.startsWith(ORPHAN_PREFIX))
+    if (orphans.length === 0) return
+    await this.#keepingMtime(this.volume.dir, async () => {
+      for (const name of orphans) {
+        const backing = path.join(this.volume.dir, name)
+        const gone = await this.#lastLinkFileId(backing)
+        await fs.promises.unlink(backing)
+        this.#forgetFile(gone)
+      }
+    })
   }
 
   async close (): Promise<void> {

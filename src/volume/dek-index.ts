@@ -19,7 +19,8 @@ export interface DekRow {
  *
  * Writes are queued and applied in one transaction by flush() (on a timer, fsync and
  * unmount), so no file operation waits on SQLite. Rollback journal, not WAL: the cipher
- * dir may be on NFS, where WAL does not work.
+ * dir may be on NFS, where WAL does not work. TRUNCATE keeps the journal file between
+ * transactions: creating and deleting it would change the root directory's mtime.
  */
 export class DekIndex {
   readonly #db: Database.Database
@@ -41,7 +42,7 @@ export class DekIndex {
     if (fresh) fs.closeSync(fs.openSync(file, fs.constants.O_CREAT | fs.constants.O_WRONLY | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600))
     this.#db = new Database(file)
     this.#db.pragma('busy_timeout = 10000')
-    this.#db.pragma('journal_mode = DELETE')
+    this.#db.pragma('journal_mode = TRUNCATE')
     this.#db.pragma('synchronous = FULL')
     this.#db.pragma('secure_delete = ON')
     this.#db.exec(`
