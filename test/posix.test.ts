@@ -124,7 +124,9 @@ print(json.dumps(out))`, 'nobody')
     both(r => `
 out = []
 fd = os.open('${r}/gone', os.O_CREAT | os.O_RDWR, 0o644); os.write(fd, b'still here'); os.unlink('${r}/gone')
-os.write(fd, b'!'); out += [os.pread(fd, 100, 0).decode(), os.fstat(fd).st_size, 'gone' in os.listdir('${r}')]; os.close(fd)
+os.write(fd, b'!'); out += [os.pread(fd, 100, 0).decode(), os.fstat(fd).st_size, os.fstat(fd).st_nlink, 'gone' in os.listdir('${r}')]; os.close(fd)
+fd = os.open('${r}/ln1', os.O_CREAT | os.O_RDWR, 0o644); os.link('${r}/ln1', '${r}/ln2'); os.unlink('${r}/ln1')
+out += [os.fstat(fd).st_nlink, os.stat('${r}/ln2').st_nlink]; os.chmod('${r}/ln2', 0o600); out.append(oct(os.fstat(fd).st_mode)); os.close(fd)
 fd = os.open('${r}/r1', os.O_CREAT | os.O_RDWR, 0o644); os.write(fd, b'data'); os.rename('${r}/r1', '${r}/r2'); os.write(fd, b'more'); os.close(fd)
 out.append(open('${r}/r2').read())
 a = os.open('${r}/shared2', os.O_CREAT | os.O_RDWR, 0o644); b = os.open('${r}/shared2', os.O_RDWR)

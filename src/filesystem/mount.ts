@@ -50,12 +50,13 @@ export class Mount {
       // SealFs keeps only user.* xattrs; the binding answers other names itself (ENODATA),
       // which saves a round trip to the JS thread on every write (security.capability).
       userXattrsOnly: true,
-      // No attribute caching: a write through one hard link must show in stat through the
-      // others at once (libfuse gives each name its own inode). Issue 5 weighs the cost.
+      // The kernel caches attributes for a second (as libfuse's default): with none, every
+      // path walk asked again for every directory on the path (permission checks). A change
+      // through one name of a hard-linked file drops the others' (SealFs, LinkNames).
       // The binding also sets nullpath_ok and use_ino (native-deps/fuse-native). Not hard_remove:
       // the kernel asks for fstat/fchmod/futimens of an unlinked open file without its handle,
       // so libfuse must keep a name for it (.fuse_hidden*, see SealFs.rmdir).
-      extraOptions: ['attr_timeout=0', ...opts.options]
+      extraOptions: ['attr_timeout=1', ...opts.options]
     })
     return new Promise((resolve, reject) => {
       fuse.mount(err => err ? reject(err) : resolve(new Mount(fs, mountpoint, fuse)))

@@ -11,6 +11,7 @@ import { ERRNO, toErrno } from './errno'
 import { fdatasyncFd, fstatFd, fsyncFd, openFd, readHeader, writeFullAt } from './fd-io'
 import { FileContents, plainSize } from './file-contents'
 import { FsError } from './fs-error'
+import { LinkNames } from './link-names'
 import { Handle, OpenFiles } from './open-files'
 
 const posix = loadAddon<PosixAddon>('posix')
@@ -44,6 +45,11 @@ function lstatBig (p: string): Promise<fs.BigIntStats> {
   return fs.promises.lstat(p, { bigint: true })
 }
 
+/** Whether a path names one of libfuse's hidden files (an open file that was unlinked). */
+function isHidden (p: string): boolean {
+  return p.includes(FUSE_HIDDEN) && path.posix.basename(p).startsWith(FUSE_HIDDEN)
+}
+
 function closeQuietly (fd: number): void {
   fs.close(fd, () => undefined)
 }
@@ -56,8 +62,12 @@ function closeQuietly (fd: number): void {
 export class SealFs {
   readonly paths: CipherPaths
   readonly files: OpenFiles
+  /** Names of hard-linked files whose kernel attributes a change through another name must drop. */
+  readonly links = new LinkNames()
   /** Requests served so far: an idle timer compares it over time (no clock read per request). */
   requests = 0
+  /** libfuse's hidden names (files unlinked while open) that exist in the cipher dir. */
+  readonly #hidden = new Set<string>()
   /** Drops the kernel's cached pages and attributes of a path (set by the mount). */
   #invalidate: (p: string) => Promise<void> = async () => undefined
 
@@ -80,14 +90,46 @@ export class SealFs {
 
   async getattr (p: string): Promise<Attr> {
     const e = await this.paths.resolve(p)
-    return this.#attr(await lstatBig(e.path))
+    const st = await lstatBig(e.path)
+    this.#seen(p, st)
+    return this.#visibleLinks(p, this.#attr(st))
   }
 
   async fgetattr (fh: number): Promise<Attr> {
     const h = this.files.get(fh)
-    const a = this.#attr(await fstatFd(h.fd))
+    const st = await fstatFd(h.fd)
+    this.#seen(h.path, st)
+    const a = this.#visibleLinks(h.path, this.#attr(st))
     if (h.contents !== null) a.size = h.contents.size
     return a
+  }
+
+  /**
+   * Link counts as on a plain directory: libfuse's hidden names of files unlinked while
+   * open are backing links, not names anyone sees. (libfuse itself takes one off for the
+   * hidden name that is being asked about.)
+   */
+  #visibleLinks (p: string, a: Attr): Attr {
+    if (this.#hidden.size > 0 && this.links.size > 0) a.nlink -= this.links.count(p, n => n !== p && this.#hidden.has(n))
+    return a
+  }
+
+  /** Notes a name of a hard-linked file (the kernel will cache its attributes). */
+  #seen (p: string, st: fs.BigIntStats): void {
+    if (st.nlink < 2n && this.links.size === 0) return
+    if ((Number(st.mode) & S_IFMT) === 0o040000) return
+    const evicted = this.links.seen(p, st.ino, Number(st.nlink))
+    if (evicted.length > 0) void this.#invalidateAll(evicted)
+  }
+
+  async #invalidateAll (paths: Iterable<string>): Promise<void> {
+    const unique = [...new Set(paths)]
+    if (unique.length > 0) await Promise.all(unique.map(p => this.#invalidate(p)))
+  }
+
+  /** After a change through name `p`, what the kernel holds for the file's other names goes. */
+  async #invalidateOtherLinks (p: string): Promise<void> {
+    if (this.links.size > 0) await this.#invalidateAll(this.links.others(p))
   }
 
   /** The kernel opens only directories; the path is checked when it is read. */
@@ -234,10 +276,14 @@ export class SealFs {
     return n
   }
 
-  /** After a change through `h`, other names of the file that are open must not serve cached pages. */
+  /**
+   * After a change through `h`, the file's other names must not serve cached pages (the
+   * names it is open by) or attributes (every name the kernel has looked up).
+   */
   async #invalidateOtherNames (h: Handle): Promise<void> {
     const others = this.files.otherPaths(h)
-    if (others.length > 0) await Promise.all(others.map(p => this.#invalidate(p)))
+    if (this.links.size > 0) others.push(...this.links.others(h.path))
+    if (others.length > 0) await this.#invalidateAll(others)
   }
 
   async ftruncate (fh: number, size: number): Promise<void> {
@@ -295,10 +341,15 @@ export class SealFs {
     // libfuse removes a hidden file at its last close; on a plain directory that close
     // changes nothing, so neither may the backing directory's mtime.
     const remove = (): Promise<void> => fs.promises.unlink(e.path)
-    await (path.basename(p).startsWith(FUSE_HIDDEN) ? this.#keepingMtime(e.parent, remove) : remove())
+    await (isHidden(p) ? this.#keepingMtime(e.parent, remove) : remove())
     await this.paths.removeSidecar(e)
     this.paths.forgetOrphan(p)
+    this.#hidden.delete(p)
     this.#forgetFile(gone)
+    // The file's other names now have one link fewer.
+    const others = this.links.others(p)
+    this.links.forget(p)
+    await this.#invalidateAll(others)
   }
 
   /** Runs `fn`, then puts back the times of a backing directory that it changes as a side effect. */
@@ -332,6 +383,15 @@ export class SealFs {
     }
     this.#forgetFile(replaced)
     this.files.renamed(from, to)
+    // The replaced file lost a name: its other names' link counts are stale. So are the
+    // moved file's when libfuse hides a name that was unlinked while open.
+    const stale = this.links.others(to)
+    if (isHidden(to)) {
+      this.#hidden.add(to)
+      stale.push(...this.links.others(from))
+    }
+    this.links.renamed(from, to)
+    await this.#invalidateAll(stale)
   }
 
   /**
@@ -343,6 +403,7 @@ export class SealFs {
     this.paths.forgetTree(src.path)
     this.paths.forgetTree(dst.path)
     this.files.exchanged(from, to)
+    this.links.exchanged(from, to)
   }
 
   /** rename(2) of a directory over an empty one: the target's own ID file must not make it look non-empty. */
@@ -363,6 +424,10 @@ export class SealFs {
     const src = await this.paths.resolve(from)
     const dst = await this.#newEntry(to)
     await fs.promises.link(src.path, dst.path)
+    const st = await lstatBig(dst.path)
+    this.#seen(from, st)
+    this.#seen(to, st)
+    await this.#invalidateOtherLinks(to)
   }
 
   async symlink (target: string, p: string, caller?: Caller): Promise<void> {
@@ -444,20 +509,35 @@ export class SealFs {
   // file may have no name left (unlinked while open).
 
   async chmod (p: string, mode: number, fh = 0): Promise<void> {
-    if (fh > 0) return new Promise((resolve, reject) => fs.fchmod(this.files.get(fh).fd, mode & 0o7777, err => err ? reject(err) : resolve()))
+    if (fh > 0) {
+      const h = this.files.get(fh)
+      await new Promise<void>((resolve, reject) => fs.fchmod(h.fd, mode & 0o7777, err => err ? reject(err) : resolve()))
+      return this.#invalidateOtherLinks(h.path)
+    }
     await fs.promises.chmod(await this.#notSymlink(p), mode & 0o7777)
+    await this.#invalidateOtherLinks(p)
   }
 
   async chown (p: string, uid: number, gid: number, fh = 0): Promise<void> {
-    if (fh > 0) return new Promise((resolve, reject) => fs.fchown(this.files.get(fh).fd, uid, gid, err => err ? reject(err) : resolve()))
+    if (fh > 0) {
+      const h = this.files.get(fh)
+      await new Promise<void>((resolve, reject) => fs.fchown(h.fd, uid, gid, err => err ? reject(err) : resolve()))
+      return this.#invalidateOtherLinks(h.path)
+    }
     const e = await this.paths.resolve(p)
     await fs.promises.lchown(e.path, uid, gid)
+    await this.#invalidateOtherLinks(p)
   }
 
   async utimens (p: string, atime: Time, mtime: Time, fh = 0): Promise<void> {
-    if (fh > 0) return check(posix.futimens(this.files.get(fh).fd, atime.sec, atime.nsec, mtime.sec, mtime.nsec))
+    if (fh > 0) {
+      const h = this.files.get(fh)
+      check(posix.futimens(h.fd, atime.sec, atime.nsec, mtime.sec, mtime.nsec))
+      return this.#invalidateOtherLinks(h.path)
+    }
     const e = await this.paths.resolve(p)
     check(posix.utimensat(e.path, atime.sec, atime.nsec, mtime.sec, mtime.nsec))
+    await this.#invalidateOtherLinks(p)
   }
 
   /** fuse-native's operation table: callback style, errno in one place. `caller` reads the request's caller. */
