@@ -8,6 +8,9 @@ export interface ChunkCipherAddon {
   open (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole?: boolean): number
   sealAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, cb: (n: number) => void): void
   openAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, cb: (n: number) => void): void
+  /** With a file: open reads `input` from fd at position first; seal writes its output there after. */
+  sealAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, fd: number, position: number, cb: (n: number) => void): void
+  openAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, fd: number, position: number, cb: (n: number) => void): void
 }
 
 /** Each returns 0 or a negative errno; the getters return a Buffer on success. */

@@ -1,4 +1,7 @@
 import crypto from 'crypto'
+import fs from 'fs'
+import os from 'os'
+import path from 'path'
 import { describe, expect, it } from 'vitest'
 import { ChunkCipher, CHUNK_OVERHEAD } from '../src/crypto/chunk-cipher'
 import { AuthenticationError } from '../src/crypto/errors'
@@ -82,5 +85,30 @@ describe('ChunkCipher (native AES-256-GCM)', () => {
     otherFile[31] ^= 1
     expect(() => cc.openSync(key, otherFile, 0, sealed, out)).toThrow(AuthenticationError)
     expect(() => cc.openSync(key, prefix, 0, sealed.subarray(0, 2 * cc.stride + 20), out)).toThrow(AuthenticationError)
+  })
+
+  it('sealAt writes a sealed run into a file and openAt reads it back in one job; a file that ends early is EIO', async () => {
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'sealfs-cc-')), 'f')
+    const fd = fs.openSync(file, 'w+')
+    try {
+      const plain = crypto.randomBytes(5 * 4096 + 100)
+      const sealed = Buffer.alloc(cc.sealedSize(plain.length))
+      const at = 100 + 3 * cc.stride
+      expect(await cc.sealAt(key, prefix, 3, plain, sealed, fd, at)).toBe(sealed.length)
+      expect(fs.readFileSync(file).subarray(at).equals(sealed)).toBe(true)
+      const out = Buffer.alloc(plain.length)
+      expect(await cc.openAt(key, prefix, 3, fd, at, Buffer.alloc(sealed.length), out)).toBe(plain.length)
+      expect(out.equals(plain)).toBe(true)
+      await expect(cc.openAt(key, prefix, 3, fd, at + 1, Buffer.alloc(sealed.length), out)).rejects.toMatchObject({ code: 'EIO' })
+      await expect(cc.openAt(key, prefix, 2, fd, at, Buffer.alloc(sealed.length), out)).rejects.toThrow(AuthenticationError)
+    } finally {
+      fs.closeSync(fd)
+    }
+    const ro = fs.openSync(file, 'r')
+    try {
+      await expect(cc.sealAt(key, prefix, 0, Buffer.alloc(4096), Buffer.alloc(cc.sealedSize(4096)), ro, 0)).rejects.toMatchObject({ code: 'EBADF' })
+    } finally {
+      fs.closeSync(ro)
+    }
   })
 })

@@ -11,9 +11,12 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/crypto.h>
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
 
 #define KEY_BYTES 32
 #define NONCE_BYTES 12
@@ -25,6 +28,9 @@
 // that failed to authenticate, so the caller can log which chunk was bad.
 #define ERR_ARGS -1000000000LL
 #define ERR_OPENSSL -1000000001LL
+// The *At variants: the backing file ended before the run did; or an I/O error (-errno).
+#define ERR_SHORT_READ -1000000002LL
+#define ERR_IO_BASE -2000000000LL
 
 typedef struct {
   const uint8_t *key;
@@ -186,15 +192,50 @@ static napi_value Open(napi_env env, napi_callback_info info) { return run_sync(
 typedef struct {
   run_t run;
   run_fn fn;
+  int fd;          // -1, or the backing file to read the run from (open) / write it to (seal)
+  off_t position;
   int64_t result;
   napi_async_work work;
   napi_ref refs[4];  // key, prefix, input, output stay alive while the pool thread uses them
   napi_ref callback;
 } job_t;
 
+static int64_t read_full(int fd, uint8_t *buf, size_t len, off_t pos) {
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = pread(fd, buf + done, len - done, pos + (off_t)done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ERR_IO_BASE - errno;
+    if (n == 0) return ERR_SHORT_READ;
+    done += (size_t)n;
+  }
+  return 0;
+}
+
+static int64_t write_full(int fd, const uint8_t *buf, size_t len, off_t pos) {
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = pwrite(fd, buf + done, len - done, pos + (off_t)done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ERR_IO_BASE - errno;
+    done += (size_t)n;
+  }
+  return 0;
+}
+
+// With a file: open reads the sealed run first, seal writes it after; one pool job either way,
+// so a request costs one hand-off to the pool and back, not two.
 static void job_execute(napi_env env, void *data) {
   job_t *job = data;
+  if (job->fd >= 0 && job->fn == open_run) {
+    int64_t rc = read_full(job->fd, (uint8_t *)job->run.in, job->run.in_len, job->position);
+    if (rc < 0) { job->result = rc; return; }
+  }
   job->result = job->fn(&job->run);
+  if (job->fd >= 0 && job->fn == seal_run && job->result >= 0) {
+    int64_t rc = write_full(job->fd, job->run.out, (size_t)job->result, job->position);
+    if (rc < 0) job->result = rc;
+  }
 }
 
 static void job_complete(napi_env env, napi_status status, void *data) {
@@ -211,12 +252,17 @@ static void job_complete(napi_env env, napi_status status, void *data) {
 }
 
 // args: key, prefix, firstIndex, input, chunkSize, output, zeroIsHole, callback
+//   or: key, prefix, firstIndex, input, chunkSize, output, zeroIsHole, fd, position, callback
 static napi_value run_async(napi_env env, napi_callback_info info, run_fn fn) {
-  size_t argc = 8; napi_value argv[8];
+  size_t argc = 10; napi_value argv[10];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   job_t *job = calloc(1, sizeof(job_t));
+  size_t cb_at = argc >= 10 ? 9 : 7;
   napi_valuetype cbt = napi_undefined;
-  if (argc >= 8) napi_typeof(env, argv[7], &cbt);
+  if (argc >= 8) napi_typeof(env, argv[cb_at], &cbt);
+  int32_t fd = -1; double position = 0;
+  if (argc >= 10 && (napi_get_value_int32(env, argv[7], &fd) != napi_ok || napi_get_value_double(env, argv[8], &position) != napi_ok ||
+      fd < 0 || position < 0 || position > 9007199254740991.0)) cbt = napi_undefined;
   if (!job || argc < 8 || cbt != napi_function || !parse_run(env, argv, &job->run)) {
     free(job);
     napi_throw_type_error(env, NULL, "chunk cipher: bad arguments");
@@ -224,11 +270,13 @@ static napi_value run_async(napi_env env, napi_callback_info info, run_fn fn) {
   }
   parse_hole_flag(env, argv[6], &job->run);
   job->fn = fn;
+  job->fd = fd;
+  job->position = (off_t)position;
   napi_create_reference(env, argv[0], 1, &job->refs[0]);
   napi_create_reference(env, argv[1], 1, &job->refs[1]);
   napi_create_reference(env, argv[3], 1, &job->refs[2]);
   napi_create_reference(env, argv[5], 1, &job->refs[3]);
-  napi_create_reference(env, argv[7], 1, &job->callback);
+  napi_create_reference(env, argv[cb_at], 1, &job->callback);
   napi_value name;
   napi_create_string_utf8(env, "sealfs.chunkCipher", NAPI_AUTO_LENGTH, &name);
   napi_create_async_work(env, NULL, name, job_execute, job_complete, job, &job->work);

@@ -1,8 +1,17 @@
+import os from 'os'
 import { AuthenticationError } from './errors'
 import { ChunkCipherAddon, loadAddon } from '../native'
 import { SecretKey } from './secret-key'
 
 const addon = loadAddon<ChunkCipherAddon>('chunk_cipher')
+
+const ERR_SHORT_READ = -1000000002
+const ERR_IO_BASE = -2000000000
+
+function errnoName (errno: number): string {
+  const names = os.constants.errno as Record<string, number>
+  return Object.keys(names).find(k => names[k] === errno) ?? 'EIO'
+}
 
 export const NONCE_BYTES = 12
 export const TAG_BYTES = 16
@@ -87,9 +96,33 @@ export class ChunkCipher {
     })
   }
 
+  /**
+   * Reads the sealed run at `position` of `fd` into `scratch` (its length says how much) and
+   * opens it into `out`: the read and the decryption are one job on the libuv pool.
+   * A file that ends early is EIO; I/O errors carry their errno name as `code`.
+   */
+  openAt (key: SecretKey, prefix: Buffer, firstIndex: number, fd: number, position: number, scratch: Buffer, out: Buffer, zeroIsHole = false): Promise<number> {
+    return new Promise((resolve, reject) => {
+      addon.openAsync(key.bytes, prefix, firstIndex, scratch, this.chunkSize, out, zeroIsHole, fd, position, n => {
+        try { resolve(this.#check(n, firstIndex)) } catch (e) { reject(e) }
+      })
+    })
+  }
+
+  /** Seals `plain` into `out` and writes the sealed run at `position` of `fd`, as one pool job. */
+  sealAt (key: SecretKey, prefix: Buffer, firstIndex: number, plain: Buffer, out: Buffer, fd: number, position: number): Promise<number> {
+    return new Promise((resolve, reject) => {
+      addon.sealAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, false, fd, position, n => {
+        try { resolve(this.#check(n, firstIndex)) } catch (e) { reject(e) }
+      })
+    })
+  }
+
   #check (n: number, firstIndex: number): number {
     if (n >= 0) return n
     if (n > -1000000000) throw new AuthenticationError('chunk', { chunk: firstIndex + (-n - 1) })
+    if (n === ERR_SHORT_READ) throw Object.assign(new Error('sealed run ends early'), { code: 'EIO' })
+    if (n <= ERR_IO_BASE) throw Object.assign(new Error('backing file I/O failed'), { code: errnoName(ERR_IO_BASE - n) })
     throw new Error('chunk cipher: bad arguments or OpenSSL failure')
   }
 }

@@ -1,7 +1,7 @@
 import { SecretKey } from '../crypto/secret-key'
 import { FLAG_SPARSE, HEADER_BYTES } from '../volume/file-header'
 import { Volume } from '../volume/volume'
-import { fdatasyncFd, ftruncateFd, readFullAt, writeFullAt } from './fd-io'
+import { fdatasyncFd, ftruncateFd, writeFullAt } from './fd-io'
 import { FsError } from './fs-error'
 import { RwLock } from './rw-lock'
 
@@ -53,9 +53,7 @@ export class FileContents {
   async #readRun (fd: number, start: number, end: number, out: Buffer): Promise<void> {
     const first = start / this.#chunk
     const sealed = Buffer.allocUnsafe(this.volume.chunks.sealedSize(end - start))
-    const got = await readFullAt(fd, sealed, this.#cipherOffset(first))
-    if (got !== sealed.length) throw new FsError('EIO')
-    await this.volume.chunks.open(this.dek, this.prefix, first, sealed, out, this.sparse)
+    await this.volume.chunks.openAt(this.dek, this.prefix, first, fd, this.#cipherOffset(first), sealed, out, this.sparse)
   }
 
   async read (fd: number, offset: number, length: number, out: Buffer): Promise<number> {
@@ -155,8 +153,7 @@ export class FileContents {
       data.copy(plain, start - runStart)
     }
     const sealed = Buffer.allocUnsafe(this.volume.chunks.sealedSize(plain.length))
-    await this.volume.chunks.seal(this.dek, this.prefix, first, plain, sealed)
-    await writeFullAt(fd, sealed, this.#cipherOffset(first))
+    await this.volume.chunks.sealAt(this.dek, this.prefix, first, plain, sealed, fd, this.#cipherOffset(first))
     this.chunkWrites += nChunks
     this.volume.index.countChunkWrites(this.fileId, nChunks)
     if (end > this.size) this.size = end
