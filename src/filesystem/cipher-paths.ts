@@ -12,6 +12,8 @@ const BACKING_NAME_MAX = 255
 const LONG_PREFIX = 'sealfs.long.'
 const LONG_SIDECAR_SUFFIX = '.name'
 const DIR_ID_CACHE_MAX = 4096
+const DIR_PATH_CACHE_MAX = 4096
+const REPORTED_MAX = 10000
 /** libfuse's name for a file unlinked while open (it unlinks it at the last close). */
 export const FUSE_HIDDEN = '.fuse_hidden'
 /** Where such a file goes when its directory is removed: the cipher dir's root, by this prefix. */
@@ -36,6 +38,8 @@ export interface CipherEntry {
  */
 export class CipherPaths {
   readonly #dirIds = new Map<string, Buffer>()
+  /** Plaintext directory path → its backing path, so a lookup encrypts one name, not the whole path. */
+  readonly #dirPaths = new Map<string, string>()
   readonly #reported = new Set<string>()
   /** Plaintext paths of hidden files whose directory was removed → their backing path. */
   readonly #orphans = new Map<string, string>()
@@ -49,8 +53,14 @@ export class CipherPaths {
     }
     const parts = plainPath.split('/').filter(p => p.length > 0)
     if (parts.length === 0) return { path: this.volume.dir, parent: this.volume.dir, encrypted: '', sidecar: null }
-    let dir = this.volume.dir
-    for (let i = 0; i < parts.length - 1; i++) dir = this.#child(dir, await this.dirId(dir), parts[i]).path
+    const parentKey = parts.slice(0, -1).join('/')
+    let dir = parentKey === '' ? this.volume.dir : this.#dirPaths.get(parentKey)
+    if (dir === undefined) {
+      dir = this.volume.dir
+      for (let i = 0; i < parts.length - 1; i++) dir = this.#child(dir, await this.dirId(dir), parts[i]).path
+      if (this.#dirPaths.size >= DIR_PATH_CACHE_MAX) this.#dirPaths.delete(this.#dirPaths.keys().next().value as string)
+      this.#dirPaths.set(parentKey, dir)
+    }
     return this.#child(dir, await this.dirId(dir), parts[parts.length - 1])
   }
 
@@ -103,10 +113,12 @@ export class CipherPaths {
     this.#dirIds.set(cipherDir, id)
   }
 
-  /** Forgets cached directory IDs at and below a backing directory that moved or went away. */
+  /** Forgets cached directory IDs and paths at and below a backing directory that moved or went away. */
   forgetTree (cipherDir: string): void {
     const prefix = cipherDir + path.sep
     for (const k of this.#dirIds.keys()) if (k === cipherDir || k.startsWith(prefix)) this.#dirIds.delete(k)
+    // A cached path whose backing lies in the tree named the old tree (another directory ID).
+    for (const [k, v] of this.#dirPaths) if (v === cipherDir || v.startsWith(prefix)) this.#dirPaths.delete(k)
   }
 
   /** Writes the sidecar of a long name before the entry itself appears. */
@@ -137,6 +149,7 @@ export class CipherPaths {
       if (name === null) {
         const key = path.join(cipherDir, backing)
         if (!this.#reported.has(key)) {
+          if (this.#reported.size >= REPORTED_MAX) this.#reported.clear()  // bounded: at worst an entry is logged again
           this.#reported.add(key)
           logLine(`skipping an entry that does not decrypt in a directory (backing name ${backing.slice(0, 24)})`)
         }

@@ -35,6 +35,8 @@ export class Mount {
 
   static async start (fs: SealFs, mountpoint: string, opts: MountOptions): Promise<Mount> {
     await fs.sweepOrphans()
+    // Attributes are cached only where a change through one hard link can be traced to the others.
+    const attrTimeout = await fs.linksAreVisible() ? 1 : 0
     // The kernel has applied the caller's umask to every mode it sends; ours must not apply again.
     process.umask(0)
     // Any result will do: -ENOENT means the kernel holds no inode for the path, so nothing is cached.
@@ -52,11 +54,12 @@ export class Mount {
       userXattrsOnly: true,
       // The kernel caches attributes for a second (as libfuse's default): with none, every
       // path walk asked again for every directory on the path (permission checks). A change
-      // through one name of a hard-linked file drops the others' (SealFs, LinkNames).
+      // through one name of a hard-linked file drops the others' (SealFs, LinkNames); on a
+      // backing that hides link identity (sshfs) nothing is cached.
       // The binding also sets nullpath_ok and use_ino (native-deps/fuse-native). Not hard_remove:
       // the kernel asks for fstat/fchmod/futimens of an unlinked open file without its handle,
       // so libfuse must keep a name for it (.fuse_hidden*, see SealFs.rmdir).
-      extraOptions: ['attr_timeout=1', ...opts.options]
+      extraOptions: [`attr_timeout=${attrTimeout}`, ...opts.options]
     })
     return new Promise((resolve, reject) => {
       fuse.mount(err => err ? reject(err) : resolve(new Mount(fs, mountpoint, fuse)))

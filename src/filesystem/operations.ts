@@ -588,6 +588,30 @@ export class SealFs {
   }
 
   /**
+   * Whether the backing filesystem shows hard links as one inode with a link count (local
+   * filesystems, NFS), which attribute caching needs to keep every name of a file coherent.
+   * sshfs, for one, gives each name its own inode number and a link count of 1. A read-only
+   * mount changes nothing, so nothing it caches can go stale through it.
+   */
+  async linksAreVisible (): Promise<boolean> {
+    if (this.volume.readOnly) return true
+    const a = path.join(this.volume.dir, `sealfs.tmp.${randomBytes(8).toString('hex')}`)
+    const b = `${a}.link`
+    return this.#keepingMtime(this.volume.dir, async () => {
+      try {
+        await fs.promises.writeFile(a, '', { flag: 'wx', mode: 0o600 })
+        await fs.promises.link(a, b)
+        const [sa, sb] = await Promise.all([lstatBig(a), lstatBig(b)])
+        return sa.ino === sb.ino && sa.nlink === 2n && sb.nlink === 2n
+      } catch {
+        return false
+      } finally {
+        await Promise.all([a, b].map(f => fs.promises.rm(f, { force: true })))
+      }
+    })
+  }
+
+  /**
    * Removes files left in the cipher dir's root by a daemon that died while they were open
    * after their directory was removed (see CipherPaths.evictHidden): nothing can name them.
    */
