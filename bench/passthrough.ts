@@ -1,11 +1,12 @@
 // A no-crypto passthrough on the same FUSE binding and mount settings as sealfs
 // (build/fuse-native: libfuse 3, nullpath_ok, use_ino, attr_timeout=1, default_permissions,
-// 1 MiB writes, non-user xattr names answered in the binding). The bench compares sealfs with it to separate what encryption costs
+// 1 MiB writes and readahead, non-user xattr names answered in the binding). The bench compares sealfs with it to separate what encryption costs
 // from what the binding costs.
 //   node dist/bench/passthrough.js BACKING MOUNTPOINT   (foreground; SIGTERM unmounts)
 import fs from 'fs'
 import path from 'path'
 import { projectRoot } from '../src/native'
+import { widenReadahead } from '../src/filesystem/readahead'
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const Fuse = require(path.join(projectRoot, 'build', 'fuse-native'))
@@ -72,6 +73,7 @@ fuse.mount((err: Error | null) => {
     process.stderr.write(`passthrough: cannot mount: ${err.message}\n`)
     process.exit(9)
   }
+  widenReadahead(path.resolve(mnt), 1024)
   process.stdout.write('ready\n')
 })
 const stop = (): void => fuse.unmount(() => process.exit(0))

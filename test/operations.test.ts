@@ -120,7 +120,7 @@ describe('the FUSE binding (patched fuse-native)', () => {
   beforeAll(() => { v = makeVolume() })
   afterAll(async () => { await cleanup(v) })
 
-  it('carries write requests of 1 MiB and read requests of the readahead window', async () => {
+  it('carries write and read requests of 1 MiB', async () => {
     const fg = await mountForeground(v, ['-o', 'debug'])
     const data = Buffer.alloc(4 * 1024 * 1024, 3)
     const fd = fs.openSync(path.join(v.mnt, 'big'), 'w')
@@ -129,10 +129,12 @@ describe('the FUSE binding (patched fuse-native)', () => {
     await umount(v)
     const fg2 = await mountForeground(v, ['-o', 'debug'])
     expect(fs.readFileSync(path.join(v.mnt, 'big')).equals(data)).toBe(true)
+    // Read requests follow the kernel's readahead window, which the daemon (root here) widens to 1 MiB.
+    const dev = execFileSync('mountpoint', ['-d', v.mnt], { encoding: 'utf8' }).trim()
+    expect(fs.readFileSync(`/sys/class/bdi/${dev}/read_ahead_kb`, 'utf8').trim()).toBe('1024')
     await umount(v)
     expect(fg.log()).toMatch(/write\[\d+\] 1048576 bytes to \d+/)
-    // Read requests follow the kernel's readahead window (128 to 256 KiB here, read_ahead_kb of the mount's bdi).
-    expect(fg2.log()).toMatch(/read\[\d+\] (131072|262144|524288|1048576) bytes from \d+/)
+    expect(fg2.log()).toMatch(/read\[\d+\] 1048576 bytes from \d+/)
   })
 })
 

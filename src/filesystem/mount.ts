@@ -1,6 +1,7 @@
 import path from 'path'
 import { projectRoot } from '../native'
 import { SealFs } from './operations'
+import { widenReadahead } from './readahead'
 
 /** fuse-native 2.2.6 built from source against libfuse 3 with our patch (native-deps/fuse-native). */
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -62,7 +63,11 @@ export class Mount {
       extraOptions: [`attr_timeout=${attrTimeout}`, ...opts.options]
     })
     return new Promise((resolve, reject) => {
-      fuse.mount(err => err ? reject(err) : resolve(new Mount(fs, mountpoint, fuse)))
+      fuse.mount(err => {
+        if (err) { reject(err); return }
+        widenReadahead(path.resolve(mountpoint), MAX_REQUEST / 1024)
+        resolve(new Mount(fs, mountpoint, fuse))
+      })
     })
   }
 
