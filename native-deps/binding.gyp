@@ -6,6 +6,11 @@
       "cflags": ["-O3", "-Wall", "-Wextra", "-Wno-unused-parameter"]
     },
     {
+      "target_name": "name_cipher",
+      "sources": ["name-cipher/name_cipher.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    },
+    {
       "target_name": "posix",
       "sources": ["posix/posix.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]

@@ -13,6 +13,12 @@ export interface ChunkCipherAddon {
   openAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, fd: number, position: number, cb: (n: number) => void): void
 }
 
+/** Each returns the bytes written to `out`, or -1 (bad arguments), -2 (tag mismatch: decrypt), -3 (OpenSSL). */
+export interface NameCipherAddon {
+  encrypt (encKey: Buffer, macKey: Buffer, domain: number, dirId: Buffer, name: Buffer, out: Buffer): number
+  decrypt (encKey: Buffer, macKey: Buffer, domain: number, dirId: Buffer, sealed: Buffer, out: Buffer): number
+}
+
 /** Each returns 0 or a negative errno; the getters return a Buffer on success. */
 export interface PosixAddon {
   utimensat (path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): number
@@ -25,6 +31,10 @@ export interface PosixAddon {
   lremovexattr (path: string, name: string): number
   flock (fd: number, operation: number): number
   sendDatagram (socketPath: string, message: Buffer): number
+  /** Reads the header of a last link into `header` (n = bytes read, 0 if none), then unlinks; n < 0 is -errno of the unlink. */
+  unlinkLastAsync (path: string, header: Buffer, cb: (n: number) => void): void
+  /** open(path, flags, mode), then `header` written at 0; the descriptor, or -errno. */
+  createAsync (path: string, flags: number, mode: number, header: Buffer, cb: (fd: number) => void): void
 }
 
 export const LOCK_SH = 1

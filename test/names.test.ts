@@ -1,3 +1,4 @@
+import crypto from 'crypto'
 import { describe, expect, it } from 'vitest'
 import { NameCipher } from '../src/crypto/name-cipher'
 import { LinkCipher } from '../src/crypto/link-cipher'
@@ -26,6 +27,20 @@ describe('NameCipher', () => {
     const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
     const twin = alphabet[alphabet.indexOf(last) ^ 1]
     expect(() => names.decrypt(dirA, enc.slice(0, -1) + twin)).toThrow()
+  })
+
+  it('is exactly the construction docs/FORMAT.md gives (HMAC-SHA256 tag, AES-256-CTR under it)', () => {
+    const enc = SecretKey.random()
+    const mac = SecretKey.random()
+    const cipher = new NameCipher(enc, mac)
+    for (const [name, domain] of [[Buffer.from('report.pdf'), 0x4e], [Buffer.alloc(255, 0xe9), 0x4e], [Buffer.from('user.comment'), 0x58]] as const) {
+      const tag = crypto.createHmac('sha256', mac.bytes).update(Buffer.of(domain)).update(dirA).update(name).digest().subarray(0, 16)
+      const c = crypto.createCipheriv('aes-256-ctr', enc.bytes, tag)
+      const expected = Buffer.concat([tag, c.update(name), c.final()]).toString('base64url')
+      expect(cipher.encrypt(dirA, name, domain)).toBe(expected)
+      expect(cipher.decrypt(dirA, expected, domain).equals(name)).toBe(true)
+      expect(() => cipher.decrypt(dirA, expected, domain ^ 1)).toThrow()
+    }
   })
 
   it('handles 255-byte names', () => {

@@ -1,7 +1,10 @@
-import crypto from 'crypto'
 import { decodeCanonical, encode } from './base64url'
 import { AuthenticationError, MalformedCiphertextError } from './errors'
+import { loadAddon, NameCipherAddon } from '../native'
 import { SecretKey } from './secret-key'
+
+const addon = loadAddon<NameCipherAddon>('name_cipher')
+const ERR_AUTH = -2
 
 export const DIR_ID_BYTES = 16
 const TAG_BYTES = 16
@@ -17,37 +20,31 @@ export const NAME_MAX = 255
  *   out = base64url(tag || ct), unpadded
  * The same name in the same directory always encrypts the same way (so lookups need no
  * directory scan); the same name in two directories does not. Tampering or moving a
- * name to another directory fails the tag check.
+ * name to another directory fails the tag check. Native (native-deps/name-cipher): every
+ * lookup encrypts a name, and node:crypto's per-call objects cost about 30 µs a name.
  */
 export class NameCipher {
-  readonly #encKey: crypto.KeyObject
-  readonly #macKey: crypto.KeyObject
-
-  constructor (encKey: SecretKey, macKey: SecretKey) {
-    // KeyObjects keep the key inside OpenSSL so it is not re-copied per call.
-    this.#encKey = crypto.createSecretKey(encKey.bytes)
-    this.#macKey = crypto.createSecretKey(macKey.bytes)
-  }
+  // Held, not copied: the keys stay in sodium secure memory, owned by the volume.
+  constructor (private readonly encKey: SecretKey, private readonly macKey: SecretKey) {}
 
   /** `domain` separates uses of the same keys: 0x4e for entry names, 0x58 for xattr names. */
   encrypt (dirId: Buffer, name: Buffer, domain = DOMAIN_NAME): string {
-    const tag = this.#tag(dirId, name, domain)
-    const c = crypto.createCipheriv('aes-256-ctr', this.#encKey, tag)
-    return encode(Buffer.concat([tag, c.update(name), c.final()]))
+    if (dirId.length !== DIR_ID_BYTES) throw new RangeError('a directory ID is 16 bytes')
+    if (name.length > NAME_MAX) throw new RangeError(`a name is at most ${NAME_MAX} bytes`)
+    const out = Buffer.allocUnsafe(TAG_BYTES + name.length)
+    const n = addon.encrypt(this.encKey.bytes, this.macKey.bytes, domain, dirId, name, out)
+    if (n !== out.length) throw new Error('name cipher: bad arguments or OpenSSL failure')
+    return encode(out)
   }
 
   decrypt (dirId: Buffer, encoded: string, domain = DOMAIN_NAME): Buffer {
+    if (dirId.length !== DIR_ID_BYTES) throw new RangeError('a directory ID is 16 bytes')
     const raw = decodeCanonical(encoded)
     if (raw === null || raw.length <= TAG_BYTES || raw.length > TAG_BYTES + NAME_MAX) throw new MalformedCiphertextError('name')
-    const tag = raw.subarray(0, TAG_BYTES)
-    const d = crypto.createDecipheriv('aes-256-ctr', this.#encKey, tag)
-    const name = Buffer.concat([d.update(raw.subarray(TAG_BYTES)), d.final()])
-    if (!crypto.timingSafeEqual(tag, this.#tag(dirId, name, domain))) throw new AuthenticationError('name')
-    return name
-  }
-
-  #tag (dirId: Buffer, name: Buffer, domain: number): Buffer {
-    if (dirId.length !== DIR_ID_BYTES) throw new RangeError('a directory ID is 16 bytes')
-    return crypto.createHmac('sha256', this.#macKey).update(Buffer.of(domain)).update(dirId).update(name).digest().subarray(0, TAG_BYTES)
+    const out = Buffer.alloc(raw.length - TAG_BYTES)
+    const n = addon.decrypt(this.encKey.bytes, this.macKey.bytes, domain, dirId, raw, out)
+    if (n === ERR_AUTH) throw new AuthenticationError('name')
+    if (n !== out.length) throw new Error('name cipher: bad arguments or OpenSSL failure')
+    return out
   }
 }
