@@ -1,5 +1,7 @@
 // Syscalls that node:fs does not expose (or not with the precision sealfs needs).
-// Synchronous: none of them is on the data path.
+// Synchronous: none of them is on the data path. The two *Async calls at the end put a
+// file operation's several syscalls into one libuv pool job: each hand-off to the pool
+// and back costs more than the syscalls themselves.
 // utimensat: nanosecond times, UTIME_NOW and UTIME_OMIT, and never following a
 // symlink in the cipher dir (AT_SYMLINK_NOFOLLOW).
 
@@ -10,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -177,6 +180,145 @@ static napi_value SendDatagram(napi_env env, napi_callback_info info) {
   return int_result(env, n < 0 ? -1 : 0);
 }
 
+// ---- one pool job for several syscalls ----
+
+typedef struct {
+  int kind;  // JOB_UNLINK_LAST or JOB_CREATE
+  char path[PATH_BUF];
+  int flags;
+  mode_t mode;
+  uint8_t *buf;
+  size_t len;
+  int64_t result;
+  napi_async_work work;
+  napi_ref buf_ref, callback;
+} job_t;
+
+#define JOB_UNLINK_LAST 1
+#define JOB_CREATE 2
+
+static ssize_t pread_full(int fd, uint8_t *buf, size_t len) {
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = pread(fd, buf + done, len - done, (off_t)done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return n < 0 ? -1 : (ssize_t)done;
+    done += (size_t)n;
+  }
+  return (ssize_t)done;
+}
+
+static int pwrite_full(int fd, const uint8_t *buf, size_t len) {
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = pwrite(fd, buf + done, len - done, (off_t)done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return -1;
+    done += (size_t)n;
+  }
+  return 0;
+}
+
+// unlink: when the entry is a regular file's last link (with at least len bytes), its first
+// len bytes (the header) are read into buf first. Result: bytes read (0: not such a file, or
+// unreadable), or -errno of the unlink.
+static void unlink_last(job_t *job) {
+  ssize_t got = 0;
+  struct stat st;
+  if (lstat(job->path, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1 && (size_t)st.st_size >= job->len) {
+    int fd = open(job->path, O_RDONLY | O_NOFOLLOW | O_NOATIME | O_CLOEXEC);
+    if (fd < 0 && errno == EPERM) fd = open(job->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0) {
+      got = pread_full(fd, job->buf, job->len);
+      if (got < 0) got = 0;
+      close(fd);
+    }
+  }
+  job->result = unlink(job->path) == 0 ? got : -errno;
+}
+
+// open(path, flags, mode) of a new file, then its header (buf) written at 0. Result: the
+// descriptor, or -errno (after a failed write the new file is removed again).
+static void create_with_header(job_t *job) {
+  int fd = open(job->path, job->flags | O_CLOEXEC, job->mode);
+  if (fd < 0) { job->result = -errno; return; }
+  if (pwrite_full(fd, job->buf, job->len) < 0) {
+    int saved = errno;
+    close(fd);
+    unlink(job->path);
+    job->result = -saved;
+    return;
+  }
+  job->result = fd;
+}
+
+static void job_execute(napi_env env, void *data) {
+  job_t *job = data;
+  if (job->kind == JOB_UNLINK_LAST) unlink_last(job);
+  else create_with_header(job);
+}
+
+static void job_complete(napi_env env, napi_status status, void *data) {
+  job_t *job = data;
+  napi_value cb, global, argv[1], ret;
+  napi_get_reference_value(env, job->callback, &cb);
+  napi_get_global(env, &global);
+  napi_create_int64(env, status == napi_ok ? job->result : -EIO, &argv[0]);
+  napi_delete_reference(env, job->buf_ref);
+  napi_delete_reference(env, job->callback);
+  napi_delete_async_work(env, job->work);
+  free(job);
+  napi_call_function(env, global, cb, 1, argv, &ret);
+}
+
+static napi_value queue_job(napi_env env, job_t *job, napi_value buf, napi_value cb) {
+  napi_value name;
+  napi_create_reference(env, buf, 1, &job->buf_ref);
+  napi_create_reference(env, cb, 1, &job->callback);
+  napi_create_string_utf8(env, "sealfs.posix", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, job_execute, job_complete, job, &job->work);
+  napi_queue_async_work(env, job->work);
+  return NULL;
+}
+
+static int get_buffer(napi_env env, napi_value v, uint8_t **data, size_t *len) {
+  bool is;
+  if (napi_is_buffer(env, v, &is) != napi_ok || !is) return 0;
+  return napi_get_buffer_info(env, v, (void **)data, len) == napi_ok;
+}
+
+// unlinkLastAsync(path, header, cb)
+static napi_value UnlinkLastAsync(napi_env env, napi_callback_info info) {
+  size_t argc = 3; napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  job_t *job = calloc(1, sizeof(job_t));
+  if (!job) return bad_args(env, "unlinkLastAsync: out of memory");
+  job->kind = JOB_UNLINK_LAST;
+  if (argc < 3 || !get_string(env, argv[0], job->path, sizeof job->path) || !get_buffer(env, argv[1], &job->buf, &job->len)) {
+    free(job);
+    return bad_args(env, "unlinkLastAsync: bad arguments");
+  }
+  return queue_job(env, job, argv[1], argv[2]);
+}
+
+// createAsync(path, flags, mode, header, cb)
+static napi_value CreateAsync(napi_env env, napi_callback_info info) {
+  size_t argc = 5; napi_value argv[5];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  job_t *job = calloc(1, sizeof(job_t));
+  if (!job) return bad_args(env, "createAsync: out of memory");
+  job->kind = JOB_CREATE;
+  int32_t flags; uint32_t mode;
+  if (argc < 5 || !get_string(env, argv[0], job->path, sizeof job->path) || napi_get_value_int32(env, argv[1], &flags) != napi_ok ||
+      napi_get_value_uint32(env, argv[2], &mode) != napi_ok || !get_buffer(env, argv[3], &job->buf, &job->len)) {
+    free(job);
+    return bad_args(env, "createAsync: bad arguments");
+  }
+  job->flags = flags;
+  job->mode = (mode_t)mode;
+  return queue_job(env, job, argv[3], argv[4]);
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"utimensat", NULL, Utimensat, NULL, NULL, NULL, napi_default, NULL},
@@ -189,6 +331,8 @@ static napi_value Init(napi_env env, napi_value exports) {
     {"lremovexattr", NULL, Lremovexattr, NULL, NULL, NULL, napi_default, NULL},
     {"flock", NULL, Flock, NULL, NULL, NULL, napi_default, NULL},
     {"sendDatagram", NULL, SendDatagram, NULL, NULL, NULL, napi_default, NULL},
+    {"unlinkLastAsync", NULL, UnlinkLastAsync, NULL, NULL, NULL, napi_default, NULL},
+    {"createAsync", NULL, CreateAsync, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -7,6 +7,7 @@ import { DIR_ID_FILE, newDirId, writeDirIdSync } from '../volume/dir-id'
 import { HEADER_BYTES } from '../volume/file-header'
 import { Volume } from '../volume/volume'
 import { CipherEntry, CipherPaths, FUSE_HIDDEN, ORPHAN_PREFIX } from './cipher-paths'
+import { createWithHeader, unlinkLast } from './backing-jobs'
 import { ERRNO, toErrno } from './errno'
 import { fdatasyncFd, fstatFd, fsyncFd, openFd, readHeader, writeFullAt } from './fd-io'
 import { FileContents, plainSize } from './file-contents'
@@ -206,10 +207,19 @@ export class SealFs {
 
   async create (p: string, mode: number, flags: number, caller?: Caller): Promise<number> {
     const e = await this.#newEntry(p)
-    const fd = await openFd(e.path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, mode & 0o7777)
+    const file = this.volume.newFile()
+    let fd: number
     try {
+      fd = await createWithHeader(e.path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, mode & 0o7777, file.header)
+    } catch (err) {
+      this.volume.index.remove(file.fileId)
+      file.dek.dispose()
+      throw err
+    }
+    try {
+      const contents = this.files.adopt(file)
       await this.#own(e.path, caller)
-      return await this.files.add(fd, (flags & ~O_ACCMODE) | fs.constants.O_RDWR, p, await this.#newIdentity(fd))
+      return await this.files.add(fd, (flags & ~O_ACCMODE) | fs.constants.O_RDWR, p, contents)
     } catch (err) {
       closeQuietly(fd)
       await fs.promises.unlink(e.path).catch(() => undefined)
@@ -337,11 +347,10 @@ export class SealFs {
 
   async unlink (p: string): Promise<void> {
     const e = await this.paths.resolve(p)
-    const gone = await this.#lastLinkFileId(e.path)
     // libfuse removes a hidden file at its last close; on a plain directory that close
     // changes nothing, so neither may the backing directory's mtime.
-    const remove = (): Promise<void> => fs.promises.unlink(e.path)
-    await (isHidden(p) ? this.#keepingMtime(e.parent, remove) : remove())
+    const remove = (): Promise<Buffer | null> => unlinkLast(e.path)
+    const gone = await (isHidden(p) ? this.#keepingMtime(e.parent, remove) : remove())
     await this.paths.removeSidecar(e)
     this.paths.forgetOrphan(p)
     this.#hidden.delete(p)
@@ -622,9 +631,7 @@ export class SealFs {
     await this.#keepingMtime(this.volume.dir, async () => {
       for (const name of orphans) {
         const backing = path.join(this.volume.dir, name)
-        const gone = await this.#lastLinkFileId(backing)
-        await fs.promises.unlink(backing)
-        this.#forgetFile(gone)
+        this.#forgetFile(await unlinkLast(backing))
       }
     })
   }
