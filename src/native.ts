@@ -11,6 +11,12 @@ export interface ChunkCipherAddon {
   /** With a file: open reads `input` from fd at position first; seal writes its output there after. */
   sealAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, fd: number, position: number, cb: (n: number) => void): void
   openAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, fd: number, position: number, cb: (n: number) => void): void
+  /**
+   * Read-modify-write of a run: `input` holds the new bytes at [dataStart, dataEnd); the old
+   * bytes around them in the first and last chunks (the run had oldLen bytes) are read from fd
+   * and opened first; then the run is sealed into `out` and written at position.
+   */
+  rewriteAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, fd: number, position: number, dataStart: number, dataEnd: number, oldLen: number, cb: (n: number) => void): void
 }
 
 /** Each returns the bytes written to `out`, or -1 (bad arguments), -2 (tag mismatch: decrypt), -3 (OpenSSL). */
@@ -35,6 +41,8 @@ export interface PosixAddon {
   unlinkLastAsync (path: string, header: Buffer, cb: (n: number) => void): void
   /** open(path, flags, mode), then `header` written at 0; the descriptor, or -errno. */
   createAsync (path: string, flags: number, mode: number, header: Buffer, cb: (fd: number) => void): void
+  /** open(path, flags), up to header.length bytes read into `header`, fstat: (descriptor or -errno, bytes read, size). */
+  openHeaderAsync (path: string, flags: number, header: Buffer, cb: (fd: number, bytes: number, size: number) => void): void
 }
 
 export const LOCK_SH = 1

@@ -111,4 +111,44 @@ describe('ChunkCipher (native AES-256-GCM)', () => {
       fs.closeSync(ro)
     }
   })
+
+  it('rewriteAt merges old bytes around new ones in the first and last chunk, in one job; a tampered old chunk is named', async () => {
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'sealfs-cc-')), 'f')
+    const fd = fs.openSync(file, 'w+')
+    try {
+      const old = crypto.randomBytes(3 * 4096 + 1000)  // 4 chunks, the last partial
+      await cc.sealAt(key, prefix, 0, old, Buffer.alloc(cc.sealedSize(old.length)), fd, 0)
+      const expected = Buffer.from(old)
+      // New bytes from the middle of chunk 1 to the middle of chunk 2: run = chunks 1..2.
+      const data = crypto.randomBytes(5000)
+      const start = 4096 + 1500
+      data.copy(expected, start)
+      const plain = Buffer.alloc(2 * 4096)
+      data.copy(plain, start - 4096)
+      const sealed = Buffer.alloc(cc.sealedSize(plain.length))
+      expect(await cc.rewriteAt(key, prefix, 1, plain, sealed, fd, cc.stride, start - 4096, start - 4096 + data.length, 2 * 4096, false)).toBe(sealed.length)
+      // Extending the partial last chunk past the old end (run = chunk 3, 1000 old bytes).
+      const tail = crypto.randomBytes(2000)
+      const grown = Buffer.concat([expected, Buffer.alloc(1500)])
+      tail.copy(grown, 3 * 4096 + 500)
+      const plain3 = Buffer.alloc(2500)
+      tail.copy(plain3, 500)
+      expect(await cc.rewriteAt(key, prefix, 3, plain3, Buffer.alloc(cc.sealedSize(2500)), fd, 3 * cc.stride, 500, 2500, 1000, false)).toBe(cc.sealedSize(2500))
+      const all = Buffer.alloc(grown.length)
+      await cc.openAt(key, prefix, 0, fd, 0, Buffer.alloc(cc.sealedSize(grown.length)), all)
+      expect(all.equals(grown)).toBe(true)
+      // A flipped byte in old chunk 2 fails the merge, naming chunk 2, and writes nothing.
+      const before = fs.readFileSync(file)
+      const b = Buffer.alloc(1)
+      fs.readSync(fd, b, 0, 1, 2 * cc.stride + 40)
+      fs.writeSync(fd, Buffer.of(b[0] ^ 1), 0, 1, 2 * cc.stride + 40)
+      const err = await cc.rewriteAt(key, prefix, 1, Buffer.alloc(2 * 4096), Buffer.alloc(cc.sealedSize(2 * 4096)), fd, cc.stride, 100, 4096 + 10, 2 * 4096, false).catch(e => e)
+      expect(err).toBeInstanceOf(AuthenticationError)
+      expect(err.detail.chunk).toBe(2)
+      before[2 * cc.stride + 40] ^= 1
+      expect(fs.readFileSync(file).equals(before)).toBe(true)
+    } finally {
+      fs.closeSync(fd)
+    }
+  })
 })

@@ -194,6 +194,11 @@ typedef struct {
   run_fn fn;
   int fd;          // -1, or the backing file to read the run from (open) / write it to (seal)
   off_t position;
+  // Read-modify-write (rewriteAsync): the input holds the new bytes at [data_start, data_end)
+  // of the run; the old bytes of the first and last chunks outside it (the run had old_len
+  // bytes) are read from fd, opened and merged before the run is sealed.
+  int merge;
+  size_t data_start, data_end, old_len;
   int64_t result;
   napi_async_work work;
   napi_ref refs[4];  // key, prefix, input, output stay alive while the pool thread uses them
@@ -225,8 +230,51 @@ static int64_t write_full(int fd, const uint8_t *buf, size_t len, off_t pos) {
 
 // With a file: open reads the sealed run first, seal writes it after; one pool job either way,
 // so a request costs one hand-off to the pool and back, not two.
+// Opens the old chunk c of the run into `scratch` and copies its bytes that the new data does
+// not cover into the input. 0, or an error as from open_run (chunk numbers relative to the run).
+static int64_t merge_chunk(job_t *job, size_t c, uint8_t *scratch, uint8_t *sealed) {
+  run_t *r = &job->run;
+  size_t C = r->chunk_size, stride = C + OVERHEAD;
+  size_t c_start = c * C;
+  size_t old_end = c_start + C < job->old_len ? c_start + C : job->old_len;
+  if (c_start >= old_end) return 0;
+  if (job->data_start <= c_start && job->data_end >= old_end) return 0;  // all covered
+  size_t old_n = old_end - c_start;
+  int64_t rc = read_full(job->fd, sealed, old_n + OVERHEAD, job->position + (off_t)(c * stride));
+  if (rc < 0) return rc;
+  run_t one = { r->key, r->prefix, r->first_index + c, sealed, old_n + OVERHEAD, scratch, C, C, r->zero_is_hole };
+  rc = open_run(&one);
+  if (rc < 0) return rc > -1000000000LL ? rc - (int64_t)c : rc;
+  uint8_t *in = (uint8_t *)r->in;
+  if (job->data_start > c_start) {
+    size_t head_end = job->data_start < old_end ? job->data_start : old_end;
+    memcpy(in + c_start, scratch, head_end - c_start);
+  }
+  if (job->data_end < old_end) {
+    size_t tail_start = job->data_end > c_start ? job->data_end : c_start;
+    memcpy(in + tail_start, scratch + (tail_start - c_start), old_end - tail_start);
+  }
+  return 0;
+}
+
+static int64_t merge_old(job_t *job) {
+  size_t C = job->run.chunk_size;
+  size_t n_chunks = (job->run.in_len + C - 1) / C;
+  uint8_t *scratch = malloc(C), *sealed = malloc(C + OVERHEAD);
+  int64_t rc = scratch && sealed ? 0 : ERR_OPENSSL;
+  if (rc == 0) rc = merge_chunk(job, 0, scratch, sealed);
+  if (rc == 0 && n_chunks > 1) rc = merge_chunk(job, n_chunks - 1, scratch, sealed);
+  if (scratch) { OPENSSL_cleanse(scratch, C); free(scratch); }
+  free(sealed);
+  return rc;
+}
+
 static void job_execute(napi_env env, void *data) {
   job_t *job = data;
+  if (job->merge) {
+    int64_t rc = merge_old(job);
+    if (rc < 0) { job->result = rc; return; }
+  }
   if (job->fd >= 0 && job->fn == open_run) {
     int64_t rc = read_full(job->fd, (uint8_t *)job->run.in, job->run.in_len, job->position);
     if (rc < 0) { job->result = rc; return; }
@@ -284,6 +332,52 @@ static napi_value run_async(napi_env env, napi_callback_info info, run_fn fn) {
   return NULL;
 }
 
+// args: key, prefix, firstIndex, input, chunkSize, output, zeroIsHole, fd, position, dataStart, dataEnd, oldLen, callback
+static napi_value RewriteAsync(napi_env env, napi_callback_info info) {
+  size_t argc = 13; napi_value argv[13];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  double v[3];
+  for (int i = 0; i < 3; i++)
+    if (argc < 13 || napi_get_value_double(env, argv[9 + i], &v[i]) != napi_ok || v[i] < 0 || v[i] > 9007199254740991.0) {
+      napi_throw_type_error(env, NULL, "chunk cipher: bad arguments");
+      return NULL;
+    }
+  napi_value args[10];
+  for (int i = 0; i < 9; i++) args[i] = argv[i];
+  args[9] = argv[12];
+  // Parsed and queued here rather than by run_async: the merge fields must be set before the
+  // job can reach a pool thread.
+  job_t *job = calloc(1, sizeof(job_t));
+  int32_t fd = -1; double position = 0;
+  napi_valuetype cbt = napi_undefined;
+  napi_typeof(env, args[9], &cbt);
+  if (!job || cbt != napi_function || napi_get_value_int32(env, args[7], &fd) != napi_ok || napi_get_value_double(env, args[8], &position) != napi_ok ||
+      fd < 0 || position < 0 || position > 9007199254740991.0 || !parse_run(env, args, &job->run) ||
+      v[0] > v[1] || v[1] > job->run.in_len || v[2] > job->run.in_len) {
+    free(job);
+    napi_throw_type_error(env, NULL, "chunk cipher: bad arguments");
+    return NULL;
+  }
+  parse_hole_flag(env, args[6], &job->run);
+  job->fn = seal_run;
+  job->fd = fd;
+  job->position = (off_t)position;
+  job->merge = 1;
+  job->data_start = (size_t)v[0];
+  job->data_end = (size_t)v[1];
+  job->old_len = (size_t)v[2];
+  napi_create_reference(env, args[0], 1, &job->refs[0]);
+  napi_create_reference(env, args[1], 1, &job->refs[1]);
+  napi_create_reference(env, args[3], 1, &job->refs[2]);
+  napi_create_reference(env, args[5], 1, &job->refs[3]);
+  napi_create_reference(env, args[9], 1, &job->callback);
+  napi_value name;
+  napi_create_string_utf8(env, "sealfs.chunkCipher", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, job_execute, job_complete, job, &job->work);
+  napi_queue_async_work(env, job->work);
+  return NULL;
+}
+
 static napi_value SealAsync(napi_env env, napi_callback_info info) { return run_async(env, info, seal_run); }
 static napi_value OpenAsync(napi_env env, napi_callback_info info) { return run_async(env, info, open_run); }
 
@@ -293,8 +387,9 @@ static napi_value Init(napi_env env, napi_value exports) {
     {"open", NULL, Open, NULL, NULL, NULL, napi_default, NULL},
     {"sealAsync", NULL, SealAsync, NULL, NULL, NULL, napi_default, NULL},
     {"openAsync", NULL, OpenAsync, NULL, NULL, NULL, napi_default, NULL},
+    {"rewriteAsync", NULL, RewriteAsync, NULL, NULL, NULL, napi_default, NULL},
   };
-  napi_define_properties(env, exports, 4, props);
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;
 }
 

@@ -189,13 +189,14 @@ typedef struct {
   mode_t mode;
   uint8_t *buf;
   size_t len;
-  int64_t result;
+  int64_t result, bytes, size;
   napi_async_work work;
   napi_ref buf_ref, callback;
 } job_t;
 
 #define JOB_UNLINK_LAST 1
 #define JOB_CREATE 2
+#define JOB_OPEN_HEADER 3
 
 static ssize_t pread_full(int fd, uint8_t *buf, size_t len) {
   size_t done = 0;
@@ -252,23 +253,47 @@ static void create_with_header(job_t *job) {
   job->result = fd;
 }
 
+// open(path, flags) of an existing file, then up to len bytes of its start (the header) read
+// into buf and its size taken. Result: the descriptor (bytes: how many were read; size), or
+// -errno. With O_NOATIME, a file the daemon does not own (EPERM) is opened without it.
+static void open_header(job_t *job) {
+  int fd = open(job->path, job->flags | O_CLOEXEC);
+  if (fd < 0 && errno == EPERM && (job->flags & O_NOATIME)) fd = open(job->path, (job->flags & ~O_NOATIME) | O_CLOEXEC);
+  if (fd < 0) { job->result = -errno; return; }
+  struct stat st;
+  ssize_t got = pread_full(fd, job->buf, job->len);
+  if (got < 0 || fstat(fd, &st) < 0) {
+    int saved = errno;
+    close(fd);
+    job->result = -saved;
+    return;
+  }
+  job->bytes = got;
+  job->size = st.st_size;
+  job->result = fd;
+}
+
 static void job_execute(napi_env env, void *data) {
   job_t *job = data;
   if (job->kind == JOB_UNLINK_LAST) unlink_last(job);
-  else create_with_header(job);
+  else if (job->kind == JOB_CREATE) create_with_header(job);
+  else open_header(job);
 }
 
 static void job_complete(napi_env env, napi_status status, void *data) {
   job_t *job = data;
-  napi_value cb, global, argv[1], ret;
+  napi_value cb, global, argv[3], ret;
+  size_t argc = job->kind == JOB_OPEN_HEADER ? 3 : 1;
   napi_get_reference_value(env, job->callback, &cb);
   napi_get_global(env, &global);
   napi_create_int64(env, status == napi_ok ? job->result : -EIO, &argv[0]);
+  napi_create_int64(env, job->bytes, &argv[1]);
+  napi_create_int64(env, job->size, &argv[2]);
   napi_delete_reference(env, job->buf_ref);
   napi_delete_reference(env, job->callback);
   napi_delete_async_work(env, job->work);
   free(job);
-  napi_call_function(env, global, cb, 1, argv, &ret);
+  napi_call_function(env, global, cb, argc, argv, &ret);
 }
 
 static napi_value queue_job(napi_env env, job_t *job, napi_value buf, napi_value cb) {
@@ -319,6 +344,23 @@ static napi_value CreateAsync(napi_env env, napi_callback_info info) {
   return queue_job(env, job, argv[3], argv[4]);
 }
 
+// openHeaderAsync(path, flags, header, cb(fd, bytesRead, size))
+static napi_value OpenHeaderAsync(napi_env env, napi_callback_info info) {
+  size_t argc = 4; napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  job_t *job = calloc(1, sizeof(job_t));
+  if (!job) return bad_args(env, "openHeaderAsync: out of memory");
+  job->kind = JOB_OPEN_HEADER;
+  int32_t flags;
+  if (argc < 4 || !get_string(env, argv[0], job->path, sizeof job->path) || napi_get_value_int32(env, argv[1], &flags) != napi_ok ||
+      !get_buffer(env, argv[2], &job->buf, &job->len)) {
+    free(job);
+    return bad_args(env, "openHeaderAsync: bad arguments");
+  }
+  job->flags = flags;
+  return queue_job(env, job, argv[2], argv[3]);
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"utimensat", NULL, Utimensat, NULL, NULL, NULL, napi_default, NULL},
@@ -333,6 +375,7 @@ static napi_value Init(napi_env env, napi_value exports) {
     {"sendDatagram", NULL, SendDatagram, NULL, NULL, NULL, napi_default, NULL},
     {"unlinkLastAsync", NULL, UnlinkLastAsync, NULL, NULL, NULL, napi_default, NULL},
     {"createAsync", NULL, CreateAsync, NULL, NULL, NULL, napi_default, NULL},
+    {"openHeaderAsync", NULL, OpenHeaderAsync, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

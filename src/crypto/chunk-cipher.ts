@@ -118,6 +118,20 @@ export class ChunkCipher {
     })
   }
 
+  /**
+   * Read-modify-write as one pool job: `plain` (the whole run) holds the new bytes at
+   * [dataStart, dataEnd) and zeros elsewhere; the run's old bytes outside that range (it had
+   * `oldLen`) are read from `fd` and opened, merged in, and the run is sealed and written.
+   */
+  rewriteAt (key: SecretKey, prefix: Buffer, firstIndex: number, plain: Buffer, out: Buffer, fd: number, position: number,
+    dataStart: number, dataEnd: number, oldLen: number, zeroIsHole: boolean): Promise<number> {
+    return new Promise((resolve, reject) => {
+      addon.rewriteAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, zeroIsHole, fd, position, dataStart, dataEnd, oldLen, n => {
+        try { resolve(this.#check(n, firstIndex)) } catch (e) { reject(e) }
+      })
+    })
+  }
+
   #check (n: number, firstIndex: number): number {
     if (n >= 0) return n
     if (n > -1000000000) throw new AuthenticationError('chunk', { chunk: firstIndex + (-n - 1) })

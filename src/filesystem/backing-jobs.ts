@@ -1,6 +1,7 @@
+import fs from 'fs'
 import os from 'os'
 import { loadAddon, PosixAddon } from '../native'
-import { decodeHeader, HEADER_BYTES } from '../volume/file-header'
+import { decodeHeader, FileHeader, HEADER_BYTES } from '../volume/file-header'
 import { FsError } from './fs-error'
 
 // File operations that take several syscalls on the backing store, each done as one job on
@@ -32,5 +33,30 @@ export function unlinkLast (backing: string): Promise<Buffer | null> {
 export function createWithHeader (backing: string, flags: number, mode: number, header: Buffer): Promise<number> {
   return new Promise((resolve, reject) => {
     posix.createAsync(backing, flags, mode, header, n => n < 0 ? reject(failure(n)) : resolve(n))
+  })
+}
+
+export interface OpenedFile {
+  fd: number
+  /** null for an empty (header-less) file. */
+  header: FileHeader | null
+  /** Size of the backing file. */
+  size: number
+}
+
+/** Opens an existing backing file and reads its header and size. A damaged header is EIO (the file is closed). */
+export function openWithHeader (backing: string, flags: number): Promise<OpenedFile> {
+  const buf = Buffer.alloc(HEADER_BYTES)
+  return new Promise((resolve, reject) => {
+    posix.openHeaderAsync(backing, flags, buf, (fd, n, size) => {
+      if (fd < 0) return reject(failure(fd))
+      if (n === 0) return resolve({ fd, header: null, size })
+      const header = n === HEADER_BYTES ? decodeHeader(buf) : null
+      if (header === null) {
+        fs.close(fd, () => reject(new FsError('EIO')))
+        return
+      }
+      resolve({ fd, header, size })
+    })
   })
 }

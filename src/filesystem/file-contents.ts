@@ -135,25 +135,17 @@ export class FileContents {
     const runEnd = Math.min((last + 1) * C, Math.max(this.size, end))
     const nChunks = last - first + 1
     if (this.chunkWrites + nChunks > CHUNK_WRITE_LIMIT) throw new FsError('EIO')
-    let plain: Buffer
+    const sealed = Buffer.allocUnsafe(this.volume.chunks.sealedSize(runEnd - runStart))
     if (runStart === start && runEnd === end) {
-      plain = data
+      await this.volume.chunks.sealAt(this.dek, this.prefix, first, data, sealed, fd, this.#cipherOffset(first))
     } else {
-      plain = Buffer.alloc(runEnd - runStart)
-      const headOld = start > runStart && runStart < this.size
-      const tailOld = end < runEnd && last * C < this.size
-      if (headOld && (first === last || !tailOld)) {
-        await this.#readRun(fd, runStart, Math.min(runStart + C, this.size), plain)
-      } else if (headOld) {
-        await this.#readRun(fd, runStart, runStart + C, plain)
-      }
-      if (tailOld && !(headOld && first === last)) {
-        await this.#readRun(fd, last * C, Math.min((last + 1) * C, this.size), plain.subarray(last * C - runStart))
-      }
+      // Partial first or last chunk: their old bytes are read, opened and merged in the same pool job.
+      const plain = Buffer.alloc(runEnd - runStart)
       data.copy(plain, start - runStart)
+      const oldLen = Math.max(0, Math.min(this.size, runEnd) - runStart)
+      await this.volume.chunks.rewriteAt(this.dek, this.prefix, first, plain, sealed, fd, this.#cipherOffset(first),
+        start - runStart, end - runStart, oldLen, this.sparse)
     }
-    const sealed = Buffer.allocUnsafe(this.volume.chunks.sealedSize(plain.length))
-    await this.volume.chunks.sealAt(this.dek, this.prefix, first, plain, sealed, fd, this.#cipherOffset(first))
     this.chunkWrites += nChunks
     this.volume.index.countChunkWrites(this.fileId, nChunks)
     if (end > this.size) this.size = end

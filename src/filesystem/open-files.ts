@@ -1,7 +1,7 @@
 import fs from 'fs'
+import { FileHeader } from '../volume/file-header'
 import { NewFile, Volume } from '../volume/volume'
 import { DekCache } from './dek-cache'
-import { fstatFd, readHeader } from './fd-io'
 import { FileContents, plainSize } from './file-contents'
 import { FsError } from './fs-error'
 
@@ -41,10 +41,10 @@ export class OpenFiles {
    * Registers a backing descriptor with the contents it holds a reference to; when
    * `contents` is not given, reads the file's header to find (or load) them.
    */
-  async add (fd: number, flags: number, path: string, contents?: FileContents): Promise<number> {
+  /** A handle for `fd` with its contents (from contentsOf or adopt; null for a header-less file). */
+  add (fd: number, flags: number, path: string, contents: FileContents | null): number {
     const writable = (flags & O_ACCMODE) !== fs.constants.O_RDONLY
-    const handle: Handle = { fd, path, contents: null, append: (flags & fs.constants.O_APPEND) !== 0, writable }
-    handle.contents = contents ?? await this.contentsOf(fd)
+    const handle: Handle = { fd, path, contents, append: (flags & fs.constants.O_APPEND) !== 0, writable }
     this.#attach(handle)
     const fh = this.#nextHandle++
     this.#handles.set(fh, handle)
@@ -118,12 +118,13 @@ export class OpenFiles {
     this.renamed(marker, b)
   }
 
-  /** The shared contents of the file behind `fd` (null for a zero-length, header-less file). Adds a reference. */
-  async contentsOf (fd: number): Promise<FileContents | null> {
-    const parsed = await readHeader(fd)
+  /**
+   * The shared contents of a file with this header (null: a zero-length, header-less file) and
+   * backing size. Adds a reference. Synchronous: two opens racing must end up sharing one
+   * FileContents (one lock).
+   */
+  contentsOf (parsed: FileHeader | null, size: number): FileContents | null {
     if (parsed === null) return null
-    const size = Number((await fstatFd(fd)).size)
-    // No await from here on: two opens racing must end up sharing one FileContents (one lock).
     const id = parsed.fileId.toString('hex')
     const shared = this.#contents.get(id)
     if (shared !== undefined) {

@@ -7,7 +7,7 @@ import { DIR_ID_FILE, newDirId, writeDirIdSync } from '../volume/dir-id'
 import { HEADER_BYTES } from '../volume/file-header'
 import { Volume } from '../volume/volume'
 import { CipherEntry, CipherPaths, FUSE_HIDDEN, ORPHAN_PREFIX } from './cipher-paths'
-import { createWithHeader, unlinkLast } from './backing-jobs'
+import { createWithHeader, openWithHeader, unlinkLast } from './backing-jobs'
 import { ERRNO, toErrno } from './errno'
 import { fdatasyncFd, fstatFd, fsyncFd, openFd, readHeader, writeFullAt } from './fd-io'
 import { FileContents, plainSize } from './file-contents'
@@ -219,7 +219,7 @@ export class SealFs {
     try {
       const contents = this.files.adopt(file)
       await this.#own(e.path, caller)
-      return await this.files.add(fd, (flags & ~O_ACCMODE) | fs.constants.O_RDWR, p, contents)
+      return this.files.add(fd, (flags & ~O_ACCMODE) | fs.constants.O_RDWR, p, contents)
     } catch (err) {
       closeQuietly(fd)
       await fs.promises.unlink(e.path).catch(() => undefined)
@@ -234,12 +234,12 @@ export class SealFs {
     // and a read-only mount changes nothing in the cipher dir, atimes included.
     const noatime = (flags & O_ACCMODE) === fs.constants.O_WRONLY || this.volume.readOnly ? fs.constants.O_NOATIME : 0
     const base = (writable ? fs.constants.O_RDWR : fs.constants.O_RDONLY) | fs.constants.O_NOFOLLOW
-    const fd = await openFd(e.path, base | noatime).catch(err => (err.code === 'EPERM' && noatime !== 0) ? openFd(e.path, base) : Promise.reject(err))
+    const opened = await openWithHeader(e.path, base | noatime)
     let fh: number
     try {
-      fh = await this.files.add(fd, flags, p)
+      fh = this.files.add(opened.fd, flags, p, this.files.contentsOf(opened.header, opened.size))
     } catch (err) {
-      closeQuietly(fd)
+      closeQuietly(opened.fd)
       throw err
     }
     if ((flags & fs.constants.O_TRUNC) !== 0 && writable) await this.ftruncate(fh, 0)
