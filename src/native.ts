@@ -19,10 +19,14 @@ export interface ChunkCipherAddon {
   rewriteAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, fd: number, position: number, dataStart: number, dataEnd: number, oldLen: number, cb: (n: number) => void): void
 }
 
-/** Each returns the bytes written to `out`, or -1 (bad arguments), -2 (tag mismatch: decrypt), -3 (OpenSSL). */
+/** A handle on keyed OpenSSL contexts (native-deps/name-cipher). */
+export type NameKeys = object
+/** encrypt/decrypt return the bytes written to `out`, or -1 (bad arguments), -2 (tag mismatch: decrypt), -3 (OpenSSL). */
 export interface NameCipherAddon {
-  encrypt (encKey: Buffer, macKey: Buffer, domain: number, dirId: Buffer, name: Buffer, out: Buffer): number
-  decrypt (encKey: Buffer, macKey: Buffer, domain: number, dirId: Buffer, sealed: Buffer, out: Buffer): number
+  keys (encKey: Buffer, macKey: Buffer): NameKeys
+  free (keys: NameKeys): void
+  encrypt (keys: NameKeys, domain: number, dirId: Buffer, name: Buffer, out: Buffer): number
+  decrypt (keys: NameKeys, domain: number, dirId: Buffer, sealed: Buffer, out: Buffer): number
 }
 
 /** Each returns 0 or a negative errno; the getters return a Buffer on success. */

@@ -1,6 +1,6 @@
 import { decodeCanonical, encode } from './base64url'
 import { AuthenticationError, MalformedCiphertextError } from './errors'
-import { loadAddon, NameCipherAddon } from '../native'
+import { loadAddon, NameCipherAddon, NameKeys } from '../native'
 import { SecretKey } from './secret-key'
 
 const addon = loadAddon<NameCipherAddon>('name_cipher')
@@ -21,18 +21,27 @@ export const NAME_MAX = 255
  * The same name in the same directory always encrypts the same way (so lookups need no
  * directory scan); the same name in two directories does not. Tampering or moving a
  * name to another directory fails the tag check. Native (native-deps/name-cipher): every
- * lookup encrypts a name, and node:crypto's per-call objects cost about 30 µs a name.
+ * lookup encrypts a name, and node:crypto's per-call objects cost several times more.
  */
 export class NameCipher {
-  // Held, not copied: the keys stay in sodium secure memory, owned by the volume.
-  constructor (private readonly encKey: SecretKey, private readonly macKey: SecretKey) {}
+  /** Keyed OpenSSL contexts (HMAC and AES-CTR), reset per name instead of built per name. */
+  readonly #keys: NameKeys
+
+  constructor (encKey: SecretKey, macKey: SecretKey) {
+    this.#keys = addon.keys(encKey.bytes, macKey.bytes)
+  }
+
+  /** Frees the contexts (OpenSSL cleanses the keys); the cipher is unusable afterwards. */
+  dispose (): void {
+    addon.free(this.#keys)
+  }
 
   /** `domain` separates uses of the same keys: 0x4e for entry names, 0x58 for xattr names. */
   encrypt (dirId: Buffer, name: Buffer, domain = DOMAIN_NAME): string {
     if (dirId.length !== DIR_ID_BYTES) throw new RangeError('a directory ID is 16 bytes')
     if (name.length > NAME_MAX) throw new RangeError(`a name is at most ${NAME_MAX} bytes`)
     const out = Buffer.allocUnsafe(TAG_BYTES + name.length)
-    const n = addon.encrypt(this.encKey.bytes, this.macKey.bytes, domain, dirId, name, out)
+    const n = addon.encrypt(this.#keys, domain, dirId, name, out)
     if (n !== out.length) throw new Error('name cipher: bad arguments or OpenSSL failure')
     return encode(out)
   }
@@ -42,7 +51,7 @@ export class NameCipher {
     const raw = decodeCanonical(encoded)
     if (raw === null || raw.length <= TAG_BYTES || raw.length > TAG_BYTES + NAME_MAX) throw new MalformedCiphertextError('name')
     const out = Buffer.alloc(raw.length - TAG_BYTES)
-    const n = addon.decrypt(this.encKey.bytes, this.macKey.bytes, domain, dirId, raw, out)
+    const n = addon.decrypt(this.#keys, domain, dirId, raw, out)
     if (n === ERR_AUTH) throw new AuthenticationError('name')
     if (n !== out.length) throw new Error('name cipher: bad arguments or OpenSSL failure')
     return out

@@ -192,6 +192,7 @@ export class Volume {
 
   close (): void {
     this.index.close()
+    this.names.dispose()
     for (const k of this.#keys) k.dispose()
     this.#lock.release()
   }
