@@ -186,6 +186,7 @@ const ROWS: RowSpec[] = [
   { key: 'seqwrite', label: `dd write ${SEQ_MIB} MiB, conv=fsync`, unit: 'MiB/s', lowerIsBetter: false, mib: SEQ_MIB },
   { key: 'coldread', label: 'dd read, cold (remount + drop caches)', unit: 'MiB/s', lowerIsBetter: false, mib: SEQ_MIB },
   { key: 'warmread', label: 'dd read, warm (remount only)', unit: 'MiB/s', lowerIsBetter: false, mib: SEQ_MIB },
+  { key: 'reread', label: 'dd read again, same mount', unit: 'MiB/s', lowerIsBetter: false, mib: SEQ_MIB },
   { key: 'randread', label: `fio 4 KiB randread, ${FIO_MIB} MiB file, O_DIRECT`, unit: 'IOPS', lowerIsBetter: false },
   { key: 'randwrite', label: `fio 4 KiB randwrite, ${FIO_MIB} MiB file, O_DIRECT`, unit: 'IOPS', lowerIsBetter: false },
   { key: 'tar', label: 'tar extract + sync', unit: 's', lowerIsBetter: true },
@@ -239,6 +240,7 @@ async function runAll (s: Subject, tarball: string, rssOut: number[]): Promise<R
   measure('coldread', () => SEQ_MIB / timed(() => sh('dd', [`if=${seq}`, 'of=/dev/null', 'bs=1M'], { quiet: true })))
   await remount(false)
   measure('warmread', () => SEQ_MIB / timed(() => sh('dd', [`if=${seq}`, 'of=/dev/null', 'bs=1M'], { quiet: true })))
+  measure('reread', () => SEQ_MIB / timed(() => sh('dd', [`if=${seq}`, 'of=/dev/null', 'bs=1M'], { quiet: true })))
   fs.unlinkSync(seq)
 
   sh('fio', ['--name=layout', `--filename=${path.join(s.mnt, 'fio')}`, '--rw=write', '--bs=1M', `--size=${FIO_MIB}m`, '--end_fsync=1'])

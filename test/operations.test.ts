@@ -120,7 +120,7 @@ describe('the FUSE binding (patched fuse-native)', () => {
   beforeAll(() => { v = makeVolume() })
   afterAll(async () => { await cleanup(v) })
 
-  it('carries write and read requests of 1 MiB', async () => {
+  it('carries write and read requests of 1 MiB; a re-read comes from the page cache', async () => {
     const fg = await mountForeground(v, ['-o', 'debug'])
     const data = Buffer.alloc(4 * 1024 * 1024, 3)
     const fd = fs.openSync(path.join(v.mnt, 'big'), 'w')
@@ -129,12 +129,19 @@ describe('the FUSE binding (patched fuse-native)', () => {
     await umount(v)
     const fg2 = await mountForeground(v, ['-o', 'debug'])
     expect(fs.readFileSync(path.join(v.mnt, 'big')).equals(data)).toBe(true)
+    // kernel_cache: a second open and read is served from the page cache, with no READ request.
+    expect(fs.existsSync(path.join(v.mnt, 'between-reads'))).toBe(false)
+    expect(fs.readFileSync(path.join(v.mnt, 'big')).equals(data)).toBe(true)
     // Read requests follow the kernel's readahead window, which the daemon (root here) widens to 1 MiB.
     const dev = execFileSync('mountpoint', ['-d', v.mnt], { encoding: 'utf8' }).trim()
     expect(fs.readFileSync(`/sys/class/bdi/${dev}/read_ahead_kb`, 'utf8').trim()).toBe('1024')
     await umount(v)
     expect(fg.log()).toMatch(/write\[\d+\] 1048576 bytes to \d+/)
     expect(fg2.log()).toMatch(/read\[\d+\] 1048576 bytes from \d+/)
+    const [first, second] = fg2.log().split(/LOOKUP \/between-reads/)
+    expect(first).toMatch(/read\[\d+\]/)
+    expect(second).toMatch(/LOOKUP|getattr|open/i)
+    expect(second).not.toMatch(/read\[\d+\]/)
   })
 })
 

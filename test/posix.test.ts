@@ -174,6 +174,21 @@ os.close(fa); os.close(fb)
 print(json.dumps(out))`)
   })
 
+  it('pages cached from a closed hard link never outlive a write, truncate or rename through another name', () => {
+    both(r => `
+a = '${r}/pc1'; b = '${r}/pc2'
+open(a, 'w').write('0123456789' * 2000); os.link(a, b)
+def rd(p): return open(p, 'rb').read()
+out = [len(rd(a))]
+fb = os.open(b, os.O_RDWR); os.pwrite(fb, b'ABCDE', 0); os.pwrite(fb, b'VWXYZ', 15000); os.close(fb)
+x = rd(a); out += [x[:5].decode(), x[15000:15005].decode()]
+os.truncate(b, 7); out.append(rd(a).decode())
+with open(b, 'ab') as f: f.write(b'tail' * 3000)
+x = rd(a); out += [len(x), x[:12].decode()]
+open('${r}/pc3', 'w').write('replacement'); rd(a); os.rename('${r}/pc3', a); out.append(rd(a).decode()); out.append(len(rd(b)))
+print(json.dumps(out))`)
+  })
+
   it('renameat2: RENAME_NOREPLACE and RENAME_EXCHANGE (files and directories), bad flags', () => {
     both(r => `
 import ctypes

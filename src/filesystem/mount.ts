@@ -36,8 +36,10 @@ export class Mount {
 
   static async start (fs: SealFs, mountpoint: string, opts: MountOptions): Promise<Mount> {
     await fs.sweepOrphans()
-    // Attributes are cached only where a change through one hard link can be traced to the others.
-    const attrTimeout = await fs.linksAreVisible() ? 1 : 0
+    // Attributes and pages are cached only where a change through one hard link can be traced
+    // to the others.
+    const cacheable = await fs.linksAreVisible()
+    const attrTimeout = cacheable ? 1 : 0
     // The kernel has applied the caller's umask to every mode it sends; ours must not apply again.
     process.umask(0)
     // Any result will do: -ENOENT means the kernel holds no inode for the path, so nothing is cached.
@@ -60,7 +62,10 @@ export class Mount {
       // The binding also sets nullpath_ok and use_ino (native-deps/fuse-native). Not hard_remove:
       // the kernel asks for fstat/fchmod/futimens of an unlinked open file without its handle,
       // so libfuse must keep a name for it (.fuse_hidden*, see SealFs.rmdir).
-      extraOptions: [`attr_timeout=${attrTimeout}`, ...opts.options]
+      // kernel_cache: pages read stay cached across opens (a re-read costs no request). Safe
+      // under the same condition as attribute caching: every write comes through this mount
+      // (sealfs.lock) and drops the pages of the file's other names.
+      extraOptions: [`attr_timeout=${attrTimeout}`, ...(cacheable ? ['kernel_cache'] : []), ...opts.options]
     })
     return new Promise((resolve, reject) => {
       fuse.mount(err => {
