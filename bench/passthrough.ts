@@ -1,5 +1,5 @@
 // A no-crypto passthrough on the same FUSE binding and mount settings as sealfs
-// (build/fuse-native: libfuse 3, nullpath_ok, use_ino, attr_timeout=1, default_permissions,
+// (build/fuse-native: libfuse 3, nullpath_ok, use_ino, attr_timeout=1, kernel_cache, default_permissions,
 // 1 MiB writes and readahead, non-user xattr names answered in the binding). The bench compares sealfs with it to separate what encryption costs
 // from what the binding costs.
 //   node dist/bench/passthrough.js BACKING MOUNTPOINT   (foreground; SIGTERM unmounts)
@@ -67,7 +67,7 @@ function attr (st: fs.BigIntStats): object {
 }
 
 process.umask(0)
-const fuse = new Fuse(mnt, ops, { timeout: false, fsname: 'passthrough', subtype: 'passthrough', defaultPermissions: true, extraOptions: ['attr_timeout=1'], maxWrite: 1024 * 1024, userXattrsOnly: true })
+const fuse = new Fuse(mnt, ops, { timeout: false, fsname: 'passthrough', subtype: 'passthrough', defaultPermissions: true, extraOptions: ['attr_timeout=1', 'kernel_cache'], maxWrite: 1024 * 1024, userXattrsOnly: true })
 fuse.mount((err: Error | null) => {
   if (err !== null) {
     process.stderr.write(`passthrough: cannot mount: ${err.message}\n`)
