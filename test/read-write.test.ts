@@ -101,3 +101,30 @@ for (const chunkSize of [4096, 32768]) {
     })
   })
 }
+
+describe('the nonce bound of a DEK', () => {
+  let v: Vol
+  beforeAll(() => { v = makeVolume(); mount(v) })
+  afterAll(async () => { await cleanup(v) })
+
+  it('refuses writes (EIO) once a file has sealed 2^31 chunks, counting the writes of earlier mounts; reads still work', async () => {
+    const f = path.join(v.mnt, 'worn')
+    fs.writeFileSync(f, 'sealed many times')
+    await umount(v)
+    // As if 2^31 - 2 chunks had been sealed under this file's DEK before.
+    execFileSync('python3', ['-c', `import sqlite3; c = sqlite3.connect('${v.cipher}/sealfs.index'); c.execute('update deks set chunk_writes = ${2 ** 31 - 2}'); c.commit()`])
+    mount(v)
+    expect(fs.readFileSync(f, 'utf8')).toBe('sealed many times')
+    const fd = fs.openSync(f, 'r+')
+    try {
+      fs.writeSync(fd, 'A', 0)
+      fs.fsyncSync(fd)
+      fs.writeSync(fd, 'B', 1)
+      fs.fsyncSync(fd)
+      expect(() => { fs.writeSync(fd, 'C', 2); fs.fsyncSync(fd) }).toThrow(/EIO/)
+    } finally {
+      fs.closeSync(fd)
+    }
+    expect(fs.readFileSync(f, 'utf8')).toBe('ABaled many times')
+  })
+})

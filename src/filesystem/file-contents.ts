@@ -24,19 +24,21 @@ export function plainSize (volume: Volume, backingSize: number): number {
 export class FileContents {
   readonly lock = new RwLock()
   readonly prefix: Buffer
-  chunkWrites: number
+  /** Chunks sealed under this DEK so far; looked up in the index at the first write, not at open. */
+  #chunkWrites: number | null
 
   constructor (
     private readonly volume: Volume,
     readonly fileId: Buffer,
     readonly dek: SecretKey,
     public size: number,
-    chunkWritesSoFar: number,
+    /** null: unknown until the file is written (reads need no index lookup). */
+    chunkWritesSoFar: number | null,
     /** Header flags; FLAG_SPARSE once the file has been extended with holes. */
     private flags: number
   ) {
     this.prefix = volume.aadPrefix(fileId)
-    this.chunkWrites = chunkWritesSoFar
+    this.#chunkWrites = chunkWritesSoFar
   }
 
   get sparse (): boolean {
@@ -134,7 +136,8 @@ export class FileContents {
     const runStart = first * C
     const runEnd = Math.min((last + 1) * C, Math.max(this.size, end))
     const nChunks = last - first + 1
-    if (this.chunkWrites + nChunks > CHUNK_WRITE_LIMIT) throw new FsError('EIO')
+    this.#chunkWrites ??= this.volume.index.get(this.fileId)?.chunkWrites ?? 0
+    if (this.#chunkWrites + nChunks > CHUNK_WRITE_LIMIT) throw new FsError('EIO')
     const sealed = Buffer.allocUnsafe(this.volume.chunks.sealedSize(runEnd - runStart))
     if (runStart === start && runEnd === end) {
       await this.volume.chunks.sealAt(this.dek, this.prefix, first, data, sealed, fd, this.#cipherOffset(first))
@@ -146,7 +149,7 @@ export class FileContents {
       await this.volume.chunks.rewriteAt(this.dek, this.prefix, first, plain, sealed, fd, this.#cipherOffset(first),
         start - runStart, end - runStart, oldLen, this.sparse)
     }
-    this.chunkWrites += nChunks
+    this.#chunkWrites += nChunks
     this.volume.index.countChunkWrites(this.fileId, nChunks)
     if (end > this.size) this.size = end
   }

@@ -132,8 +132,7 @@ export class OpenFiles {
       return shared.contents
     }
     const dek = this.deks.pin(id, () => this.volume.openDek(parsed))
-    const row = this.volume.index.get(parsed.fileId)
-    const contents = new FileContents(this.volume, parsed.fileId, dek, plainSize(this.volume, size), row?.chunkWrites ?? 0, parsed.flags)
+    const contents = new FileContents(this.volume, parsed.fileId, dek, plainSize(this.volume, size), null, parsed.flags)
     this.#contents.set(id, { contents, refs: 1, handles: new Set() })
     return contents
   }
