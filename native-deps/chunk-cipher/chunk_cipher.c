@@ -228,8 +228,6 @@ static int64_t write_full(int fd, const uint8_t *buf, size_t len, off_t pos) {
   return 0;
 }
 
-// With a file: open reads the sealed run first, seal writes it after; one pool job either way,
-// so a request costs one hand-off to the pool and back, not two.
 // Opens the old chunk c of the run into `scratch` and copies its bytes that the new data does
 // not cover into the input. 0, or an error as from open_run (chunk numbers relative to the run).
 static int64_t merge_chunk(job_t *job, size_t c, uint8_t *scratch, uint8_t *sealed) {
@@ -269,6 +267,9 @@ static int64_t merge_old(job_t *job) {
   return rc;
 }
 
+// With a file: open reads the sealed run first, seal writes it after (a rewrite merges the
+// old edge chunks before sealing); one pool job either way, so a request costs one hand-off
+// to the pool and back, not two.
 static void job_execute(napi_env env, void *data) {
   job_t *job = data;
   if (job->merge) {
@@ -301,9 +302,8 @@ static void job_complete(napi_env env, napi_status status, void *data) {
 
 // args: key, prefix, firstIndex, input, chunkSize, output, zeroIsHole, callback
 //   or: key, prefix, firstIndex, input, chunkSize, output, zeroIsHole, fd, position, callback
-static napi_value run_async(napi_env env, napi_callback_info info, run_fn fn) {
-  size_t argc = 10; napi_value argv[10];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+// A job ready to queue, or NULL (a TypeError is pending).
+static job_t *parse_job(napi_env env, napi_value *argv, size_t argc, run_fn fn) {
   job_t *job = calloc(1, sizeof(job_t));
   size_t cb_at = argc >= 10 ? 9 : 7;
   napi_valuetype cbt = napi_undefined;
@@ -320,16 +320,28 @@ static napi_value run_async(napi_env env, napi_callback_info info, run_fn fn) {
   job->fn = fn;
   job->fd = fd;
   job->position = (off_t)position;
+  return job;
+}
+
+// Keeps the buffers and the callback (argv as for parse_job) alive and queues the job.
+static napi_value queue_job(napi_env env, job_t *job, napi_value *argv, size_t argc) {
   napi_create_reference(env, argv[0], 1, &job->refs[0]);
   napi_create_reference(env, argv[1], 1, &job->refs[1]);
   napi_create_reference(env, argv[3], 1, &job->refs[2]);
   napi_create_reference(env, argv[5], 1, &job->refs[3]);
-  napi_create_reference(env, argv[cb_at], 1, &job->callback);
+  napi_create_reference(env, argv[argc >= 10 ? 9 : 7], 1, &job->callback);
   napi_value name;
   napi_create_string_utf8(env, "sealfs.chunkCipher", NAPI_AUTO_LENGTH, &name);
   napi_create_async_work(env, NULL, name, job_execute, job_complete, job, &job->work);
   napi_queue_async_work(env, job->work);
   return NULL;
+}
+
+static napi_value run_async(napi_env env, napi_callback_info info, run_fn fn) {
+  size_t argc = 10; napi_value argv[10];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  job_t *job = parse_job(env, argv, argc, fn);
+  return job ? queue_job(env, job, argv, argc) : NULL;
 }
 
 // args: key, prefix, firstIndex, input, chunkSize, output, zeroIsHole, fd, position, dataStart, dataEnd, oldLen, callback
@@ -342,40 +354,23 @@ static napi_value RewriteAsync(napi_env env, napi_callback_info info) {
       napi_throw_type_error(env, NULL, "chunk cipher: bad arguments");
       return NULL;
     }
+  // The sealAsync arguments with a file: the first nine, then the callback.
   napi_value args[10];
   for (int i = 0; i < 9; i++) args[i] = argv[i];
   args[9] = argv[12];
-  // Parsed and queued here rather than by run_async: the merge fields must be set before the
-  // job can reach a pool thread.
-  job_t *job = calloc(1, sizeof(job_t));
-  int32_t fd = -1; double position = 0;
-  napi_valuetype cbt = napi_undefined;
-  napi_typeof(env, args[9], &cbt);
-  if (!job || cbt != napi_function || napi_get_value_int32(env, args[7], &fd) != napi_ok || napi_get_value_double(env, args[8], &position) != napi_ok ||
-      fd < 0 || position < 0 || position > 9007199254740991.0 || !parse_run(env, args, &job->run) ||
-      v[0] > v[1] || v[1] > job->run.in_len || v[2] > job->run.in_len) {
+  job_t *job = parse_job(env, args, 10, seal_run);
+  if (!job) return NULL;
+  if (v[0] > v[1] || v[1] > job->run.in_len || v[2] > job->run.in_len) {
     free(job);
     napi_throw_type_error(env, NULL, "chunk cipher: bad arguments");
     return NULL;
   }
-  parse_hole_flag(env, args[6], &job->run);
-  job->fn = seal_run;
-  job->fd = fd;
-  job->position = (off_t)position;
+  // Set before queueing: the job can reach a pool thread as soon as it is queued.
   job->merge = 1;
   job->data_start = (size_t)v[0];
   job->data_end = (size_t)v[1];
   job->old_len = (size_t)v[2];
-  napi_create_reference(env, args[0], 1, &job->refs[0]);
-  napi_create_reference(env, args[1], 1, &job->refs[1]);
-  napi_create_reference(env, args[3], 1, &job->refs[2]);
-  napi_create_reference(env, args[5], 1, &job->refs[3]);
-  napi_create_reference(env, args[9], 1, &job->callback);
-  napi_value name;
-  napi_create_string_utf8(env, "sealfs.chunkCipher", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, job_execute, job_complete, job, &job->work);
-  napi_queue_async_work(env, job->work);
-  return NULL;
+  return queue_job(env, job, args, 10);
 }
 
 static napi_value SealAsync(napi_env env, napi_callback_info info) { return run_async(env, info, seal_run); }

@@ -1,5 +1,5 @@
 // Syscalls that node:fs does not expose (or not with the precision sealfs needs).
-// Synchronous: none of them is on the data path. The two *Async calls at the end put a
+// Synchronous: none of them is on the data path. The three *Async calls at the end put a
 // file operation's several syscalls into one libuv pool job: each hand-off to the pool
 // and back costs more than the syscalls themselves.
 // utimensat: nanosecond times, UTIME_NOW and UTIME_OMIT, and never following a
@@ -183,7 +183,7 @@ static napi_value SendDatagram(napi_env env, napi_callback_info info) {
 // ---- one pool job for several syscalls ----
 
 typedef struct {
-  int kind;  // JOB_UNLINK_LAST or JOB_CREATE
+  int kind;  // JOB_UNLINK_LAST, JOB_CREATE or JOB_OPEN_HEADER
   char path[PATH_BUF];
   int flags;
   mode_t mode;
@@ -312,53 +312,42 @@ static int get_buffer(napi_env env, napi_value v, uint8_t **data, size_t *len) {
   return napi_get_buffer_info(env, v, (void **)data, len) == napi_ok;
 }
 
-// unlinkLastAsync(path, header, cb)
-static napi_value UnlinkLastAsync(napi_env env, napi_callback_info info) {
-  size_t argc = 3; napi_value argv[3];
+// Arguments: path, then flags (int) and mode (uint) where the kind has them, then the
+// buffer and the callback. Queues the job, or throws `bad` as a TypeError.
+static napi_value queue_from_args(napi_env env, napi_callback_info info, int kind, const char *bad) {
+  size_t want = kind == JOB_CREATE ? 5 : kind == JOB_OPEN_HEADER ? 4 : 3;
+  size_t argc = 5; napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   job_t *job = calloc(1, sizeof(job_t));
-  if (!job) return bad_args(env, "unlinkLastAsync: out of memory");
-  job->kind = JOB_UNLINK_LAST;
-  if (argc < 3 || !get_string(env, argv[0], job->path, sizeof job->path) || !get_buffer(env, argv[1], &job->buf, &job->len)) {
+  if (!job) return bad_args(env, bad);
+  job->kind = kind;
+  size_t at = 1;
+  int32_t flags = 0; uint32_t mode = 0;
+  int ok = argc >= want && get_string(env, argv[0], job->path, sizeof job->path);
+  if (ok && kind != JOB_UNLINK_LAST) ok = napi_get_value_int32(env, argv[at++], &flags) == napi_ok;
+  if (ok && kind == JOB_CREATE) ok = napi_get_value_uint32(env, argv[at++], &mode) == napi_ok;
+  if (!ok || !get_buffer(env, argv[at], &job->buf, &job->len)) {
     free(job);
-    return bad_args(env, "unlinkLastAsync: bad arguments");
+    return bad_args(env, bad);
   }
-  return queue_job(env, job, argv[1], argv[2]);
+  job->flags = flags;
+  job->mode = (mode_t)mode;
+  return queue_job(env, job, argv[at], argv[at + 1]);
+}
+
+// unlinkLastAsync(path, header, cb)
+static napi_value UnlinkLastAsync(napi_env env, napi_callback_info info) {
+  return queue_from_args(env, info, JOB_UNLINK_LAST, "unlinkLastAsync: bad arguments");
 }
 
 // createAsync(path, flags, mode, header, cb)
 static napi_value CreateAsync(napi_env env, napi_callback_info info) {
-  size_t argc = 5; napi_value argv[5];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  job_t *job = calloc(1, sizeof(job_t));
-  if (!job) return bad_args(env, "createAsync: out of memory");
-  job->kind = JOB_CREATE;
-  int32_t flags; uint32_t mode;
-  if (argc < 5 || !get_string(env, argv[0], job->path, sizeof job->path) || napi_get_value_int32(env, argv[1], &flags) != napi_ok ||
-      napi_get_value_uint32(env, argv[2], &mode) != napi_ok || !get_buffer(env, argv[3], &job->buf, &job->len)) {
-    free(job);
-    return bad_args(env, "createAsync: bad arguments");
-  }
-  job->flags = flags;
-  job->mode = (mode_t)mode;
-  return queue_job(env, job, argv[3], argv[4]);
+  return queue_from_args(env, info, JOB_CREATE, "createAsync: bad arguments");
 }
 
 // openHeaderAsync(path, flags, header, cb(fd, bytesRead, size))
 static napi_value OpenHeaderAsync(napi_env env, napi_callback_info info) {
-  size_t argc = 4; napi_value argv[4];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  job_t *job = calloc(1, sizeof(job_t));
-  if (!job) return bad_args(env, "openHeaderAsync: out of memory");
-  job->kind = JOB_OPEN_HEADER;
-  int32_t flags;
-  if (argc < 4 || !get_string(env, argv[0], job->path, sizeof job->path) || napi_get_value_int32(env, argv[1], &flags) != napi_ok ||
-      !get_buffer(env, argv[2], &job->buf, &job->len)) {
-    free(job);
-    return bad_args(env, "openHeaderAsync: bad arguments");
-  }
-  job->flags = flags;
-  return queue_job(env, job, argv[2], argv[3]);
+  return queue_from_args(env, info, JOB_OPEN_HEADER, "openHeaderAsync: bad arguments");
 }
 
 static napi_value Init(napi_env env, napi_value exports) {

@@ -1,5 +1,4 @@
 import fs from 'fs'
-import os from 'os'
 import { loadAddon, PosixAddon } from '../native'
 import { decodeHeader, FileHeader, HEADER_BYTES } from '../volume/file-header'
 import { FsError } from './fs-error'
@@ -9,11 +8,6 @@ import { FsError } from './fs-error'
 // syscalls, and node:fs would make one per syscall.
 
 const posix = loadAddon<PosixAddon>('posix')
-const names = Object.fromEntries(Object.entries(os.constants.errno as Record<string, number>).map(([k, v]) => [v, k]))
-
-function failure (negErrno: number): FsError {
-  return new FsError(names[-negErrno] ?? 'EIO')
-}
 
 /**
  * Unlinks a backing entry. When it was a regular file's last link, resolves to that file's
@@ -23,7 +17,7 @@ export function unlinkLast (backing: string): Promise<Buffer | null> {
   const header = Buffer.alloc(HEADER_BYTES)
   return new Promise((resolve, reject) => {
     posix.unlinkLastAsync(backing, header, n => {
-      if (n < 0) reject(failure(n))
+      if (n < 0) reject(FsError.fromErrno(n))
       else resolve(n === HEADER_BYTES ? decodeHeader(header)?.fileId ?? null : null)
     })
   })
@@ -32,7 +26,7 @@ export function unlinkLast (backing: string): Promise<Buffer | null> {
 /** Creates a backing file (open with O_CREAT in `flags`) with `header` written at its start; resolves to its descriptor. */
 export function createWithHeader (backing: string, flags: number, mode: number, header: Buffer): Promise<number> {
   return new Promise((resolve, reject) => {
-    posix.createAsync(backing, flags, mode, header, n => n < 0 ? reject(failure(n)) : resolve(n))
+    posix.createAsync(backing, flags, mode, header, n => n < 0 ? reject(FsError.fromErrno(n)) : resolve(n))
   })
 }
 
@@ -49,7 +43,7 @@ export function openWithHeader (backing: string, flags: number): Promise<OpenedF
   const buf = Buffer.alloc(HEADER_BYTES)
   return new Promise((resolve, reject) => {
     posix.openHeaderAsync(backing, flags, buf, (fd, n, size) => {
-      if (fd < 0) return reject(failure(fd))
+      if (fd < 0) return reject(FsError.fromErrno(fd))
       if (n === 0) return resolve({ fd, header: null, size })
       const header = n === HEADER_BYTES ? decodeHeader(buf) : null
       if (header === null) {

@@ -24,5 +24,3 @@ export function toErrno (e: unknown, fileId?: Buffer): number {
   logLine(`internal error (${e instanceof Error ? e.name : typeof e}); returning EIO`)
   return -errnos.EIO
 }
-
-export const ERRNO = errnos

@@ -37,10 +37,6 @@ export class OpenFiles {
     return h
   }
 
-  /**
-   * Registers a backing descriptor with the contents it holds a reference to; when
-   * `contents` is not given, reads the file's header to find (or load) them.
-   */
   /** A handle for `fd` with its contents (from contentsOf or adopt; null for a header-less file). */
   add (fd: number, flags: number, path: string, contents: FileContents | null): number {
     const writable = (flags & O_ACCMODE) !== fs.constants.O_RDONLY

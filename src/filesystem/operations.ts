@@ -8,7 +8,7 @@ import { HEADER_BYTES } from '../volume/file-header'
 import { Volume } from '../volume/volume'
 import { CipherEntry, CipherPaths, FUSE_HIDDEN, ORPHAN_PREFIX } from './cipher-paths'
 import { createWithHeader, openWithHeader, unlinkLast } from './backing-jobs'
-import { ERRNO, toErrno } from './errno'
+import { toErrno } from './errno'
 import { fdatasyncFd, fstatFd, fsyncFd, openFd, readHeader, writeFullAt } from './fd-io'
 import { FileContents, plainSize } from './file-contents'
 import { FsError } from './fs-error'
@@ -32,7 +32,7 @@ const XATTR_NAME_MAX = 255
 const XATTR_SIZE_MAX = 65536
 
 function check (rc: number): void {
-  if (rc < 0) throw new FsError(Object.keys(ERRNO).find(k => ERRNO[k] === -rc) ?? 'EIO')
+  if (rc < 0) throw FsError.fromErrno(rc)
 }
 
 export interface Attr {
@@ -212,20 +212,20 @@ export class SealFs {
     let fd: number
     try {
       fd = await createWithHeader(e.path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, mode & 0o7777, file.header)
+      try {
+        await this.#own(e.path, caller)
+      } catch (err) {
+        closeQuietly(fd)
+        await fs.promises.unlink(e.path).catch(() => undefined)
+        throw err
+      }
     } catch (err) {
+      // No file: neither its DEK nor its index row may outlive the failure.
       this.volume.index.remove(file.fileId)
       file.dek.dispose()
       throw err
     }
-    try {
-      const contents = this.files.adopt(file)
-      await this.#own(e.path, caller)
-      return this.files.add(fd, (flags & ~O_ACCMODE) | fs.constants.O_RDWR, p, contents)
-    } catch (err) {
-      closeQuietly(fd)
-      await fs.promises.unlink(e.path).catch(() => undefined)
-      throw err
-    }
+    return this.files.add(fd, (flags & ~O_ACCMODE) | fs.constants.O_RDWR, p, this.files.adopt(file))
   }
 
   async open (p: string, flags: number): Promise<number> {
