@@ -11,13 +11,70 @@ import { rng } from './helpers'
 // at different instants, so before each step every mtime is set to one fixed time, and
 // after it the test compares which entries' mtimes the step changed.
 // Used by model.test.ts (local backing) and network.test.ts (sshfs backing).
+//
+// The tests run as root, and operations through symlinks follow them, so every symlink the
+// model makes must resolve inside the tree whatever the seed. Each side is laid out as
+//   SIDE/sentinel   a file the model never names: it must never change
+//   SIDE/tree       the compared tree (its root, `R`)
+//   SIDE/tree/w     where every operation's path starts
+// Relative targets hold at most one '..' and no path ever names '..', so a symlink can lead
+// at most one level above the directory it sits in; starting from R/w that is R. The one
+// absolute target is R/w/a of the same side (compared as '$ROOT/w/a'). After every step a
+// guard checks that SIDE holds only the tree and the unchanged sentinel and that the host's
+// account files are untouched, and fails the test at the step that escaped.
 
-const DIRS = ['', 'd1', 'd1/d2', 'd3']
+const DIRS = ['w', 'w/d1', 'w/d1/d2', 'w/d3']
 const NAMES = ['a', 'b', 'c', 'd1', 'd2', 'd3', 'l']
 export const CHUNK = 4096
-/** SEALFS_MODEL_SEED=N replays one seed; SEALFS_MODEL_STEPS=N runs longer. A failure prints both. */
-export const modelSeeds = process.env.SEALFS_MODEL_SEED !== undefined ? [Number(process.env.SEALFS_MODEL_SEED)] : [11, 22, 33]
+
+function parseSeeds (spec: string): number[] {
+  const out: number[] = []
+  for (const part of spec.split(',')) {
+    const m = /^(\d+)(?:-(\d+))?$/.exec(part.trim())
+    if (m === null) throw new Error(`SEALFS_MODEL_SEEDS: '${part}' is not N or N-M`)
+    for (let s = Number(m[1]); s <= Number(m[2] ?? m[1]); s++) out.push(s)
+  }
+  return out
+}
+/** SEALFS_MODEL_SEEDS=N, N-M or a comma list of those replays those seeds; SEALFS_MODEL_STEPS=N runs longer. A failure prints both. */
+const seedSpec = process.env.SEALFS_MODEL_SEEDS ?? process.env.SEALFS_MODEL_SEED
+export const modelSeeds = seedSpec !== undefined ? parseSeeds(seedSpec) : [11, 22, 33]
 export const modelSteps = Number(process.env.SEALFS_MODEL_STEPS ?? 700)
+/** A test's time limit: long runs on a network backing take about 80 ms a step. */
+export const modelTimeoutMs = Math.max(120_000, modelSteps * 200)
+
+/** Host files whose change would mean a test escaped (checked after every step: an lstat each). */
+const HOST_FILES = ['/etc/passwd', '/etc/shadow', '/etc/group']
+
+function hostSignature (): string {
+  return HOST_FILES.map(f => {
+    try {
+      const st = fs.lstatSync(f, { bigint: true })
+      return `${f} ${st.ino} ${st.mode} ${st.uid} ${st.gid} ${st.size} ${st.mtimeNs} ${st.ctimeNs}`
+    } catch (e) {
+      return `${f} ${(e as NodeJS.ErrnoException).code}`
+    }
+  }).join('\n')
+}
+
+/**
+ * One side of the model: `side` is a fresh empty directory; it gets the sentinel and the
+ * tree. Returns the tree's root and a check that nothing outside the tree changed.
+ */
+function layOut (side: string): { root: string, check: () => string | null } {
+  const sentinel = path.join(side, 'sentinel')
+  fs.writeFileSync(sentinel, 'the model test must never touch this file\n', { mode: 0o644 })
+  const root = path.join(side, 'tree')
+  fs.mkdirSync(root)
+  fs.mkdirSync(path.join(root, 'w'))
+  // A listing and an lstat: on the sshfs backing every request is a network round trip.
+  const sig = (): string => {
+    const st = fs.lstatSync(sentinel, { bigint: true })
+    return `${fs.readdirSync(side).sort().join(',')} ${st.ino} ${st.mode} ${st.uid} ${st.gid} ${st.size} ${st.mtimeNs} ${st.ctimeNs}`
+  }
+  const want = sig()
+  return { root, check: () => { const now = sig(); return now === want ? null : `${side} changed outside its tree: ${want} -> ${now}` } }
+}
 
 type Outcome = unknown
 
@@ -68,7 +125,10 @@ function snapshot (root: string, limits: BackingLimits): Snapshot {
         out[r] = base
         visit(r)
       } else if (st.isSymbolicLink()) {
-        out[r] = { ...base, target: fs.readlinkSync(p) }
+        // The absolute target names this side's own root; a symlink's size is its target's length.
+        const target = fs.readlinkSync(p)
+        const shown = target.startsWith(root + '/') ? '$ROOT' + target.slice(root.length) : target
+        out[r] = { ...base, size: st.size === Buffer.byteLength(target) ? 'target length' : st.size, target: shown }
       } else {
         out[r] = { ...base, sha256: crypto.createHash('sha256').update(fs.readFileSync(p)).digest('hex').slice(0, 16) }
       }
@@ -78,12 +138,24 @@ function snapshot (root: string, limits: BackingLimits): Snapshot {
   return out
 }
 
-export async function runModel (mnt: string, plain: string, seed: number, steps: number, remount: () => Promise<void>, limits: BackingLimits = LOCAL): Promise<void> {
+/**
+ * Runs the model on two fresh empty directories, `plainSide` (a plain directory) and
+ * `mntSide` (inside the mount), each laid out as described above.
+ */
+export async function runModel (mntSide: string, plainSide: string, seed: number, steps: number, remount: () => Promise<void>, limits: BackingLimits = LOCAL): Promise<void> {
   const timeResolutionNs = limits.timeResolutionNs
   const r = rng(seed)
   const pick = <T>(xs: T[]): T => xs[Math.floor(r() * xs.length)]
-  const rel = (): string => { const d = pick(DIRS); const n = pick(NAMES); return d === '' ? n : `${d}/${n}` }
-  const roots = [plain, mnt]
+  const rel = (): string => `${pick(DIRS)}/${pick(NAMES)}`
+  const sides = [layOut(plainSide), layOut(mntSide)]
+  const roots = sides.map(s => s.root)
+  const [plain, mnt] = roots
+  const host = hostSignature()
+  const escaped = (): string | null => {
+    for (const s of sides) { const e = s.check(); if (e !== null) return e }
+    const now = hostSignature()
+    return now === host ? null : `host files changed:\n${host}\n->\n${now}`
+  }
   let fds: Array<[number, number]> = []
   const both = (fn: (root: string, side: number) => Outcome): [Outcome, Outcome] => [code(() => fn(roots[0], 0)), code(() => fn(roots[1], 1))]
   const log: string[] = []
@@ -144,9 +216,9 @@ export async function runModel (mnt: string, plain: string, seed: number, steps:
       case 8: desc = `mkdir ${p}`; res = both(root => fs.mkdirSync(path.join(root, p), 0o755)); break
       case 9: desc = `rmdir ${p}`; res = both(root => fs.rmdirSync(path.join(root, p))); break
       case 10: {
-        const target = pick(['a', '../b', 'd1/c', '/etc/passwd', 'x'.repeat(100)])
-        desc = `symlink ${target} ${p}`
-        res = both(root => fs.symlinkSync(target, path.join(root, p)))
+        const target = pick(['a', '../b', 'd1/c', 'ABS', 'x'.repeat(100)])
+        desc = `symlink ${target === 'ABS' ? '$ROOT/w/a' : target} ${p}`
+        res = both(root => fs.symlinkSync(target === 'ABS' ? path.join(root, 'w', 'a') : target, path.join(root, p)))
         break
       }
       case 11: {
@@ -185,10 +257,15 @@ export async function runModel (mnt: string, plain: string, seed: number, steps:
     }
     log.push(`${step}: ${desc} -> ${String(res[0])}`)
     const where = `seed ${seed}, step ${step} (${desc}); last steps:\n${log.slice(-8).join('\n')}`
+    const escape = escaped()
+    if (escape !== null) throw new Error(`THE MODEL TEST ESCAPED ITS TREE at ${where}\n${escape}`)
     expect(res[1], where).toEqual(res[0])
     if (desc === 'remount') await remount()
     expect(snapshot(mnt, limits), where).toEqual(snapshot(plain, limits))
   }
+  } catch (e) {
+    if (process.env.SEALFS_MODEL_TRACE === '1') process.stderr.write(`every step of seed ${seed}:\n${log.join('\n')}\n`)
+    throw e
   } finally {
     closeAll()
   }
