@@ -1,8 +1,8 @@
 import crypto from 'crypto'
 import fs from 'fs'
-import os from 'os'
 import path from 'path'
-import { describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { removeTree, tempDir } from './helpers'
 import { ChunkCipher, CHUNK_OVERHEAD } from '../src/crypto/chunk-cipher'
 import { AuthenticationError } from '../src/crypto/errors'
 import { SecretKey } from '../src/crypto/secret-key'
@@ -33,6 +33,9 @@ function nodeOpen (sealed: Buffer, index: number): Buffer {
 describe('ChunkCipher (native AES-256-GCM)', () => {
   const key = SecretKey.adopt(Buffer.from(keyBytes))
   const cc = new ChunkCipher(4096)
+  let dir: string
+  beforeAll(() => { dir = tempDir('cc') })
+  afterAll(async () => { await removeTree(dir) })
 
   it('matches a fixed vector computed by node:crypto', () => {
     const plain = Buffer.alloc(4096 + 100, 0x61)
@@ -88,7 +91,7 @@ describe('ChunkCipher (native AES-256-GCM)', () => {
   })
 
   it('sealAt writes a sealed run into a file and openAt reads it back in one job; a file that ends early is EIO', async () => {
-    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'sealfs-cc-')), 'f')
+    const file = path.join(dir, 'seal')
     const fd = fs.openSync(file, 'w+')
     try {
       const plain = crypto.randomBytes(5 * 4096 + 100)
@@ -113,7 +116,7 @@ describe('ChunkCipher (native AES-256-GCM)', () => {
   })
 
   it('rewriteAt merges old bytes around new ones in the first and last chunk, in one job; a tampered old chunk is named', async () => {
-    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'sealfs-cc-')), 'f')
+    const file = path.join(dir, 'rewrite')
     const fd = fs.openSync(file, 'w+')
     try {
       const old = crypto.randomBytes(3 * 4096 + 1000)  // 4 chunks, the last partial

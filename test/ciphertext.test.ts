@@ -1,7 +1,7 @@
 import fs from 'fs'
 import path from 'path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { cleanup, makeVolume, mount, mountForeground, sleep, umount, Vol, walk } from './helpers'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { cleanup, makeVolume, mount, mountForeground, sleep, takeDown, umount, Vol, walk } from './helpers'
 import { HEADER_BYTES } from '../src/volume/file-header'
 
 const MARKER = 'SEALFS-MARKER-7f3a9c'
@@ -40,6 +40,7 @@ describe('tampering with chunks gives EIO, never wrong data', () => {
   const C = 4096
   const stride = C + 28
   beforeAll(() => { v = makeVolume({ chunkSize: C }) })
+  afterEach(async () => { await takeDown(v.base) })  // the test's finally: no mount or daemon outlives it
   afterAll(async () => { await cleanup(v) })
 
   function backingOf (name: string): string {

@@ -1,12 +1,13 @@
 import { execFileSync, spawnSync } from 'child_process'
 import fs from 'fs'
 import path from 'path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { cleanup, FAST_KDF, isMounted, makeVolume, mount, ROOT, sealfs, umount, Vol } from './helpers'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { cleanup, FAST_KDF, isMounted, makeVolume, mount, ROOT, sealfs, takeDown, umount, Vol } from './helpers'
 
 describe('sealfs command line', () => {
   let v: Vol
   beforeAll(() => { v = makeVolume() })
+  afterEach(async () => { await takeDown(v.base) })  // each test's finally: no mount or process outlives it
   afterAll(async () => { await cleanup(v) })
 
   it('runs from the project root with npx --no-install', () => {

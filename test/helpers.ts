@@ -1,4 +1,4 @@
-import { ChildProcess, execFileSync, spawn, spawnSync } from 'child_process'
+import { ChildProcess, spawn, spawnSync } from 'child_process'
 import fs from 'fs'
 import os from 'os'
 import path from 'path'
@@ -15,9 +15,84 @@ export function sealfs (args: string[], input?: string): { status: number, stdou
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
 }
 
+// ---------------------------------------------------------------- temporary trees
+// Tests run as root. Everything a test creates lives in a directory made by tempDir(), and
+// removeTree() is the only way one is deleted: it takes down every mount inside first and
+// refuses any path that tempDir() did not make, so no seed, failure or bad path can make
+// cleanup delete or write through anything else.
+
+const TEMP_PREFIX = 'sealfs-'
+const made = new Set<string>()
+
+/** A new directory of this test's under the system's temporary directory. */
+export function tempDir (what: string): string {
+  const dir = fs.mkdtempSync(path.join(fs.realpathSync(os.tmpdir()), `${TEMP_PREFIX}${what}-`))
+  made.add(dir)
+  return dir
+}
+
+/** Mount points listed in a mountinfo file (octal escapes such as \040 decoded). */
+export function mountPoints (mountinfo = '/proc/self/mountinfo'): string[] {
+  return fs.readFileSync(mountinfo, 'utf8').split('\n').filter(l => l !== '')
+    .map(l => l.split(' ')[4].replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8))))
+}
+
+/** Mount points at or below `dir`, deepest first. */
+export function mountsUnder (dir: string, mountinfo?: string): string[] {
+  return mountPoints(mountinfo).filter(m => m === dir || m.startsWith(dir + '/')).sort((a, b) => b.length - a.length)
+}
+
+/** Processes (other than this one) whose command line names something inside `dir`. */
+function processesUsing (dir: string): number[] {
+  const out: number[] = []
+  for (const p of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(p) || Number(p) === process.pid) continue
+    try {
+      if (fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0').some(a => a === dir || a.includes(dir + '/'))) out.push(Number(p))
+    } catch { /* gone */ }
+  }
+  return out
+}
+
+/**
+ * Deletes a directory made by tempDir(): takeDown() first (every mount inside unmounted,
+ * deepest first, lazily if one stays busy; the daemons that served them gone), then the tree,
+ * without following symlinks. Throws, deleting nothing, for a path tempDir() did not make or
+ * a mount that would not go.
+ */
+export async function removeTree (dir: string): Promise<void> {
+  if (!made.has(dir)) throw new Error(`removeTree: ${dir} was not made by tempDir(); refusing to delete it`)
+  await takeDown(dir)
+  const left = mountsUnder(dir)
+  if (left.length > 0) throw new Error(`removeTree: still mounted, not deleting ${dir}: ${left.join(', ')}`)
+  fs.rmSync(dir, { recursive: true, force: true })
+  made.delete(dir)
+}
+
+/**
+ * Unmounts everything mounted at or below `dir` and ends the processes working in it: the
+ * `finally` (afterEach) of tests that mount, so a failed test leaves no mount or daemon behind.
+ */
+export async function takeDown (dir: string): Promise<void> {
+  for (const m of mountsUnder(dir)) {
+    for (let i = 0; i < 20 && mountsUnder(m).includes(m); i++) {
+      if (spawnSync('umount', [m]).status === 0) break
+      await sleep(100)
+    }
+    if (mountsUnder(m).includes(m)) spawnSync('umount', ['-l', m])
+  }
+  for (let i = 0; i < 100 && processesUsing(dir).length > 0; i++) await sleep(50)
+  for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+    for (const pid of processesUsing(dir)) { try { process.kill(pid, signal) } catch { /* gone */ } }
+    for (let i = 0; i < 40 && processesUsing(dir).length > 0; i++) await sleep(50)
+  }
+}
+
+// ---------------------------------------------------------------- volumes and mounts
+
 /** A new volume; `cipherParent` puts the cipher dir elsewhere (on a network filesystem, say). */
 export function makeVolume (opts: { chunkSize?: number, cipherParent?: string } = {}): Vol {
-  const base = fs.mkdtempSync(path.join(os.tmpdir(), 'sealfs-test-'))
+  const base = tempDir('test')
   const cipher = opts.cipherParent !== undefined ? fs.mkdtempSync(path.join(opts.cipherParent, 'cipher-')) : path.join(base, 'cipher')
   const v = { base, cipher, mnt: path.join(base, 'mnt'), passfile: path.join(base, 'pass') }
   if (!fs.existsSync(v.cipher)) fs.mkdirSync(v.cipher)
@@ -37,8 +112,8 @@ export function plainBeside (v: Vol, mode?: number): string {
   return plain
 }
 
-export function isMounted (mnt: string): boolean {
-  return fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some(l => l.split(' ')[4] === mnt)
+export function isMounted (mnt: string, mountinfo?: string): boolean {
+  return mountPoints(mountinfo).includes(mnt)
 }
 
 export function mount (v: Vol, extra: string[] = []): void {
@@ -75,9 +150,10 @@ function daemonRunning (v: Vol): boolean {
   return r.status === 0
 }
 
+/** Unmounts the volume (cleanly if it can) and everything else mounted in its directory, then deletes it. */
 export async function cleanup (v: Vol): Promise<void> {
-  await umount(v).catch(() => execFileSync('fusermount', ['-uz', v.mnt]))
-  fs.rmSync(v.base, { recursive: true, force: true })
+  await umount(v).catch(() => undefined)
+  await removeTree(v.base)
 }
 
 export function sleep (ms: number): Promise<void> {

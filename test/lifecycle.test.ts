@@ -1,9 +1,9 @@
-import { spawn, spawnSync } from 'child_process'
+import { ChildProcess, spawn, spawnSync } from 'child_process'
 import crypto from 'crypto'
 import fs from 'fs'
 import path from 'path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { cleanup, isMounted, makeVolume, mount, mountForeground, sealfs, sleep, umount, Vol, walk } from './helpers'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { cleanup, isMounted, makeVolume, mount, mountForeground, sealfs, sleep, takeDown, umount, Vol, walk } from './helpers'
 
 function cipherState (dir: string): Record<string, string> {
   const out: Record<string, string> = {}
@@ -26,37 +26,40 @@ describe('one writer, read-only mounts, info', () => {
     fs.mkdirSync(other)
     fs.mkdirSync(third)
   })
-  afterAll(async () => {
-    for (const m of [other, third]) if (isMounted(m)) await umount({ ...v, mnt: m })
-    await cleanup(v)
-  })
+  afterAll(async () => { await cleanup(v) })
 
   it('refuses a second mount of a volume that is mounted read-write, at any mount point', async () => {
     mount(v)
-    fs.writeFileSync(path.join(v.mnt, 'f'), 'data')
-    for (const opts of [[], ['-o', 'ro']]) {
-      const r = sealfs(['mount', '--passfile', v.passfile, ...opts, v.cipher, other])
-      expect(r.status).toBe(11)
-      expect(r.stderr).toMatch(/is already mounted \(daemon pid \d+\); a volume has one read-write mount at a time/)
-      expect(isMounted(other)).toBe(false)
+    try {
+      fs.writeFileSync(path.join(v.mnt, 'f'), 'data')
+      for (const opts of [[], ['-o', 'ro']]) {
+        const r = sealfs(['mount', '--passfile', v.passfile, ...opts, v.cipher, other])
+        expect(r.status).toBe(11)
+        expect(r.stderr).toMatch(/is already mounted \(daemon pid \d+\); a volume has one read-write mount at a time/)
+        expect(isMounted(other)).toBe(false)
+      }
+    } finally {
+      await umount(v)
     }
-    await umount(v)
   })
 
   it('mounts read-only: reads work, writes fail with EROFS, and the cipher dir is not changed at all', async () => {
     const before = cipherState(v.cipher)
     mount(v, ['-o', 'ro'])
-    // Two read-only mounts may share a volume.
-    expect(sealfs(['mount', '--passfile', v.passfile, '-o', 'ro', v.cipher, other]).status).toBe(0)
-    expect(fs.readFileSync(path.join(v.mnt, 'f'), 'utf8')).toBe('data')
-    expect(fs.readFileSync(path.join(other, 'f'), 'utf8')).toBe('data')
-    expect(fs.readdirSync(v.mnt)).toEqual(['f'])
-    expect(() => fs.writeFileSync(path.join(v.mnt, 'g'), 'x')).toThrow(/EROFS/)
-    expect(() => fs.appendFileSync(path.join(v.mnt, 'f'), 'x')).toThrow(/EROFS/)
-    // A read-write mount must wait for the read-only ones.
-    expect(sealfs(['mount', '--passfile', v.passfile, v.cipher, third]).status).toBe(11)
-    await umount({ ...v, mnt: other })
-    await umount(v)
+    try {
+      // Two read-only mounts may share a volume.
+      expect(sealfs(['mount', '--passfile', v.passfile, '-o', 'ro', v.cipher, other]).status).toBe(0)
+      expect(fs.readFileSync(path.join(v.mnt, 'f'), 'utf8')).toBe('data')
+      expect(fs.readFileSync(path.join(other, 'f'), 'utf8')).toBe('data')
+      expect(fs.readdirSync(v.mnt)).toEqual(['f'])
+      expect(() => fs.writeFileSync(path.join(v.mnt, 'g'), 'x')).toThrow(/EROFS/)
+      expect(() => fs.appendFileSync(path.join(v.mnt, 'f'), 'x')).toThrow(/EROFS/)
+      // A read-write mount must wait for the read-only ones.
+      expect(sealfs(['mount', '--passfile', v.passfile, v.cipher, third]).status).toBe(11)
+    } finally {
+      for (const m of [third, other]) await umount({ ...v, mnt: m })
+      await umount(v)
+    }
     expect(cipherState(v.cipher)).toEqual(before)
   })
 
@@ -75,38 +78,56 @@ describe('one writer, read-only mounts, info', () => {
 })
 
 describe('mounting from fstab through mount(8)', () => {
+  // mount(8) runs mount.fuse, which runs `sealfs` from the standard PATH, as after `npm link`.
+  // Rather than put a link into the host's /usr/local/bin, the test works in a mount namespace
+  // of its own in which a directory of the test's, holding the link, is mounted over
+  // /usr/local/bin. A process (`holder`) keeps the namespace; commands run in it with nsenter,
+  // and the test reaches the namespace's mount point through /proc/PID/root.
   let v: Vol
-  let linked = false
-  const onPath = '/usr/local/bin/sealfs'
-  beforeAll(() => {
+  let holder: ChildProcess
+  let ns: { mountinfo: string, mnt: string }
+  const run = (args: string[]): { status: number | null, stderr: string } => {
+    const r = spawnSync('nsenter', ['-t', String(holder.pid), '-m', '--', ...args], { encoding: 'utf8', env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' } })
+    return { status: r.status, stderr: r.stderr }
+  }
+  beforeAll(async () => {
     v = makeVolume()
-    // What `npm link` does: mount.fuse looks for `sealfs` on the standard PATH.
-    if (!fs.existsSync(onPath)) { fs.symlinkSync(path.join(__dirname, '..', 'bin', 'sealfs.js'), onPath); linked = true }
+    const bin = path.join(v.base, 'bin')
+    fs.mkdirSync(bin)
+    fs.symlinkSync(path.join(__dirname, '..', 'bin', 'sealfs.js'), path.join(bin, 'sealfs'))
+    holder = spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" /usr/local/bin && echo ready && exec sleep 600', bin], { stdio: ['ignore', 'pipe', 'inherit'] })
+    await new Promise<void>((resolve, reject) => {
+      holder.stdout!.once('data', () => resolve())
+      holder.once('exit', code => reject(new Error(`unshare exited (${code})`)))
+    })
+    ns = { mountinfo: `/proc/${holder.pid}/mountinfo`, mnt: `/proc/${holder.pid}/root${v.mnt}` }
   })
   afterAll(async () => {
-    if (linked) fs.unlinkSync(onPath)
-    await cleanup(v)
+    try {
+      if (holder?.pid !== undefined && isMounted(v.mnt, ns.mountinfo)) run(['umount', '-l', v.mnt])
+      await umount(v)  // waits for the daemon to go
+    } finally {
+      holder?.kill()
+      await cleanup(v)
+    }
   })
 
   it('mounts a fuse.sealfs line with mount -T and mount -a, and unmounts with umount', async () => {
     const fstab = path.join(v.base, 'fstab')
     fs.writeFileSync(fstab, `# test fstab\n${v.cipher} ${v.mnt} fuse.sealfs passfile=${v.passfile},allow_other,nofail,_netdev,x-systemd.automount,noatime 0 0\n`)
-    const run = (args: string[]): { status: number | null, stderr: string } => {
-      const r = spawnSync(args[0], args.slice(1), { encoding: 'utf8' })
-      return { status: r.status, stderr: r.stderr }
-    }
     expect(run(['mount', '-T', fstab, v.mnt])).toEqual({ status: 0, stderr: '' })
-    expect(isMounted(v.mnt)).toBe(true)
-    const line = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find(l => l.split(' ')[4] === v.mnt)!
+    expect(isMounted(v.mnt, ns.mountinfo)).toBe(true)
+    expect(isMounted(v.mnt)).toBe(false)  // only in the test's namespace
+    const line = fs.readFileSync(ns.mountinfo, 'utf8').split('\n').find(l => l.split(' ')[4] === v.mnt)!
     expect(line).toMatch(/fuse\.sealfs/)
     expect(line).toMatch(/allow_other/)
     expect(line).not.toMatch(/passfile/)  // ours: consumed, never passed to the kernel
-    fs.writeFileSync(path.join(v.mnt, 'from-fstab'), 'yes')
+    fs.writeFileSync(path.join(ns.mnt, 'from-fstab'), 'yes')
     expect(run(['umount', v.mnt]).status).toBe(0)
-    expect(isMounted(v.mnt)).toBe(false)
+    expect(isMounted(v.mnt, ns.mountinfo)).toBe(false)
     await umount(v)  // waits for the daemon to finish
     expect(run(['mount', '-a', '-T', fstab]).status).toBe(0)
-    expect(fs.readFileSync(path.join(v.mnt, 'from-fstab'), 'utf8')).toBe('yes')
+    expect(fs.readFileSync(path.join(ns.mnt, 'from-fstab'), 'utf8')).toBe('yes')
     expect(run(['umount', v.mnt]).status).toBe(0)
     // An option we do not know is a clear error, and nothing is mounted.
     fs.writeFileSync(fstab, `${v.cipher} ${v.mnt} fuse.sealfs passfile=${v.passfile},frobnicate 0 0\n`)
@@ -114,13 +135,14 @@ describe('mounting from fstab through mount(8)', () => {
     const bad = run(['mount', '-T', fstab, v.mnt])
     expect(bad.status).not.toBe(0)
     expect(bad.stderr).toMatch(/unknown mount option 'frobnicate'/)
-    expect(isMounted(v.mnt)).toBe(false)
+    expect(isMounted(v.mnt, ns.mountinfo)).toBe(false)
   })
 })
 
 describe('the daemon: systemd notification, signals, kill -9, idle, log file', () => {
   let v: Vol
   beforeAll(() => { v = makeVolume() })
+  afterEach(async () => { await takeDown(v.base) })  // each test's finally: no mount or process outlives it
   afterAll(async () => { await cleanup(v) })
 
   it('sends READY=1 once the mount answers and STOPPING=1 on SIGTERM, which unmounts cleanly', async () => {

@@ -1,8 +1,8 @@
 import { execFileSync } from 'child_process'
 import fs from 'fs'
 import path from 'path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Vol, cleanup, makeVolume, mount, mountForeground, plainBeside, umount } from './helpers'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { Vol, cleanup, makeVolume, mount, mountForeground, plainBeside, takeDown, umount } from './helpers'
 
 function statNs (p: string): { atime: bigint, mtime: bigint } {
   const s = fs.lstatSync(p, { bigint: true })
@@ -118,6 +118,7 @@ describe('filesystem operations, side by side with a plain directory', () => {
 describe('the FUSE binding (patched fuse-native)', () => {
   let v: Vol
   beforeAll(() => { v = makeVolume() })
+  afterEach(async () => { await takeDown(v.base) })  // the test's finally: no mount or daemon outlives it
   afterAll(async () => { await cleanup(v) })
 
   it('carries write and read requests of 1 MiB; a re-read comes from the page cache', async () => {

@@ -2,7 +2,7 @@ import { execFileSync, spawnSync } from 'child_process'
 import fs from 'fs'
 import path from 'path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Vol, cleanup, makeVolume, mount, plainBeside, sealfs, umount, walk } from './helpers'
+import { Vol, cleanup, makeVolume, mount, plainBeside, removeTree, sealfs, tempDir, umount, walk } from './helpers'
 
 /** Runs a Python snippet (for syscalls node:fs lacks: xattrs, mknod, mmap, umask); returns its stdout as JSON. */
 function py (code: string, asUser?: string): unknown {
@@ -60,7 +60,7 @@ print(json.dumps(out))`)
   })
 
   it('xattrs on a backing filesystem without them fail cleanly with ENOTSUP', async () => {
-    const base = fs.mkdtempSync('/tmp/sealfs-ramfs-')
+    const base = tempDir('ramfs')
     execFileSync('mount', ['-t', 'ramfs', 'ramfs', base])
     try {
       const rv: Vol = { base, cipher: path.join(base, 'c'), mnt: path.join(base, 'm'), passfile: v.passfile }
@@ -73,9 +73,7 @@ print(json.dumps([e(lambda: os.setxattr(p, 'user.a', b'1')), e(lambda: os.getxat
       await umount(rv)
       expect(res).toEqual(['ENOTSUP', 'ENOTSUP', [], 'x'])
     } finally {
-      // The daemon lets go of the ramfs a moment after the FUSE unmount.
-      for (let i = 0; i < 50 && spawnSync('umount', [base]).status !== 0; i++) await new Promise(resolve => setTimeout(resolve, 100))
-      fs.rmdirSync(base)
+      await removeTree(base)  // the sealfs mount, then the ramfs (once the daemon lets go of it)
     }
   })
 

@@ -83,8 +83,11 @@ for (const chunkSize of [4096, 32768]) {
           execFileSync('sh', ['-c', `tar -C "${v.cipher}" -cf - . | tar -C "${copy.cipher}" -xf -`])
         }
         mount(copy)
-        for (const f of files) expect(fs.readFileSync(path.join(copy.mnt, f)).equals(fs.readFileSync(path.join(plain, f))), `${how}: ${f}`).toBe(true)
-        await umount(copy)
+        try {
+          for (const f of files) expect(fs.readFileSync(path.join(copy.mnt, f)).equals(fs.readFileSync(path.join(plain, f))), `${how}: ${f}`).toBe(true)
+        } finally {
+          await umount(copy)
+        }
       }
       mount(v)
     })
