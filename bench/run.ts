@@ -3,6 +3,8 @@
 // the same workloads interleaved for several repetitions. Prints medians, ratios and the
 // daemons' CPU time. SMALL=1 runs a short version; REPS=N and BENCH_DIR=... override.
 // Needs root (drop_caches, FUSE mounts); installs gocryptfs and fio if they are missing.
+// Everything it writes is in a new directory it makes under BENCH_DIR (default /var/tmp),
+// and that directory is all it deletes, after unmounting whatever it mounted there.
 import { ChildProcess, execFileSync, spawn, spawnSync } from 'child_process'
 import fs from 'fs'
 import path from 'path'
@@ -15,7 +17,7 @@ const FIO_MIB = SMALL ? 64 : 256
 const FIO_SECONDS = SMALL ? 4 : 10
 const SMALL_FILES = SMALL ? 2000 : 10000
 const TREE_SOURCES = SMALL ? ['/usr/lib/python3.11'] : ['/usr/include', '/usr/lib/python3.11', '/usr/lib/python3']
-const WORK = process.env.BENCH_DIR ?? '/var/tmp/sealfs-bench'
+const WORK = fs.mkdtempSync(path.join(process.env.BENCH_DIR ?? '/var/tmp', 'sealfs-bench-'))
 const SEALFS = path.join(projectRoot, 'bin', 'sealfs.js')
 const PASSTHROUGH = path.join(projectRoot, 'dist', 'bench', 'passthrough.js')
 const PW = path.join(WORK, 'passphrase')
@@ -57,8 +59,22 @@ function dropCaches (): void {
   fs.writeFileSync('/proc/sys/vm/drop_caches', '3')
 }
 
+function mountPoints (): string[] {
+  return fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter(l => l !== '').map(l => l.split(' ')[4])
+}
+
 function isMounted (mnt: string): boolean {
-  return fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some(l => l.split(' ')[4] === mnt)
+  return mountPoints().includes(mnt)
+}
+
+/** Unmounts whatever is still mounted under `dir` (lazily if busy), then deletes it; never deletes through a mount. */
+function removeWorkDir (dir: string): void {
+  for (const m of mountPoints().filter(m => m.startsWith(dir + '/')).sort((a, b) => b.length - a.length)) {
+    if (spawnSync('umount', [m]).status !== 0) spawnSync('umount', ['-l', m])
+  }
+  const left = mountPoints().filter(m => m.startsWith(dir + '/'))
+  if (left.length > 0) throw new Error(`still mounted, not deleting ${dir}: ${left.join(', ')}`)
+  fs.rmSync(dir, { recursive: true, force: true })
 }
 
 async function waitGone (pid: number): Promise<void> {
@@ -295,8 +311,6 @@ const fmt = (x: number, unit: string): string => unit === 's' ? x.toFixed(2) : u
 async function main (): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('the bench needs root (FUSE mounts, drop_caches)')
   ensureTools()
-  fs.rmSync(WORK, { recursive: true, force: true })
-  fs.mkdirSync(WORK, { recursive: true })
   fs.writeFileSync(PW, 'bench passphrase\n', { mode: 0o600 })
   const tar = buildTarball()
   const versions = {
@@ -315,14 +329,14 @@ async function main (): Promise<void> {
     for (let k = 0; k < makers.length; k++) {
       const s = makers[(k + rep) % makers.length]()  // rotate the order each repetition
       const dir = path.join(WORK, `${s.name}-${rep}`)
-      await s.create(dir)
       process.stderr.write(`rep ${rep + 1}/${REPS}: ${s.name}\n`)
       try {
+        await s.create(dir)
         const res = await runAll(s, tar.file, rss[s.name])
         for (const [key, v] of Object.entries(res)) samples[s.name][key].push(v)
       } finally {
         await s.unmount().catch(() => undefined)
-        fs.rmSync(dir, { recursive: true, force: true })
+        removeWorkDir(dir)
       }
     }
   }
@@ -353,10 +367,21 @@ async function main (): Promise<void> {
   lines.push(`Daemon peak RSS during tar extract (MiB, median): sealfs ${median(rss.sealfs).toFixed(0)}, gocryptfs ${median(rss.gocryptfs).toFixed(0)}, passthrough ${median(rss.passthrough).toFixed(0)}`)
   const report = lines.join('\n') + '\n'
   process.stdout.write(report)
-  fs.writeFileSync(path.join(WORK, 'results.json'), JSON.stringify({ versions, samples, rss, tar }, null, 1))
+  const results = `${WORK}.json`
+  fs.writeFileSync(results, JSON.stringify({ versions, samples, rss, tar }, null, 1))
+  process.stderr.write(`samples in ${results}\n`)
 }
 
-main().catch(err => {
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    process.stderr.write(`bench: ${signal}, cleaning up ${WORK}\n`)
+    removeWorkDir(WORK)
+    process.exit(130)
+  })
+}
+
+main().then(() => removeWorkDir(WORK), err => {
   process.stderr.write(`bench: ${(err as Error).message}\n`)
+  removeWorkDir(WORK)
   process.exit(1)
 })
