@@ -17,7 +17,7 @@ const FIO_MIB = SMALL ? 64 : 256
 const FIO_SECONDS = SMALL ? 4 : 10
 const SMALL_FILES = SMALL ? 2000 : 10000
 const TREE_SOURCES = SMALL ? ['/usr/lib/python3.11'] : ['/usr/include', '/usr/lib/python3.11', '/usr/lib/python3']
-const WORK = fs.mkdtempSync(path.join(process.env.BENCH_DIR ?? '/var/tmp', 'sealfs-bench-'))
+const WORK = fs.mkdtempSync(path.join(fs.realpathSync(process.env.BENCH_DIR ?? '/var/tmp'), 'sealfs-bench-'))
 const SEALFS = path.join(projectRoot, 'bin', 'sealfs.js')
 const PASSTHROUGH = path.join(projectRoot, 'dist', 'bench', 'passthrough.js')
 const PW = path.join(WORK, 'passphrase')
@@ -60,7 +60,8 @@ function dropCaches (): void {
 }
 
 function mountPoints (): string[] {
-  return fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter(l => l !== '').map(l => l.split(' ')[4])
+  return fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter(l => l !== '')
+    .map(l => l.split(' ')[4].replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8))))
 }
 
 function isMounted (mnt: string): boolean {

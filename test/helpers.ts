@@ -42,16 +42,29 @@ export function mountsUnder (dir: string, mountinfo?: string): string[] {
   return mountPoints(mountinfo).filter(m => m === dir || m.startsWith(dir + '/')).sort((a, b) => b.length - a.length)
 }
 
-/** Processes (other than this one) whose command line names something inside `dir`. */
-function processesUsing (dir: string): number[] {
-  const out: number[] = []
+/** Processes (other than this one) whose command line names something inside `dir`, with their arguments. */
+function processesUsing (dir: string): Array<{ pid: number, args: string[] }> {
+  const out: Array<{ pid: number, args: string[] }> = []
   for (const p of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(p) || Number(p) === process.pid) continue
     try {
-      if (fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0').some(a => a === dir || a.includes(dir + '/'))) out.push(Number(p))
+      const args = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0')
+      if (args.some(a => a === dir || a.includes(dir + '/'))) out.push({ pid: Number(p), args })
     } catch { /* gone */ }
   }
   return out
+}
+
+/** Whether `pid` is this process's child or a child of one. */
+function descendsFromUs (pid: number): boolean {
+  for (let p = pid, i = 0; p > 1 && i < 64; i++) {
+    if (p === process.pid) return true
+    try {
+      const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8')
+      p = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+    } catch { return false }
+  }
+  return false
 }
 
 /**
@@ -82,9 +95,12 @@ export async function takeDown (dir: string): Promise<void> {
     if (mountsUnder(m).includes(m)) spawnSync('umount', ['-l', m])
   }
   for (let i = 0; i < 100 && processesUsing(dir).length > 0; i++) await sleep(50)
+  // Only what the test started: its own children and sealfs daemons (which detach), never
+  // some other process that happens to name the directory.
+  const ours = (): number[] => processesUsing(dir).filter(p => p.args.includes(CLI) || descendsFromUs(p.pid)).map(p => p.pid)
   for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
-    for (const pid of processesUsing(dir)) { try { process.kill(pid, signal) } catch { /* gone */ } }
-    for (let i = 0; i < 40 && processesUsing(dir).length > 0; i++) await sleep(50)
+    for (const pid of ours()) { try { process.kill(pid, signal) } catch { /* gone */ } }
+    for (let i = 0; i < 40 && ours().length > 0; i++) await sleep(50)
   }
 }
 

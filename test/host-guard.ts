@@ -1,9 +1,9 @@
 // vitest globalSetup: the tests run as root, and a test that escaped its temporary
 // directories has damaged machines before. This records what the host looks like before the
 // suite and fails the run, loudly, if anything below changed by its end:
-//   - the account and mount files (mode, owner, size, contents);
+//   - the account and mount files (inode, mode, owner, size, times, contents);
 //   - the entries of a few host directories a careless test would write into;
-//   - the set of mount points (a test left something mounted);
+//   - the set of mounts (a test left something mounted, or unmounted something of the host's);
 //   - processes working in a test's temporary directory (a daemon outlived its test);
 //   - test directories left in the system's temporary directory (a test did not clean up).
 // The model test checks the account files after every step as well (test/model.ts).
@@ -21,18 +21,19 @@ function fileState (f: string): string {
   try {
     const st = fs.lstatSync(f)
     const body = st.isFile() ? crypto.createHash('sha256').update(fs.readFileSync(f)).digest('hex') : st.isSymbolicLink() ? fs.readlinkSync(f) : ''
-    return `mode ${st.mode.toString(8)} owner ${st.uid}:${st.gid} size ${st.size} ${body}`
+    return `inode ${st.ino} mode ${st.mode.toString(8)} owner ${st.uid}:${st.gid} size ${st.size} mtime ${st.mtimeMs} ctime ${st.ctimeMs} ${body}`
   } catch (e) {
     return (e as NodeJS.ErrnoException).code ?? 'error'
   }
 }
 
 function listing (d: string): string[] {
-  try { return fs.readdirSync(d).sort() } catch { return [] }
+  try { return fs.readdirSync(d).sort() } catch (e) { return [`(${(e as NodeJS.ErrnoException).code ?? 'error'})`] }
 }
 
+/** Mounts as "ID PATH": a mount stacked on an existing mount point is new too. */
 function mountPoints (): string[] {
-  return fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter(l => l !== '').map(l => l.split(' ')[4])
+  return fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter(l => l !== '').map(l => { const f = l.split(' '); return `${f[0]} ${f[4]}` })
 }
 
 /** Processes whose command line names a test directory under the system's temporary directory. */
@@ -73,16 +74,25 @@ export function differences (before: HostState, after: HostState): string[] {
   }
   const mounts = added(before.mounts, after.mounts)
   if (mounts.length > 0) out.push(`left mounted: ${mounts.join(', ')}`)
+  const gone = removed(before.mounts, after.mounts)
+  if (gone.length > 0) out.push(`unmounted by the suite: ${gone.join(', ')}`)
   const procs = testProcesses().filter(p => !before.processes.includes(p.split(':')[0]))
   if (procs.length > 0) out.push(`processes still working in test directories:\n  ${procs.join('\n  ')}`)
   const dirs = added(before.testDirs, after.testDirs)
   if (dirs.length > 0) out.push(`test directories left in ${TMP}: ${dirs.join(', ')}`)
+  const deleted = removed(before.testDirs, after.testDirs)
+  if (deleted.length > 0) out.push(`directories the suite did not make were deleted from ${TMP}: ${deleted.join(', ')}`)
   return out
 }
 
 export default function setup (): () => void {
   const before = hostState()
+  // mount(8) and umount(8) (libmount) create /run/mount and keep a record there; the tests'
+  // calls keep theirs in this run's own directory instead (the workers inherit the variable).
+  const runDir = fs.mkdtempSync(path.join(TMP, `${TEST_DIR_PREFIX}run-`))
+  process.env.LIBMOUNT_UTAB = path.join(runDir, 'utab')
   return () => {
+    fs.rmSync(runDir, { recursive: true, force: true })
     const diffs = differences(before, hostState())
     if (diffs.length > 0) {
       const msg = `THE TEST SUITE CHANGED THE HOST outside its temporary directories:\n- ${diffs.join('\n- ')}`

@@ -67,10 +67,11 @@ function layOut (side: string): { root: string, check: () => string | null } {
   const root = path.join(side, 'tree')
   fs.mkdirSync(root)
   fs.mkdirSync(path.join(root, 'w'))
-  // A listing and an lstat: on the sshfs backing every request is a network round trip.
+  // A listing and an lstat: on the sshfs backing every request is a network round trip. (No
+  // inode number: sshfs makes its own, and a remount may renumber.)
   const sig = (): string => {
     const st = fs.lstatSync(sentinel, { bigint: true })
-    return `${fs.readdirSync(side).sort().join(',')} ${st.ino} ${st.mode} ${st.uid} ${st.gid} ${st.size} ${st.mtimeNs} ${st.ctimeNs}`
+    return `${fs.readdirSync(side).sort().join(',')} ${st.mode} ${st.uid} ${st.gid} ${st.size} ${st.mtimeNs} ${st.ctimeNs}`
   }
   const want = sig()
   return { root, check: () => { const now = sig(); return now === want ? null : `${side} changed outside its tree: ${want} -> ${now}` } }
