@@ -62,6 +62,20 @@ describe('a cipher dir on sshfs', () => {
     expect(fs.readdirSync(remote).length).toBe(1)
   })
 
+  it('renaming a directory onto a non-empty one fails with ENOTEMPTY, as on a local directory (SFTP itself says EPERM)', () => {
+    const plain = path.join(base, 'rename-plain')
+    fs.mkdirSync(plain)
+    const attempt = (root: string): string => {
+      fs.mkdirSync(path.join(root, 'src'))
+      fs.mkdirSync(path.join(root, 'full'))
+      fs.writeFileSync(path.join(root, 'full', 'x'), 'x')
+      try { fs.renameSync(path.join(root, 'src'), path.join(root, 'full')); return 'ok' } catch (e) { return (e as NodeJS.ErrnoException).code ?? '?' }
+    }
+    expect(attempt(plain)).toBe('ENOTEMPTY')
+    expect(attempt(v.mnt)).toBe('ENOTEMPTY')
+    expect(fs.readdirSync(path.join(v.mnt, 'full'))).toEqual(['x'])
+  })
+
   // One seed unless SEALFS_MODEL_SEEDS names them.
   for (const seed of process.env.SEALFS_MODEL_SEEDS !== undefined ? modelSeeds : modelSeeds.slice(0, 1)) {
     it(`passes the model test (seed ${seed}, ${modelSteps} steps)`, async () => {

@@ -419,7 +419,10 @@ export class SealFs {
   /** rename(2) of a directory over an empty one: the target's own ID file must not make it look non-empty. */
   async #renameDir (from: string, to: string): Promise<void> {
     const target = await fs.promises.readdir(to).catch(() => null)
-    if (target === null || target.some(n => n !== DIR_ID_FILE)) return fs.promises.rename(from, to)
+    if (target === null) return fs.promises.rename(from, to)
+    // Said here, not left to the backing: over SFTP (sshfs) a rename onto a non-empty
+    // directory fails with EPERM, as SFTP has no ENOTEMPTY.
+    if (target.some(n => n !== DIR_ID_FILE)) throw new FsError('ENOTEMPTY')
     const id = await this.paths.dirId(to)
     await fs.promises.unlink(path.join(to, DIR_ID_FILE))
     try {
