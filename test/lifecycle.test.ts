@@ -176,6 +176,20 @@ for _ in range(2): print(s.recv(4096).decode().split(chr(10))[0], flush=True)`, 
     await umount(v)
   })
 
+  it('unmounts a mount point whose name holds shell syntax as it is, running nothing', async () => {
+    // The daemon runs in the test's directory, so an injected `touch` would leave files there.
+    const mnt = path.join(v.base, 'm$(touch pwned)`touch pwned2`;touch pwned3')
+    fs.mkdirSync(mnt)
+    const daemon = spawn(process.execPath, [path.join(__dirname, '..', 'bin', 'sealfs.js'), 'mount', '-f', '--passfile', v.passfile, v.cipher, mnt], { cwd: v.base, stdio: 'ignore' })
+    for (let i = 0; i < 100 && !isMounted(mnt); i++) await sleep(50)
+    expect(isMounted(mnt)).toBe(true)
+    fs.writeFileSync(path.join(mnt, 'f'), 'x')
+    daemon.kill('SIGTERM')
+    expect(await new Promise(resolve => daemon.on('exit', resolve))).toBe(0)
+    expect(isMounted(mnt)).toBe(false)
+    expect(fs.readdirSync(v.base).filter(n => n.startsWith('pwned'))).toEqual([])
+  })
+
   it('SIGINT unmounts cleanly too', async () => {
     const fg = await mountForeground(v)
     fs.writeFileSync(path.join(v.mnt, 'int'), 'before SIGINT')
