@@ -14,6 +14,28 @@ const LONG_SIDECAR_SUFFIX = '.name'
 const DIR_ID_CACHE_MAX = 4096
 const DIR_PATH_CACHE_MAX = 4096
 const REPORTED_MAX = 10000
+/** A sidecar holds one encrypted name: far less than this. */
+const SIDECAR_MAX = 4096
+
+/**
+ * A long name's sidecar, or null if it is missing, not a regular file or too big. Opened
+ * without following a symlink and without blocking, so a FIFO planted in its place cannot
+ * stall the daemon.
+ */
+async function readSidecar (file: string): Promise<string | null> {
+  const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK } = fs.constants
+  const h = await fs.promises.open(file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK).catch(() => null)
+  if (h === null) return null
+  try {
+    const st = await h.stat()
+    if (!st.isFile() || st.size > SIDECAR_MAX) return null
+    const buf = Buffer.alloc(SIDECAR_MAX)
+    const { bytesRead } = await h.read(buf, 0, SIDECAR_MAX, 0)
+    return buf.subarray(0, bytesRead).toString('utf8')
+  } finally {
+    await h.close()
+  }
+}
 /** libfuse's name for a file unlinked while open (it unlinks it at the last close). */
 export const FUSE_HIDDEN = '.fuse_hidden'
 /** Where such a file goes when its directory is removed: the cipher dir's root, by this prefix. */
@@ -121,9 +143,18 @@ export class CipherPaths {
     for (const [k, v] of this.#dirPaths) if (v === cipherDir || v.startsWith(prefix)) this.#dirPaths.delete(k)
   }
 
-  /** Writes the sidecar of a long name before the entry itself appears. */
+  /**
+   * Writes the sidecar of a long name before the entry itself appears. Whatever stands at the
+   * sidecar's name is removed first (unlink never follows a symlink) and the new one is
+   * created with O_EXCL, which opens nothing that exists: a symlink or FIFO planted there is
+   * replaced, never written through. (Directories above it are still reached by path until
+   * issue 12's descriptor-relative binding.)
+   */
   async writeSidecar (entry: CipherEntry): Promise<void> {
-    if (entry.sidecar !== null) await fs.promises.writeFile(entry.sidecar, entry.encrypted, { mode: 0o400, flag: 'w' })
+    if (entry.sidecar === null) return
+    await fs.promises.unlink(entry.sidecar).catch((e: NodeJS.ErrnoException) => { if (e.code !== 'ENOENT') throw e })
+    const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants
+    await fs.promises.writeFile(entry.sidecar, entry.encrypted, { mode: 0o400, flag: O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW })
   }
 
   async removeSidecar (entry: CipherEntry): Promise<void> {
@@ -141,7 +172,7 @@ export class CipherPaths {
       let encrypted: string | null = backing
       if (backing.startsWith(LONG_PREFIX)) {
         if (backing.endsWith(LONG_SIDECAR_SUFFIX)) continue
-        encrypted = await fs.promises.readFile(path.join(cipherDir, backing + LONG_SIDECAR_SUFFIX), 'utf8').catch(() => null)
+        encrypted = await readSidecar(path.join(cipherDir, backing + LONG_SIDECAR_SUFFIX))
       } else if (backing.includes('.')) {
         continue  // sealfs's own files (sealfs.diriv, sealfs.conf, sealfs.index, temp files)
       }

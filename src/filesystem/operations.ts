@@ -20,6 +20,8 @@ const O_ACCMODE = 3
 const S_IFMT = 0o170000
 const S_IFREG = 0o100000
 const S_IFLNK = 0o120000
+/** open(2)'s O_PATH (Linux): a descriptor that names an entry without opening it for I/O. */
+const O_PATH = 0o10000000
 const RENAME_NOREPLACE = 1
 const RENAME_EXCHANGE = 2
 
@@ -512,12 +514,6 @@ export class SealFs {
     return this.volume.links.decrypt(await fs.promises.readlink(e.path)).toString('utf8')
   }
 
-  async #notSymlink (p: string): Promise<string> {
-    const e = await this.paths.resolve(p)
-    if ((Number((await lstatBig(e.path)).mode) & S_IFMT) === S_IFLNK) throw new FsError('EOPNOTSUPP')
-    return e.path
-  }
-
   // chmod, chown and utimens come with a file handle (fh > 0) when the kernel has one: the
   // file may have no name left (unlinked while open).
 
@@ -527,8 +523,16 @@ export class SealFs {
       await new Promise<void>((resolve, reject) => fs.fchmod(h.fd, mode & 0o7777, err => err ? reject(err) : resolve()))
       return this.#invalidateOtherLinks(h.path)
     }
-    const backing = await this.#notSymlink(p)
-    await new Promise<void>((resolve, reject) => fs.chmod(backing, mode & 0o7777, err => err ? reject(err) : resolve()))
+    // Checked and changed through one O_PATH descriptor: a backing file swapped for a symlink
+    // between a check by path and a chmod by path would hand the mode to the link's target.
+    const e = await this.paths.resolve(p)
+    const fd = await openFd(e.path, O_PATH | fs.constants.O_NOFOLLOW)
+    try {
+      if ((Number((await fstatFd(fd)).mode) & S_IFMT) === S_IFLNK) throw new FsError('EOPNOTSUPP')
+      await new Promise<void>((resolve, reject) => fs.chmod(`/proc/self/fd/${fd}`, mode & 0o7777, err => err ? reject(err) : resolve()))
+    } finally {
+      fs.close(fd, () => undefined)
+    }
     await this.#invalidateOtherLinks(p)
   }
 
