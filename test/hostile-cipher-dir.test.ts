@@ -77,8 +77,10 @@ describe('a hostile cipher dir', () => {
     const link = path.join(v.cipher, 'swap-link')
     fs.symlinkSync(target.file, link)
     // Swaps the backing file and the symlink (renameat2 RENAME_EXCHANGE) as fast as it can,
-    // for two seconds, and leaves them as they were.
-    const racer = spawn('python3', ['-c', `
+    // for two seconds, and leaves them as they were. At normal priority the swapper loses the
+    // CPU to the daemon and the race seldom opens; reniced, the old lstat-then-chmod-by-path
+    // handed the mode to the victim in every run.
+    const racer = spawn('nice', ['-n', '-15', 'python3', '-c', `
 import ctypes, sys, time
 libc = ctypes.CDLL(None, use_errno=True)
 b, l = sys.argv[1].encode(), sys.argv[2].encode()
@@ -90,13 +92,15 @@ if n % 2: libc.renameat2(-100, b, -100, l, 2)
 `, b, link], { stdio: 'ignore' })
     const exited = new Promise(resolve => racer.on('exit', resolve))
     let tries = 0
+    const outcomes: Record<string, number> = {}
     while (racer.exitCode === null && tries < 100_000) {
-      try { fs.chmodSync(mntFile, tries % 2 === 0 ? 0o4777 : 0o600) } catch { /* ENOENT, EIO, EOPNOTSUPP while swapped */ }
+      try { fs.chmodSync(mntFile, tries % 2 === 0 ? 0o4777 : 0o600); outcomes.ok = (outcomes.ok ?? 0) + 1 } catch (e) { const c = (e as NodeJS.ErrnoException).code ?? '?'; outcomes[c] = (outcomes[c] ?? 0) + 1 }
       tries++
       if (tries % 50 === 0) await sleep(0)
     }
     await exited
-    expect(tries).toBeGreaterThan(100)
+    // Most chmods stop in the kernel (it follows the symlink it last saw); enough reach the daemon.
+    expect((outcomes.ok ?? 0) + (outcomes.ENOTSUP ?? 0), JSON.stringify(outcomes)).toBeGreaterThan(50)
     expect(fs.lstatSync(b).isFile()).toBe(true)
     expect(target.unchanged()).toBe(true)
   })
