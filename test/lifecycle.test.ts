@@ -190,6 +190,23 @@ for _ in range(2): print(s.recv(4096).decode().split(chr(10))[0], flush=True)`, 
     expect(fs.readdirSync(v.base).filter(n => n.startsWith('pwned'))).toEqual([])
   })
 
+  it('stays mounted on a mount point reached through a symlink and named with a space, tab, newline and backslash', async () => {
+    const real = path.join(v.base, 'real dir\t\n\\x')
+    fs.mkdirSync(real)
+    const link = path.join(v.base, 'via-link')
+    fs.symlinkSync(real, link)
+    mount({ ...v, mnt: link })
+    try {
+      await sleep(1500)  // the daemon reads the mount table every 500 ms and stops when its mount is gone
+      expect(isMounted(real)).toBe(true)
+      fs.writeFileSync(path.join(link, 'f'), 'through the link')
+      expect(fs.readFileSync(path.join(real, 'f'), 'utf8')).toBe('through the link')
+    } finally {
+      expect(sealfs(['umount', link]).status).toBe(0)
+    }
+    expect(isMounted(real)).toBe(false)
+  })
+
   it('SIGINT unmounts cleanly too', async () => {
     const fg = await mountForeground(v)
     fs.writeFileSync(path.join(v.mnt, 'int'), 'before SIGINT')

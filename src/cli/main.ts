@@ -4,6 +4,7 @@ import fs from 'fs'
 import path from 'path'
 import { DEFAULT_COST, MIN_COST } from '../crypto/passphrase-kdf'
 import { Mount } from '../filesystem/mount'
+import { isMountPoint } from '../filesystem/mountinfo'
 import { SealFs } from '../filesystem/operations'
 import { logLine, setLogSink } from '../log'
 import { readConfig } from '../volume/config'
@@ -23,10 +24,11 @@ function intOption (name: string, v: string): number {
   return Number(v)
 }
 
+/** Whether something is mounted on `mnt` (which may be reached through symlinks and hold any byte). */
 function isMounted (mnt: string): boolean {
-  const target = path.resolve(mnt)
-  const info = fs.readFileSync('/proc/self/mountinfo', 'utf8')
-  return info.split('\n').some(l => l.split(' ')[4]?.replace(/\\040/g, ' ') === target)
+  let target: string
+  try { target = fs.realpathSync(mnt) } catch { target = path.resolve(mnt) }  // a dead mount: ENOTCONN
+  return isMountPoint(target)
 }
 
 function checkDirs (cipher: string, mnt: string, nonempty: boolean): void {
@@ -70,9 +72,11 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
     passphrase.fill(0)
   }
   const sealfs = new SealFs(volume)
+  // As the kernel records it (symlinks resolved), so the mount table can be read for it.
+  const mountpoint = fs.realpathSync(mnt)
   let mount: Mount
   try {
-    mount = await Mount.start(sealfs, path.resolve(mnt), { options: parsed.fuse, fsname: path.resolve(cipher) })
+    mount = await Mount.start(sealfs, mountpoint, { options: parsed.fuse, fsname: path.resolve(cipher) })
   } catch (e) {
     await sealfs.close()
     throw new CliError('mount-failed', `cannot mount ${mnt}: ${(e as Error).message}`)
@@ -94,7 +98,7 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
     process.exit(EXIT.OK)
   }
   // Someone ran `sealfs umount` or fusermount -u: the mount is gone, so finish up.
-  const watcher = setInterval(() => { if (!isMounted(mnt)) void stop(false) }, 500)
+  const watcher = setInterval(() => { if (!isMountPoint(mountpoint)) void stop(false) }, 500)
   // --idle: unmount after a whole period with no request and no open file.
   let seen = -1
   let quietSince = Date.now()

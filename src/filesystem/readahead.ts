@@ -1,18 +1,9 @@
 import fs from 'fs'
+import { mountTable } from './mountinfo'
 
-/** mountinfo escapes space, tab, newline and backslash in paths as octal. */
-function unescapeMountinfo (s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)))
-}
-
-/** "major:minor" of the filesystem mounted on `mountpoint` (the last mount there), from /proc/self/mountinfo. */
+/** "major:minor" of the filesystem mounted on `mountpoint` (the last mount there). */
 function mountDevice (mountpoint: string): string | undefined {
-  let dev: string | undefined
-  for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const f = line.split(' ')
-    if (f.length > 4 && unescapeMountinfo(f[4]) === mountpoint) dev = f[2]
-  }
-  return dev
+  return mountTable().filter(m => m.mountpoint === mountpoint).pop()?.device
 }
 
 /**
