@@ -59,6 +59,20 @@ print(json.dumps(out))`)
     expect(dump).not.toMatch(/SECRET|colour/)
   })
 
+  it('listxattr: a size probe gives the exact size, a buffer too small is ERANGE, and neither stops the daemon', () => {
+    both(r => `
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+def lx(p, n):
+    buf = ctypes.create_string_buffer(max(n, 1))
+    rc = libc.listxattr(p.encode(), buf if n else None, ctypes.c_size_t(n))
+    return rc if rc >= 0 else errno.errorcode[ctypes.get_errno()]
+p = '${r}/lx'; open(p, 'w').write('x')
+os.setxattr(p, 'user.one', b'1'); os.setxattr(p, 'user.' + 'n' * 120, b'2')
+total = lx(p, 0)
+print(json.dumps([total, lx(p, 10), lx(p, total - 1), lx(p, total), sorted(os.listxattr(p))[0], open(p).read()]))`)
+  })
+
   it('xattrs on a backing filesystem without them fail cleanly with ENOTSUP', async () => {
     const base = tempDir('ramfs')
     try {
