@@ -1,8 +1,8 @@
-import { execFileSync } from 'child_process'
+import { execFileSync, spawn } from 'child_process'
 import fs from 'fs'
 import path from 'path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { Vol, cleanup, makeVolume, mount, mountForeground, plainBeside, takeDown, umount } from './helpers'
+import { Vol, cleanup, makeVolume, mount, mountForeground, plainBeside, sleep, takeDown, umount } from './helpers'
 
 function statNs (p: string): { atime: bigint, mtime: bigint } {
   const s = fs.lstatSync(p, { bigint: true })
@@ -143,6 +143,32 @@ describe('the FUSE binding (patched fuse-native)', () => {
     expect(first).toMatch(/read\[\d+\]/)
     expect(second).toMatch(/LOOKUP|getattr|open/i)
     expect(second).not.toMatch(/read\[\d+\]/)
+  })
+})
+
+describe('fsync on a directory', () => {
+  let v: Vol
+  beforeAll(() => { v = makeVolume() })
+  afterEach(async () => { await takeDown(v.base) })  // the test's finally
+  afterAll(async () => { await cleanup(v) })
+
+  it('fsyncs the backing directory (seen with strace on the daemon)', async () => {
+    mount(v)
+    const pid = Number(fs.readFileSync(path.join(v.cipher, 'sealfs.lock'), 'utf8').trim())
+    fs.mkdirSync(path.join(v.mnt, 'd'))
+    fs.writeFileSync(path.join(v.mnt, 'd', 'f'), 'new entry')
+    const out = path.join(v.base, 'strace.out')
+    const tracer = spawn('strace', ['-f', '-y', '-e', 'trace=fsync,fdatasync', '-o', out, '-p', String(pid)], { stdio: ['ignore', 'ignore', 'pipe'] })
+    let attached = ''
+    tracer.stderr!.on('data', d => { attached += d.toString() })
+    for (let i = 0; i < 100 && !/attached/.test(attached); i++) await sleep(50)
+    const fd = fs.openSync(path.join(v.mnt, 'd'), 'r')
+    try { fs.fsyncSync(fd) } finally { fs.closeSync(fd) }
+    tracer.kill('SIGINT')
+    await new Promise(resolve => tracer.on('exit', resolve))
+    const backingDir = fs.readdirSync(v.cipher).find(n => !n.includes('.') && fs.statSync(path.join(v.cipher, n)).isDirectory())!
+    const escaped = `${v.cipher}/${backingDir}`.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+    expect(fs.readFileSync(out, 'utf8')).toMatch(new RegExp(`fsync\\(\\d+<${escaped}>\\) += 0`))
   })
 })
 

@@ -148,6 +148,20 @@ export class SealFs {
     return ['.', '..', ...(await this.paths.list(e.path)).filter(n => !n.startsWith(FUSE_HIDDEN))]
   }
 
+  /**
+   * fsync(2) on a directory fsyncs its backing directory, so the entries created, renamed or
+   * removed in it are durable (without this op the kernel got ENOSYS and told the caller 0).
+   */
+  async fsyncdir (fh: number): Promise<void> {
+    const e = await this.paths.resolve(this.files.dirPath(fh))
+    const fd = await openFd(e.path, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW)
+    try {
+      await fsyncFd(fd)
+    } finally {
+      fs.close(fd, () => undefined)
+    }
+  }
+
   async statfs (): Promise<fs.StatsFs> {
     return fs.promises.statfs(this.volume.dir)
   }
@@ -572,6 +586,7 @@ export class SealFs {
       opendir: (p: string, _flags: number, cb: Cb<number>) => run(() => this.opendir(p), cb),
       readdir: (_p: string, fh: number, cb: Cb<string[]>) => run(() => this.readdir(fh), cb),
       releasedir: (_p: string, fh: number, cb: Cb) => { this.files.releaseDir(fh); cb(0) },
+      fsyncdir: (_p: string, _datasync: number, fh: number, cb: Cb) => run(() => this.fsyncdir(fh), cb, () => cb(0)),
       statfs: (_p: string, cb: Cb<object>) => run(() => this.statfs(), cb, s => cb(0, {
         bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail,
         files: s.files, ffree: s.ffree, favail: s.ffree, fsid: 0, flag: 0, namemax: 255
