@@ -1,4 +1,4 @@
-import { ChildProcess, execFileSync, spawn } from 'child_process'
+import { ChildProcess, execFileSync, spawn, spawnSync } from 'child_process'
 import fs from 'fs'
 import path from 'path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -74,6 +74,45 @@ describe('a cipher dir on sshfs', () => {
     expect(attempt(plain)).toBe('ENOTEMPTY')
     expect(attempt(v.mnt)).toBe('ENOTEMPTY')
     expect(fs.readdirSync(path.join(v.mnt, 'full'))).toEqual(['x'])
+  })
+
+  it('a non-root user\'s symlink, FIFO and file under allow_other are made and theirs, or refused with nothing left behind', async () => {
+    await umount(v)
+    fs.chmodSync(v.base, 0o755)
+    mount(v, ['-o', 'allow_other'])
+    try {
+      fs.chmodSync(v.mnt, 0o755)
+      fs.mkdirSync(path.join(v.mnt, 'shared'), 0o777)
+      fs.chmodSync(path.join(v.mnt, 'shared'), 0o1777)
+      const names = ['s'.repeat(200), 'f'.repeat(200), 'r'.repeat(200), 'short-link']  // long names have sidecars
+      const r = spawnSync('runuser', ['-u', 'nobody', '--', 'python3', '-c', `
+import os, sys, json, errno
+def e(f):
+    try:
+        f(); return 'ok'
+    except OSError as x:
+        return errno.errorcode[x.errno]
+d = sys.argv[1]
+print(json.dumps([e(lambda: os.symlink('t', d + '/${names[0]}')), e(lambda: os.mkfifo(d + '/${names[1]}')),
+                  e(lambda: open(d + '/${names[2]}', 'w').close()), e(lambda: os.symlink('t', d + '/${names[3]}'))]))`, path.join(v.mnt, 'shared')], { encoding: 'utf8' })
+      expect(r.status, r.stderr).toBe(0)
+      const results = JSON.parse(r.stdout) as string[]
+      // SFTP can chown a file but not a symlink (it follows it) and cannot mknod: those are refused.
+      expect(results).toEqual(['EPERM', 'EPERM', 'ok', 'EPERM'])
+      const listed = fs.readdirSync(path.join(v.mnt, 'shared'))
+      names.forEach((n, i) => {
+        if (results[i] === 'ok') expect(fs.lstatSync(path.join(v.mnt, 'shared', n)).uid, n).toBe(65534)
+        else expect(listed, `${n}: ${results[i]}`).not.toContain(n)
+      })
+      // In the backing directory: one entry (and one sidecar for a long name) per entry made; nothing else.
+      const backingDir = fs.readdirSync(v.cipher).find(n => !n.includes('.') && fs.statSync(path.join(v.cipher, n)).isDirectory())!
+      const backing = fs.readdirSync(path.join(v.cipher, backingDir)).filter(n => n !== 'sealfs.diriv')
+      const made = names.filter((_n, i) => results[i] === 'ok')
+      expect(backing.length, JSON.stringify(results)).toBe(made.length + made.filter(n => n.length > 100).length)
+    } finally {
+      await umount(v)
+      mount(v)
+    }
   })
 
   // One seed unless SEALFS_MODEL_SEEDS names them.

@@ -11,6 +11,8 @@ import { FsError } from './fs-error'
 const BACKING_NAME_MAX = 255
 const LONG_PREFIX = 'sealfs.long.'
 const LONG_SIDECAR_SUFFIX = '.name'
+/** Files being written before they are renamed into place (never listed: the name has dots). */
+export const TEMP_PREFIX = 'sealfs.tmp.'
 const DIR_ID_CACHE_MAX = 4096
 const DIR_PATH_CACHE_MAX = 4096
 const REPORTED_MAX = 10000
@@ -144,17 +146,21 @@ export class CipherPaths {
   }
 
   /**
-   * Writes the sidecar of a long name before the entry itself appears. Whatever stands at the
-   * sidecar's name is removed first (unlink never follows a symlink) and the new one is
-   * created with O_EXCL, which opens nothing that exists: a symlink or FIFO planted there is
-   * replaced, never written through. (Directories above it are still reached by path until
-   * issue 12's descriptor-relative binding.)
+   * Writes the sidecar of a long name before the entry itself appears: into a new temporary
+   * file (O_EXCL opens nothing that exists), renamed over the sidecar's name. rename replaces
+   * whatever stands there, a symlink or FIFO planted in the cipher dir too, without opening
+   * or following it, and an existing entry's sidecar is never missing, not even for a moment.
+   * (Directories above it are still reached by path until issue 12's descriptor-relative binding.)
    */
   async writeSidecar (entry: CipherEntry): Promise<void> {
     if (entry.sidecar === null) return
-    await fs.promises.unlink(entry.sidecar).catch((e: NodeJS.ErrnoException) => { if (e.code !== 'ENOENT') throw e })
+    const tmp = path.join(entry.parent, `${TEMP_PREFIX}${crypto.randomBytes(8).toString('hex')}`)
     const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants
-    await fs.promises.writeFile(entry.sidecar, entry.encrypted, { mode: 0o400, flag: O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW })
+    await fs.promises.writeFile(tmp, entry.encrypted, { mode: 0o400, flag: O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW })
+    await fs.promises.rename(tmp, entry.sidecar).catch(async (e: unknown) => {
+      await fs.promises.unlink(tmp).catch(() => undefined)
+      throw e
+    })
   }
 
   async removeSidecar (entry: CipherEntry): Promise<void> {

@@ -6,7 +6,7 @@ import { loadAddon, PosixAddon } from '../native'
 import { DIR_ID_FILE, newDirId, writeDirIdSync } from '../volume/dir-id'
 import { HEADER_BYTES } from '../volume/file-header'
 import { Volume } from '../volume/volume'
-import { CipherEntry, CipherPaths, FUSE_HIDDEN, ORPHAN_PREFIX } from './cipher-paths'
+import { CipherEntry, CipherPaths, FUSE_HIDDEN, ORPHAN_PREFIX, TEMP_PREFIX } from './cipher-paths'
 import { createWithHeader, openWithHeader, unlinkLast } from './backing-jobs'
 import { toErrno } from './errno'
 import { fdatasyncFd, fstatFd, fsyncFd, openFd, readHeader, writeFullAt } from './fd-io'
@@ -181,12 +181,37 @@ export class SealFs {
     return e
   }
 
+  /**
+   * Makes a new backing entry for `p` with `make` and gives it to its creator. If either step
+   * fails, nothing is left behind: not the entry (chown may be refused, as over SFTP) and not
+   * a long name's sidecar, unless an entry of that name already existed (the sidecar is its).
+   */
+  async #makeEntry (p: string, caller: Caller | undefined, make: (backing: string) => Promise<void>): Promise<void> {
+    const e = await this.#newEntry(p)
+    try {
+      await make(e.path)
+    } catch (err) {
+      if (!await fs.promises.lstat(e.path).then(() => true, () => false)) await this.paths.removeSidecar(e).catch(() => undefined)
+      throw err
+    }
+    try {
+      await this.#own(e.path, caller)
+    } catch (err) {
+      await fs.promises.unlink(e.path).catch(() => undefined)
+      await this.paths.removeSidecar(e).catch(() => undefined)
+      // SFTP cannot chown a symlink itself: it follows it and says ENOENT, which would tell the
+      // caller that something in its path is missing. The truth is that the backing refused.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new FsError('EPERM')
+      throw err
+    }
+  }
+
   async mkdir (p: string, mode: number, caller?: Caller): Promise<void> {
     const e = await this.paths.resolve(p)
     if (await fs.promises.lstat(e.path).then(() => true, () => false)) throw new FsError('EEXIST')
     // Build the directory with its ID under a temporary name, then rename it into place,
     // so that a crash never leaves a directory whose entries cannot be named.
-    const tmp = path.join(e.parent, `sealfs.tmp.${randomBytes(8).toString('hex')}`)
+    const tmp = path.join(e.parent, `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`)
     await fs.promises.mkdir(tmp, 0o700)
     try {
       const id = newDirId()
@@ -236,9 +261,11 @@ export class SealFs {
         throw err
       }
     } catch (err) {
-      // No file: neither its DEK nor its index row may outlive the failure.
+      // No file: neither its DEK nor its index row may outlive the failure, nor its sidecar
+      // (unless the name exists: then the sidecar is that entry's).
       this.volume.index.remove(file.fileId)
       file.dek.dispose()
+      if (!await fs.promises.lstat(e.path).then(() => true, () => false)) await this.paths.removeSidecar(e).catch(() => undefined)
       throw err
     }
     return this.files.add(fd, (flags & ~O_ACCMODE) | fs.constants.O_RDWR, p, this.files.adopt(file))
@@ -462,9 +489,8 @@ export class SealFs {
   async symlink (target: string, p: string, caller?: Caller): Promise<void> {
     const t = Buffer.from(target, 'utf8')
     if (t.length > LINK_TARGET_MAX) throw new FsError('ENAMETOOLONG')
-    const e = await this.#newEntry(p)
-    await fs.promises.symlink(this.volume.links.encrypt(t), e.path)
-    await this.#own(e.path, caller)
+    const link = this.volume.links.encrypt(t)
+    await this.#makeEntry(p, caller, backing => fs.promises.symlink(link, backing))
   }
 
   /** FIFOs, sockets and device nodes (regular files come through create). */
@@ -474,9 +500,7 @@ export class SealFs {
       await this.release(await this.create(p, mode, fs.constants.O_WRONLY, caller))
       return
     }
-    const e = await this.#newEntry(p)
-    check(posix.mknod(e.path, mode, dev))
-    await this.#own(e.path, caller)
+    await this.#makeEntry(p, caller, async backing => check(posix.mknod(backing, mode, dev)))
   }
 
   #xattrName (name: string): string {
@@ -628,7 +652,7 @@ export class SealFs {
    */
   async linksAreVisible (): Promise<boolean> {
     if (this.volume.readOnly) return true
-    const a = path.join(this.volume.dir, `sealfs.tmp.${randomBytes(8).toString('hex')}`)
+    const a = path.join(this.volume.dir, `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`)
     const b = `${a}.link`
     return this.#keepingMtime(this.volume.dir, async () => {
       try {
