@@ -9,6 +9,7 @@ import { ChildProcess, execFileSync, spawn, spawnSync } from 'child_process'
 import fs from 'fs'
 import path from 'path'
 import { projectRoot } from '../src/native'
+import { mountTable } from '../src/filesystem/mountinfo'
 
 const SMALL = process.env.SMALL === '1'
 const REPS = Number(process.env.REPS ?? (SMALL ? 2 : 3))
@@ -60,8 +61,7 @@ function dropCaches (): void {
 }
 
 function mountPoints (): string[] {
-  return fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter(l => l !== '')
-    .map(l => l.split(' ')[4].replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8))))
+  return mountTable().map(m => m.mountpoint)
 }
 
 function isMounted (mnt: string): boolean {

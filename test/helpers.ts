@@ -2,6 +2,7 @@ import { ChildProcess, spawn, spawnSync } from 'child_process'
 import fs from 'fs'
 import os from 'os'
 import path from 'path'
+import { mountTable } from '../src/filesystem/mountinfo'
 
 export const ROOT = path.resolve(__dirname, '..')
 export const CLI = path.join(ROOT, 'bin', 'sealfs.js')
@@ -21,7 +22,8 @@ export function sealfs (args: string[], input?: string): { status: number, stdou
 // refuses any path that tempDir() did not make, so no seed, failure or bad path can make
 // cleanup delete or write through anything else.
 
-const TEMP_PREFIX = 'sealfs-'
+/** Every test directory is os.tmpdir()/sealfs-* (test/host-guard.ts looks for these). */
+export const TEMP_PREFIX = 'sealfs-'
 const made = new Set<string>()
 
 /** A new directory of this test's under the system's temporary directory. */
@@ -31,10 +33,9 @@ export function tempDir (what: string): string {
   return dir
 }
 
-/** Mount points listed in a mountinfo file (octal escapes such as \040 decoded). */
-export function mountPoints (mountinfo = '/proc/self/mountinfo'): string[] {
-  return fs.readFileSync(mountinfo, 'utf8').split('\n').filter(l => l !== '')
-    .map(l => l.split(' ')[4].replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8))))
+/** Mount points listed in a mountinfo file. */
+export function mountPoints (mountinfo?: string): string[] {
+  return mountTable(mountinfo).map(m => m.mountpoint)
 }
 
 /** Mount points at or below `dir`, deepest first. */
@@ -42,8 +43,8 @@ export function mountsUnder (dir: string, mountinfo?: string): string[] {
   return mountPoints(mountinfo).filter(m => m === dir || m.startsWith(dir + '/')).sort((a, b) => b.length - a.length)
 }
 
-/** Processes (other than this one) whose command line names something inside `dir`, with their arguments. */
-function processesUsing (dir: string): Array<{ pid: number, args: string[] }> {
+/** Processes (other than this one) whose command line names `dir` or something inside it, with their arguments. */
+export function processesUsing (dir: string): Array<{ pid: number, args: string[] }> {
   const out: Array<{ pid: number, args: string[] }> = []
   for (const p of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(p) || Number(p) === process.pid) continue

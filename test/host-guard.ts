@@ -11,11 +11,12 @@ import crypto from 'crypto'
 import fs from 'fs'
 import os from 'os'
 import path from 'path'
+import { mountTable } from '../src/filesystem/mountinfo'
+import { processesUsing, TEMP_PREFIX } from './helpers'
 
 const FILES = ['/etc/passwd', '/etc/shadow', '/etc/group', '/etc/gshadow', '/etc/fstab', '/etc/hosts', '/etc/sudoers']
 const DIRS = ['/etc', '/usr/local/bin', '/usr/local/sbin', '/run', '/root', '/var/tmp']
 const TMP = fs.realpathSync(os.tmpdir())
-const TEST_DIR_PREFIX = 'sealfs-'
 
 function fileState (f: string): string {
   try {
@@ -32,21 +33,14 @@ function listing (d: string): string[] {
 }
 
 /** Mounts as "ID PATH": a mount stacked on an existing mount point is new too. */
-function mountPoints (): string[] {
-  return fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter(l => l !== '').map(l => { const f = l.split(' '); return `${f[0]} ${f[4]}` })
+function mounts (): string[] {
+  return mountTable().map(m => `${m.id} ${m.mountpoint}`)
 }
 
-/** Processes whose command line names a test directory under the system's temporary directory. */
+/** Processes whose command line names a test directory (TMP/sealfs-*), as "PID: ARGS". */
 function testProcesses (): string[] {
-  const out: string[] = []
-  for (const p of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(p)) continue
-    try {
-      const args = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0')
-      if (args.some(a => a.includes(path.join(TMP, TEST_DIR_PREFIX)))) out.push(`${p}: ${args.join(' ').trim()}`)
-    } catch { /* gone */ }
-  }
-  return out
+  return processesUsing(TMP).filter(p => p.args.some(a => a.includes(path.join(TMP, TEMP_PREFIX))))
+    .map(p => `${p.pid}: ${p.args.join(' ').trim()}`)
 }
 
 interface HostState { files: Record<string, string>, dirs: Record<string, string[]>, mounts: string[], processes: string[], testDirs: string[] }
@@ -55,16 +49,16 @@ function hostState (): HostState {
   return {
     files: Object.fromEntries(FILES.map(f => [f, fileState(f)])),
     dirs: Object.fromEntries(DIRS.map(d => [d, listing(d)])),
-    mounts: mountPoints(),
-    processes: testProcesses().map(p => p.split(':')[0]),
-    testDirs: listing(TMP).filter(n => n.startsWith(TEST_DIR_PREFIX))
+    mounts: mounts(),
+    processes: testProcesses(),
+    testDirs: listing(TMP).filter(n => n.startsWith(TEMP_PREFIX))
   }
 }
 
 const added = (before: string[], after: string[]): string[] => after.filter(x => !before.includes(x))
 const removed = (before: string[], after: string[]): string[] => before.filter(x => !after.includes(x))
 
-export function differences (before: HostState, after: HostState): string[] {
+function differences (before: HostState, after: HostState): string[] {
   const out: string[] = []
   for (const f of FILES) if (before.files[f] !== after.files[f]) out.push(`${f} changed: ${before.files[f]} -> ${after.files[f]}`)
   for (const d of DIRS) {
@@ -76,7 +70,7 @@ export function differences (before: HostState, after: HostState): string[] {
   if (mounts.length > 0) out.push(`left mounted: ${mounts.join(', ')}`)
   const gone = removed(before.mounts, after.mounts)
   if (gone.length > 0) out.push(`unmounted by the suite: ${gone.join(', ')}`)
-  const procs = testProcesses().filter(p => !before.processes.includes(p.split(':')[0]))
+  const procs = after.processes.filter(p => !before.processes.some(b => b.split(':')[0] === p.split(':')[0]))
   if (procs.length > 0) out.push(`processes still working in test directories:\n  ${procs.join('\n  ')}`)
   const dirs = added(before.testDirs, after.testDirs)
   if (dirs.length > 0) out.push(`test directories left in ${TMP}: ${dirs.join(', ')}`)
@@ -89,7 +83,7 @@ export default function setup (): () => void {
   const before = hostState()
   // mount(8) and umount(8) (libmount) create /run/mount and keep a record there; the tests'
   // calls keep theirs in this run's own directory instead (the workers inherit the variable).
-  const runDir = fs.mkdtempSync(path.join(TMP, `${TEST_DIR_PREFIX}run-`))
+  const runDir = fs.mkdtempSync(path.join(TMP, `${TEMP_PREFIX}run-`))
   process.env.LIBMOUNT_UTAB = path.join(runDir, 'utab')
   return () => {
     fs.rmSync(runDir, { recursive: true, force: true })

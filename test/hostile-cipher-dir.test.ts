@@ -76,31 +76,39 @@ describe('a hostile cipher dir', () => {
     const b = path.join(v.cipher, backing[0])
     const link = path.join(v.cipher, 'swap-link')
     fs.symlinkSync(target.file, link)
-    // Swaps the backing file and the symlink (renameat2 RENAME_EXCHANGE) as fast as it can,
-    // for two seconds, and leaves them as they were. At normal priority the swapper loses the
-    // CPU to the daemon and the race seldom opens; reniced, the old lstat-then-chmod-by-path
-    // handed the mode to the victim in every run.
+    // Swaps the backing file and the symlink (renameat2 RENAME_EXCHANGE) as fast as it can
+    // until SIGTERM (or 20 s), and leaves them as they were. At normal priority the swapper
+    // loses the CPU to the daemon and the race seldom opens; reniced, the old
+    // lstat-then-chmod-by-path handed the mode to the victim in every run.
     const racer = spawn('nice', ['-n', '-15', 'python3', '-c', `
-import ctypes, sys, time
+import ctypes, signal, sys, time
 libc = ctypes.CDLL(None, use_errno=True)
 b, l = sys.argv[1].encode(), sys.argv[2].encode()
+stop = []
+signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
 n = 0
-end = time.time() + 2
-while time.time() < end:
+end = time.time() + 20
+while not stop and time.time() < end:
     libc.renameat2(-100, b, -100, l, 2); n += 1
 if n % 2: libc.renameat2(-100, b, -100, l, 2)
 `, b, link], { stdio: 'ignore' })
     const exited = new Promise(resolve => racer.on('exit', resolve))
     let tries = 0
     const outcomes: Record<string, number> = {}
-    while (racer.exitCode === null && tries < 100_000) {
+    const started = Date.now()
+    // For 3 s, and on until the daemon has seen the swapped-in symlink a few times
+    // (EOPNOTSUPP: the race was open) and made 50 changes; 15 s at most.
+    const more = (): boolean => Date.now() - started < 3000 || (outcomes.ENOTSUP ?? 0) < 3 || (outcomes.ok ?? 0) < 50
+    while (more() && Date.now() - started < 15_000) {
       try { fs.chmodSync(mntFile, tries % 2 === 0 ? 0o4777 : 0o600); outcomes.ok = (outcomes.ok ?? 0) + 1 } catch (e) { const c = (e as NodeJS.ErrnoException).code ?? '?'; outcomes[c] = (outcomes[c] ?? 0) + 1 }
       tries++
       if (tries % 50 === 0) await sleep(0)
     }
+    racer.kill('SIGTERM')
     await exited
     // Most chmods stop in the kernel (it follows the symlink it last saw); enough reach the daemon.
-    expect((outcomes.ok ?? 0) + (outcomes.ENOTSUP ?? 0), JSON.stringify(outcomes)).toBeGreaterThan(50)
+    expect(outcomes.ENOTSUP ?? 0, JSON.stringify(outcomes)).toBeGreaterThanOrEqual(3)
+    expect(outcomes.ok ?? 0, JSON.stringify(outcomes)).toBeGreaterThanOrEqual(50)
     expect(fs.lstatSync(b).isFile()).toBe(true)
     expect(target.unchanged()).toBe(true)
   })

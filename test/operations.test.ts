@@ -159,13 +159,15 @@ describe('fsync on a directory', () => {
     fs.writeFileSync(path.join(v.mnt, 'd', 'f'), 'new entry')
     const out = path.join(v.base, 'strace.out')
     const tracer = spawn('strace', ['-f', '-y', '-e', 'trace=fsync,fdatasync', '-o', out, '-p', String(pid)], { stdio: ['ignore', 'ignore', 'pipe'] })
+    const exited = new Promise(resolve => { tracer.on('exit', resolve); tracer.on('error', resolve) })
     let attached = ''
     tracer.stderr!.on('data', d => { attached += d.toString() })
-    for (let i = 0; i < 100 && !/attached/.test(attached); i++) await sleep(50)
+    for (let i = 0; i < 100 && !/attached/.test(attached) && tracer.exitCode === null; i++) await sleep(50)
+    expect(attached, 'strace did not attach to the daemon').toMatch(/attached/)
     const fd = fs.openSync(path.join(v.mnt, 'd'), 'r')
     try { fs.fsyncSync(fd) } finally { fs.closeSync(fd) }
     tracer.kill('SIGINT')
-    await new Promise(resolve => tracer.on('exit', resolve))
+    await exited
     const backingDir = fs.readdirSync(v.cipher).find(n => !n.includes('.') && fs.statSync(path.join(v.cipher, n)).isDirectory())!
     const escaped = `${v.cipher}/${backingDir}`.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
     expect(fs.readFileSync(out, 'utf8')).toMatch(new RegExp(`fsync\\(\\d+<${escaped}>\\) += 0`))

@@ -4,7 +4,7 @@ import fs from 'fs'
 import path from 'path'
 import { DEFAULT_COST, MIN_COST } from '../crypto/passphrase-kdf'
 import { Mount } from '../filesystem/mount'
-import { isMountPoint } from '../filesystem/mountinfo'
+import { canonicalMountPoint, isMountPoint } from '../filesystem/mountinfo'
 import { SealFs } from '../filesystem/operations'
 import { logLine, setLogSink } from '../log'
 import { readConfig } from '../volume/config'
@@ -24,14 +24,9 @@ function intOption (name: string, v: string): number {
   return Number(v)
 }
 
-/** Whether something is mounted on `mnt` (which may be reached through symlinks and hold any byte). */
-function isMounted (mnt: string): boolean {
-  let target: string
-  try { target = fs.realpathSync(mnt) } catch { target = path.resolve(mnt) }  // a dead mount: ENOTCONN
-  return isMountPoint(target)
-}
 
-function checkDirs (cipher: string, mnt: string, nonempty: boolean): void {
+/** Checks both directories; returns the mount point as the mount table will name it. */
+function checkDirs (cipher: string, mnt: string, nonempty: boolean): string {
   for (const d of [cipher, mnt]) {
     let st: fs.Stats
     try {
@@ -45,8 +40,9 @@ function checkDirs (cipher: string, mnt: string, nonempty: boolean): void {
   const c = fs.realpathSync(cipher)
   const m = fs.realpathSync(mnt)
   if (c === m || m.startsWith(c + path.sep) || c.startsWith(m + path.sep)) throw new CliError('usage', 'the mount point and the cipher dir must not contain each other')
-  if (isMounted(m)) throw new CliError('not-empty', `${mnt} is already a mount point`)
+  if (isMountPoint(m)) throw new CliError('not-empty', `${mnt} is already a mount point`)
   if (!nonempty && fs.readdirSync(m).length > 0) throw new CliError('not-empty', `mount point ${mnt} is not empty (use -o nonempty to mount over it)`)
+  return m
 }
 
 interface MountCliOptions { passfile?: string, extpass?: string, foreground?: boolean, o?: string[], passphraseFd?: string, log?: string, idle?: string }
@@ -56,7 +52,7 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
   const idleSpec = o.idle ?? parsed.idle
   const idleMs = idleSpec !== undefined ? parseDuration(idleSpec) : null
   if (idleSpec !== undefined && (idleMs === null || idleMs <= 0)) throw new CliError('usage', `--idle takes a duration such as 90s, 10m or 1h30m, not '${idleSpec}'`)
-  checkDirs(cipher, mnt, parsed.nonempty)
+  const mountpoint = checkDirs(cipher, mnt, parsed.nonempty)
   const daemonChild = o.passphraseFd !== undefined
   const source = { passfile: o.passfile ?? parsed.passfile, extpass: o.extpass ?? parsed.extpass }
   const passphrase = daemonChild ? fromDescriptor(Number(o.passphraseFd)) : await readPassphrase(source, false)
@@ -72,8 +68,6 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
     passphrase.fill(0)
   }
   const sealfs = new SealFs(volume)
-  // As the kernel records it (symlinks resolved), so the mount table can be read for it.
-  const mountpoint = fs.realpathSync(mnt)
   let mount: Mount
   try {
     mount = await Mount.start(sealfs, mountpoint, { options: parsed.fuse, fsname: path.resolve(cipher) })
@@ -186,14 +180,16 @@ function runInfo (cipher: string, o: { json?: boolean }): void {
   process.stdout.write(lines.join('\n') + '\n')
 }
 
-function runUmount (mnt: string): void {
-  const r = spawnSync('fusermount', ['-u', mnt], { stdio: ['ignore', 'ignore', 'pipe'] })
+function runUmount (given: string): void {
+  // fusermount does not follow a symlink in the last component: name the mount as the table does.
+  const mnt = canonicalMountPoint(given)
+  const r = spawnSync('fusermount', ['-u', '--', mnt], { stdio: ['ignore', 'ignore', 'pipe'] })
   if (r.status === 0) return
   // A mount whose daemon was killed answers nothing; detach it lazily.
-  if (isMounted(mnt) && spawnSync('fusermount', ['-uz', mnt]).status === 0) return
-  const u = spawnSync('umount', [mnt], { stdio: ['ignore', 'ignore', 'pipe'] })
+  if (isMountPoint(mnt) && spawnSync('fusermount', ['-uz', '--', mnt]).status === 0) return
+  const u = spawnSync('umount', ['--', mnt], { stdio: ['ignore', 'ignore', 'pipe'] })
   if (u.status === 0) return
-  throw new CliError('mount-failed', `cannot unmount ${mnt}: ${(r.stderr?.toString() || u.stderr?.toString() || 'not mounted').trim().split('\n')[0]}`)
+  throw new CliError('mount-failed', `cannot unmount ${given}: ${(r.stderr?.toString() || u.stderr?.toString() || 'not mounted').trim().split('\n')[0]}`)
 }
 
 function program (): Command {

@@ -31,11 +31,13 @@ async function readSidecar (file: string): Promise<string | null> {
   try {
     const st = await h.stat()
     if (!st.isFile() || st.size > SIDECAR_MAX) return null
-    const buf = Buffer.alloc(SIDECAR_MAX)
-    const { bytesRead } = await h.read(buf, 0, SIDECAR_MAX, 0)
-    return buf.subarray(0, bytesRead).toString('utf8')
+    const buf = Buffer.alloc(st.size)
+    const { bytesRead } = await h.read(buf, 0, st.size, 0)
+    return bytesRead === st.size ? buf.toString('utf8') : null
+  } catch {
+    return null  // one unreadable sidecar leaves its entry out, never the whole listing
   } finally {
-    await h.close()
+    await h.close().catch(() => undefined)
   }
 }
 /** libfuse's name for a file unlinked while open (it unlinks it at the last close). */

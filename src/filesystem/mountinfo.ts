@@ -1,7 +1,8 @@
 import fs from 'fs'
+import path from 'path'
 
-/** One line of /proc/self/mountinfo: where something is mounted and its device. */
-export interface MountEntry { mountpoint: string, device: string }
+/** One line of a mountinfo file: the mount's ID, where it is mounted and its device. */
+export interface MountEntry { id: string, mountpoint: string, device: string }
 
 /** mountinfo escapes space, tab, newline and backslash in paths as octal. */
 function unescape (s: string): string {
@@ -9,18 +10,32 @@ function unescape (s: string): string {
 }
 
 /**
- * The mounts this process sees, in mount order. Mount points are as the kernel records them:
- * canonical paths (symlinks resolved), so compare them with fs.realpathSync of a path.
+ * The mounts a process sees, in mount order (another process's with /proc/PID/mountinfo).
+ * Mount points are as the kernel records them: canonical paths, symlinks resolved, so
+ * compare them with canonicalMountPoint() of a path.
  */
-export function mountTable (): MountEntry[] {
+export function mountTable (file = '/proc/self/mountinfo'): MountEntry[] {
   const out: MountEntry[] = []
-  for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+  for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
     const f = line.split(' ')
-    if (f.length > 4) out.push({ mountpoint: unescape(f[4]), device: f[2] })
+    if (f.length > 4) out.push({ id: f[0], mountpoint: unescape(f[4]), device: f[2] })
   }
   return out
 }
 
 export function isMountPoint (canonicalPath: string): boolean {
   return mountTable().some(m => m.mountpoint === canonicalPath)
+}
+
+/**
+ * `p` with every symlink resolved, as the mount table names it. A dead mount (its daemon
+ * gone) cannot be stat-ed (ENOTCONN), so then only its parent is resolved.
+ */
+export function canonicalMountPoint (p: string): string {
+  try {
+    return fs.realpathSync(p)
+  } catch {
+    const abs = path.resolve(p)
+    try { return path.join(fs.realpathSync(path.dirname(abs)), path.basename(abs)) } catch { return abs }
+  }
 }

@@ -156,9 +156,10 @@ export class SealFs {
     const e = await this.paths.resolve(this.files.dirPath(fh))
     const fd = await openFd(e.path, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW)
     try {
-      await fsyncFd(fd)
+      // EINVAL: a backing filesystem that cannot sync a directory (as some FUSE ones).
+      await fsyncFd(fd).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'EINVAL') throw err })
     } finally {
-      fs.close(fd, () => undefined)
+      closeQuietly(fd)
     }
   }
 
@@ -569,7 +570,7 @@ export class SealFs {
       if ((Number((await fstatFd(fd)).mode) & S_IFMT) === S_IFLNK) throw new FsError('EOPNOTSUPP')
       await new Promise<void>((resolve, reject) => fs.chmod(`/proc/self/fd/${fd}`, mode & 0o7777, err => err ? reject(err) : resolve()))
     } finally {
-      fs.close(fd, () => undefined)
+      closeQuietly(fd)
     }
     await this.#invalidateOtherLinks(p)
   }
