@@ -50,7 +50,8 @@ describe('a hostile cipher dir', () => {
     fs.mkdirSync(path.join(v.mnt, 'fifo-dir'))
     fs.writeFileSync(path.join(v.mnt, 'fifo-dir', LONG), 'x')
     fs.writeFileSync(path.join(v.mnt, 'fifo-dir', 'short'), 'y')
-    const dir = fs.readdirSync(v.cipher).find(n => !n.includes('.') && fs.statSync(path.join(v.cipher, n)).isDirectory())!
+    const ino = fs.statSync(path.join(v.mnt, 'fifo-dir')).ino  // the mount shows the backing entry's inode number
+    const dir = fs.readdirSync(v.cipher).find(n => fs.lstatSync(path.join(v.cipher, n)).ino === ino)!
     const sidecar = fs.readdirSync(path.join(v.cipher, dir)).find(n => n.endsWith('.name'))!
     fs.unlinkSync(path.join(v.cipher, dir, sidecar))
     expect(spawnSync('mkfifo', [path.join(v.cipher, dir, sidecar)]).status).toBe(0)
