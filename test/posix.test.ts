@@ -73,6 +73,17 @@ total = lx(p, 0)
 print(json.dumps([total, lx(p, 10), lx(p, total - 1), lx(p, total), sorted(os.listxattr(p))[0], open(p).read()]))`)
   })
 
+  it('times before 1970 and fractions of a second before it round-trip exactly, both ways', () => {
+    both(r => `
+G = 10 ** 9
+p = '${r}/old'; open(p, 'w').write('x'); os.mkdir('${r}/olddir')
+out = []
+for ns in (-315619200 * G, -315619200 * G + 123456789, -500000000, -1, 1, 1500000000 * G + 987654321, -(2 ** 40) * G):
+    for q in (p, '${r}/olddir'):
+        os.utime(q, ns=(ns, ns + 7)); st = os.stat(q); out.append([st.st_atime_ns, st.st_mtime_ns])
+print(json.dumps(out))`)
+  })
+
   it('xattrs on a backing filesystem without them fail cleanly with ENOTSUP', async () => {
     const base = tempDir('ramfs')
     try {

@@ -54,6 +54,13 @@ function isHidden (p: string): boolean {
   return p.includes(FUSE_HIDDEN) && path.posix.basename(p).startsWith(FUSE_HIDDEN)
 }
 
+/** A time in nanoseconds as whole seconds (rounded down: before 1970 too) and 0..999999999 ns. */
+function secondsAndNanos (ns: bigint): [number, number] {
+  const G = 1_000_000_000n
+  const nanos = ((ns % G) + G) % G
+  return [Number((ns - nanos) / G), Number(nanos)]
+}
+
 function closeQuietly (fd: number): void {
   fs.close(fd, () => undefined)
 }
@@ -412,8 +419,9 @@ export class SealFs {
     try {
       return await fn()
     } finally {
-      const G = 1_000_000_000n
-      posix.utimensat(dir, Number(st.atimeNs / G), Number(st.atimeNs % G), Number(st.mtimeNs / G), Number(st.mtimeNs % G))
+      const [as, an] = secondsAndNanos(st.atimeNs)
+      const [ms, mn] = secondsAndNanos(st.mtimeNs)
+      posix.utimensat(dir, as, an, ms, mn)
     }
   }
 
