@@ -23,12 +23,12 @@ export function sealfs (args: string[], input?: string): { status: number, stdou
 // cleanup delete or write through anything else.
 
 /** Every test directory is os.tmpdir()/sealfs-* (test/host-guard.ts looks for these). */
-export const TEMP_PREFIX = 'sealfs-'
+export const TEST_DIR_PREFIX = 'sealfs-'
 const made = new Set<string>()
 
 /** A new directory of this test's under the system's temporary directory. */
 export function tempDir (what: string): string {
-  const dir = fs.mkdtempSync(path.join(fs.realpathSync(os.tmpdir()), `${TEMP_PREFIX}${what}-`))
+  const dir = fs.mkdtempSync(path.join(fs.realpathSync(os.tmpdir()), `${TEST_DIR_PREFIX}${what}-`))
   made.add(dir)
   return dir
 }

@@ -12,7 +12,7 @@ import fs from 'fs'
 import os from 'os'
 import path from 'path'
 import { mountTable } from '../src/filesystem/mountinfo'
-import { processesUsing, TEMP_PREFIX } from './helpers'
+import { processesUsing, TEST_DIR_PREFIX } from './helpers'
 
 const FILES = ['/etc/passwd', '/etc/shadow', '/etc/group', '/etc/gshadow', '/etc/fstab', '/etc/hosts', '/etc/sudoers']
 const DIRS = ['/etc', '/usr/local/bin', '/usr/local/sbin', '/run', '/root', '/var/tmp']
@@ -39,7 +39,7 @@ function mounts (): string[] {
 
 /** Processes whose command line names a test directory (TMP/sealfs-*), as "PID: ARGS". */
 function testProcesses (): string[] {
-  return processesUsing(TMP).filter(p => p.args.some(a => a.includes(path.join(TMP, TEMP_PREFIX))))
+  return processesUsing(TMP).filter(p => p.args.some(a => a.includes(path.join(TMP, TEST_DIR_PREFIX))))
     .map(p => `${p.pid}: ${p.args.join(' ').trim()}`)
 }
 
@@ -51,7 +51,7 @@ function hostState (): HostState {
     dirs: Object.fromEntries(DIRS.map(d => [d, listing(d)])),
     mounts: mounts(),
     processes: testProcesses(),
-    testDirs: listing(TMP).filter(n => n.startsWith(TEMP_PREFIX))
+    testDirs: listing(TMP).filter(n => n.startsWith(TEST_DIR_PREFIX))
   }
 }
 
@@ -83,7 +83,7 @@ export default function setup (): () => void {
   const before = hostState()
   // mount(8) and umount(8) (libmount) create /run/mount and keep a record there; the tests'
   // calls keep theirs in this run's own directory instead (the workers inherit the variable).
-  const runDir = fs.mkdtempSync(path.join(TMP, `${TEMP_PREFIX}run-`))
+  const runDir = fs.mkdtempSync(path.join(TMP, `${TEST_DIR_PREFIX}run-`))
   process.env.LIBMOUNT_UTAB = path.join(runDir, 'utab')
   return () => {
     fs.rmSync(runDir, { recursive: true, force: true })

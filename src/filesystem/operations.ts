@@ -54,6 +54,11 @@ function isHidden (p: string): boolean {
   return p.includes(FUSE_HIDDEN) && path.posix.basename(p).startsWith(FUSE_HIDDEN)
 }
 
+/** Whether a backing entry exists (lstat: a symlink counts, and is not followed). */
+function exists (backing: string): Promise<boolean> {
+  return fs.promises.lstat(backing).then(() => true, () => false)
+}
+
 /** A time in nanoseconds as whole seconds (rounded down: before 1970 too) and 0..999999999 ns. */
 function secondsAndNanos (ns: bigint): [number, number] {
   const G = 1_000_000_000n
@@ -189,6 +194,11 @@ export class SealFs {
     return e
   }
 
+  /** After a failed create: the sidecar goes unless an entry of that name exists (then it is that entry's). */
+  async #dropUnusedSidecar (e: CipherEntry): Promise<void> {
+    if (!await exists(e.path)) await this.paths.removeSidecar(e).catch(() => undefined)
+  }
+
   /**
    * Makes a new backing entry for `p` with `make` and gives it to its creator. If either step
    * fails, nothing is left behind: not the entry (chown may be refused, as over SFTP) and not
@@ -199,7 +209,7 @@ export class SealFs {
     try {
       await make(e.path)
     } catch (err) {
-      if (!await fs.promises.lstat(e.path).then(() => true, () => false)) await this.paths.removeSidecar(e).catch(() => undefined)
+      await this.#dropUnusedSidecar(e)
       throw err
     }
     try {
@@ -216,7 +226,7 @@ export class SealFs {
 
   async mkdir (p: string, mode: number, caller?: Caller): Promise<void> {
     const e = await this.paths.resolve(p)
-    if (await fs.promises.lstat(e.path).then(() => true, () => false)) throw new FsError('EEXIST')
+    if (await exists(e.path)) throw new FsError('EEXIST')
     // Build the directory with its ID under a temporary name, then rename it into place,
     // so that a crash never leaves a directory whose entries cannot be named.
     const tmp = path.join(e.parent, `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`)
@@ -273,7 +283,7 @@ export class SealFs {
       // (unless the name exists: then the sidecar is that entry's).
       this.volume.index.remove(file.fileId)
       file.dek.dispose()
-      if (!await fs.promises.lstat(e.path).then(() => true, () => false)) await this.paths.removeSidecar(e).catch(() => undefined)
+      await this.#dropUnusedSidecar(e)
       throw err
     }
     return this.files.add(fd, (flags & ~O_ACCMODE) | fs.constants.O_RDWR, p, this.files.adopt(file))
@@ -433,7 +443,7 @@ export class SealFs {
     const srcStat = await fs.promises.lstat(src.path)
     // The kernel holds both parent directories locked, so no other request through the mount
     // can create the target between this check and the rename.
-    if ((flags & RENAME_NOREPLACE) !== 0 && await fs.promises.lstat(dst.path).then(() => true, () => false)) throw new FsError('EEXIST')
+    if ((flags & RENAME_NOREPLACE) !== 0 && await exists(dst.path)) throw new FsError('EEXIST')
     const replaced = await this.#lastLinkFileId(dst.path)
     await this.paths.writeSidecar(dst)
     if (srcStat.isDirectory()) await this.#renameDir(src.path, dst.path)
