@@ -1,81 +1,159 @@
-// A no-crypto passthrough on the same FUSE binding and mount settings as sealfs
-// (build/fuse-native: libfuse 3, nullpath_ok, use_ino, attr_timeout=1, kernel_cache, default_permissions,
-// 1 MiB writes and readahead, non-user xattr names answered in the binding). The bench compares sealfs with it to separate what encryption costs
-// from what the binding costs.
+// A no-crypto passthrough on the same FUSE binding, node table and backing calls as sealfs
+// (native-deps/fuse, src/filesystem/inodes.ts and backing.ts; the same cache times, 1 MiB
+// requests and readahead, non-user xattr names answered in the binding). The bench compares
+// sealfs with it to separate what encryption and names cost from what the binding costs.
 //   node dist/bench/passthrough.js BACKING MOUNTPOINT   (foreground; SIGTERM unmounts)
-import fs from 'fs'
 import path from 'path'
-import { projectRoot } from '../src/native'
+import { backing as addon, STAT_LENGTH } from '../src/filesystem/backing-addon'
+import { Backing, isLocalFilesystem } from '../src/filesystem/backing'
+import { fuse, RequestHandlers, SET_ATIME, SET_ATIME_NOW, SET_GID, SET_MODE, SET_MTIME, SET_MTIME_NOW, SET_SIZE, SET_UID } from '../src/filesystem/fuse-session'
+import { Inode, InodeTable, S_IFREG } from '../src/filesystem/inodes'
 import { widenReadahead } from '../src/filesystem/readahead'
+import { toErrno } from '../src/filesystem/errno'
+import fs from 'fs'
 
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const Fuse = require(path.join(projectRoot, 'build', 'fuse-native'))
-
-const [backing, mnt] = process.argv.slice(2)
-if (backing === undefined || mnt === undefined) {
+const [backingDir, mnt] = process.argv.slice(2)
+if (backingDir === undefined || mnt === undefined) {
   process.stderr.write('usage: passthrough BACKING MOUNTPOINT\n')
   process.exit(2)
 }
 
-type Cb = (err: number, ...rest: unknown[]) => void
-const errno = (e: NodeJS.ErrnoException | null): number => e === null ? 0 : -(e.errno !== undefined ? Math.abs(e.errno) : 5)
-const b = (p: string): string => path.join(backing, p)
-const done = (cb: Cb) => (e: NodeJS.ErrnoException | null) => cb(errno(e))
-const dirs = new Map<number, string>()
+const O_PATH = 0o10000000
+const O_DIRECTORY = 0o200000
+const O_WRONLY = 1
+const O_NOFOLLOW = 0o400000
+const O_DIRECT = 0o40000
+const AT_REMOVEDIR = 0x200
+const EOPNOTSUPP = 95
+const ENODATA = 61
+const UTIME_NOW = (1 << 30) - 1
+const UTIME_OMIT = (1 << 30) - 2
+const EMPTY = Buffer.alloc(0)
+const TIMEOUT = 1
+
+const rootFd = addon.openPath(Buffer.from(backingDir), O_PATH | O_DIRECTORY)
+const counts = new Float64Array(10)
+const rootStat = new Float64Array(STAT_LENGTH)
+addon.statfsFd(rootFd, counts)
+addon.statAt(rootFd, EMPTY, rootStat)
+const b = new Backing(isLocalFilesystem(counts[8]))
+const inodes = new InodeTable(b, rootFd, rootStat)
+const dirs = new Map<number, Buffer>()
 let nextDir = 1
 
-const ops = {
-  getattr: (p: string, cb: Cb) => fs.lstat(b(p), { bigint: true }, (e, st) => e ? cb(errno(e)) : cb(0, attr(st))),
-  fgetattr: (_p: string, fd: number, cb: Cb) => fs.fstat(fd, { bigint: true }, (e, st) => e ? cb(errno(e)) : cb(0, attr(st))),
-  opendir: (p: string, _flags: number, cb: Cb) => { const h = nextDir++; dirs.set(h, p); cb(0, h) },
-  readdir: (_p: string, h: number, cb: Cb) => fs.readdir(b(dirs.get(h) ?? '/'), (e, names) => e ? cb(errno(e)) : cb(0, ['.', '..', ...names])),
-  releasedir: (_p: string, h: number, cb: Cb) => { dirs.delete(h); cb(0) },
-  statfs: (_p: string, cb: Cb) => fs.statfs(backing, (e, s) => e ? cb(errno(e)) : cb(0, {
-    bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, fsid: 0, flag: 0, namemax: 255
-  })),
-  // O_DIRECT is the caller's wish for the FUSE file; on the backing file it would need aligned buffers.
-  create: (p: string, mode: number, flags: number, cb: Cb) => fs.open(b(p), (flags & ~fs.constants.O_DIRECT) | fs.constants.O_CREAT, mode, (e, fd) => e ? cb(errno(e)) : cb(0, fd)),
-  open: (p: string, flags: number, cb: Cb) => fs.open(b(p), flags & ~fs.constants.O_DIRECT, (e, fd) => e ? cb(errno(e)) : cb(0, fd)),
-  read: (_p: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) =>
-    fs.read(fd, buf, 0, len, pos, (e, n) => cb(e ? errno(e) : n)),
-  write: (_p: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) =>
-    fs.write(fd, buf, 0, len, pos, (e, n) => cb(e ? errno(e) : n)),
-  release: (_p: string, fd: number, cb: Cb) => fs.close(fd, done(cb)),
-  flush: (_p: string, _fd: number, cb: Cb) => cb(0),
-  fsync: (_p: string, datasync: number, fd: number, cb: Cb) => (datasync !== 0 ? fs.fdatasync : fs.fsync)(fd, done(cb)),
-  truncate: (p: string, size: number, cb: Cb) => fs.truncate(b(p), size, done(cb)),
-  ftruncate: (_p: string, fd: number, size: number, cb: Cb) => fs.ftruncate(fd, size, done(cb)),
-  unlink: (p: string, cb: Cb) => fs.unlink(b(p), done(cb)),
-  mkdir: (p: string, mode: number, cb: Cb) => fs.mkdir(b(p), mode, done(cb)),
-  rmdir: (p: string, cb: Cb) => fs.rmdir(b(p), done(cb)),
-  rename: (from: string, to: string, _flags: number, cb: Cb) => fs.rename(b(from), b(to), done(cb)),
-  link: (from: string, to: string, cb: Cb) => fs.link(b(from), b(to), done(cb)),
-  symlink: (target: string, p: string, cb: Cb) => fs.symlink(target, b(p), done(cb)),
-  readlink: (p: string, cb: Cb) => fs.readlink(b(p), (e, t) => e ? cb(errno(e)) : cb(0, t)),
-  chmod: (p: string, mode: number, fd: number, cb: Cb) => fd > 0 ? fs.fchmod(fd, mode, done(cb)) : fs.chmod(b(p), mode, done(cb)),
-  chown: (p: string, uid: number, gid: number, fd: number, cb: Cb) => fd > 0 ? fs.fchown(fd, uid, gid, done(cb)) : fs.lchown(b(p), uid, gid, done(cb)),
-  utimens: (p: string, atime: { sec: number, nsec: number }, mtime: { sec: number, nsec: number }, _fd: number, cb: Cb) =>
-    fs.lutimes(b(p), atime.sec + atime.nsec / 1e9, mtime.sec + mtime.nsec / 1e9, done(cb))
+function run<T> (id: number, op: () => Promise<T>, reply: (v: T) => void): void {
+  op().then(reply, err => fuse.replyErr(id, -toErrno(err)))
 }
 
-function attr (st: fs.BigIntStats): object {
-  return {
-    mode: Number(st.mode), uid: Number(st.uid), gid: Number(st.gid), size: Number(st.size), dev: Number(st.dev), nlink: Number(st.nlink),
-    ino: Number(st.ino), rdev: Number(st.rdev), blksize: Number(st.blksize), blocks: Number(st.blocks),
-    atime: st.atimeNs, mtime: st.mtimeNs, ctime: st.ctimeNs
-  }
+async function entry (dir: Inode, name: Buffer): Promise<{ node: number, st: Float64Array }> {
+  const st = new Float64Array(STAT_LENGTH)
+  const fd = await b.lookupAt(dir.fd, name, st)
+  return { node: inodes.add(fd, st).node, st }
+}
+
+function replyEntry (id: number): (e: { node: number, st: Float64Array }) => void {
+  return e => { if (!fuse.replyEntry(id, e.node, e.st, TIMEOUT, TIMEOUT)) inodes.forget(e.node, 1) }
+}
+
+async function stat (inode: Inode): Promise<Float64Array> {
+  const st = new Float64Array(STAT_LENGTH)
+  await b.statAt(inode.fd, EMPTY, st)
+  return st
+}
+
+const ok = (id: number) => () => fuse.replyErr(id, 0)
+
+const handlers: RequestHandlers = {
+  lookup: (id, parent, name) => run(id, () => entry(inodes.get(parent), name), replyEntry(id)),
+  forget: (_id, node, n) => inodes.forget(node, n),
+  getattr: (id, node) => run(id, () => stat(inodes.get(node)), st => fuse.replyAttr(id, st, TIMEOUT)),
+  setattr: (id, node, toSet, fh, mode, uid, gid, size, as, an, ms, mn) => run(id, async () => {
+    const i = inodes.get(node)
+    if ((toSet & (SET_UID | SET_GID)) !== 0) await b.chownFd(i.fd, (toSet & SET_UID) !== 0 ? uid : -1, (toSet & SET_GID) !== 0 ? gid : -1)
+    if ((toSet & SET_MODE) !== 0) await b.chmodFd(i.fd, mode & 0o7777)
+    if ((toSet & SET_SIZE) !== 0) {
+      const fd = fh >= 0 ? fh : await b.reopen(i.fd, O_WRONLY, S_IFREG)
+      try { fs.ftruncateSync(fd, size) } finally { if (fh < 0) await b.closeFd(fd) }
+    }
+    if ((toSet & (SET_ATIME | SET_MTIME | SET_ATIME_NOW | SET_MTIME_NOW)) !== 0) {
+      await b.utimensFd(i.fd, (toSet & SET_ATIME) !== 0 ? as : 0, (toSet & SET_ATIME_NOW) !== 0 ? UTIME_NOW : (toSet & SET_ATIME) !== 0 ? an : UTIME_OMIT,
+        (toSet & SET_MTIME) !== 0 ? ms : 0, (toSet & SET_MTIME_NOW) !== 0 ? UTIME_NOW : (toSet & SET_MTIME) !== 0 ? mn : UTIME_OMIT)
+    }
+    return stat(i)
+  }, st => fuse.replyAttr(id, st, TIMEOUT)),
+  readlink: (id, node) => run(id, async () => {
+    const buf = Buffer.alloc(4096)
+    return buf.subarray(0, await b.readlinkAt(inodes.get(node).fd, EMPTY, buf))
+  }, t => fuse.replyReadlink(id, t, t.length)),
+  mknod: (id, parent, name, mode, rdev) => run(id, async () => {
+    const dir = inodes.get(parent)
+    await b.mknodAt(dir.fd, name, mode, rdev)
+    return entry(dir, name)
+  }, replyEntry(id)),
+  mkdir: (id, parent, name, mode) => run(id, async () => {
+    const dir = inodes.get(parent)
+    await b.mkdirAt(dir.fd, name, mode)
+    return entry(dir, name)
+  }, replyEntry(id)),
+  unlink: (id, parent, name) => run(id, () => b.unlinkAt(inodes.get(parent).fd, name, 0), ok(id)),
+  rmdir: (id, parent, name) => run(id, () => b.unlinkAt(inodes.get(parent).fd, name, AT_REMOVEDIR), ok(id)),
+  symlink: (id, target, parent, name) => run(id, async () => {
+    const dir = inodes.get(parent)
+    await b.symlinkAt(target, dir.fd, name)
+    return entry(dir, name)
+  }, replyEntry(id)),
+  rename: (id, parent, name, newParent, newName, flags) =>
+    run(id, () => b.renameAt(inodes.get(parent).fd, name, inodes.get(newParent).fd, newName, flags), ok(id)),
+  link: (id, node, newParent, newName) => run(id, async () => {
+    const dir = inodes.get(newParent)
+    await b.linkFd(inodes.get(node).fd, dir.fd, newName)
+    return entry(dir, newName)
+  }, replyEntry(id)),
+  // O_DIRECT is the caller's wish for the FUSE file; on the backing file it would need aligned buffers.
+  open: (id, node, flags) => run(id, () => b.reopen(inodes.get(node).fd, flags & ~(O_NOFOLLOW | O_DIRECT), S_IFREG), fd => fuse.replyOpen(id, fd, true, false)),
+  create: (id, parent, name, mode, flags) => run(id, async () => {
+    const dir = inodes.get(parent)
+    const fd = await b.openAt(dir.fd, name, (flags & ~(O_NOFOLLOW | O_DIRECT)) | 0o100, mode, S_IFREG)
+    const st = new Float64Array(STAT_LENGTH)
+    const node = inodes.add(await b.pathFdOf(fd, st), st).node
+    return { node, st, fd }
+  }, e => fuse.replyCreate(id, e.node, e.st, TIMEOUT, TIMEOUT, e.fd, true, false)),
+  read: (id, _node, fh, size, offset) => {
+    const buf = Buffer.allocUnsafe(size)
+    fs.read(fh, buf, 0, size, offset, (err, n) => err !== null ? fuse.replyErr(id, -toErrno(err)) : fuse.replyBuf(id, buf, n))
+  },
+  write: (id, _node, fh, data, offset) => {
+    fs.write(fh, data, 0, data.length, offset, (err, n) => err !== null ? fuse.replyErr(id, -toErrno(err)) : fuse.replyWrite(id, n))
+  },
+  release: (id, _node, fh) => run(id, () => b.closeFd(fh), ok(id)),
+  fsync: (id, _node, fh, datasync) => run(id, () => b.fsyncFd(fh, datasync !== 0), ok(id)),
+  opendir: (id, node) => { inodes.get(node); const h = nextDir++; dirs.set(h, EMPTY); fuse.replyOpen(id, h, false, false) },
+  readdir: (id, node, fh, size, offset) => run(id, async () => {
+    if (offset === 0) {
+      const dots = Buffer.from([1, 0, 0, 0, 0, 0, 0, 0, 4, 1, 0x2e, 1, 0, 0, 0, 0, 0, 0, 0, 4, 2, 0x2e, 0x2e])
+      dirs.set(fh, Buffer.concat([dots, await b.readdirFd(inodes.get(node).fd)]))
+    }
+    return dirs.get(fh) ?? EMPTY
+  }, listing => fuse.replyDir(id, listing, offset, size)),
+  releasedir: (id, _node, fh) => { dirs.delete(fh); fuse.replyErr(id, 0) },
+  fsyncdir: (id, node) => run(id, () => b.fsyncAt(inodes.get(node).fd, EMPTY), ok(id)),
+  statfs: (id) => run(id, async () => { const s = new Float64Array(10); await b.statfsFd(rootFd, s); return s }, s => fuse.replyStatfs(id, s)),
+  setxattr: (id) => fuse.replyErr(id, EOPNOTSUPP),
+  getxattr: (id) => fuse.replyErr(id, ENODATA),
+  listxattr: (id, _node, size) => size === 0 ? fuse.replyXattr(id, 0) : fuse.replyBuf(id, EMPTY, 0),
+  removexattr: (id) => fuse.replyErr(id, ENODATA),
+  exited: () => process.exit(0)
 }
 
 process.umask(0)
-const fuse = new Fuse(mnt, ops, { timeout: false, fsname: 'passthrough', subtype: 'passthrough', defaultPermissions: true, extraOptions: ['attr_timeout=1', 'kernel_cache'], maxWrite: 1024 * 1024, userXattrsOnly: true })
-fuse.mount((err: Error | null) => {
-  if (err !== null) {
-    process.stderr.write(`passthrough: cannot mount: ${err.message}\n`)
-    process.exit(9)
-  }
-  widenReadahead(path.resolve(mnt), 1024)
-  process.stdout.write('ready\n')
-})
-const stop = (): void => fuse.unmount(() => process.exit(0))
+try {
+  fuse.mount(handlers, Buffer.from(mnt), 'fsname=passthrough,subtype=passthrough,default_permissions', 1024 * 1024)
+} catch (err) {
+  process.stderr.write(`passthrough: cannot mount: ${(err as Error).message}\n`)
+  process.exit(9)
+}
+widenReadahead(path.resolve(mnt), 1024)
+process.stdout.write('ready\n')
+const stop = (): void => { fuse.unmount(handlers); process.exit(0) }
 process.on('SIGTERM', stop)
 process.on('SIGINT', stop)

@@ -150,8 +150,13 @@ export async function mountForeground (v: Vol, extra: string[] = []): Promise<Fo
     await sleep(50)
   }
   if (!isMounted(v.mnt)) throw new Error('mount did not appear')
+  const closed = new Promise<void>(resolve => child.stderr!.once('close', () => resolve()))
+  foregrounds.set(v.mnt, closed)
   return { child, log: () => log }
 }
+
+/** Foreground daemons by mount point: umount() waits until all they logged has been read. */
+const foregrounds = new Map<string, Promise<void>>()
 
 export async function umount (v: Vol): Promise<void> {
   if (isMounted(v.mnt)) {
@@ -160,6 +165,11 @@ export async function umount (v: Vol): Promise<void> {
   }
   // Let the daemon finish closing the index before the next mount opens it.
   for (let i = 0; i < 100 && daemonRunning(v); i++) await sleep(50)
+  const fg = foregrounds.get(v.mnt)
+  if (fg !== undefined) {
+    foregrounds.delete(v.mnt)
+    await Promise.race([fg, sleep(5000)])
+  }
 }
 
 function daemonRunning (v: Vol): boolean {

@@ -5,6 +5,24 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { cleanup, makeVolume, mount, mountForeground, removeTree, sleep, tempDir, umount, Vol } from './helpers'
 import { CHUNK, modelSeeds, modelSteps, modelTimeoutMs, runModel } from './model'
 
+/** Every process descending from `pid` (from /proc: the parent pid in each process's stat). */
+function descendantsOf (pid: number): number[] {
+  const parent = new Map<number, number>()
+  for (const p of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(p)) continue
+    try {
+      const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8')
+      parent.set(Number(p), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]))
+    } catch { /* gone */ }
+  }
+  const out: number[] = []
+  const visit = (pp: number): void => {
+    for (const [c, par] of parent) if (par === pp) { out.push(c); visit(c) }
+  }
+  visit(pid)
+  return out
+}
+
 // The cipher dir on a real network filesystem: sshfs over an sshd that this test starts on
 // loopback (Debian's openssh-server and sshfs, installed by .ci/run).
 describe('a cipher dir on sshfs', () => {
@@ -149,4 +167,79 @@ print(json.dumps([e(lambda: os.symlink('t', d + '/${names[0]}')), e(lambda: os.m
     expect(log.match(/does not decrypt/g)?.length).toBe(1)  // strayfile, once; dotted names are never ours
     expect(log).not.toMatch(/real|silly/)
   })
+
+  it('while a request waits on a stopped sshd, the mount still answers: a stat of a cached directory, the rest of an open listing (a slow backing never stalls the mount)', async () => {
+    const a = path.join(v.mnt, 'stall-a')
+    const b = path.join(v.mnt, 'stall-b')
+    await umount(v)  // the test before may have left it unmounted
+    mount(v)
+    fs.mkdirSync(a)
+    const listed = path.join(v.mnt, 'stall-list')
+    fs.mkdirSync(listed)
+    for (let i = 0; i < 300; i++) fs.writeFileSync(path.join(listed, `entry-${String(i).padStart(4, '0')}-${'n'.repeat(60)}`), '')
+    fs.writeFileSync(b, 'b'.repeat(100_000))
+    await umount(v)  // nothing of B cached anywhere above sshfs
+    mount(v)
+    const exitOf = (child: ChildProcess): Promise<number> => new Promise(resolve => child.on('exit', () => resolve(Date.now())))
+    fs.statSync(a)  // A warm
+    // A reader that has the first page of a listing (the daemon read the directory from sshd
+    // then) and reads the rest, which the daemon serves from that listing, when told to.
+    const lister = spawn('python3', ['-c', `
+import os, sys
+it = os.scandir(sys.argv[1]); first = next(it).name
+sys.stdout.write('ready\\n'); sys.stdout.flush(); sys.stdin.readline()
+print(1 + sum(1 for _ in it)); sys.stdout.flush()`, listed], { stdio: ['pipe', 'pipe', 'ignore'] })
+    let listOut = ''
+    lister.stdout!.on('data', d => { listOut += d.toString() })
+    const listDone = exitOf(lister)
+    for (let i = 0; i < 100 && !listOut.includes('ready'); i++) await sleep(50)
+    expect(listOut).toContain('ready')
+    let listMs = -1
+    // The sshd this test started and its per-connection children (which serve the SFTP
+    // session), by pid: stopped, the backing answers nothing until SIGCONT.
+    const tree = [sshd.pid!, ...descendantsOf(sshd.pid!)]
+    let readB: ChildProcess | undefined
+    let bDone: Promise<number> | undefined
+    let bOut = ''
+    let aMs = -1
+    let aOk = false
+    const stopped = Date.now()
+    for (const pid of tree) process.kill(pid, 'SIGSTOP')
+    try {
+      readB = spawn('cat', [b], { stdio: ['ignore', 'pipe', 'ignore'] })
+      readB.stdout!.on('data', d => { bOut += d.toString() })
+      bDone = exitOf(readB)
+      await sleep(500)  // B's read is waiting on sshd now
+      const t0 = Date.now()
+      const statA = spawn('stat', ['-c', '%F', a], { stdio: ['ignore', 'pipe', 'ignore'] })
+      let aOut = ''
+      statA.stdout!.on('data', d => { aOut += d.toString() })
+      const aDone = exitOf(statA)
+      const done = await Promise.race([aDone, sleep(5000).then(() => -1)])
+      if (done === -1) statA.kill('SIGKILL')
+      else { aMs = done - t0; aOk = statA.exitCode === 0 && aOut.trim() === 'directory' }
+      const t1 = Date.now()
+      lister.stdin!.write('go\n')
+      const listed = await Promise.race([listDone, sleep(5000).then(() => -1)])
+      if (listed === -1) lister.kill('SIGKILL')
+      else listMs = listed - t1
+      await sleep(Math.max(0, 4000 - (Date.now() - stopped)))  // sshd stopped for at least 4 s
+    } finally {
+      for (const pid of tree) { try { process.kill(pid, 'SIGCONT') } catch { /* gone */ } }
+    }
+    const resumed = Date.now()
+    const bEnd = await Promise.race([bDone!, sleep(30_000).then(() => -1)])
+    if (bEnd === -1) readB!.kill('SIGKILL')
+    console.log(`sshd stopped for ${resumed - stopped} ms; stat of A took ${aMs < 0 ? 'more than 5000 (killed)' : aMs} ms; ` +
+      `the rest of the listing ${listMs < 0 ? 'more than 5000 (killed)' : listMs} ms; ` +
+      `B's read ${bEnd < 0 ? 'did not finish within 30 s of SIGCONT' : `finished ${bEnd - resumed} ms after SIGCONT`}`)
+    expect(aMs, 'stat of A did not complete within 5 s while sshd was stopped').toBeGreaterThanOrEqual(0)
+    expect(aMs).toBeLessThan(3000)
+    expect(aOk).toBe(true)
+    expect(listMs, 'the rest of the open listing did not come within 5 s while sshd was stopped').toBeGreaterThanOrEqual(0)
+    expect(listOut.trim().split('\n').pop()).toBe('300')
+    expect(bEnd, 'B\'s read did not complete after SIGCONT').toBeGreaterThan(0)
+    expect(bEnd).toBeGreaterThanOrEqual(resumed)  // it really waited on sshd
+    expect(bOut).toBe('b'.repeat(100_000))
+  }, 90_000)
 })

@@ -5,7 +5,6 @@ import path from 'path'
 import { DEFAULT_COST, MIN_COST } from '../crypto/passphrase-kdf'
 import { Mount } from '../filesystem/mount'
 import { canonicalMountPoint, isMountPoint } from '../filesystem/mountinfo'
-import { SealFs } from '../filesystem/operations'
 import { logLine, setLogSink } from '../log'
 import { readConfig } from '../volume/config'
 import { DekIndex } from '../volume/dek-index'
@@ -67,12 +66,11 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
   } finally {
     passphrase.fill(0)
   }
-  const sealfs = new SealFs(volume)
   let mount: Mount
   try {
-    mount = await Mount.start(sealfs, mountpoint, { options: parsed.fuse, fsname: path.resolve(cipher) })
+    mount = await Mount.start(volume, mountpoint, { options: parsed.fuse, fsname: path.resolve(cipher) })
   } catch (e) {
-    await sealfs.close()
+    volume.close()
     throw new CliError('mount-failed', `cannot mount ${mnt}: ${(e as Error).message}`)
   }
   const flusher = setInterval(() => { try { volume.index.flush() } catch (e) { logLine(`index flush failed (${(e as Error).name})`) } }, 1000)
@@ -85,19 +83,18 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
     stopping = true
     notifySystemd('STOPPING=1')
     clearInterval(flusher)
-    clearInterval(watcher)
     if (idler !== null) clearInterval(idler)
-    if (unmount) await mount.unmount().catch(e => logLine(`unmount failed: ${(e as Error).message}`))
-    await sealfs.close()
+    await mount.unmount(!unmount).catch(e => logLine(`unmount failed: ${(e as Error).message}`))
+    volume.close()
     process.exit(EXIT.OK)
   }
-  // Someone ran `sealfs umount` or fusermount -u: the mount is gone, so finish up.
-  const watcher = setInterval(() => { if (!isMountPoint(mountpoint)) void stop(false) }, 500)
+  // Someone ran `sealfs umount` or fusermount -u: the kernel ended the session, so finish up.
+  mount.onExit = () => { setImmediate(() => void stop(false)) }
   // --idle: unmount after a whole period with no request and no open file.
   let seen = -1
   let quietSince = Date.now()
   const idler = idleMs === null ? null : setInterval(() => {
-    if (sealfs.requests !== seen || sealfs.files.count > 0) { seen = sealfs.requests; quietSince = Date.now(); return }
+    if (mount.requestCount !== seen || mount.busy) { seen = mount.requestCount; quietSince = Date.now(); return }
     if (Date.now() - quietSince >= idleMs) { logLine('idle: unmounting'); void stop(true) }
   }, Math.max(100, Math.min(idleMs / 4, 10_000)))
   process.on('SIGINT', () => void stop(true))

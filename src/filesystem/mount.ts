@@ -1,21 +1,19 @@
 import path from 'path'
-import { projectRoot } from '../native'
-import { SealFs } from './operations'
+import { Volume } from '../volume/volume'
+import { backing as addon, STAT_ATIME_NSEC, STAT_ATIME_SEC, STAT_LENGTH, STAT_MTIME_NSEC, STAT_MTIME_SEC, STAT_NLINK } from './backing-addon'
+import { Backing, isLocalFilesystem } from './backing'
+import { tempName } from './entry-names'
+import { EMPTY, Filesystem } from './filesystem'
+import { FsError } from './fs-error'
+import { fuse } from './fuse-session'
+import { identityOf, InodeTable } from './inodes'
 import { widenReadahead } from './readahead'
+import { Requests } from './requests'
 
-/** fuse-native 2.2.6 built from source against libfuse 3 with our patch (native-deps/fuse-native). */
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const Fuse = require(path.join(projectRoot, 'build', 'fuse-native')) as FuseClass
-
-interface FuseInstance {
-  mount (cb: (err: Error | null) => void): void
-  unmount (cb: (err: Error | null) => void): void
-  invalidate (path: string, cb: (rc: number) => void): void
-}
-interface FuseClass {
-  new (mnt: string, ops: Record<string, unknown>, opts: Record<string, unknown>): FuseInstance
-  context (): { uid: number, gid: number, pid: number }
-}
+const O_RDONLY = 0
+const O_DIRECTORY = 0o200000
+const O_PATH = 0o10000000
+const STATFS_TYPE = 8
 
 export interface MountOptions {
   /** Extra FUSE/kernel options, already checked by the caller (e.g. "ro", "allow_other"). */
@@ -26,57 +24,103 @@ export interface MountOptions {
 /** Largest read and write request the kernel sends. */
 export const MAX_REQUEST = 1024 * 1024
 
-/** A mounted SealFs: a FUSE session on `mountpoint` until unmount(). */
-export class Mount {
-  readonly #fuse: FuseInstance
-
-  private constructor (readonly fs: SealFs, readonly mountpoint: string, fuse: FuseInstance) {
-    this.#fuse = fuse
+/**
+ * Whether the backing store shows hard links as one inode with a link count (local
+ * filesystems, NFS), which caching needs to keep every name of a file coherent: the kernel
+ * then holds one node, one set of attributes and one page cache per file. sshfs, for one,
+ * gives each name its own inode number and a link count of 1. A read-only mount changes
+ * nothing, so nothing it caches can go stale through it. The test leaves the root's times
+ * as they were.
+ */
+async function linksAreVisible (b: Backing, rootFd: number, readOnly: boolean): Promise<boolean> {
+  if (readOnly) return true
+  const rootStat = new Float64Array(STAT_LENGTH)
+  await b.statAt(rootFd, EMPTY, rootStat)
+  const a = tempName()
+  const l = Buffer.concat([a, Buffer.from('.link')])
+  try {
+    await b.writeFileAt(rootFd, a, EMPTY, 0o600, false)
+    const sa = new Float64Array(STAT_LENGTH)
+    const fd = await b.lookupAt(rootFd, a, sa)
+    try { await b.linkFd(fd, rootFd, l) } finally { await b.closeFd(fd) }
+    const sb = new Float64Array(STAT_LENGTH)
+    await b.statAt(rootFd, l, sb)
+    await b.statAt(rootFd, a, sa)
+    return identityOf(sa) === identityOf(sb) && sa[STAT_NLINK] === 2 && sb[STAT_NLINK] === 2
+  } catch {
+    return false
+  } finally {
+    await b.unlinkAt(rootFd, a, 0).catch(() => undefined)
+    await b.unlinkAt(rootFd, l, 0).catch(() => undefined)
+    await b.utimensFd(rootFd, rootStat[STAT_ATIME_SEC], rootStat[STAT_ATIME_NSEC], rootStat[STAT_MTIME_SEC], rootStat[STAT_MTIME_NSEC]).catch(() => undefined)
   }
+}
 
-  static async start (fs: SealFs, mountpoint: string, opts: MountOptions): Promise<Mount> {
-    await fs.sweepOrphans()
-    // Attributes and pages are cached only where a change through one hard link can be traced
-    // to the others.
-    const cacheable = await fs.linksAreVisible()
-    const attrTimeout = cacheable ? 1 : 0
+/** A mounted volume: a FUSE session on `mountpoint` until unmount(). */
+export class Mount {
+  #ended = false
+
+  private constructor (readonly requests: Requests, readonly mountpoint: string) {}
+
+  static async start (volume: Volume, mountpoint: string, opts: MountOptions): Promise<Mount> {
+    const rootFd = addon.openPath(Buffer.from(volume.dir), O_PATH | O_DIRECTORY)
+    if (rootFd < 0) throw FsError.fromErrno(rootFd)
+    const counts = new Float64Array(10)
+    const rootStat = new Float64Array(STAT_LENGTH)
+    if (addon.statfsFd(rootFd, counts) < 0 || addon.statAt(rootFd, EMPTY, rootStat) < 0) {
+      addon.closeFd(rootFd)
+      throw new FsError('EIO')
+    }
+    const b = new Backing(isLocalFilesystem(counts[STATFS_TYPE]))
+    // A file's attributes and pages are cached only where a change through one hard link
+    // reaches the others (one inode per file).
+    const cacheable = await linksAreVisible(b, rootFd, volume.readOnly)
+    const fs = new Filesystem(volume, b, new InodeTable(b, rootFd, rootStat), {
+      fileAttr: cacheable ? 1 : 0,
+      dirAttr: 1,
+      entry: 1,
+      // Pages read stay cached across opens (a re-read costs no request): every write comes
+      // through this mount (sealfs.lock).
+      keepCache: cacheable
+    })
+    await fs.sweepAsides()
+    const requests = new Requests(fs)
     // The kernel has applied the caller's umask to every mode it sends; ours must not apply again.
     process.umask(0)
-    // Any result will do: -ENOENT means the kernel holds no inode for the path, so nothing is cached.
-    const invalidate = (p: string): Promise<void> => new Promise(resolve => fuse.invalidate(p, () => resolve()))
-    const fuse: FuseInstance = new Fuse(mountpoint, fs.handlers(() => Fuse.context(), invalidate), {
-      timeout: false,
-      fsname: opts.fsname.replace(/[,\\]/g, '_'),
-      subtype: 'sealfs',
-      defaultPermissions: true,
-      // 1 MiB requests (the kernel's largest): an eighth of the round trips of 128 KiB on
-      // sequential I/O; whole requests are sealed/opened in one native call.
-      maxWrite: MAX_REQUEST,
-      // SealFs keeps only user.* xattrs; the binding answers other names itself (ENODATA),
-      // which saves a round trip to the JS thread on every write (security.capability).
-      userXattrsOnly: true,
-      // The kernel caches attributes for a second (as libfuse's default): with none, every
-      // path walk asked again for every directory on the path (permission checks). A change
-      // through one name of a hard-linked file drops the others' (SealFs, LinkNames); on a
-      // backing that hides link identity (sshfs) nothing is cached.
-      // The binding also sets nullpath_ok and use_ino (native-deps/fuse-native). Not hard_remove:
-      // the kernel asks for fstat/fchmod/futimens of an unlinked open file without its handle,
-      // so libfuse must keep a name for it (.fuse_hidden*, see SealFs.rmdir).
-      // kernel_cache: pages read stay cached across opens (a re-read costs no request). Safe
-      // under the same condition as attribute caching: every write comes through this mount
-      // (sealfs.lock) and drops the pages of the file's other names.
-      extraOptions: [`attr_timeout=${attrTimeout}`, ...(cacheable ? ['kernel_cache'] : []), ...opts.options]
-    })
-    return new Promise((resolve, reject) => {
-      fuse.mount(err => {
-        if (err) { reject(err); return }
-        widenReadahead(path.resolve(mountpoint), MAX_REQUEST / 1024)
-        resolve(new Mount(fs, mountpoint, fuse))
-      })
-    })
+    const options = [
+      `fsname=${opts.fsname.replace(/[,\\]/g, '_')}`,
+      'subtype=sealfs',
+      'default_permissions',
+      ...opts.options
+    ].join(',')
+    fuse.mount(requests, Buffer.from(mountpoint), options, MAX_REQUEST)
+    widenReadahead(path.resolve(mountpoint), MAX_REQUEST / 1024)
+    return new Mount(requests, mountpoint)
   }
 
-  unmount (): Promise<void> {
-    return new Promise((resolve, reject) => this.#fuse.unmount(err => err ? reject(err) : resolve()))
+  /** Called once when the kernel ends the connection (someone unmounted it). */
+  set onExit (fn: () => void) {
+    this.requests.onExit = fn
+  }
+
+  get requestCount (): number {
+    return this.requests.count
+  }
+
+  get busy (): boolean {
+    return this.requests.busy
+  }
+
+  /**
+   * Unmounts and closes every descriptor. `gone`: the kernel already ended the connection
+   * (unmounted from outside), so there is nothing left to unmount.
+   */
+  async unmount (gone = false): Promise<void> {
+    if (this.#ended) return
+    this.#ended = true
+    if (gone) fuse.end(this.requests)
+    else fuse.unmount(this.requests)
+    await this.requests.files.closeAll()
+    await this.requests.fs.inodes.closeAll()
   }
 }

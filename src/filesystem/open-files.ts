@@ -1,16 +1,13 @@
-import fs from 'fs'
 import { FileHeader } from '../volume/file-header'
 import { NewFile, Volume } from '../volume/volume'
 import { DekCache } from './dek-cache'
 import { FileContents, plainSize } from './file-contents'
 import { FsError } from './fs-error'
 
-const O_ACCMODE = 3
-
 export interface Handle {
   fd: number
-  /** The plaintext path it was opened by, kept current across renames (for cache invalidation). */
-  path: string
+  /** The node it was opened through. */
+  node: number
   contents: FileContents | null  // null until the file has a header (a zero-length backing file)
   append: boolean
   writable: boolean
@@ -18,14 +15,14 @@ export interface Handle {
 
 /**
  * Open files: FUSE file handles, each with its own backing descriptor, and the shared
- * FileContents of each file (by file ID, so every name and descriptor of a file sees the
- * same size and lock).
+ * FileContents of each file (by file ID, so every descriptor of a file sees the same size
+ * and lock, also where a backing store shows hard links as separate inodes).
  */
 export class OpenFiles {
   readonly #handles = new Map<number, Handle>()
-  /** Open directories: libfuse names them only by handle (nullpath_ok), so their paths live here. */
-  readonly #dirs = new Map<number, { path: string }>()
-  readonly #contents = new Map<string, { contents: FileContents, refs: number, handles: Set<Handle> }>()
+  readonly #contents = new Map<string, { contents: FileContents, refs: number }>()
+  /** Contents by node, for the sizes getattr reports while a file is open. */
+  readonly #byNode = new Map<number, { contents: FileContents, handles: number }>()
   readonly deks = new DekCache()
   #nextHandle = 1
 
@@ -37,19 +34,24 @@ export class OpenFiles {
     return h
   }
 
-  /** A handle for `fd` with its contents (from contentsOf or adopt; null for a header-less file). */
-  add (fd: number, flags: number, path: string, contents: FileContents | null): number {
-    const writable = (flags & O_ACCMODE) !== fs.constants.O_RDONLY
-    const handle: Handle = { fd, path, contents, append: (flags & fs.constants.O_APPEND) !== 0, writable }
-    this.#attach(handle)
+  add (handle: Handle): number {
     const fh = this.#nextHandle++
     this.#handles.set(fh, handle)
+    this.#attach(handle)
     return fh
   }
 
-  /** Counts `h` among the handles of its contents (once it has contents). */
   #attach (h: Handle): void {
-    if (h.contents !== null) this.#contents.get(h.contents.fileId.toString('hex'))?.handles.add(h)
+    if (h.contents === null) return
+    const n = this.#byNode.get(h.node)
+    if (n !== undefined) n.handles++
+    else this.#byNode.set(h.node, { contents: h.contents, handles: 1 })
+  }
+
+  #detach (h: Handle): void {
+    if (h.contents === null) return
+    const n = this.#byNode.get(h.node)
+    if (n !== undefined && --n.handles === 0) this.#byNode.delete(h.node)
   }
 
   /** Gives a handle of a header-less file the contents it was just given an identity with. */
@@ -58,60 +60,13 @@ export class OpenFiles {
     this.#attach(h)
   }
 
-  /**
-   * The other paths by which the file behind `h` is open. libfuse gives each name of a hard
-   * link its own kernel inode, so a write through one name leaves the others' cached pages stale.
-   */
-  otherPaths (h: Handle): string[] {
-    if (h.contents === null) return []
-    const handles = this.#contents.get(h.contents.fileId.toString('hex'))?.handles
-    if (handles === undefined || handles.size < 2) return []
-    const out = new Set<string>()
-    for (const o of handles) if (o.path !== h.path) out.add(o.path)
-    return [...out]
-  }
-
-  openDir (path: string): number {
-    const fh = this.#nextHandle++
-    this.#dirs.set(fh, { path })
-    return fh
-  }
-
-  dirPath (fh: number): string {
-    const d = this.#dirs.get(fh)
-    if (d === undefined) throw new FsError('EBADF')
-    return d.path
-  }
-
-  releaseDir (fh: number): void {
-    this.#dirs.delete(fh)
-  }
-
-  /** Keeps handle paths current when a name (or a directory above it) is renamed. */
-  renamed (from: string, to: string): void {
-    const prefix = from + '/'
-    for (const h of [...this.#handles.values(), ...this.#dirs.values()]) {
-      if (h.path === from) h.path = to
-      else if (h.path.startsWith(prefix)) h.path = to + h.path.slice(from.length)
-    }
-  }
-
-  pathOf (fh: number): string | undefined {
-    return this.#handles.get(fh)?.path
-  }
-
-  /** Whether any open file handle has this path. */
-  isOpen (path: string): boolean {
-    for (const h of this.#handles.values()) if (h.path === path) return true
+  isNodeOpen (node: number): boolean {
+    for (const h of this.#handles.values()) if (h.node === node) return true
     return false
   }
 
-  /** Swaps the paths under two names (rename with RENAME_EXCHANGE). */
-  exchanged (a: string, b: string): void {
-    const marker = `\0${a}`
-    this.renamed(a, marker)
-    this.renamed(b, a)
-    this.renamed(marker, b)
+  contentsOfNode (node: number): FileContents | undefined {
+    return this.#byNode.size > 0 ? this.#byNode.get(node)?.contents : undefined
   }
 
   /**
@@ -129,7 +84,7 @@ export class OpenFiles {
     }
     const dek = this.deks.pin(id, () => this.volume.openDek(parsed))
     const contents = new FileContents(this.volume, parsed.fileId, dek, plainSize(this.volume, size), null, parsed.flags)
-    this.#contents.set(id, { contents, refs: 1, handles: new Set() })
+    this.#contents.set(id, { contents, refs: 1 })
     return contents
   }
 
@@ -138,7 +93,7 @@ export class OpenFiles {
     const id = file.fileId.toString('hex')
     const dek = this.deks.pin(id, () => file.dek)
     const contents = new FileContents(this.volume, file.fileId, dek, 0, 0, 0)
-    this.#contents.set(id, { contents, refs: 1, handles: new Set() })
+    this.#contents.set(id, { contents, refs: 1 })
     return contents
   }
 
@@ -157,23 +112,24 @@ export class OpenFiles {
     }
   }
 
-  async release (fh: number): Promise<void> {
+  /** Forgets a handle; returns it so the caller closes its descriptor. */
+  remove (fh: number): Handle | undefined {
     const h = this.#handles.get(fh)
-    if (h === undefined) return
+    if (h === undefined) return undefined
     this.#handles.delete(fh)
-    if (h.contents !== null) {
-      this.#contents.get(h.contents.fileId.toString('hex'))?.handles.delete(h)
-      this.releaseContents(h.contents)
-    }
-    await new Promise<void>(resolve => fs.close(h.fd, () => resolve()))
+    this.#detach(h)
+    if (h.contents !== null) this.releaseContents(h.contents)
+    return h
   }
 
   get count (): number {
     return this.#handles.size
   }
 
-  async closeAll (): Promise<void> {
-    for (const fh of [...this.#handles.keys()]) await this.release(fh)
+  /** Every handle (the session has ended); the caller closes their descriptors. */
+  removeAll (): Handle[] {
+    const all = [...this.#handles.keys()].map(fh => this.remove(fh) as Handle)
     this.deks.clear()
+    return all
   }
 }

@@ -1,0 +1,167 @@
+import { decodeHeader, HEADER_BYTES } from '../volume/file-header'
+import { STAT_LENGTH, STAT_NLINK } from './backing-addon'
+import { Entry } from './entries'
+import { Caller, EMPTY, Filesystem } from './filesystem'
+import { writeFullAt } from './fd-io'
+import { FileContents } from './file-contents'
+import { FsError } from './fs-error'
+import { S_IFMT, S_IFREG } from './inodes'
+import { Handle } from './open-files'
+
+const O_ACCMODE = 3
+const O_RDONLY = 0
+const O_WRONLY = 1
+const O_RDWR = 2
+const O_CREAT = 0o100
+const O_EXCL = 0o200
+const O_TRUNC = 0o1000
+const O_APPEND = 0o2000
+const O_NOATIME = 0o1000000
+
+/** Open files: create, open, read, write, truncate, fsync, release. */
+export class Files {
+  constructor (private readonly fs: Filesystem) {}
+
+  get #b () { return this.fs.backing }
+
+  async create (parent: number, name: Buffer, mode: number, flags: number, caller: Caller): Promise<Entry & { fh: number }> {
+    const dir = this.fs.dir(parent)
+    const bn = await this.fs.names.backingName(dir, name)
+    await this.fs.names.writeSidecar(dir, bn)
+    const file = this.fs.volume.newFile()
+    let fd = -1
+    let pathFd = -1
+    try {
+      fd = await this.#b.createWithHeaderAt(dir.fd, bn.name, O_RDWR | O_CREAT | O_EXCL, mode & 0o7777, file.header)
+      // The node's O_PATH descriptor is taken from the descriptor just created, not by name
+      // again: nothing swapped in between can become this node.
+      const st = new Float64Array(STAT_LENGTH)
+      pathFd = await this.#b.pathFdOf(fd, st)
+      await this.fs.own(pathFd, caller, dir)
+      const inode = this.fs.inodes.add(pathFd, st)
+      const contents = this.fs.files.adopt(file)
+      const fh = this.fs.files.add({ fd, node: inode.node, contents, append: (flags & O_APPEND) !== 0, writable: true })
+      return { inode, st: this.fs.nodeAttrs(inode, st), fh }
+    } catch (err) {
+      // No file: neither its DEK nor its index row may outlive the failure, nor its sidecar
+      // (unless the name exists: then the sidecar is that entry's).
+      if (pathFd >= 0) await this.#b.closeFd(pathFd).catch(() => undefined)
+      if (fd >= 0) {
+        await this.#b.closeFd(fd).catch(() => undefined)
+        await this.#b.unlinkAt(dir.fd, bn.name, 0).catch(() => undefined)
+      }
+      this.fs.volume.index.remove(file.fileId)
+      file.dek.dispose()
+      if (fd >= 0 || !(await this.#b.statAt(dir.fd, bn.name, new Float64Array(STAT_LENGTH)).then(() => true, () => false))) {
+        await this.fs.names.removeSidecar(dir, bn)
+      }
+      throw err
+    }
+  }
+
+  async open (node: number, flags: number): Promise<number> {
+    const inode = this.fs.inodes.get(node)
+    if ((inode.type & S_IFMT) !== S_IFREG) throw new FsError('EIO')
+    const writable = (flags & O_ACCMODE) !== O_RDONLY
+    // Reading the header of a file opened write-only must not change its atime (touch -m),
+    // and a read-only mount changes nothing in the cipher dir, atimes included.
+    const noatime = (flags & O_ACCMODE) === O_WRONLY || this.fs.volume.readOnly ? O_NOATIME : 0
+    const header = Buffer.alloc(HEADER_BYTES)
+    const sizes = new Float64Array(2)
+    let fd: number
+    try {
+      fd = await this.#b.openHeaderFd(inode.fd, (writable ? O_RDWR : O_RDONLY) | noatime, header, sizes)
+    } catch (err) {
+      // O_NOATIME is refused for a file the caller does not own (unless root): open without it.
+      if ((err as FsError).code !== 'EPERM' || noatime === 0) throw err
+      fd = await this.#b.openHeaderFd(inode.fd, writable ? O_RDWR : O_RDONLY, header, sizes)
+    }
+    let fh: number
+    try {
+      const parsed = sizes[0] === 0 ? null : sizes[0] === HEADER_BYTES ? decodeHeader(header) : undefined
+      if (parsed === undefined || (parsed === null && sizes[1] > 0)) throw new FsError('EIO')
+      const contents = this.fs.files.contentsOf(parsed, sizes[1])
+      fh = this.fs.files.add({ fd, node, contents, append: (flags & O_APPEND) !== 0, writable })
+    } catch (err) {
+      await this.#b.closeFd(fd).catch(() => undefined)
+      throw err
+    }
+    if ((flags & O_TRUNC) !== 0 && writable) await this.truncate(fh, 0)
+    return fh
+  }
+
+  /** The contents of a handle; gives a header-less (zero-length) backing file an identity first. */
+  async #writableContents (h: Handle): Promise<FileContents> {
+    if (!h.writable) throw new FsError('EBADF')
+    if (h.contents === null) {
+      const file = this.fs.volume.newFile()
+      await writeFullAt(h.fd, file.header, 0)
+      this.fs.files.setContents(h, this.fs.files.adopt(file))
+    }
+    return h.contents as FileContents
+  }
+
+  async read (fh: number, size: number, offset: number): Promise<{ buf: Buffer, n: number }> {
+    const h = this.fs.files.get(fh)
+    const c = h.contents
+    const buf = Buffer.allocUnsafe(size)
+    if (c === null) return { buf, n: 0 }
+    try {
+      return { buf, n: await c.lock.read(() => c.read(h.fd, offset, size, buf)) }
+    } catch (err) {
+      throw Object.assign(err as object, { fileId: c.fileId })
+    }
+  }
+
+  async write (fh: number, data: Buffer, offset: number): Promise<number> {
+    const h = this.fs.files.get(fh)
+    const c = await this.#writableContents(h)
+    try {
+      return await c.lock.write(() => c.write(h.fd, h.append ? c.size : offset, data))
+    } catch (err) {
+      throw Object.assign(err as object, { fileId: c.fileId })
+    }
+  }
+
+  async truncate (fh: number, size: number): Promise<void> {
+    const h = this.fs.files.get(fh)
+    if (size === 0 && h.contents === null) return
+    const c = await this.#writableContents(h)
+    await c.lock.write(() => c.truncate(h.fd, size))
+  }
+
+  /** truncate(2) by node, without a handle: through a handle of our own for the call. */
+  async truncateNode (node: number, size: number): Promise<void> {
+    const fh = await this.open(node, O_WRONLY)
+    try {
+      await this.truncate(fh, size)
+    } finally {
+      await this.release(fh)
+    }
+  }
+
+  async fsync (fh: number, datasync: boolean): Promise<void> {
+    await this.#b.fsyncFd(this.fs.files.get(fh).fd, datasync)
+  }
+
+  /**
+   * Closes a handle. A file whose last name went while it was open loses its DEK's index
+   * row at its last close (the backing store freed the file itself already).
+   */
+  async release (fh: number): Promise<void> {
+    const h = this.fs.files.get(fh)
+    let unlinked = false  // its last name went while it was open (the backing store freed it)
+    if (h.contents !== null) {
+      const st = new Float64Array(STAT_LENGTH)
+      unlinked = await this.#b.statAt(h.fd, EMPTY, st).then(() => st[STAT_NLINK] === 0, () => false)
+    }
+    this.fs.files.remove(fh)
+    await this.#b.closeFd(h.fd).catch(() => undefined)
+    await this.fs.removeAside(h.node)
+    if (unlinked && h.contents !== null) this.fs.forgetFile(h.contents.fileId)
+  }
+
+  async closeAll (): Promise<void> {
+    for (const h of this.fs.files.removeAll()) await this.#b.closeFd(h.fd).catch(() => undefined)
+  }
+}

@@ -1,0 +1,102 @@
+import { STAT_DEV, STAT_INO_HI, STAT_INO_LO, STAT_MODE } from './backing-addon'
+import { Backing } from './backing'
+import { FsError } from './fs-error'
+import { ROOT_NODE } from './fuse-session'
+
+export const S_IFMT = 0o170000
+export const S_IFREG = 0o100000
+export const S_IFDIR = 0o040000
+export const S_IFLNK = 0o120000
+
+/**
+ * One backing entry the kernel knows, as libfuse's passthrough_hp keeps them: an O_PATH
+ * descriptor of it (every operation on the node works from this descriptor, so no path is
+ * ever rebuilt and no symlink followed), its identity and type, and the kernel's lookup count.
+ */
+export interface Inode {
+  readonly node: number
+  readonly fd: number
+  /** st_dev and st_ino of the backing entry: hard links are one inode. */
+  readonly key: string
+  /** S_IFMT bits: fixed for the life of the descriptor. */
+  readonly type: number
+  lookups: number
+  /** A directory's ID (its entries' name context), read once. */
+  dirId: Buffer | null
+}
+
+export function identityOf (st: Float64Array): string {
+  return `${st[STAT_DEV]}:${st[STAT_INO_HI]}:${st[STAT_INO_LO]}`
+}
+
+/**
+ * The nodes the kernel holds, by node id and by backing identity. Node ids are never
+ * reused within a mount, so the kernel's generation number can stay 0. A node stays until
+ * the kernel forgets its last lookup, even after its last name is unlinked: an open file
+ * lives on through its descriptor, with no hidden name in the cipher dir.
+ */
+export class InodeTable {
+  readonly #byNode = new Map<number, Inode>()
+  readonly #byKey = new Map<string, Inode>()
+  #next = ROOT_NODE + 1
+
+  constructor (private readonly backing: Backing, rootFd: number, rootStat: Float64Array) {
+    const root: Inode = { node: ROOT_NODE, fd: rootFd, key: identityOf(rootStat), type: S_IFDIR, lookups: 1, dirId: null }
+    this.#byNode.set(ROOT_NODE, root)
+    this.#byKey.set(root.key, root)
+  }
+
+  get root (): Inode {
+    return this.#byNode.get(ROOT_NODE) as Inode
+  }
+
+  get (node: number): Inode {
+    const i = this.#byNode.get(node)
+    if (i === undefined) throw new FsError('ESTALE')
+    return i
+  }
+
+  byIdentity (key: string): Inode | undefined {
+    return this.#byKey.get(key)
+  }
+
+  get size (): number {
+    return this.#byNode.size
+  }
+
+  /**
+   * Counts one kernel lookup of the entry behind `fd` (an O_PATH descriptor with its stat):
+   * a known entry keeps its node and the new descriptor is closed; else `fd` becomes a node.
+   */
+  add (fd: number, st: Float64Array, dirId: Buffer | null = null): Inode {
+    const key = identityOf(st)
+    const known = this.#byKey.get(key)
+    if (known !== undefined) {
+      void this.backing.closeFd(fd).catch(() => undefined)
+      known.lookups++
+      if (known.dirId === null) known.dirId = dirId
+      return known
+    }
+    const inode: Inode = { node: this.#next++, fd, key, type: st[STAT_MODE] & S_IFMT, lookups: 1, dirId }
+    this.#byNode.set(inode.node, inode)
+    this.#byKey.set(key, inode)
+    return inode
+  }
+
+  forget (node: number, n: number): void {
+    const i = this.#byNode.get(node)
+    if (i === undefined || node === ROOT_NODE) return
+    i.lookups -= n
+    if (i.lookups > 0) return
+    this.#byNode.delete(node)
+    if (this.#byKey.get(i.key) === i) this.#byKey.delete(i.key)
+    void this.backing.closeFd(i.fd).catch(() => undefined)
+  }
+
+  /** Closes every descriptor (the session has ended). */
+  async closeAll (): Promise<void> {
+    for (const i of this.#byNode.values()) await this.backing.closeFd(i.fd).catch(() => undefined)
+    this.#byNode.clear()
+    this.#byKey.clear()
+  }
+}
