@@ -176,6 +176,40 @@ describe('fsync on a directory', () => {
   })
 })
 
+describe('the daemon\'s JS thread and the disk', () => {
+  let v: Vol
+  beforeAll(() => { v = makeVolume() })
+  afterEach(async () => { await takeDown(v.base) })  // the test's finally
+  afterAll(async () => { await cleanup(v) })
+
+  it('never waits for a flush itself: the index\'s commits, directory IDs, sidecars and fsync run on other threads (strace)', async () => {
+    mount(v)
+    const pid = Number(fs.readFileSync(path.join(v.cipher, 'sealfs.lock'), 'utf8').trim())
+    const out = path.join(v.base, 'strace-threads.out')
+    const tracer = spawn('strace', ['-f', '-y', '-e', 'trace=fsync,fdatasync,sync_file_range', '-o', out, '-p', String(pid)], { stdio: ['ignore', 'ignore', 'pipe'] })
+    const exited = new Promise(resolve => { tracer.on('exit', resolve); tracer.on('error', resolve) })
+    let attached = ''
+    tracer.stderr!.on('data', d => { attached += d.toString() })
+    for (let i = 0; i < 100 && !/attached/.test(attached) && tracer.exitCode === null; i++) await sleep(50)
+    expect(attached, 'strace did not attach to the daemon').toMatch(/attached/)
+    for (let i = 0; i < 5; i++) {
+      fs.mkdirSync(path.join(v.mnt, `d${i}`))
+      fs.writeFileSync(path.join(v.mnt, `d${i}`, 'l'.repeat(200)), 'a file with a long name')
+      const fd = fs.openSync(path.join(v.mnt, `d${i}`, 'f'), 'w')
+      fs.writeSync(fd, Buffer.alloc(100_000, i))
+      fs.fsyncSync(fd)
+      fs.closeSync(fd)
+    }
+    await sleep(1500)  // the index is flushed once a second
+    tracer.kill('SIGINT')
+    await exited
+    const calls = fs.readFileSync(out, 'utf8').split('\n').filter(l => /^\d+ +(fsync|fdatasync|sync_file_range)\(/.test(l))
+    expect(calls.some(l => /sealfs\.index/.test(l)), calls.join('\n')).toBe(true)
+    expect(calls.some(l => /sealfs\.diriv/.test(l)), calls.join('\n')).toBe(true)
+    expect(calls.filter(l => Number(l.split(' ')[0]) === pid), 'syncs on the JS thread').toEqual([])
+  })
+})
+
 describe('renaming a directory', () => {
   let v: Vol
   beforeAll(() => { v = makeVolume(); mount(v) })

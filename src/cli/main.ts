@@ -70,10 +70,11 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
   try {
     mount = await Mount.start(volume, mountpoint, { options: parsed.fuse, fsname: path.resolve(cipher) })
   } catch (e) {
-    volume.close()
+    await volume.close()
     throw new CliError('mount-failed', `cannot mount ${mnt}: ${(e as Error).message}`)
   }
-  const flusher = setInterval(() => { try { volume.index.flush() } catch (e) { logLine(`index flush failed (${(e as Error).name})`) } }, 1000)
+  volume.index.onError = logLine
+  const flusher = setInterval(() => volume.index.flush(), 1000)
   report('ready')
   notifySystemd('READY=1')
 
@@ -85,7 +86,7 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
     clearInterval(flusher)
     if (idler !== null) clearInterval(idler)
     await mount.unmount(!unmount).catch(e => logLine(`unmount failed: ${(e as Error).message}`))
-    volume.close()
+    await volume.close()
     process.exit(EXIT.OK)
   }
   // Someone ran `sealfs umount` or fusermount -u: the kernel ended the session, so finish up.

@@ -1,6 +1,8 @@
 import Database from 'better-sqlite3'
 import fs from 'fs'
 import path from 'path'
+import { Worker } from 'worker_threads'
+import type { IndexBatch, IndexBatchDone } from './index-writer'
 
 export const INDEX_FILE = 'sealfs.index'
 const SCHEMA_VERSION = 1
@@ -17,17 +19,24 @@ export interface DekRow {
  * the master key be rotated by rewrapping rows instead of rewriting files, and it keeps
  * each DEK's chunk-write count.
  *
- * Writes are queued and applied in one transaction by flush() (on a timer, fsync and
- * unmount), so no file operation waits on SQLite. Rollback journal, not WAL: the cipher
- * dir may be on NFS, where WAL does not work. TRUNCATE keeps the journal file between
- * transactions: creating and deleting it would change the root directory's mtime.
+ * Writes are queued and applied in one transaction by flush() (on a timer and at close),
+ * in a worker thread (index-writer.ts): no file operation waits on SQLite, and the JS thread
+ * never waits for its fsyncs. Reads see queued and in-flight rows first. Rollback journal,
+ * not WAL: the cipher dir may be on NFS, where WAL does not work. TRUNCATE keeps the journal
+ * file between transactions: creating and deleting it would change the root directory's mtime.
  */
 export class DekIndex {
   readonly #db: Database.Database
   readonly #pending = new Map<string, DekRow | null>()
   readonly #writes = new Map<string, number>()
+  /** Batches handed to the writer and not yet committed: still what reads must see. */
+  readonly #inFlight = new Map<number, IndexBatch>()
   readonly #get: Database.Statement
-  #write: { put: Database.Statement, del: Database.Statement, addWrites: Database.Statement } | null = null
+  #writer: Worker | null = null
+  #nextBatch = 1
+  #closed: Promise<void> | null = null
+  /** Where a failed flush is reported (the batch is queued again). */
+  onError: (message: string) => void = () => undefined
 
   /** `readOnly`: opened read-only and never written (a read-only mount writes nothing to the cipher dir). */
   constructor (cipherDir: string, readonly volumeId: string, readonly readOnly = false) {
@@ -62,11 +71,10 @@ export class DekIndex {
       throw new Error('the DEK index belongs to another volume')
     }
     this.#get = this.#db.prepare('SELECT key_version AS keyVersion, wrapped, chunk_writes AS chunkWrites FROM deks WHERE file_id = ?')
-    this.#write = {
-      put: this.#db.prepare('INSERT INTO deks (file_id, key_version, wrapped) VALUES (?, ?, ?) ON CONFLICT(file_id) DO UPDATE SET key_version = excluded.key_version, wrapped = excluded.wrapped'),
-      del: this.#db.prepare('DELETE FROM deks WHERE file_id = ?'),
-      addWrites: this.#db.prepare('UPDATE deks SET chunk_writes = chunk_writes + ? WHERE file_id = ?')
-    }
+    const writer = new Worker(path.join(__dirname, 'index-writer.js'), { workerData: { file } })
+    writer.on('message', (done: IndexBatchDone) => this.#committed(done))
+    writer.on('error', e => this.onError(`index writer: ${e.name}`))
+    this.#writer = writer
   }
 
   put (fileId: Buffer, keyVersion: number, wrapped: Buffer): void {
@@ -86,38 +94,60 @@ export class DekIndex {
 
   get (fileId: Buffer): DekRow | undefined {
     const id = fileId.toString('hex')
-    const p = this.#pending.get(id)
-    if (p === null) return undefined
-    const row = p ?? (this.#get.get(fileId) as DekRow | undefined)
+    let row: DekRow | null | undefined = this.#pending.get(id)
+    let writes = this.#writes.get(id) ?? 0
+    // In-flight batches, newest first: the newest row wins; chunk writes add up.
+    for (const batch of [...this.#inFlight.values()].reverse()) {
+      writes += batch.writes.find(([k]) => k === id)?.[1] ?? 0
+      if (row !== undefined) continue
+      const r = batch.rows.find(([k]) => k === id)
+      if (r !== undefined) row = r[1] === null ? null : { keyVersion: r[1].keyVersion, wrapped: Buffer.from(r[1].wrapped), chunkWrites: 0 }
+    }
+    if (row === null) return undefined
+    row ??= this.#get.get(fileId) as DekRow | undefined
     if (row === undefined) return undefined
-    return { ...row, chunkWrites: Number(row.chunkWrites) + (this.#writes.get(id) ?? 0) }
+    return { ...row, chunkWrites: Number(row.chunkWrites) + writes }
   }
 
   get dirty (): boolean {
     return this.#pending.size > 0 || this.#writes.size > 0
   }
 
-  /** Applies all queued changes in one transaction. */
+  /** Hands all queued changes to the writer, to be applied in one transaction. Never waits. */
   flush (): void {
-    const w = this.#write
-    if (!this.dirty || w === null) return
-    const pending = [...this.#pending]
-    const writes = [...this.#writes]
+    if (!this.dirty || this.#writer === null || this.#closed !== null) return
+    const batch: IndexBatch = { id: this.#nextBatch++, rows: [...this.#pending], writes: [...this.#writes] }
     this.#pending.clear()
     this.#writes.clear()
-    this.#db.transaction(() => {
-      for (const [id, row] of pending) {
-        const key = Buffer.from(id, 'hex')
-        if (row === null) w.del.run(key)
-        else w.put.run(key, row.keyVersion, row.wrapped)
-      }
-      for (const [id, n] of writes) w.addWrites.run(n, Buffer.from(id, 'hex'))
-    })()
+    this.#inFlight.set(batch.id, batch)
+    this.#writer.postMessage(batch)
   }
 
-  close (): void {
+  #committed (done: IndexBatchDone): void {
+    const batch = this.#inFlight.get(done.id)
+    this.#inFlight.delete(done.id)
+    if (done.error === undefined || batch === undefined) return
+    // Not applied: queued again under anything newer, for the next flush.
+    for (const [id, row] of batch.rows) if (!this.#pending.has(id)) this.#pending.set(id, row === null ? null : { ...row, wrapped: Buffer.from(row.wrapped), chunkWrites: 0 })
+    for (const [id, n] of batch.writes) if (this.#pending.get(id) !== null) this.#writes.set(id, (this.#writes.get(id) ?? 0) + n)
+    this.onError(`index flush failed (${done.error.split(':')[0]}); will retry`)
+  }
+
+  /** Flushes what is queued, waits until the writer has committed everything, and closes. */
+  close (): Promise<void> {
+    if (this.#closed !== null) return this.#closed
     this.flush()
-    this.#db.close()
+    const writer = this.#writer
+    this.#closed = (async () => {
+      if (writer !== null) {
+        await new Promise<void>(resolve => {
+          writer.once('exit', () => resolve())
+          writer.postMessage('close')
+        })
+      }
+      this.#db.close()
+    })()
+    return this.#closed
   }
 
   /** Number of files in the index of `cipherDir`, read without unlocking the volume. */

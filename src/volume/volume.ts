@@ -116,7 +116,7 @@ export class Volume {
       masterKey.dispose()
     }
     writeDirIdSync(dir, newDirId())
-    new DekIndex(dir, config.volumeId).close()
+    await new DekIndex(dir, config.volumeId).close()
     writeConfig(dir, config)
   }
 
@@ -190,8 +190,9 @@ export class Volume {
     return Buffer.concat([this.volumeId, fileId])
   }
 
-  close (): void {
-    this.index.close()
+  /** Waits for the index's last writes, then forgets every key. */
+  async close (): Promise<void> {
+    await this.index.close()
     this.names.dispose()
     for (const k of this.#keys) k.dispose()
     this.#lock.release()
