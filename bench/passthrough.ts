@@ -4,7 +4,7 @@
 // sealfs with it to separate what encryption and names cost from what the binding costs.
 //   node dist/bench/passthrough.js BACKING MOUNTPOINT   (foreground; SIGTERM unmounts)
 import path from 'path'
-import { backing as addon, STAT_LENGTH } from '../src/filesystem/backing-addon'
+import { backing as addon, O_PATH, STAT_LENGTH } from '../src/filesystem/backing-addon'
 import { Backing, isLocalFilesystem } from '../src/filesystem/backing'
 import { fuse, RequestHandlers, SET_ATIME, SET_ATIME_NOW, SET_GID, SET_MODE, SET_MTIME, SET_MTIME_NOW, SET_SIZE, SET_UID } from '../src/filesystem/fuse-session'
 import { Inode, InodeTable, S_IFREG } from '../src/filesystem/inodes'
@@ -18,7 +18,6 @@ if (backingDir === undefined || mnt === undefined) {
   process.exit(2)
 }
 
-const O_PATH = 0o10000000
 const O_DIRECTORY = 0o200000
 const O_WRONLY = 1
 const O_NOFOLLOW = 0o400000

@@ -1,6 +1,7 @@
 // npm run bench: sealfs, gocryptfs and a no-crypto passthrough on the same FUSE binding
-// (bench/passthrough.ts), each over a fresh backing directory on the same disk, running
-// the same workloads interleaved for several repetitions. Prints medians, ratios and the
+// (bench/passthrough.ts), each over a fresh backing directory on the same disk, and that
+// disk itself without FUSE (the ceiling), running the same workloads interleaved for
+// several repetitions. Prints medians, ratios and the
 // daemons' CPU time. SMALL=1 runs a short version; REPS=N and BENCH_DIR=... override.
 // Needs root (drop_caches, FUSE mounts); installs gocryptfs and fio if they are missing.
 // Everything it writes is in a new directory it makes under BENCH_DIR (default /var/tmp),
@@ -41,18 +42,20 @@ function timed (fn: () => void): number {
 const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 
 function cpuSeconds (pid: number): number {
+  if (pid === 0) return 0  // no daemon (the raw directory)
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   return (Number(fields[11]) + Number(fields[12])) / 100  // utime + stime, in USER_HZ (100)
 }
 
 function peakRssMiB (pid: number): number {
+  if (pid === 0) return NaN
   const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))
   return m === null ? NaN : Number(m[1]) / 1024
 }
 
 function resetPeakRss (pid: number): void {
-  fs.writeFileSync(`/proc/${pid}/clear_refs`, '5')
+  if (pid !== 0) fs.writeFileSync(`/proc/${pid}/clear_refs`, '5')
 }
 
 function dropCaches (): void {
@@ -182,6 +185,20 @@ class Passthrough implements Subject {
   }
 }
 
+/** The backing disk itself, no FUSE: what every filesystem above it can at best reach. */
+class Raw implements Subject {
+  name = 'raw'
+  mnt = ''
+  pid = 0
+  async create (dir: string): Promise<void> {
+    this.mnt = path.join(dir, 'plain')
+    fs.mkdirSync(this.mnt, { recursive: true })
+  }
+
+  async mount (): Promise<void> {}
+  async unmount (): Promise<void> {}
+}
+
 function findPid (match: (cmd: string[]) => boolean): number {
   for (const p of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(p)) continue
@@ -206,7 +223,10 @@ const ROWS: RowSpec[] = [
   { key: 'reread', label: 'dd read again, same mount', unit: 'MiB/s', lowerIsBetter: false, mib: SEQ_MIB },
   { key: 'randread', label: `fio 4 KiB randread, ${FIO_MIB} MiB file, O_DIRECT`, unit: 'IOPS', lowerIsBetter: false },
   { key: 'randwrite', label: `fio 4 KiB randwrite, ${FIO_MIB} MiB file, O_DIRECT`, unit: 'IOPS', lowerIsBetter: false },
+  { key: 'randread4', label: 'fio 4 KiB randread, 4 jobs on one file', unit: 'IOPS', lowerIsBetter: false },
+  { key: 'randwrite4', label: 'fio 4 KiB randwrite, 4 jobs on one file', unit: 'IOPS', lowerIsBetter: false },
   { key: 'tar', label: 'tar extract + sync', unit: 's', lowerIsBetter: true },
+  { key: 'tar4', label: '4 tar extracts at once (own directories) + sync', unit: 's', lowerIsBetter: true },
   { key: 'lsR', label: 'ls -lR, cold', unit: 's', lowerIsBetter: true },
   { key: 'catall', label: 'cat every file, cold', unit: 's', lowerIsBetter: true },
   { key: 'rmrf', label: 'rm -rf the tree', unit: 's', lowerIsBetter: true },
@@ -215,9 +235,9 @@ const ROWS: RowSpec[] = [
   { key: 'unlink', label: `unlink ${SMALL_FILES} files`, unit: 's', lowerIsBetter: true }
 ]
 
-function fioIops (s: Subject, rw: string): number {
+function fioIops (s: Subject, rw: string, jobs = 1): number {
   const out = sh('fio', ['--name=bench', `--filename=${path.join(s.mnt, 'fio')}`, `--rw=${rw}`, '--bs=4k', `--size=${FIO_MIB}m`,
-    '--ioengine=psync', '--direct=1', '--time_based', `--runtime=${FIO_SECONDS}`, '--output-format=json'])
+    '--ioengine=psync', '--direct=1', '--time_based', `--runtime=${FIO_SECONDS}`, `--numjobs=${jobs}`, '--group_reporting', '--output-format=json'])
   const job = JSON.parse(out).jobs[0]
   return rw === 'randread' ? job.read.iops : job.write.iops
 }
@@ -227,6 +247,7 @@ const SMALL_FILES_PY = `
 import os, sys, time, json
 d, n, pid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 def cpu():
+    if pid == 0: return 0  # no daemon (the raw directory)
     f = open('/proc/%d/stat' % pid).read().rsplit(')', 1)[1].split()
     return (int(f[11]) + int(f[12])) / os.sysconf('SC_CLK_TCK')
 os.mkdir(d)
@@ -270,6 +291,8 @@ async function runAll (s: Subject, tarball: string, rssOut: number[]): Promise<R
   await remount(true)
   measure('randread', () => fioIops(s, 'randread'))
   measure('randwrite', () => fioIops(s, 'randwrite'))
+  measure('randread4', () => fioIops(s, 'randread', 4))
+  measure('randwrite4', () => fioIops(s, 'randwrite', 4))
   fs.unlinkSync(path.join(s.mnt, 'fio'))
 
   const tree = path.join(s.mnt, 'tree')
@@ -282,6 +305,10 @@ async function runAll (s: Subject, tarball: string, rssOut: number[]): Promise<R
   await remount(true)
   measure('catall', () => timed(() => sh('sh', ['-c', `find '${tree}' -type f -print0 | xargs -0 cat > /dev/null`])))
   measure('rmrf', () => timed(() => sh('rm', ['-rf', tree])))
+  const trees = [0, 1, 2, 3].map(i => path.join(s.mnt, `tree${i}`))
+  for (const t of trees) fs.mkdirSync(t)
+  measure('tar4', () => timed(() => sh('sh', ['-c', `${trees.map(t => `tar -xf '${tarball}' -C '${t}' &`).join(' ')} wait; sync`])))
+  sh('rm', ['-rf', ...trees])
 
   const [create, stat, unlink] = JSON.parse(sh('python3', ['-c', SMALL_FILES_PY, path.join(s.mnt, 'small'), String(SMALL_FILES), String(s.pid)])) as number[][]
   out.create = { value: create[0], cpu: create[1] }
@@ -322,8 +349,8 @@ async function main (): Promise<void> {
   }
   process.stderr.write(`bench in ${WORK}: ${REPS} reps, tree of ${tar.files} files (${tar.mib.toFixed(0)} MiB), ${versions.gocryptfs}, node ${versions.node}\n`)
 
-  const makers: Array<() => Subject> = [() => new Sealfs(), () => new Gocryptfs(), () => new Passthrough()]
-  const names = ['sealfs', 'gocryptfs', 'passthrough']
+  const makers: Array<() => Subject> = [() => new Sealfs(), () => new Gocryptfs(), () => new Passthrough(), () => new Raw()]
+  const names = ['sealfs', 'gocryptfs', 'passthrough', 'raw']
   const samples: Record<string, Record<string, Sample[]>> = Object.fromEntries(names.map(n => [n, Object.fromEntries(ROWS.map(r => [r.key, []]))]))
   const rss: Record<string, number[]> = Object.fromEntries(names.map(n => [n, []]))
   for (let rep = 0; rep < REPS; rep++) {
@@ -348,11 +375,11 @@ async function main (): Promise<void> {
   lines.push(`sealfs bench, ${new Date().toISOString()}: ${REPS} repetitions (medians), ${versions.cpus} CPUs, kernel ${versions.kernel}, node ${versions.node}, ${versions.gocryptfs}`)
   lines.push(`tree: ${tar.files} files, ${tar.mib.toFixed(0)} MiB (${TREE_SOURCES.join(' ')}). Ratios > 1 mean sealfs is better (faster, or more per second).`)
   lines.push('')
-  lines.push('| workload | unit | sealfs | gocryptfs | passthrough | sealfs / gocryptfs | sealfs / passthrough |')
-  lines.push('|---|---|---|---|---|---|---|')
+  lines.push('| workload | unit | sealfs | gocryptfs | passthrough | raw disk (no FUSE) | sealfs / gocryptfs | sealfs / passthrough | sealfs / raw |')
+  lines.push('|---|---|---|---|---|---|---|---|---|')
   for (const r of ROWS) {
-    const [a, g, p] = names.map(n => med(n, r.key, s => s.value))
-    lines.push(`| ${r.label} | ${r.unit} | ${fmt(a, r.unit)} | ${fmt(g, r.unit)} | ${fmt(p, r.unit)} | ${better(r, a, g).toFixed(2)} | ${better(r, a, p).toFixed(2)} |`)
+    const [a, g, p, w] = names.map(n => med(n, r.key, s => s.value))
+    lines.push(`| ${r.label} | ${r.unit} | ${fmt(a, r.unit)} | ${fmt(g, r.unit)} | ${fmt(p, r.unit)} | ${fmt(w, r.unit)} | ${better(r, a, g).toFixed(2)} | ${better(r, a, p).toFixed(2)} | ${better(r, a, w).toFixed(2)} |`)
   }
   lines.push('')
   lines.push('Daemon CPU seconds (user + system) per workload; ms per MiB on the sequential rows.')
