@@ -29,24 +29,10 @@ export interface NameCipherAddon {
   decrypt (keys: NameKeys, domain: number, dirId: Buffer, sealed: Buffer, out: Buffer): number
 }
 
-/** Each returns 0 or a negative errno; the getters return a Buffer on success. */
+/** Each returns 0 or a negative errno. */
 export interface PosixAddon {
-  utimensat (path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): number
-  futimens (fd: number, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): number
-  renameat2 (from: string, to: string, flags: number): number
-  mknod (path: string, mode: number, dev: number): number
-  lsetxattr (path: string, name: string, value: Buffer, flags: number): number
-  lgetxattr (path: string, name: string): Buffer | number
-  llistxattr (path: string): Buffer | number
-  lremovexattr (path: string, name: string): number
   flock (fd: number, operation: number): number
   sendDatagram (socketPath: string, message: Buffer): number
-  /** Reads the header of a last link into `header` (n = bytes read, 0 if none), then unlinks; n < 0 is -errno of the unlink. */
-  unlinkLastAsync (path: string, header: Buffer, cb: (n: number) => void): void
-  /** open(path, flags, mode), then `header` written at 0; the descriptor, or -errno. */
-  createAsync (path: string, flags: number, mode: number, header: Buffer, cb: (fd: number) => void): void
-  /** open(path, flags), up to header.length bytes read into `header`, fstat: (descriptor or -errno, bytes read, size). */
-  openHeaderAsync (path: string, flags: number, header: Buffer, cb: (fd: number, bytes: number, size: number) => void): void
 }
 
 export const LOCK_SH = 1

@@ -265,3 +265,55 @@ print(json.dumps(out))`, dir], { encoding: 'utf8', timeout: 60_000, killSignal: 
     expect(snapshot(victimDir), `outcomes through the mount: ${outcomes}`).toEqual(before)
   }, 90_000)
 })
+
+describe('what a crash or a copy can leave in the cipher dir', () => {
+  let v: Vol
+  beforeAll(() => { v = makeVolume(); mount(v) })
+  afterAll(async () => { await cleanup(v) })
+
+  it('a directory holding only leftovers (a sidecar without its entry, a temporary file) lists as empty and can be removed', () => {
+    const d = path.join(v.mnt, 'left')
+    fs.mkdirSync(d)
+    fs.writeFileSync(path.join(d, LONG), 'x')
+    const b = backingDirOf(v, d)
+    const long = fs.readdirSync(b).find(n => n.startsWith('sealfs.long.') && !n.endsWith('.name'))!
+    fs.unlinkSync(path.join(b, long))  // as if the daemon died between removing the entry and its sidecar
+    fs.writeFileSync(path.join(b, 'sealfs.tmp.0123456789abcdef'), 'half-written sidecar')
+    expect(fs.readdirSync(d)).toEqual([])
+    fs.rmdirSync(d)
+    expect(fs.existsSync(b)).toBe(false)
+  })
+
+  it('a long name\'s entry and sidecar copied under another hash are left out of listings, not shown twice', () => {
+    const d = path.join(v.mnt, 'copied')
+    fs.mkdirSync(d)
+    fs.writeFileSync(path.join(d, LONG), 'x')
+    const b = backingDirOf(v, d)
+    const long = fs.readdirSync(b).find(n => n.startsWith('sealfs.long.') && !n.endsWith('.name'))!
+    const fake = 'sealfs.long.' + 'A'.repeat(43)
+    fs.copyFileSync(path.join(b, long), path.join(b, fake))
+    fs.copyFileSync(path.join(b, long + '.name'), path.join(b, fake + '.name'))
+    expect(fs.readdirSync(d)).toEqual([LONG])
+    expect(fs.readFileSync(path.join(d, LONG), 'utf8')).toBe('x')
+  })
+
+  it('a file whose backing file is empty (no header yet) written through two descriptors at once keeps both writes', async () => {
+    const f = path.join(v.mnt, 'headerless')
+    fs.writeFileSync(f, 'x')
+    const ino = fs.statSync(f).ino
+    const backing = fs.readdirSync(v.cipher).find(n => fs.lstatSync(path.join(v.cipher, n)).ino === ino)!
+    await umount(v)
+    fs.truncateSync(path.join(v.cipher, backing), 0)  // as a file made outside sealfs, or by an older version
+    mount(v)
+    const a = fs.openSync(f, 'r+')
+    const b = fs.openSync(f, 'r+')
+    try {
+      fs.writeSync(a, Buffer.from('AAAA'), 0, 4, 0)
+      fs.writeSync(b, Buffer.from('BB'), 0, 2, 10)
+    } finally {
+      fs.closeSync(a)
+      fs.closeSync(b)
+    }
+    expect(fs.readFileSync(f).toString('latin1')).toBe('AAAA' + '\0'.repeat(6) + 'BB')
+  })
+})

@@ -126,6 +126,18 @@ fd = os.open('${r}/pfa', os.O_CREAT | os.O_RDWR, 0o644); os.write(fd, b'abc'); o
 print(json.dumps([os.stat('${r}/pfa').st_size, open('${r}/pfa', 'rb').read()[:4].hex()]))`)
   })
 
+  it('a write or truncate by another user clears the set-user-ID and set-group-ID bits, as on a plain directory', () => {
+    both(r => `
+for n in ('su1', 'su2'):
+    open('${r}/' + n, 'w').write('x'); os.chmod('${r}/' + n, 0o6777)
+print(json.dumps('ok'))`)
+    const modes = both(r => `
+fd = os.open('${r}/su1', os.O_WRONLY); os.write(fd, b'y'); os.close(fd)
+os.truncate('${r}/su2', 0)
+print(json.dumps([oct(os.stat('${r}/su1').st_mode), oct(os.stat('${r}/su2').st_mode)]))`, 'nobody')
+    expect(modes).toEqual(['0o100777', '0o100777'])
+  })
+
   it('permission checks under allow_other,default_permissions for root and an unprivileged user; new entries belong to their creator', () => {
     both(r => `
 open('${r}/rootonly', 'w').write('secret'); os.chmod('${r}/rootonly', 0o600)

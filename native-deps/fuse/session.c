@@ -26,10 +26,6 @@
 #include <unistd.h>
 #include <uv.h>
 
-// Exported by libfuse 3 (FUSE_3.0) but missing from 3.14's public header.
-int fuse_session_receive_buf(struct fuse_session *se, struct fuse_buf *buf);
-void fuse_session_process_buf(struct fuse_session *se, const struct fuse_buf *buf);
-
 #define MAX_WRITE (1u << 20)
 #define PATH_MAX_BYTES 4096
 
@@ -67,6 +63,7 @@ typedef struct Session {
 #define SLOT_BITS 20
 #define MAX_SLOTS (1u << SLOT_BITS)
 typedef struct { fuse_req_t req; Session *s; uint32_t gen; int next_free; } Slot;
+#define SLOT_SPAN 1048576.0  // 2^SLOT_BITS
 static Slot *slots;
 static uint32_t slot_count, slot_cap;
 static int free_head = -1;
@@ -90,7 +87,8 @@ static int64_t pending_add(Session *s, fuse_req_t req) {
   }
   slots[i].req = req;
   slots[i].s = s;
-  slots[i].gen = (slots[i].gen + 1) & 0xfff;
+  // A 32-bit generation per slot: a slot's id comes back only after 2^32 reuses.
+  slots[i].gen++;
   return ((int64_t)slots[i].gen << SLOT_BITS) | i;
 }
 
@@ -103,8 +101,9 @@ static void pending_free(uint32_t i) {
 
 // The request behind an id, taken out of the table (NULL: unknown, stale or answered).
 static fuse_req_t pending_take(double id, Session **owner) {
-  if (!(id >= 0 && id < 4294967296.0) || id != (double)(uint32_t)id) return NULL;
-  uint32_t v = (uint32_t)id, i = v & (MAX_SLOTS - 1), gen = v >> SLOT_BITS;
+  if (!(id >= 0 && id < 4294967296.0 * SLOT_SPAN) || id != (double)(int64_t)id) return NULL;
+  int64_t v = (int64_t)id;
+  uint32_t i = (uint32_t)(v & (MAX_SLOTS - 1)), gen = (uint32_t)(v >> SLOT_BITS);
   if (i >= slot_count || slots[i].req == NULL || slots[i].gen != gen) return NULL;
   fuse_req_t req = slots[i].req;
   if (owner != NULL) *owner = slots[i].s;
@@ -162,6 +161,9 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn) {
   conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
   // The kernel applies the caller's umask before it sends a mode.
   conn->want &= ~FUSE_CAP_DONT_MASK;
+  // The kernel clears set-user-ID and set-group-ID bits on write, truncate and chown itself
+  // (libfuse 3.14 asks to leave it to the filesystem, and a root daemon's writes would keep them).
+  conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
 }
 
 static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
@@ -511,8 +513,7 @@ static napi_value ReplyEntry(napi_env env, napi_callback_info info) {
   if (!get_args(env, info, 5, argv) || !get_double(env, argv[0], &id) || !get_entry(env, argv + 1, &e))
     THROW("replyEntry(id, nodeId, attrs, attrTimeout, entryTimeout)");
   fuse_req_t req = pending_take(id, NULL);
-  if (req != NULL) fuse_reply_entry(req, &e);
-  return bool_result(env, req != NULL);
+  return bool_result(env, req != NULL && fuse_reply_entry(req, &e) == 0);
 }
 
 static int get_open(napi_env env, napi_value fhv, napi_value keepv, napi_value directv, struct fuse_file_info *fi) {
@@ -531,9 +532,9 @@ static napi_value ReplyCreate(napi_env env, napi_callback_info info) {
   if (!get_args(env, info, 8, argv) || !get_double(env, argv[0], &id) || !get_entry(env, argv + 1, &e) || !get_open(env, argv[5], argv[6], argv[7], &fi))
     THROW("replyCreate(id, nodeId, attrs, attrTimeout, entryTimeout, fh, keepCache, directIo)");
   fuse_req_t req = pending_take(id, NULL);
-  // If the kernel is gone (interrupted), libfuse calls release itself for a created file.
-  if (req != NULL) fuse_reply_create(req, &e, &fi);
-  return bool_result(env, req != NULL);
+  // false: unknown id, or the kernel did not take the reply (then the caller undoes the
+  // lookup count and closes the handle: no FORGET or RELEASE will come for them).
+  return bool_result(env, req != NULL && fuse_reply_create(req, &e, &fi) == 0);
 }
 
 // replyAttr(id, attrs, attrTimeout)
@@ -555,8 +556,7 @@ static napi_value ReplyOpen(napi_env env, napi_callback_info info) {
   if (!get_args(env, info, 4, argv) || !get_double(env, argv[0], &id) || !get_open(env, argv[1], argv[2], argv[3], &fi))
     THROW("replyOpen(id, fh, keepCache, directIo)");
   fuse_req_t req = pending_take(id, NULL);
-  if (req != NULL) fuse_reply_open(req, &fi);
-  return bool_result(env, req != NULL);
+  return bool_result(env, req != NULL && fuse_reply_open(req, &fi) == 0);
 }
 
 // replyBuf(id, buffer, length): the first `length` bytes of `buffer`.
@@ -683,6 +683,16 @@ static void fail_pending(Session *s) {
   }
 }
 
+static void session_end(Session *s, int unmount);
+
+static void session_end_js(napi_env env, napi_value obj, Session *s, int unmount) {
+  // The JS object no longer names the session: a second unmount/end throws instead of
+  // reaching the session after it is freed.
+  void *unused;
+  napi_remove_wrap(env, obj, &unused);
+  session_end(s, unmount);
+}
+
 static void session_end(Session *s, int unmount) {
   if (s->destroyed) return;
   if (s->dispatching) { if (s->end_requested < 1 + unmount) s->end_requested = 1 + unmount; return; }
@@ -759,16 +769,19 @@ static napi_value Mount(napi_env env, napi_callback_info info) {
   s->poll.data = s;
   s->polling = 1;
   uv_poll_start(&s->poll, UV_READABLE, on_readable);
-  napi_wrap(env, argv[0], s, finalize_session, NULL, NULL);
+  if (napi_wrap(env, argv[0], s, finalize_session, NULL, NULL) != napi_ok) {
+    session_end(s, 1);
+    THROW("mount: the handlers object is already a session");
+  }
   return NULL;
 }
 
 // unmount(session): unmounts (if still mounted) and ends the session. Requests still
-// waiting for a reply get EIO. Idempotent.
+// waiting for a reply get EIO. A second call throws (the session is no longer wrapped).
 static napi_value Unmount(napi_env env, napi_callback_info info) {
   napi_value argv[1]; Session *s;
   if (!get_args(env, info, 1, argv) || get_session(env, argv[0], &s) == NULL) THROW("unmount(session)");
-  session_end(s, 1);
+  session_end_js(env, argv[0], s, 1);
   return NULL;
 }
 
@@ -776,7 +789,7 @@ static napi_value Unmount(napi_env env, napi_callback_info info) {
 static napi_value End(napi_env env, napi_callback_info info) {
   napi_value argv[1]; Session *s;
   if (!get_args(env, info, 1, argv) || get_session(env, argv[0], &s) == NULL) THROW("end(session)");
-  session_end(s, 0);
+  session_end_js(env, argv[0], s, 0);
   return NULL;
 }
 

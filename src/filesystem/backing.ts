@@ -1,7 +1,6 @@
-import { backing as addon } from './backing-addon'
+import { backing as addon, O_PATH } from './backing-addon'
 import { FsError } from './fs-error'
 
-const O_PATH = 0o10000000
 const EMPTY = Buffer.alloc(0)
 
 type Result = number | Buffer

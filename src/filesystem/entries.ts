@@ -2,7 +2,7 @@ import { LINK_TARGET_MAX } from '../crypto/link-cipher'
 import { DIR_ID_FILE, newDirId } from '../volume/dir-id'
 import { decodeHeader, HEADER_BYTES } from '../volume/file-header'
 import { STAT_LENGTH, STAT_MODE } from './backing-addon'
-import { BackingName, tempName } from './entry-names'
+import { BackingName, LONG_PREFIX, LONG_SIDECAR_SUFFIX, TEMP_PREFIX, tempName } from './entry-names'
 import { Caller, EMPTY, Filesystem } from './filesystem'
 import { FsError } from './fs-error'
 import { Inode, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from './inodes'
@@ -68,11 +68,13 @@ export class Entries {
       await this.#dropUnusedSidecar(dir, bn)
       throw err
     }
-    let made: Entry
+    let made: Entry | null = null
     try {
       made = await this.fs.lookupNew(dir, bn.name)
       await this.fs.own(made.inode.fd, caller, dir)
+      return { inode: made.inode, st: await this.fs.statNode(made.inode) }
     } catch (err) {
+      if (made !== null) this.fs.inodes.forget(made.inode.node, 1)  // the kernel will never hear of it
       await this.#b.unlinkAt(dir.fd, bn.name, 0).catch(() => undefined)
       await this.fs.names.removeSidecar(dir, bn)
       // SFTP cannot chown a symlink itself: it follows it and says ENOENT, which would tell the
@@ -80,7 +82,6 @@ export class Entries {
       if ((err as FsError).code === 'ENOENT') throw new FsError('EPERM')
       throw err
     }
-    return { inode: made.inode, st: await this.fs.statNode(made.inode) }
   }
 
   async symlink (target: Buffer, parent: number, name: Buffer, caller: Caller): Promise<Entry> {
@@ -113,10 +114,14 @@ export class Entries {
         await this.fs.own(fd, caller, dir)
       }
       await this.fs.names.writeSidecar(dir, bn)
-      await this.#b.renameAt(dir.fd, tmp, dir.fd, bn.name, 0).catch((err: FsError) => {
+      await this.#b.renameAt(dir.fd, tmp, dir.fd, bn.name, 0).catch(async (err: FsError) => {
+        await this.#dropUnusedSidecar(dir, bn)
         if (err.code === 'ENOTEMPTY' || err.code === 'EISDIR' || err.code === 'ENOTDIR' || err.code === 'EEXIST') throw new FsError('EEXIST')
         throw err
       })
+      const st = new Float64Array(STAT_LENGTH)
+      await this.#b.statAt(fd, EMPTY, st)
+      return { inode: this.fs.inodes.add(fd, st, id), st: this.fs.plainAttrs(st) }
     } catch (err) {
       if (fd >= 0) {
         await this.#b.unlinkAt(fd, DIR_ID_NAME, 0).catch(() => undefined)
@@ -125,15 +130,12 @@ export class Entries {
       await this.#b.unlinkAt(dir.fd, tmp, AT_REMOVEDIR).catch(() => undefined)
       throw err
     }
-    const st = new Float64Array(STAT_LENGTH)
-    await this.#b.statAt(fd, EMPTY, st)
-    return { inode: this.fs.inodes.add(fd, st, id), st: this.fs.plainAttrs(st) }
   }
 
   async unlink (parent: number, name: Buffer): Promise<void> {
     const dir = this.fs.dir(parent)
     const bn = await this.fs.names.backingName(dir, name)
-    if (await this.fs.moveAside(dir, bn.name)) {
+    if (await this.fs.moveAside(dir, bn.name) !== null) {
       await this.fs.names.removeSidecar(dir, bn)
       return
     }
@@ -167,17 +169,32 @@ export class Entries {
   }
 
   /**
-   * Throws ENOTEMPTY unless a backing directory holds nothing but its ID file. Said here, not
-   * left to the backing: over SFTP (sshfs) removing or renaming onto a non-empty directory
-   * fails with EPERM, as SFTP has no ENOTEMPTY.
+   * Throws ENOTEMPTY unless a backing directory holds nothing but its ID file and what a
+   * crash can leave behind, which then goes: temporary files of sidecars being written, and
+   * sidecars whose entry is gone. Said here, not left to the backing: over SFTP (sshfs)
+   * removing or renaming onto a non-empty directory fails with EPERM, as SFTP has no ENOTEMPTY.
    */
   async #emptyBackingDir (fd: number): Promise<void> {
     const raw = await this.#b.readdirFd(fd)
+    const names = new Set<string>()
     for (let at = 0; at + 10 <= raw.length;) {
       const len = raw[at + 9]
-      const name = raw.subarray(at + 10, at + 10 + len)
+      names.add(raw.toString('latin1', at + 10, at + 10 + len))
       at += 10 + len
-      if (!name.equals(DIR_ID_NAME)) throw new FsError('ENOTEMPTY')
+    }
+    names.delete(DIR_ID_FILE)
+    const leftovers = [...names].filter(n => n.startsWith(TEMP_PREFIX) ||
+      (n.startsWith(LONG_PREFIX) && n.endsWith(LONG_SIDECAR_SUFFIX) && !names.has(n.slice(0, -LONG_SIDECAR_SUFFIX.length))))
+    if (leftovers.length !== names.size) throw new FsError('ENOTEMPTY')
+    // A temporary directory of a crashed mkdir has its ID file in it; anything else there is not ours to delete.
+    for (const n of leftovers) {
+      const name = Buffer.from(n, 'latin1')
+      await this.#b.unlinkAt(fd, name, 0).catch(async (err: FsError) => {
+        if (err.code !== 'EISDIR' && err.code !== 'EPERM') throw err
+        const tmp = await this.#b.lookupAt(fd, name, new Float64Array(STAT_LENGTH))
+        try { await this.#b.unlinkAt(tmp, DIR_ID_NAME, 0).catch(() => undefined) } finally { await this.#b.closeFd(tmp) }
+        await this.#b.unlinkAt(fd, name, AT_REMOVEDIR)
+      }).catch(() => { throw new FsError('ENOTEMPTY') })
     }
   }
 
@@ -200,13 +217,18 @@ export class Entries {
     // can create the target between this check and the rename.
     if (dstExists && (flags & RENAME_NOREPLACE) !== 0) throw new FsError('EEXIST')
     // A file replaced while open through us waits aside for its last close (network backings).
-    const asideFirst = dstExists && (dstStat[STAT_MODE] & S_IFMT) === S_IFREG && await this.fs.moveAside(to, dst.name)
-    const replaced = dstExists && !asideFirst ? await this.fs.lastLinkFileId(to, dst.name) : null
+    const aside = dstExists && (dstStat[STAT_MODE] & S_IFMT) === S_IFREG ? await this.fs.moveAside(to, dst.name) : null
+    const replaced = dstExists && aside === null ? await this.fs.lastLinkFileId(to, dst.name) : null
     await this.fs.names.writeSidecar(to, dst)
-    if ((srcStat[STAT_MODE] & S_IFMT) === S_IFDIR && dstExists && (dstStat[STAT_MODE] & S_IFMT) === S_IFDIR) {
-      await this.#renameDirOver(from, src, to, dst)
-    } else {
-      await this.#b.renameAt(from.fd, src.name, to.fd, dst.name, 0)
+    try {
+      if ((srcStat[STAT_MODE] & S_IFMT) === S_IFDIR && dstExists && (dstStat[STAT_MODE] & S_IFMT) === S_IFDIR) {
+        await this.#renameDirOver(from, src, to, dst)
+      } else {
+        await this.#b.renameAt(from.fd, src.name, to.fd, dst.name, 0)
+      }
+    } catch (err) {
+      if (aside !== null) await this.fs.moveBack(to, dst.name, aside).catch(() => undefined)
+      throw err
     }
     if (src.sidecar !== null && !(from === to && src.sidecar.equals(dst.sidecar ?? EMPTY))) await this.fs.names.removeSidecar(from, src)
     this.fs.forgetFile(replaced)

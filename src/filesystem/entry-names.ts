@@ -9,8 +9,8 @@ import { Inode } from './inodes'
 
 /** Encrypted names longer than this go to a hashed entry plus a sidecar holding the full name. */
 const BACKING_NAME_MAX = 255
-const LONG_PREFIX = 'sealfs.long.'
-const LONG_SIDECAR_SUFFIX = '.name'
+export const LONG_PREFIX = 'sealfs.long.'
+export const LONG_SIDECAR_SUFFIX = '.name'
 /** Entries being built before they are renamed into place (never listed: the name has dots). */
 export const TEMP_PREFIX = 'sealfs.tmp.'
 /** A sidecar holds one encrypted name: far less than this. */
@@ -31,6 +31,10 @@ export interface BackingName {
 
 /** One entry of a decrypted listing. */
 export interface ListedEntry { name: Buffer, ino: bigint, type: number }
+
+function longHash (encrypted: string): string {
+  return crypto.createHash('sha256').update(encrypted).digest('base64url')
+}
 
 export function tempName (): Buffer {
   return Buffer.from(`${TEMP_PREFIX}${crypto.randomBytes(8).toString('hex')}`)
@@ -64,7 +68,7 @@ export class EntryNames {
     if (plain.length > NAME_MAX) throw new FsError('ENAMETOOLONG')
     const encrypted = this.volume.names.encrypt(await this.dirId(dir), plain)
     if (encrypted.length <= BACKING_NAME_MAX) return { name: Buffer.from(encrypted, 'latin1'), encrypted, sidecar: null }
-    const hashed = LONG_PREFIX + crypto.createHash('sha256').update(encrypted).digest('base64url')
+    const hashed = LONG_PREFIX + longHash(encrypted)
     return { name: Buffer.from(hashed, 'latin1'), encrypted, sidecar: Buffer.from(hashed + LONG_SIDECAR_SUFFIX, 'latin1') }
   }
 
@@ -109,6 +113,9 @@ export class EntryNames {
         if (!s.startsWith(LONG_PREFIX) || s.endsWith(LONG_SIDECAR_SUFFIX)) continue  // sealfs's own files
         const sidecar = await this.backing.readSmallFileAt(dir.fd, Buffer.from(s + LONG_SIDECAR_SUFFIX, 'latin1'), SIDECAR_MAX).catch(() => null)
         encrypted = sidecar?.toString('latin1') ?? null
+        // The entry's name is the hash of what its sidecar holds: a sidecar copied from
+        // another entry would list a name that lookup finds elsewhere.
+        if (encrypted !== null && LONG_PREFIX + longHash(encrypted) !== s) encrypted = null
       } else {
         encrypted = backing.toString('latin1')
       }

@@ -20,6 +20,9 @@ const O_NOATIME = 0o1000000
 
 /** Open files: create, open, read, write, truncate, fsync, release. */
 export class Files {
+  /** Identities being given to header-less files, by node (see #writableContents). */
+  readonly #identities = new Map<number, Promise<FileContents>>()
+
   constructor (private readonly fs: Filesystem) {}
 
   get #b () { return this.fs.backing }
@@ -86,19 +89,43 @@ export class Files {
       await this.#b.closeFd(fd).catch(() => undefined)
       throw err
     }
-    if ((flags & O_TRUNC) !== 0 && writable) await this.truncate(fh, 0)
+    if ((flags & O_TRUNC) !== 0 && writable) {
+      await this.truncate(fh, 0).catch(async (err: unknown) => {
+        await this.release(fh)
+        throw err
+      })
+    }
     return fh
   }
 
-  /** The contents of a handle; gives a header-less (zero-length) backing file an identity first. */
+  /**
+   * The contents of a handle. A header-less (zero-length) backing file is given an identity
+   * once per node, whichever handle writes first, and every handle of the node gets it: two
+   * identities would leave one handle's chunks unreadable under the other's header.
+   */
   async #writableContents (h: Handle): Promise<FileContents> {
     if (!h.writable) throw new FsError('EBADF')
-    if (h.contents === null) {
-      const file = this.fs.volume.newFile()
-      await writeFullAt(h.fd, file.header, 0)
-      this.fs.files.setContents(h, this.fs.files.adopt(file))
+    if (h.contents !== null) return h.contents
+    let pending = this.#identities.get(h.node)
+    if (pending === undefined) {
+      pending = (async () => {
+        const file = this.fs.volume.newFile()
+        try {
+          await writeFullAt(h.fd, file.header, 0)
+        } catch (err) {
+          this.fs.volume.index.remove(file.fileId)
+          file.dek.dispose()
+          throw err
+        }
+        const contents = this.fs.files.adopt(file)  // its reference is this handle's
+        this.fs.files.setContents(h, contents)
+        this.fs.files.attachToNode(h.node, contents)
+        return contents
+      })()
+      this.#identities.set(h.node, pending)
+      void pending.catch(() => undefined).finally(() => this.#identities.delete(h.node))
     }
-    return h.contents as FileContents
+    return await pending
   }
 
   async read (fh: number, size: number, offset: number): Promise<{ buf: Buffer, n: number }> {

@@ -26,7 +26,7 @@ const O_NOATIME = 0o1000000
  * are always cached; a file's attributes and pages only where the backing store shows hard
  * links as one inode (else a write through one name would leave another's stale).
  */
-export interface CacheTimes { fileAttr: number, dirAttr: number, entry: number, keepCache: boolean }
+export interface CacheTimes { fileAttr: number, dirAttr: number, entry: number, keepCache: boolean, linksVisible: boolean }
 
 /**
  * What every operation shares: the volume, the backing store, the node table, the names,
@@ -113,9 +113,14 @@ export class Filesystem {
     }
   }
 
-  /** A file's last link is gone and no descriptor has it open: its DEK goes from the index. */
+  /**
+   * A file's last link is gone and no descriptor has it open: its DEK goes from the index.
+   * Where the backing store hides hard links (every name has a link count of 1) a last link
+   * cannot be told from one of several, so rows stay (an extra row costs nothing; a missing
+   * one would lose the file at the next master-key rotation).
+   */
   forgetFile (fileId: Buffer | null): void {
-    if (fileId === null || this.files.find(fileId) !== undefined) return
+    if (fileId === null || !this.cache.linksVisible || this.files.find(fileId) !== undefined) return
     this.volume.index.remove(fileId)
     this.files.deks.drop(fileId.toString('hex'))
   }
@@ -125,21 +130,28 @@ export class Filesystem {
    * keep the open file under a hidden name of its own in the same directory (sshfs's
    * .fuse_hidden*, NFS's .nfs*), which makes the directory impossible to remove and changes
    * its mtime at the last close. Instead it is moved to the root under ORPHAN_PREFIX, and
-   * removed at its last close (removeAside). Returns false if `name` is not such a file.
+   * removed at its last close (removeAside). Returns its name there, or null if `name` is
+   * not such a file.
    * The root's times are kept: on a plain directory the root does not change.
    */
-  async moveAside (dir: Inode, name: Buffer): Promise<boolean> {
-    if (this.backing.inline) return false
+  async moveAside (dir: Inode, name: Buffer): Promise<Buffer | null> {
+    if (this.backing.inline) return null
     const st = new Float64Array(STAT_LENGTH)
     const fd = await this.backing.lookupAt(dir.fd, name, st).catch(() => null)
-    if (fd === null) return false
+    if (fd === null) return null
     await this.backing.closeFd(fd).catch(() => undefined)
     const node = this.inodes.byIdentity(identityOf(st))
-    if (node === undefined || (st[STAT_MODE] & S_IFMT) !== S_IFREG || !this.files.isNodeOpen(node.node)) return false
+    if (node === undefined || (st[STAT_MODE] & S_IFMT) !== S_IFREG || !this.files.isNodeOpen(node.node)) return null
     const aside = Buffer.from(`${ORPHAN_PREFIX}${crypto.randomBytes(12).toString('hex')}`)
     await this.keepingTimes(this.inodes.root, () => this.backing.renameAt(dir.fd, name, this.inodes.root.fd, aside, 0))
     this.#asides.set(node.node, aside)
-    return true
+    return aside
+  }
+
+  /** Undoes moveAside (the rename it made way for failed): the file gets its name back. */
+  async moveBack (dir: Inode, name: Buffer, aside: Buffer): Promise<void> {
+    await this.keepingTimes(this.inodes.root, () => this.backing.renameAt(this.inodes.root.fd, aside, dir.fd, name, 0))
+    for (const [node, a] of this.#asides) if (a === aside) this.#asides.delete(node)
   }
 
   /** After the last close of a node that moveAside moved: the file goes (its DEK too, if that was its last link). */

@@ -1,6 +1,6 @@
 import path from 'path'
 import { Volume } from '../volume/volume'
-import { backing as addon, STAT_ATIME_NSEC, STAT_ATIME_SEC, STAT_LENGTH, STAT_MTIME_NSEC, STAT_MTIME_SEC, STAT_NLINK } from './backing-addon'
+import { backing as addon, O_PATH, STAT_ATIME_NSEC, STAT_ATIME_SEC, STAT_LENGTH, STAT_MTIME_NSEC, STAT_MTIME_SEC, STAT_NLINK, STATFS_LENGTH, STATFS_TYPE } from './backing-addon'
 import { Backing, isLocalFilesystem } from './backing'
 import { tempName } from './entry-names'
 import { EMPTY, Filesystem } from './filesystem'
@@ -10,10 +10,7 @@ import { identityOf, InodeTable } from './inodes'
 import { widenReadahead } from './readahead'
 import { Requests } from './requests'
 
-const O_RDONLY = 0
 const O_DIRECTORY = 0o200000
-const O_PATH = 0o10000000
-const STATFS_TYPE = 8
 
 export interface MountOptions {
   /** Extra FUSE/kernel options, already checked by the caller (e.g. "ro", "allow_other"). */
@@ -65,7 +62,7 @@ export class Mount {
   static async start (volume: Volume, mountpoint: string, opts: MountOptions): Promise<Mount> {
     const rootFd = addon.openPath(Buffer.from(volume.dir), O_PATH | O_DIRECTORY)
     if (rootFd < 0) throw FsError.fromErrno(rootFd)
-    const counts = new Float64Array(10)
+    const counts = new Float64Array(STATFS_LENGTH)
     const rootStat = new Float64Array(STAT_LENGTH)
     if (addon.statfsFd(rootFd, counts) < 0 || addon.statAt(rootFd, EMPTY, rootStat) < 0) {
       addon.closeFd(rootFd)
@@ -81,7 +78,8 @@ export class Mount {
       entry: 1,
       // Pages read stay cached across opens (a re-read costs no request): every write comes
       // through this mount (sealfs.lock).
-      keepCache: cacheable
+      keepCache: cacheable,
+      linksVisible: cacheable
     })
     await fs.sweepAsides()
     const requests = new Requests(fs)
@@ -120,6 +118,7 @@ export class Mount {
     this.#ended = true
     if (gone) fuse.end(this.requests)
     else fuse.unmount(this.requests)
+    await this.requests.settled(10_000)
     await this.requests.files.closeAll()
     await this.requests.fs.inodes.closeAll()
   }

@@ -65,6 +65,15 @@ export class OpenFiles {
     return false
   }
 
+  /** Gives every header-less handle of a node the identity one of them just wrote (one reference each). */
+  attachToNode (node: number, contents: FileContents): void {
+    for (const h of this.#handles.values()) {
+      if (h.node !== node || h.contents !== null) continue
+      this.#contents.get(contents.fileId.toString('hex'))!.refs++
+      this.setContents(h, contents)
+    }
+  }
+
   contentsOfNode (node: number): FileContents | undefined {
     return this.#byNode.size > 0 ? this.#byNode.get(node)?.contents : undefined
   }

@@ -5,6 +5,7 @@ import { toErrno } from './errno'
 import { Filesystem } from './filesystem'
 import { Files } from './files'
 import { FsError } from './fs-error'
+import { S_IFMT, S_IFREG } from './inodes'
 import {
   fuse, RequestHandlers, SET_ATIME, SET_ATIME_NOW, SET_GID, SET_MODE, SET_MTIME, SET_MTIME_NOW, SET_SIZE, SET_UID
 } from './fuse-session'
@@ -26,6 +27,9 @@ export class Requests implements RequestHandlers {
   count = 0
   /** Called when the kernel ends the connection (unmounted from outside). */
   onExit: () => void = () => undefined
+  /** Operations still running (their requests may already have been answered with EIO at unmount). */
+  #running = 0
+  #idle: (() => void) | null = null
 
   constructor (readonly fs: Filesystem) {
     this.entries = new Entries(fs)
@@ -47,9 +51,24 @@ export class Requests implements RequestHandlers {
       this.#fail(id, err)
       return
     }
+    this.#running++
     p.then(v => {
       try { reply(v) } catch (err) { this.#fail(id, err) }
-    }, err => this.#fail(id, err))
+    }, err => this.#fail(id, err)).finally(() => {
+      if (--this.#running === 0 && this.#idle !== null) this.#idle()
+    })
+  }
+
+  /**
+   * Resolves when no operation is running, or after `ms`: at unmount, descriptors and keys
+   * must not go while a pool job still writes through them.
+   */
+  settled (ms: number): Promise<void> {
+    if (this.#running === 0) return Promise.resolve()
+    return new Promise(resolve => {
+      const timer = setTimeout(resolve, ms)
+      this.#idle = () => { clearTimeout(timer); resolve() }
+    })
   }
 
   #ok (id: number): () => void {
@@ -102,7 +121,7 @@ export class Requests implements RequestHandlers {
 
   mknod (id: number, parent: number, name: Buffer, mode: number, rdev: number, uid: number, gid: number): void {
     this.#run(id, async () => {
-      if ((mode & 0o170000) === 0o100000 || (mode & 0o170000) === 0) {
+      if ((mode & S_IFMT) === S_IFREG || (mode & S_IFMT) === 0) {
         // A regular file made by mknod(2) is a created file, header and all.
         const made = await this.files.create(parent, name, mode, 1, { uid, gid })
         await this.files.release(made.fh)
