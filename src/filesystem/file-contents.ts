@@ -3,7 +3,7 @@ import { FLAG_SPARSE, HEADER_BYTES } from '../volume/file-header'
 import { Volume } from '../volume/volume'
 import { fdatasyncFd, ftruncateFd, writeFullAt } from './fd-io'
 import { FsError } from './fs-error'
-import { RwLock } from './rw-lock'
+import { ChunkRangeLock, WHOLE_FILE } from './chunk-range-lock'
 
 /** Chunk writes under one DEK are stopped here, well inside GCM's 2^32 random-nonce bound. */
 export const CHUNK_WRITE_LIMIT = 2 ** 31
@@ -22,7 +22,7 @@ export function plainSize (volume: Volume, backingSize: number): number {
  * one native call for all its chunks, one pwrite.
  */
 export class FileContents {
-  readonly lock = new RwLock()
+  readonly #lock = new ChunkRangeLock()
   readonly prefix: Buffer
   /** Chunks sealed under this DEK so far; looked up in the index at the first write, not at open. */
   #chunkWrites: number | null
@@ -56,6 +56,33 @@ export class FileContents {
     const first = start / this.#chunk
     const sealed = Buffer.allocUnsafe(this.volume.chunks.sealedSize(end - start))
     await this.volume.chunks.openAt(this.dek, this.prefix, first, fd, this.#cipherOffset(first), sealed, out, this.sparse)
+  }
+
+  /** Reads under a shared lock of the chunks it covers. */
+  async lockedRead (fd: number, offset: number, length: number, out: Buffer): Promise<number> {
+    const C = this.#chunk
+    if (length === 0) return 0
+    return this.#lock.run(Math.floor(offset / C), Math.floor((offset + length - 1) / C), false, () => this.read(fd, offset, length, out))
+  }
+
+  /**
+   * Writes under an exclusive lock of the chunks it touches; one that extends the file (or
+   * appends) locks the whole file, as the size and the last chunk change.
+   */
+  async lockedWrite (fd: number, offset: number | 'append', data: Buffer): Promise<number> {
+    const C = this.#chunk
+    if (offset !== 'append' && offset + data.length <= this.size && data.length > 0) {
+      const n = await this.#lock.run(Math.floor(offset / C), Math.floor((offset + data.length - 1) / C), true, async () => {
+        // A truncate may have run while this waited: then it is an extending write after all.
+        return offset + data.length <= this.size ? this.write(fd, offset, data) : -1
+      })
+      if (n >= 0) return n
+    }
+    return this.#lock.run(WHOLE_FILE.first, WHOLE_FILE.last, true, () => this.write(fd, offset === 'append' ? this.size : offset, data))
+  }
+
+  async lockedTruncate (fd: number, newSize: number): Promise<void> {
+    await this.#lock.run(WHOLE_FILE.first, WHOLE_FILE.last, true, () => this.truncate(fd, newSize))
   }
 
   async read (fd: number, offset: number, length: number, out: Buffer): Promise<number> {

@@ -134,7 +134,7 @@ export class Files {
     const buf = Buffer.allocUnsafe(size)
     if (c === null) return { buf, n: 0 }
     try {
-      return { buf, n: await c.lock.read(() => c.read(h.fd, offset, size, buf)) }
+      return { buf, n: await c.lockedRead(h.fd, offset, size, buf) }
     } catch (err) {
       throw Object.assign(err as object, { fileId: c.fileId })
     }
@@ -144,7 +144,7 @@ export class Files {
     const h = this.fs.files.get(fh)
     const c = await this.#writableContents(h)
     try {
-      return await c.lock.write(() => c.write(h.fd, h.append ? c.size : offset, data))
+      return await c.lockedWrite(h.fd, h.append ? 'append' : offset, data)
     } catch (err) {
       throw Object.assign(err as object, { fileId: c.fileId })
     }
@@ -154,7 +154,7 @@ export class Files {
     const h = this.fs.files.get(fh)
     if (size === 0 && h.contents === null) return
     const c = await this.#writableContents(h)
-    await c.lock.write(() => c.truncate(h.fd, size))
+    await c.lockedTruncate(h.fd, size)
   }
 
   /** truncate(2) by node, without a handle: through a handle of our own for the call. */
