@@ -200,6 +200,7 @@ typedef struct {
   int merge;
   size_t data_start, data_end, old_len;
   int64_t result;
+  int here;          // run on the calling thread (a null callback), not queued
   napi_async_work work;
   napi_ref refs[4];  // key, prefix, input, output stay alive while the pool thread uses them
   napi_ref callback;
@@ -302,12 +303,15 @@ static void job_complete(napi_env env, napi_status status, void *data) {
 
 // args: key, prefix, firstIndex, input, chunkSize, output, zeroIsHole, callback
 //   or: key, prefix, firstIndex, input, chunkSize, output, zeroIsHole, fd, position, callback
-// A job ready to queue, or NULL (a TypeError is pending).
+// A callback of null runs the job here, on the calling thread (small runs on a local disk:
+// the hand-off to the pool costs more than the work), and the call returns its result.
+// A job ready to run, or NULL (a TypeError is pending).
 static job_t *parse_job(napi_env env, napi_value *argv, size_t argc, run_fn fn) {
   job_t *job = calloc(1, sizeof(job_t));
   size_t cb_at = argc >= 10 ? 9 : 7;
   napi_valuetype cbt = napi_undefined;
   if (argc >= 8) napi_typeof(env, argv[cb_at], &cbt);
+  if (cbt == napi_null) { cbt = napi_function; if (job) job->here = 1; }
   int32_t fd = -1; double position = 0;
   if (argc >= 10 && (napi_get_value_int32(env, argv[7], &fd) != napi_ok || napi_get_value_double(env, argv[8], &position) != napi_ok ||
       fd < 0 || position < 0 || position > 9007199254740991.0)) cbt = napi_undefined;
@@ -337,11 +341,21 @@ static napi_value queue_job(napi_env env, job_t *job, napi_value *argv, size_t a
   return NULL;
 }
 
+// Runs a job on this thread; returns its result as the call's value.
+static napi_value run_here(napi_env env, job_t *job) {
+  job_execute(env, job);
+  napi_value res;
+  napi_create_int64(env, job->result, &res);
+  free(job);
+  return res;
+}
+
 static napi_value run_async(napi_env env, napi_callback_info info, run_fn fn) {
   size_t argc = 10; napi_value argv[10];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   job_t *job = parse_job(env, argv, argc, fn);
-  return job ? queue_job(env, job, argv, argc) : NULL;
+  if (job == NULL) return NULL;
+  return job->here ? run_here(env, job) : queue_job(env, job, argv, argc);
 }
 
 // args: key, prefix, firstIndex, input, chunkSize, output, zeroIsHole, fd, position, dataStart, dataEnd, oldLen, callback
@@ -370,7 +384,7 @@ static napi_value RewriteAsync(napi_env env, napi_callback_info info) {
   job->data_start = (size_t)v[0];
   job->data_end = (size_t)v[1];
   job->old_len = (size_t)v[2];
-  return queue_job(env, job, args, 10);
+  return job->here ? run_here(env, job) : queue_job(env, job, args, 10);
 }
 
 static napi_value SealAsync(napi_env env, napi_callback_info info) { return run_async(env, info, seal_run); }

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -56,6 +57,9 @@ typedef struct Session {
   int dispatching;        // inside fuse_session_process_buf: ending now would free the session under it
   int end_requested;      // 0, or 1 (end) / 2 (unmount and end) once dispatching is over
   uint32_t max_readahead;
+  uint32_t pending;       // requests handed to JS and not answered yet
+  long spin_ns;           // how long to keep asking /dev/fuse after the last request (0: not at all)
+  int answered_here;      // the last request was answered during its dispatch (no pool job pending)
 } Session;
 
 // ------------------------------------------------------------------ pending requests
@@ -87,12 +91,14 @@ static int64_t pending_add(Session *s, fuse_req_t req) {
   }
   slots[i].req = req;
   slots[i].s = s;
+  s->pending++;
   // A 32-bit generation per slot: a slot's id comes back only after 2^32 reuses.
   slots[i].gen++;
   return ((int64_t)slots[i].gen << SLOT_BITS) | i;
 }
 
 static void pending_free(uint32_t i) {
+  if (slots[i].s != NULL) slots[i].s->pending--;
   slots[i].req = NULL;
   slots[i].s = NULL;
   slots[i].next_free = free_head;
@@ -411,9 +417,23 @@ static void session_end(Session *s, int unmount);
 static void on_readable(uv_poll_t *handle, int status, int events) {
   Session *s = handle->data;
   // At most 64 requests a wake-up, so timers and pool completions are not starved.
+  struct timespec idle_since = { 0, 0 };
   for (int i = 0; i < 64 && s->polling; i++) {
     int res = fuse_session_receive_buf(s->se, &s->buf);
-    if (res == -EAGAIN || res == -EINTR) return;
+    if (res == -EAGAIN || res == -EINTR) {
+      // Nothing waiting. A process doing one request at a time sends its next one a few
+      // microseconds after our reply; going back to epoll and being woken for it costs more
+      // than asking again for a little while (spin_ns), so ask until it has been quiet that long.
+      if (s->spin_ns == 0 || !s->answered_here) return;
+      struct timespec now;
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      if (idle_since.tv_sec == 0 && idle_since.tv_nsec == 0) idle_since = now;
+      long waited = (now.tv_sec - idle_since.tv_sec) * 1000000000L + (now.tv_nsec - idle_since.tv_nsec);
+      if (waited >= s->spin_ns) return;
+      i--;
+      continue;
+    }
+    idle_since.tv_sec = 0; idle_since.tv_nsec = 0;
     if (res <= 0 || fuse_session_exited(s->se)) {
       // ENODEV: unmounted from outside (fusermount -u, umount); the connection is gone.
       stop_polling(s);
@@ -425,6 +445,7 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
     s->dispatching = 1;
     fuse_session_process_buf(s->se, &s->buf);
     s->dispatching = 0;
+    s->answered_here = s->pending == 0;
     napi_close_handle_scope(s->env, scope);
     if (s->end_requested) { session_end(s, s->end_requested == 2); return; }
   }
@@ -732,6 +753,12 @@ static napi_value Mount(napi_env env, napi_callback_info info) {
   if (s == NULL) { napi_throw_error(env, "ENOMEM", "out of memory"); return NULL; }
   s->env = env;
   s->max_readahead = readahead;
+  // 50 µs: on this project's 2-core VM, 4 KiB random reads went from 14k to 22k IOPS (one
+  // process) at a cost of at most 50 µs of CPU after the last request of a burst.
+  // SEALFS_SPIN_US overrides it (0: never), for measurements.
+  const char *spin = getenv("SEALFS_SPIN_US");
+  long spin_us = spin != NULL ? atol(spin) : 50;
+  s->spin_ns = (spin_us < 0 ? 0 : spin_us > 1000 ? 1000 : spin_us) * 1000L;
   for (int i = 0; i < OP_COUNT; i++) {
     napi_value fn; napi_valuetype t;
     if (napi_get_named_property(env, argv[0], op_names[i], &fn) != napi_ok || napi_typeof(env, fn, &t) != napi_ok || t != napi_function) {

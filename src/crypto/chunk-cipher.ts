@@ -101,7 +101,8 @@ export class ChunkCipher {
    * opens it into `out`: the read and the decryption are one job on the libuv pool.
    * A file that ends early is EIO; I/O errors carry their errno name as `code`.
    */
-  openAt (key: SecretKey, prefix: Buffer, firstIndex: number, fd: number, position: number, scratch: Buffer, out: Buffer, zeroIsHole = false): Promise<number> {
+  openAt (key: SecretKey, prefix: Buffer, firstIndex: number, fd: number, position: number, scratch: Buffer, out: Buffer, zeroIsHole = false, here = false): Promise<number> {
+    if (here) return this.#here(addon.openAsync(key.bytes, prefix, firstIndex, scratch, this.chunkSize, out, zeroIsHole, fd, position, null), firstIndex)
     return new Promise((resolve, reject) => {
       addon.openAsync(key.bytes, prefix, firstIndex, scratch, this.chunkSize, out, zeroIsHole, fd, position, n => {
         try { resolve(this.#check(n, firstIndex)) } catch (e) { reject(e) }
@@ -110,7 +111,8 @@ export class ChunkCipher {
   }
 
   /** Seals `plain` into `out` and writes the sealed run at `position` of `fd`, as one pool job. */
-  sealAt (key: SecretKey, prefix: Buffer, firstIndex: number, plain: Buffer, out: Buffer, fd: number, position: number): Promise<number> {
+  sealAt (key: SecretKey, prefix: Buffer, firstIndex: number, plain: Buffer, out: Buffer, fd: number, position: number, here = false): Promise<number> {
+    if (here) return this.#here(addon.sealAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, false, fd, position, null), firstIndex)
     return new Promise((resolve, reject) => {
       addon.sealAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, false, fd, position, n => {
         try { resolve(this.#check(n, firstIndex)) } catch (e) { reject(e) }
@@ -124,12 +126,18 @@ export class ChunkCipher {
    * `oldLen`) are read from `fd` and opened, merged in, and the run is sealed and written.
    */
   rewriteAt (key: SecretKey, prefix: Buffer, firstIndex: number, plain: Buffer, out: Buffer, fd: number, position: number,
-    dataStart: number, dataEnd: number, oldLen: number, zeroIsHole: boolean): Promise<number> {
+    dataStart: number, dataEnd: number, oldLen: number, zeroIsHole: boolean, here = false): Promise<number> {
+    if (here) return this.#here(addon.rewriteAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, zeroIsHole, fd, position, dataStart, dataEnd, oldLen, null), firstIndex)
     return new Promise((resolve, reject) => {
       addon.rewriteAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, zeroIsHole, fd, position, dataStart, dataEnd, oldLen, n => {
         try { resolve(this.#check(n, firstIndex)) } catch (e) { reject(e) }
       })
     })
+  }
+
+  /** The result of a job run on this thread (`here`: a short run on a local disk), as a promise like the pool's. */
+  #here (n: number, firstIndex: number): Promise<number> {
+    try { return Promise.resolve(this.#check(n, firstIndex)) } catch (e) { return Promise.reject(e) }
   }
 
   #check (n: number, firstIndex: number): number {

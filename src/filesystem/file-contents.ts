@@ -1,3 +1,4 @@
+import { SYNC_RUN_MAX } from '../crypto/chunk-cipher'
 import { SecretKey } from '../crypto/secret-key'
 import { FLAG_SPARSE, HEADER_BYTES } from '../volume/file-header'
 import { Volume } from '../volume/volume'
@@ -35,7 +36,9 @@ export class FileContents {
     /** null: unknown until the file is written (reads need no index lookup). */
     chunkWritesSoFar: number | null,
     /** Header flags; FLAG_SPARSE once the file has been extended with holes. */
-    private flags: number
+    private flags: number,
+    /** The backing is a local disk: short runs are read or written on this thread (see #here). */
+    private readonly localIo = false
   ) {
     this.prefix = volume.aadPrefix(fileId)
     this.#chunkWrites = chunkWritesSoFar
@@ -47,6 +50,16 @@ export class FileContents {
 
   get #chunk (): number { return this.volume.chunks.chunkSize }
 
+  /**
+   * Whether a run of `sealedLength` bytes is read or written on the JS thread: on a local disk
+   * a short run's pread or pwrite and AES-GCM cost less than the hand-off to the pool and back
+   * (a network backing always goes to the pool: a stalled server must not stall the mount).
+   */
+  #here (sealedLength: number): boolean {
+    return this.localIo && sealedLength <= SYNC_RUN_MAX
+  }
+
+
   #cipherOffset (chunkIndex: number): number {
     return HEADER_BYTES + chunkIndex * this.volume.chunks.stride
   }
@@ -55,7 +68,7 @@ export class FileContents {
   async #readRun (fd: number, start: number, end: number, out: Buffer): Promise<void> {
     const first = start / this.#chunk
     const sealed = Buffer.allocUnsafe(this.volume.chunks.sealedSize(end - start))
-    await this.volume.chunks.openAt(this.dek, this.prefix, first, fd, this.#cipherOffset(first), sealed, out, this.sparse)
+    await this.volume.chunks.openAt(this.dek, this.prefix, first, fd, this.#cipherOffset(first), sealed, out, this.sparse, this.#here(sealed.length))
   }
 
   /** Reads under a shared lock of the chunks it covers. */
@@ -167,14 +180,14 @@ export class FileContents {
     if (this.#chunkWrites + nChunks > CHUNK_WRITE_LIMIT) throw new FsError('EIO')
     const sealed = Buffer.allocUnsafe(this.volume.chunks.sealedSize(runEnd - runStart))
     if (runStart === start && runEnd === end) {
-      await this.volume.chunks.sealAt(this.dek, this.prefix, first, data, sealed, fd, this.#cipherOffset(first))
+      await this.volume.chunks.sealAt(this.dek, this.prefix, first, data, sealed, fd, this.#cipherOffset(first), this.#here(sealed.length))
     } else {
       // Partial first or last chunk: their old bytes are read, opened and merged in the same pool job.
       const plain = Buffer.alloc(runEnd - runStart)
       data.copy(plain, start - runStart)
       const oldLen = Math.max(0, Math.min(this.size, runEnd) - runStart)
       await this.volume.chunks.rewriteAt(this.dek, this.prefix, first, plain, sealed, fd, this.#cipherOffset(first),
-        start - runStart, end - runStart, oldLen, this.sparse)
+        start - runStart, end - runStart, oldLen, this.sparse, this.#here(sealed.length))
     }
     this.#chunkWrites += nChunks
     this.volume.index.countChunkWrites(this.fileId, nChunks)

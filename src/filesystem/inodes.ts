@@ -71,7 +71,9 @@ export class InodeTable {
   add (fd: number, st: Float64Array, dirId: Buffer | null = null): Inode {
     const key = identityOf(st)
     const known = this.#byKey.get(key)
-    if (known !== undefined) {
+    // On NFS a descriptor does not keep the server from reusing an inode number: an entry of
+    // another type under a known number is another file, and gets a node of its own.
+    if (known !== undefined && known.type === (st[STAT_MODE] & S_IFMT)) {
       void this.backing.closeFd(fd).catch(() => undefined)
       known.lookups++
       if (known.dirId === null) known.dirId = dirId

@@ -26,7 +26,8 @@ export class OpenFiles {
   readonly deks = new DekCache()
   #nextHandle = 1
 
-  constructor (private readonly volume: Volume) {}
+  /** `localIo`: the backing is a local disk (FileContents runs short I/O on the JS thread). */
+  constructor (private readonly volume: Volume, private readonly localIo = false) {}
 
   get (fh: number): Handle {
     const h = this.#handles.get(fh)
@@ -92,7 +93,7 @@ export class OpenFiles {
       return shared.contents
     }
     const dek = this.deks.pin(id, () => this.volume.openDek(parsed))
-    const contents = new FileContents(this.volume, parsed.fileId, dek, plainSize(this.volume, size), null, parsed.flags)
+    const contents = new FileContents(this.volume, parsed.fileId, dek, plainSize(this.volume, size), null, parsed.flags, this.localIo)
     this.#contents.set(id, { contents, refs: 1 })
     return contents
   }
@@ -101,7 +102,7 @@ export class OpenFiles {
   adopt (file: NewFile): FileContents {
     const id = file.fileId.toString('hex')
     const dek = this.deks.pin(id, () => file.dek)
-    const contents = new FileContents(this.volume, file.fileId, dek, 0, 0, 0)
+    const contents = new FileContents(this.volume, file.fileId, dek, 0, 0, 0, this.localIo)
     this.#contents.set(id, { contents, refs: 1 })
     return contents
   }
