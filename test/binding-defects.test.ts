@@ -3,28 +3,16 @@ import fs from 'fs'
 import path from 'path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { mountTable } from '../src/filesystem/mountinfo'
-import { cleanup, makeVolume, mount, plainBeside, removeTree, sleep, takeDown, tempDir, Vol } from './helpers'
+import { cleanup, makeVolume, mount, plainBeside, PY_ERR, py as runPy, removeTree, sleep, takeDown, tempDir, Vol } from './helpers'
 
 // Tests pinning defects of the path-string binding (issue 12: defects 5, 6, 7 and 8), each
 // through a real mount and, where it makes sense, against a plain directory doing the same.
 
-/** Runs a Python snippet with arguments; returns its stdout as JSON (syscalls node:fs lacks: *at with dir_fd, bytes xattrs). */
-function py (code: string, args: string[] = [], timeout = 120_000): unknown {
-  const r = spawnSync('python3', ['-c', code, ...args], { encoding: 'utf8', timeout, killSignal: 'SIGKILL' })
-  if (r.error !== undefined) throw r.error
-  if (r.status !== 0) throw new Error(r.stderr)
-  return JSON.parse(r.stdout)
-}
+const ERR = PY_ERR
 
-const ERR = `
-import os, sys, json, errno, shutil
-def e(f):
-    try:
-        r = f()
-        return r if r is not None else 'ok'
-    except OSError as x:
-        return errno.errorcode.get(x.errno, str(x.errno))
-`
+function py (code: string, args: string[] = [], timeout = 120_000): unknown {
+  return runPy(code, { args, timeout })
+}
 
 /**
  * Aborts the FUSE connection of the mount at `mnt` (this test's own: found by its mount point,

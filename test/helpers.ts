@@ -183,6 +183,29 @@ export async function cleanup (v: Vol): Promise<void> {
   await removeTree(v.base)
 }
 
+/**
+ * Runs a Python snippet (for syscalls node:fs lacks: *at with dir_fd, bytes names and xattrs,
+ * mknod, mmap, umask), as `asUser` if given; returns its stdout as JSON.
+ */
+export function py (code: string, opts: { args?: string[], asUser?: string, timeout?: number } = {}): unknown {
+  const argv = [...(opts.asUser !== undefined ? ['runuser', '-u', opts.asUser, '--'] : []), 'python3', '-c', code, ...(opts.args ?? [])]
+  const r = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8', timeout: opts.timeout ?? 120_000, killSignal: 'SIGKILL' })
+  if (r.error !== undefined) throw r.error
+  if (r.status !== 0) throw new Error(r.stderr)
+  return JSON.parse(r.stdout)
+}
+
+/** Python prelude: e(f) gives f's result, 'ok' for None, or the errno name it failed with. */
+export const PY_ERR = `
+import os, sys, json, errno, stat, mmap, shutil
+def e(f):
+    try:
+        r = f()
+        return r if r is not None else 'ok'
+    except OSError as x:
+        return errno.errorcode.get(x.errno, str(x.errno))
+`
+
 export function sleep (ms: number): Promise<void> {
   return new Promise(resolve => setTimeout(resolve, ms))
 }

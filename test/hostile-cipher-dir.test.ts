@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from 'child_process'
+import { ChildProcess, spawn, spawnSync } from 'child_process'
 import crypto from 'crypto'
 import fs from 'fs'
 import path from 'path'
@@ -48,6 +48,26 @@ function backingDirOf (v: Vol, mntDir: string): string {
   const found = fs.readdirSync(v.cipher).filter(n => fs.lstatSync(path.join(v.cipher, n)).ino === ino)
   expect(found.length).toBe(1)
   return path.join(v.cipher, found[0])
+}
+
+/**
+ * A process swapping two entries (renameat2 RENAME_EXCHANGE) as fast as it can, reniced to
+ * win the CPU from the daemon, until SIGTERM or `seconds`; it leaves them as they were.
+ */
+function swapper (a: string, b: string, seconds: number): { racer: ChildProcess, exited: Promise<unknown> } {
+  const racer = spawn('nice', ['-n', '-15', 'python3', '-c', `
+import ctypes, signal, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+a, b = sys.argv[1].encode(), sys.argv[2].encode()
+stop = []
+signal.signal(signal.SIGTERM, lambda *x: stop.append(1))
+n = 0
+end = time.time() + ${seconds}
+while not stop and time.time() < end:
+    if libc.renameat2(-100, a, -100, b, 2) == 0: n += 1
+if n % 2: libc.renameat2(-100, a, -100, b, 2)
+`, a, b], { stdio: 'ignore' })
+  return { racer, exited: new Promise(resolve => racer.on('exit', resolve)) }
 }
 
 function sidecars (v: Vol): string[] {
@@ -108,19 +128,7 @@ describe('a hostile cipher dir', () => {
     // until SIGTERM (or 20 s), and leaves them as they were. At normal priority the swapper
     // loses the CPU to the daemon and the race seldom opens; reniced, the old
     // lstat-then-chmod-by-path handed the mode to the victim in every run.
-    const racer = spawn('nice', ['-n', '-15', 'python3', '-c', `
-import ctypes, signal, sys, time
-libc = ctypes.CDLL(None, use_errno=True)
-b, l = sys.argv[1].encode(), sys.argv[2].encode()
-stop = []
-signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
-n = 0
-end = time.time() + 20
-while not stop and time.time() < end:
-    libc.renameat2(-100, b, -100, l, 2); n += 1
-if n % 2: libc.renameat2(-100, b, -100, l, 2)
-`, b, link], { stdio: 'ignore' })
-    const exited = new Promise(resolve => racer.on('exit', resolve))
+    const { racer, exited } = swapper(b, link, 20)
     let tries = 0
     const outcomes: Record<string, number> = {}
     const started = Date.now()
@@ -202,19 +210,7 @@ if n % 2: libc.renameat2(-100, b, -100, l, 2)
     fs.symlinkSync(victimDir, link)
     // As in the chmod race above: swaps the two (renameat2 RENAME_EXCHANGE) until SIGTERM or
     // 30 s, and leaves them as they were.
-    const racer = spawn('nice', ['-n', '-15', 'python3', '-c', `
-import ctypes, signal, sys, time
-libc = ctypes.CDLL(None, use_errno=True)
-b, l = sys.argv[1].encode(), sys.argv[2].encode()
-stop = []
-signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
-n = 0
-end = time.time() + 30
-while not stop and time.time() < end:
-    if libc.renameat2(-100, b, -100, l, 2) == 0: n += 1
-if n % 2: libc.renameat2(-100, b, -100, l, 2)
-`, backing, link], { stdio: 'ignore' })
-    const exited = new Promise(resolve => racer.on('exit', resolve))
+    const { racer, exited } = swapper(backing, link, 30)
     let outcomes = ''
     try {
       // The operations, from another process, for 5 s; counts of each outcome.

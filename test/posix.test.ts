@@ -2,25 +2,13 @@ import { execFileSync, spawnSync } from 'child_process'
 import fs from 'fs'
 import path from 'path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Vol, cleanup, makeVolume, mount, plainBeside, removeTree, sealfs, tempDir, umount, walk } from './helpers'
+import { PY_ERR, Vol, cleanup, makeVolume, mount, plainBeside, py as runPy, removeTree, sealfs, tempDir, umount, walk } from './helpers'
 
-/** Runs a Python snippet (for syscalls node:fs lacks: xattrs, mknod, mmap, umask); returns its stdout as JSON. */
+const ERR = PY_ERR
+
 function py (code: string, asUser?: string): unknown {
-  const argv = asUser !== undefined ? ['runuser', '-u', asUser, '--', 'python3', '-c', code] : ['python3', '-c', code]
-  const r = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8' })
-  if (r.status !== 0) throw new Error(r.stderr)
-  return JSON.parse(r.stdout)
+  return runPy(code, { asUser })
 }
-
-const ERR = `
-import os, json, errno, stat, mmap, sys
-def e(f):
-    try:
-        r = f()
-        return r if r is not None else 'ok'
-    except OSError as x:
-        return errno.errorcode[x.errno]
-`
 
 describe('POSIX behaviour beyond read and write', () => {
   let v: Vol

@@ -253,8 +253,23 @@ static int64_t keep_nonblock(int fd, int flags) {
   return fd;
 }
 
-// A descriptor of the name for I/O, of the expected type (else -EIO); its fstat in st.
+static int64_t reopen_checked(int pathfd, int flags, mode_t type, struct stat *st);
+
+// A descriptor of the name for I/O, of the expected type (else -EIO); its fstat in st. An
+// existing entry is looked at through an O_PATH descriptor first, so a planted FIFO or
+// device is never opened (a device's driver would run its open code for us); only a file
+// we are creating (O_CREAT) is opened at once, O_NONBLOCK and then checked.
 static int64_t open_checked(int dirfd, const char *name, int flags, mode_t mode, mode_t type, struct stat *st) {
+  if (!(flags & O_CREAT)) {
+    int pathfd = open_name(dirfd, name, O_PATH, 0);
+    if (pathfd < 0) return -errno;
+    struct stat was;
+    if (fstat(pathfd, &was) < 0) return close_with(pathfd, errno);
+    if (S_ISLNK(was.st_mode)) return close_with(pathfd, ELOOP);  // as an O_NOFOLLOW open says it
+    int64_t fd = reopen_checked(pathfd, flags, type, st);
+    close(pathfd);
+    return fd;
+  }
   int fd = open_name(dirfd, name, flags | O_NONBLOCK | O_NOCTTY, mode);
   if (fd < 0) return -errno;
   if (fstat(fd, st) < 0) return close_with(fd, errno);
