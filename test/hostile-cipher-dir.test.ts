@@ -70,6 +70,15 @@ if n % 2: libc.renameat2(-100, a, -100, b, 2)
   return { racer, exited: new Promise(resolve => racer.on('exit', resolve)) }
 }
 
+/** A new directory of the mount holding one file of a long name: its path, its backing directory, the backing entry's name. */
+function dirWithLongName (v: Vol, name: string): { d: string, b: string, long: string } {
+  const d = path.join(v.mnt, name)
+  fs.mkdirSync(d)
+  fs.writeFileSync(path.join(d, LONG), 'x')
+  const b = backingDirOf(v, d)
+  return { d, b, long: fs.readdirSync(b).find(n => n.startsWith('sealfs.long.') && !n.endsWith('.name'))! }
+}
+
 function sidecars (v: Vol): string[] {
   return fs.readdirSync(v.cipher).filter(n => n.startsWith('sealfs.long.') && n.endsWith('.name'))
 }
@@ -268,11 +277,7 @@ describe('what a crash or a copy can leave in the cipher dir', () => {
   afterAll(async () => { await cleanup(v) })
 
   it('a directory holding only leftovers (a sidecar without its entry, a temporary file) lists as empty and can be removed', () => {
-    const d = path.join(v.mnt, 'left')
-    fs.mkdirSync(d)
-    fs.writeFileSync(path.join(d, LONG), 'x')
-    const b = backingDirOf(v, d)
-    const long = fs.readdirSync(b).find(n => n.startsWith('sealfs.long.') && !n.endsWith('.name'))!
+    const { d, b, long } = dirWithLongName(v, 'left')
     fs.unlinkSync(path.join(b, long))  // as if the daemon died between removing the entry and its sidecar
     fs.writeFileSync(path.join(b, 'sealfs.tmp.0123456789abcdef'), 'half-written sidecar')
     expect(fs.readdirSync(d)).toEqual([])
@@ -281,11 +286,7 @@ describe('what a crash or a copy can leave in the cipher dir', () => {
   })
 
   it('a long name\'s entry and sidecar copied under another hash are left out of listings, not shown twice', () => {
-    const d = path.join(v.mnt, 'copied')
-    fs.mkdirSync(d)
-    fs.writeFileSync(path.join(d, LONG), 'x')
-    const b = backingDirOf(v, d)
-    const long = fs.readdirSync(b).find(n => n.startsWith('sealfs.long.') && !n.endsWith('.name'))!
+    const { d, b, long } = dirWithLongName(v, 'copied')
     const fake = 'sealfs.long.' + 'A'.repeat(43)
     fs.copyFileSync(path.join(b, long), path.join(b, fake))
     fs.copyFileSync(path.join(b, long + '.name'), path.join(b, fake + '.name'))

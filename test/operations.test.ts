@@ -148,6 +148,29 @@ describe('the FUSE binding', () => {
   })
 })
 
+/**
+ * strace -f -y of the volume's daemon (its pid from sealfs.lock) for the given syscalls, once
+ * it has attached; stop() ends it and gives what it wrote, a line per call led by the thread id.
+ */
+async function traceDaemon (v: Vol, calls: string): Promise<{ pid: number, stop: () => Promise<string> }> {
+  const pid = Number(fs.readFileSync(path.join(v.cipher, 'sealfs.lock'), 'utf8').trim())
+  const out = path.join(v.base, `strace-${calls.split(',')[0]}.out`)
+  const tracer = spawn('strace', ['-f', '-y', '-e', `trace=${calls}`, '-o', out, '-p', String(pid)], { stdio: ['ignore', 'ignore', 'pipe'] })
+  const exited = new Promise(resolve => { tracer.on('exit', resolve); tracer.on('error', resolve) })
+  let attached = ''
+  tracer.stderr!.on('data', d => { attached += d.toString() })
+  for (let i = 0; i < 100 && !/attached/.test(attached) && tracer.exitCode === null; i++) await sleep(50)
+  expect(attached, 'strace did not attach to the daemon').toMatch(/attached/)
+  return {
+    pid,
+    stop: async () => {
+      tracer.kill('SIGINT')
+      await exited
+      return fs.readFileSync(out, 'utf8')
+    }
+  }
+}
+
 describe('fsync on a directory', () => {
   let v: Vol
   beforeAll(() => { v = makeVolume() })
@@ -156,23 +179,15 @@ describe('fsync on a directory', () => {
 
   it('fsyncs the backing directory (seen with strace on the daemon)', async () => {
     mount(v)
-    const pid = Number(fs.readFileSync(path.join(v.cipher, 'sealfs.lock'), 'utf8').trim())
     fs.mkdirSync(path.join(v.mnt, 'd'))
     fs.writeFileSync(path.join(v.mnt, 'd', 'f'), 'new entry')
-    const out = path.join(v.base, 'strace.out')
-    const tracer = spawn('strace', ['-f', '-y', '-e', 'trace=fsync,fdatasync', '-o', out, '-p', String(pid)], { stdio: ['ignore', 'ignore', 'pipe'] })
-    const exited = new Promise(resolve => { tracer.on('exit', resolve); tracer.on('error', resolve) })
-    let attached = ''
-    tracer.stderr!.on('data', d => { attached += d.toString() })
-    for (let i = 0; i < 100 && !/attached/.test(attached) && tracer.exitCode === null; i++) await sleep(50)
-    expect(attached, 'strace did not attach to the daemon').toMatch(/attached/)
+    const trace = await traceDaemon(v, 'fsync,fdatasync')
     const fd = fs.openSync(path.join(v.mnt, 'd'), 'r')
     try { fs.fsyncSync(fd) } finally { fs.closeSync(fd) }
-    tracer.kill('SIGINT')
-    await exited
+    const traced = await trace.stop()
     const backingDir = fs.readdirSync(v.cipher).find(n => !n.includes('.') && fs.statSync(path.join(v.cipher, n)).isDirectory())!
     const escaped = `${v.cipher}/${backingDir}`.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
-    expect(fs.readFileSync(out, 'utf8')).toMatch(new RegExp(`fsync\\(\\d+<${escaped}>\\) += 0`))
+    expect(traced).toMatch(new RegExp(`fsync\\(\\d+<${escaped}>\\) += 0`))
   })
 })
 
@@ -184,14 +199,7 @@ describe('the daemon\'s JS thread and the disk', () => {
 
   it('never waits for a flush itself: the index\'s commits, directory IDs, sidecars and fsync run on other threads (strace)', async () => {
     mount(v)
-    const pid = Number(fs.readFileSync(path.join(v.cipher, 'sealfs.lock'), 'utf8').trim())
-    const out = path.join(v.base, 'strace-threads.out')
-    const tracer = spawn('strace', ['-f', '-y', '-e', 'trace=fsync,fdatasync,sync_file_range', '-o', out, '-p', String(pid)], { stdio: ['ignore', 'ignore', 'pipe'] })
-    const exited = new Promise(resolve => { tracer.on('exit', resolve); tracer.on('error', resolve) })
-    let attached = ''
-    tracer.stderr!.on('data', d => { attached += d.toString() })
-    for (let i = 0; i < 100 && !/attached/.test(attached) && tracer.exitCode === null; i++) await sleep(50)
-    expect(attached, 'strace did not attach to the daemon').toMatch(/attached/)
+    const trace = await traceDaemon(v, 'fsync,fdatasync,sync_file_range')
     for (let i = 0; i < 5; i++) {
       fs.mkdirSync(path.join(v.mnt, `d${i}`))
       fs.writeFileSync(path.join(v.mnt, `d${i}`, 'l'.repeat(200)), 'a file with a long name')
@@ -201,12 +209,10 @@ describe('the daemon\'s JS thread and the disk', () => {
       fs.closeSync(fd)
     }
     await sleep(1500)  // the index is flushed once a second
-    tracer.kill('SIGINT')
-    await exited
-    const calls = fs.readFileSync(out, 'utf8').split('\n').filter(l => /^\d+ +(fsync|fdatasync|sync_file_range)\(/.test(l))
+    const calls = (await trace.stop()).split('\n').filter(l => /^\d+ +(fsync|fdatasync|sync_file_range)\(/.test(l))
     expect(calls.some(l => /sealfs\.index/.test(l)), calls.join('\n')).toBe(true)
     expect(calls.some(l => /sealfs\.diriv/.test(l)), calls.join('\n')).toBe(true)
-    expect(calls.filter(l => Number(l.split(' ')[0]) === pid), 'syncs on the JS thread').toEqual([])
+    expect(calls.filter(l => Number(l.split(' ')[0]) === trace.pid), 'syncs on the JS thread').toEqual([])
   })
 })
 

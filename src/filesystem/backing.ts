@@ -1,7 +1,10 @@
-import { backing as addon, O_PATH } from './backing-addon'
+import { backing as addon, DIRENT_HEADER, O_PATH } from './backing-addon'
 import { FsError } from './fs-error'
 
 const EMPTY = Buffer.alloc(0)
+
+/** One entry of a backing directory: its name's bytes, d_ino and d_type. */
+export interface Dirent { name: Buffer, ino: bigint, type: number }
 
 type Result = number | Buffer
 type Callback = (r: number, b?: Buffer) => void
@@ -84,6 +87,18 @@ export class Backing {
   listxattrFd (pathfd: number, out: Buffer): Promise<number> { return this.#n('listxattrFd', [pathfd, out]) }
   removexattrFd (pathfd: number, name: Buffer): Promise<number> { return this.#n('removexattrFd', [pathfd, name]) }
   readdirFd (dirfd: number): Promise<Buffer> { return this.#b('readdirFd', [dirfd]) }
+
+  /** The entries of a directory ('.' and '..' left out), readdirFd's encoding taken apart. */
+  async listDir (dirfd: number): Promise<Dirent[]> {
+    const raw = await this.readdirFd(dirfd)
+    const out: Dirent[] = []
+    for (let at = 0; at + DIRENT_HEADER <= raw.length;) {
+      const len = raw[at + DIRENT_HEADER - 1]
+      out.push({ ino: raw.readBigUInt64LE(at), type: raw[at + 8], name: raw.subarray(at + DIRENT_HEADER, at + DIRENT_HEADER + len) })
+      at += DIRENT_HEADER + len
+    }
+    return out
+  }
   readSmallFileAt (dirfd: number, name: Buffer, max: number): Promise<Buffer> { return this.#b('readSmallFileAt', [dirfd, name, max]) }
   /** Creates `name` (O_EXCL) holding `data`; with `sync`, fsynced, on the pool. */
   writeFileAt (dirfd: number, name: Buffer, data: Buffer, mode: number, sync: boolean): Promise<number> {

@@ -175,13 +175,7 @@ export class Entries {
    * removing or renaming onto a non-empty directory fails with EPERM, as SFTP has no ENOTEMPTY.
    */
   async #emptyBackingDir (fd: number): Promise<void> {
-    const raw = await this.#b.readdirFd(fd)
-    const names = new Set<string>()
-    for (let at = 0; at + 10 <= raw.length;) {
-      const len = raw[at + 9]
-      names.add(raw.toString('latin1', at + 10, at + 10 + len))
-      at += 10 + len
-    }
+    const names = new Set((await this.#b.listDir(fd)).map(e => e.name.toString('latin1')))
     names.delete(DIR_ID_FILE)
     const leftovers = [...names].filter(n => n.startsWith(TEMP_PREFIX) ||
       (n.startsWith(LONG_PREFIX) && n.endsWith(LONG_SIDECAR_SUFFIX) && !names.has(n.slice(0, -LONG_SIDECAR_SUFFIX.length))))

@@ -3,7 +3,7 @@ import { DIR_ID_BYTES, NAME_MAX } from '../crypto/name-cipher'
 import { logLine } from '../log'
 import { DIR_ID_FILE } from '../volume/dir-id'
 import { Volume } from '../volume/volume'
-import { Backing } from './backing'
+import { Backing, Dirent } from './backing'
 import { FsError } from './fs-error'
 import { Inode } from './inodes'
 
@@ -29,8 +29,6 @@ export interface BackingName {
   sidecar: Buffer | null
 }
 
-/** One entry of a decrypted listing. */
-export interface ListedEntry { name: Buffer, ino: bigint, type: number }
 
 function longHash (encrypted: string): string {
   return crypto.createHash('sha256').update(encrypted).digest('base64url')
@@ -97,16 +95,10 @@ export class EntryNames {
    * silly-rename, a missing or planted sidecar) are left out and reported once, by backing
    * name only.
    */
-  async list (dir: Inode): Promise<ListedEntry[]> {
+  async list (dir: Inode): Promise<Dirent[]> {
     const dirId = await this.dirId(dir)
-    const raw = await this.backing.readdirFd(dir.fd)
-    const out: ListedEntry[] = []
-    for (let at = 0; at + 10 <= raw.length;) {
-      const ino = raw.readBigUInt64LE(at)
-      const type = raw[at + 8]
-      const len = raw[at + 9]
-      const backing = raw.subarray(at + 10, at + 10 + len)
-      at += 10 + len
+    const out: Dirent[] = []
+    for (const { name: backing, ino, type } of await this.backing.listDir(dir.fd)) {
       let encrypted: string | null = null
       if (backing.includes(DOT)) {
         const s = backing.toString('latin1')

@@ -170,14 +170,11 @@ export class Filesystem {
   async sweepAsides (): Promise<void> {
     if (this.volume.readOnly) return
     const root = this.inodes.root
-    const raw = await this.backing.readdirFd(root.fd)
     const prefix = Buffer.from(ORPHAN_PREFIX)
-    for (let at = 0; at + 10 <= raw.length;) {
-      const name = raw.subarray(at + 10, at + 10 + raw[at + 9])
-      at += 10 + raw[at + 9]
+    for (const { name } of await this.backing.listDir(root.fd)) {
       if (!name.subarray(0, prefix.length).equals(prefix)) continue
       const header = Buffer.alloc(HEADER_BYTES)
-      const n = await this.keepingTimes(root, () => this.backing.unlinkLastAt(root.fd, Buffer.from(name), header)).catch(() => 0)
+      const n = await this.keepingTimes(root, () => this.backing.unlinkLastAt(root.fd, name, header)).catch(() => 0)
       if (n === HEADER_BYTES) this.forgetFile(decodeHeader(header)?.fileId ?? null)
     }
   }
