@@ -39,6 +39,8 @@ export interface NameCipherAddon {
 export interface PosixAddon {
   flock (fd: number, operation: number): number
   sendDatagram (socketPath: string, message: Buffer): number
+  /** Raises RLIMIT_NOFILE as far as the process may (at most 2^20); the soft limit now in force (-1: unlimited). */
+  raiseFdLimit (): number
 }
 
 export const LOCK_SH = 1

@@ -3,7 +3,7 @@ import crypto from 'crypto'
 import fs from 'fs'
 import path from 'path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { cleanup, isMounted, makeVolume, mount, mountForeground, sealfs, sleep, takeDown, umount, Vol, walk } from './helpers'
+import { cleanup, CLI, isMounted, makeVolume, mount, mountForeground, py, PY_ERR, sealfs, sleep, takeDown, umount, Vol, walk } from './helpers'
 
 function cipherState (dir: string): Record<string, string> {
   const out: Record<string, string> = {}
@@ -204,6 +204,35 @@ for _ in range(2): print(s.recv(4096).decode().split(chr(10))[0], flush=True)`, 
     const r = sealfs(['umount', link])
     expect(r.status, r.stderr).toBe(0)
     expect(isMounted(real)).toBe(false)
+  })
+
+  it('serves a tree of more files than its descriptor limit (it holds one per entry the kernel caches)', async () => {
+    // Started under a low limit (a shell's ulimit, a unit's LimitNOFILE): a root daemon raises
+    // it where it may; past it, the kernel is asked to drop the least recently used entries.
+    const daemon = spawn('prlimit', ['--nofile=256:256', '--', process.execPath, CLI, 'mount', '-f', '--passfile', v.passfile, v.cipher, v.mnt], { stdio: 'ignore' })
+    try {
+      for (let i = 0; i < 100 && !isMounted(v.mnt); i++) await sleep(50)
+      expect(isMounted(v.mnt)).toBe(true)
+      const dir = path.join(v.mnt, 'many')
+      const r = py(PY_ERR + `
+d = sys.argv[1]; os.mkdir(d)
+first = None
+for i in range(1500):
+    sub = os.path.join(d, 'd%02d' % (i // 100))
+    if i % 100 == 0: os.mkdir(sub)
+    r = e(lambda: os.close(os.open(os.path.join(sub, 'f%04d' % i), os.O_CREAT | os.O_WRONLY, 0o644)))
+    if r != 'ok' and first is None: first = '%d: %s' % (i, r)
+for i in range(1500):
+    p = os.path.join(d, 'd%02d' % (i // 100), 'f%04d' % i)
+    r = e(lambda: os.stat(p).st_size)
+    if r != 0 and first is None: first = 'stat %d: %s' % (i, r)
+print(json.dumps([first, sum(len(os.listdir(os.path.join(d, s))) for s in os.listdir(d))]))`, { args: [dir] })
+      expect(r).toEqual([null, 1500])
+      fs.rmSync(dir, { recursive: true })
+    } finally {
+      daemon.kill('SIGTERM')
+      await new Promise(resolve => daemon.exitCode !== null ? resolve(null) : daemon.on('exit', resolve))
+    }
   })
 
   it('SIGINT unmounts cleanly too', async () => {

@@ -7,8 +7,13 @@
 // by the request's id. This file holds no policy: the inode table, names and crypto live
 // in TypeScript (src/filesystem/).
 //
-// Threading rule: everything here runs on the JS thread. libfuse never runs a thread of
-// its own (no fuse_session_loop*), so the pending table needs no lock.
+// Threading rule: everything here runs on the JS thread, but for one exception: entry
+// invalidations (invalEntries) are written to /dev/fuse from a libuv pool thread, because
+// the kernel takes the parent directory's lock for them, which a request waiting for this
+// very thread may hold. That thread touches only its own copy of the entries and the
+// session's fuse_session, which is not destroyed while one is in flight (s->notifying).
+// libfuse never runs a thread of its own (no fuse_session_loop*), so the pending table
+// needs no lock.
 //
 // Ids: a request waiting for its reply is a slot in the pending table; its id carries the
 // slot and a generation, so a late, repeated or made-up id from JS is refused and can
@@ -60,6 +65,8 @@ typedef struct Session {
   uint32_t pending;       // requests handed to JS and not answered yet
   long spin_ns;           // how long to keep asking /dev/fuse after the last request (0: not at all)
   int answered_here;      // the last request was answered during its dispatch (no pool job pending)
+  uint32_t notifying;     // invalEntries jobs on the pool: the fuse_session must outlive them
+  int destroy_deferred;   // ended while one was: destroyed when the last one finishes
 } Session;
 
 // ------------------------------------------------------------------ pending requests
@@ -705,6 +712,7 @@ static void fail_pending(Session *s) {
 }
 
 static void session_end(Session *s, int unmount);
+static void session_destroy(Session *s);
 
 static void session_end_js(napi_env env, napi_value obj, Session *s, int unmount) {
   // The JS object no longer names the session: a second unmount/end throws instead of
@@ -724,9 +732,57 @@ static void session_end(Session *s, int unmount) {
   // argument vector (never a shell), so any byte in the mount point is just a byte.
   if (unmount && s->mounted) fuse_session_unmount(s->se);
   s->mounted = 0;
+  if (s->notifying > 0) { s->destroy_deferred = 1; return; }
+  session_destroy(s);
+}
+
+static void session_destroy(Session *s) {
   fuse_session_destroy(s->se);
   s->se = NULL;
   uv_close((uv_handle_t *)&s->poll, on_poll_closed);
+}
+
+// ------------------------------------------------------------------ entry invalidation
+
+typedef struct {
+  uv_work_t work;
+  Session *s;
+  napi_ref done;        // JS callback, called with the number of entries the kernel dropped
+  size_t len, dropped;
+  unsigned char data[];  // the caller's entries, copied: u64 LE parent, u8 name length, name
+} InvalJob;
+
+static void inval_run(uv_work_t *w) {
+  InvalJob *j = (InvalJob *)w;
+  char name[256];
+  for (size_t at = 0; at + 9 <= j->len;) {
+    uint64_t parent = 0;
+    for (int b = 7; b >= 0; b--) parent = (parent << 8) | j->data[at + b];
+    size_t nl = j->data[at + 8];
+    if (nl == 0 || at + 9 + nl > j->len) break;
+    memcpy(name, j->data + at + 9, nl);
+    name[nl] = 0;
+    at += 9 + nl;
+    if (fuse_lowlevel_notify_inval_entry(j->s->se, (fuse_ino_t)parent, name, nl) == 0) j->dropped++;
+  }
+}
+
+static void inval_done(uv_work_t *w, int status) {
+  InvalJob *j = (InvalJob *)w;
+  Session *s = j->s;
+  napi_env env = s->env;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  napi_value fn, recv, arg, result;
+  napi_create_double(env, (double)j->dropped, &arg);
+  // The receiver must be an object (napi_make_callback refuses undefined): the session's.
+  if (napi_get_reference_value(env, j->done, &fn) == napi_ok && fn != NULL &&
+      napi_get_reference_value(env, s->self, &recv) == napi_ok && recv != NULL)
+    napi_make_callback(env, s->async, recv, fn, 1, &arg, &result);
+  napi_delete_reference(env, j->done);
+  napi_close_handle_scope(env, scope);
+  free(j);
+  if (--s->notifying == 0 && s->destroy_deferred) session_destroy(s);
 }
 
 static void finalize_session(napi_env env, void *data, void *hint) {
@@ -820,8 +876,36 @@ static napi_value End(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// invalEntries(session, entries: Buffer, done(dropped)): asks the kernel to drop the cached
+// entries (u64 LE parent node, u8 name length, name; at most 1 MiB), so that it forgets the
+// nodes no one uses. Runs on the pool (see the threading rule); done is called on the JS thread.
+static napi_value InvalEntries(napi_env env, napi_callback_info info) {
+  napi_value argv[3]; Session *s; void *data; size_t len; napi_valuetype t;
+  if (!get_args(env, info, 3, argv) || get_session(env, argv[0], &s) == NULL || !get_buffer(env, argv[1], &data, &len) ||
+      len > MAX_WRITE || napi_typeof(env, argv[2], &t) != napi_ok || t != napi_function)
+    THROW("invalEntries(session, entries: Buffer, done)");
+  if (s->destroyed) return bool_result(env, 0);
+  InvalJob *j = malloc(sizeof *j + len);
+  if (j == NULL) return bool_result(env, 0);
+  memset(j, 0, sizeof *j);
+  j->s = s;
+  j->len = len;
+  memcpy(j->data, data, len);
+  napi_create_reference(env, argv[2], 1, &j->done);
+  uv_loop_t *loop;
+  napi_get_uv_event_loop(env, &loop);
+  if (uv_queue_work(loop, &j->work, inval_run, inval_done) != 0) {
+    napi_delete_reference(env, j->done);
+    free(j);
+    return bool_result(env, 0);
+  }
+  s->notifying++;
+  return bool_result(env, 1);
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor d[] = {
+    { "invalEntries", NULL, InvalEntries, NULL, NULL, NULL, napi_default, NULL },
     { "mount", NULL, Mount, NULL, NULL, NULL, napi_default, NULL },
     { "unmount", NULL, Unmount, NULL, NULL, NULL, napi_default, NULL },
     { "end", NULL, End, NULL, NULL, NULL, napi_default, NULL },

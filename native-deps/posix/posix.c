@@ -1,13 +1,15 @@
 // What node:fs cannot do for the daemon's own housekeeping (the backing store is reached
-// through native-deps/backing): flock(2) for the volume lock, and one AF_UNIX datagram for
-// sd_notify and syslog.
+// through native-deps/backing): flock(2) for the volume lock, one AF_UNIX datagram for
+// sd_notify and syslog, and the descriptor limit.
 
 #define _GNU_SOURCE
 #include <node_api.h>
 #include <errno.h>
 #include <stddef.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -64,10 +66,42 @@ static napi_value SendDatagram(napi_env env, napi_callback_info info) {
   return int_result(env, n < 0 ? -1 : 0);
 }
 
+// The most descriptors the daemon asks for: one per backing entry the kernel has cached.
+#define FD_LIMIT_WANTED ((rlim_t)1 << 20)
+
+// raiseFdLimit(): the mount holds an O_PATH descriptor for every entry the kernel keeps in
+// its caches, as libfuse's passthrough_hp does, so a large tree needs many. Raises the soft
+// RLIMIT_NOFILE to the hard one and, where the process may (CAP_SYS_RESOURCE: a root
+// daemon), the hard one to fs.nr_open, both at most 2^20. Returns the soft limit in force.
+static napi_value RaiseFdLimit(napi_env env, napi_callback_info info) {
+  (void)info;
+  rlim_t want = FD_LIMIT_WANTED;
+  FILE *f = fopen("/proc/sys/fs/nr_open", "re");
+  if (f != NULL) {
+    unsigned long long nr_open = 0;
+    if (fscanf(f, "%llu", &nr_open) == 1 && nr_open > 0 && (rlim_t)nr_open < want) want = (rlim_t)nr_open;
+    fclose(f);
+  }
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return int_result(env, -1);
+  if (rl.rlim_max < want) {
+    struct rlimit raised = { want, want };
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) rl = raised;  // EPERM without the capability: keep the hard limit
+  }
+  if (rl.rlim_cur < rl.rlim_max && rl.rlim_cur < want) {
+    struct rlimit soft = { rl.rlim_max < want ? rl.rlim_max : want, rl.rlim_max };
+    if (setrlimit(RLIMIT_NOFILE, &soft) == 0) rl = soft;
+  }
+  napi_value res;
+  napi_create_double(env, rl.rlim_cur == RLIM_INFINITY ? -1 : (double)rl.rlim_cur, &res);
+  return res;
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"flock", NULL, Flock, NULL, NULL, NULL, napi_default, NULL},
     {"sendDatagram", NULL, SendDatagram, NULL, NULL, NULL, napi_default, NULL},
+    {"raiseFdLimit", NULL, RaiseFdLimit, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

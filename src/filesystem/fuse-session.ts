@@ -45,6 +45,12 @@ export interface FuseSessionAddon {
   mount (handlers: RequestHandlers, mountPoint: Buffer, options: string, maxReadahead: number): void
   unmount (handlers: RequestHandlers): void
   end (handlers: RequestHandlers): void
+  /**
+   * Asks the kernel, from a pool thread, to drop cached entries (each: u64 LE parent node,
+   * u8 name length, name); `done` gets how many it dropped. False if it could not start;
+   * throws once the session has ended.
+   */
+  invalEntries (handlers: RequestHandlers, entries: Buffer, done: (dropped: number) => void): boolean
   replyErr (id: number, errno: number): boolean
   replyEntry (id: number, node: number, attrs: Float64Array, attrTimeout: number, entryTimeout: number): boolean
   replyCreate (id: number, node: number, attrs: Float64Array, attrTimeout: number, entryTimeout: number, fh: number, keepCache: boolean, directIo: boolean): boolean

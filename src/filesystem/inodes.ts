@@ -23,6 +23,13 @@ export interface Inode {
   lookups: number
   /** A directory's ID (its entries' name context), read once. */
   dirId: Buffer | null
+  /**
+   * The parent node and plaintext name the kernel last learnt this node by (null: not yet),
+   * so that its cached entry can be dropped (NodeBudget). It may be stale after a rename,
+   * which costs only a failed invalidation.
+   */
+  parent: number
+  name: Buffer | null
 }
 
 export function identityOf (st: Float64Array): string {
@@ -41,7 +48,7 @@ export class InodeTable {
   #next = ROOT_NODE + 1
 
   constructor (private readonly backing: Backing, rootFd: number, rootStat: Float64Array) {
-    const root: Inode = { node: ROOT_NODE, fd: rootFd, key: identityOf(rootStat), type: S_IFDIR, lookups: 1, dirId: null }
+    const root: Inode = { node: ROOT_NODE, fd: rootFd, key: identityOf(rootStat), type: S_IFDIR, lookups: 1, dirId: null, parent: 0, name: null }
     this.#byNode.set(ROOT_NODE, root)
     this.#byKey.set(root.key, root)
   }
@@ -79,10 +86,27 @@ export class InodeTable {
       if (known.dirId === null) known.dirId = dirId
       return known
     }
-    const inode: Inode = { node: this.#next++, fd, key, type: st[STAT_MODE] & S_IFMT, lookups: 1, dirId }
+    const inode: Inode = { node: this.#next++, fd, key, type: st[STAT_MODE] & S_IFMT, lookups: 1, dirId, parent: 0, name: null }
     this.#byNode.set(inode.node, inode)
     this.#byKey.set(key, inode)
     return inode
+  }
+
+  /**
+   * Records that the kernel now knows `inode` as `name` in `parent`, and makes it the most
+   * recently used node (the table's iteration order is least recently used first).
+   */
+  named (inode: Inode, parent: number, name: Buffer): void {
+    inode.parent = parent
+    inode.name = name
+    if (inode.node === ROOT_NODE) return
+    this.#byNode.delete(inode.node)
+    this.#byNode.set(inode.node, inode)
+  }
+
+  /** Nodes from the least recently named on, the root excepted. */
+  * leastRecent (): IterableIterator<Inode> {
+    for (const i of this.#byNode.values()) if (i.node !== ROOT_NODE) yield i
   }
 
   forget (node: number, n: number): void {

@@ -1,4 +1,5 @@
 import path from 'path'
+import { loadAddon, PosixAddon } from '../native'
 import { Volume } from '../volume/volume'
 import { backing as addon, O_PATH, STAT_ATIME_NSEC, STAT_ATIME_SEC, STAT_LENGTH, STAT_MTIME_NSEC, STAT_MTIME_SEC, STAT_NLINK, STATFS_LENGTH, STATFS_TYPE } from './backing-addon'
 import { Backing, isLocalFilesystem } from './backing'
@@ -60,6 +61,9 @@ export class Mount {
   private constructor (readonly requests: Requests, readonly mountpoint: string) {}
 
   static async start (volume: Volume, mountpoint: string, opts: MountOptions): Promise<Mount> {
+    // Every entry the kernel caches holds a descriptor here (InodeTable): a tree larger than
+    // the descriptor limit would fail with EMFILE long before memory runs short.
+    const descriptorLimit = loadAddon<PosixAddon>('posix').raiseFdLimit()
     const rootFd = addon.openPath(Buffer.from(volume.dir), O_PATH | O_DIRECTORY)
     if (rootFd < 0) throw FsError.fromErrno(rootFd)
     const counts = new Float64Array(STATFS_LENGTH)
@@ -82,7 +86,7 @@ export class Mount {
       linksVisible: cacheable
     })
     await fs.sweepAsides()
-    const requests = new Requests(fs)
+    const requests = new Requests(fs, descriptorLimit)
     // The kernel has applied the caller's umask to every mode it sends; ours must not apply again.
     process.umask(0)
     const options = [

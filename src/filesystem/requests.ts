@@ -6,6 +6,7 @@ import { Filesystem } from './filesystem'
 import { Files } from './files'
 import { FsError } from './fs-error'
 import { S_IFMT, S_IFREG } from './inodes'
+import { NodeBudget } from './node-budget'
 import {
   fuse, RequestHandlers, SET_ATIME, SET_ATIME_NOW, SET_GID, SET_MODE, SET_MTIME, SET_MTIME_NOW, SET_SIZE, SET_UID
 } from './fuse-session'
@@ -31,10 +32,15 @@ export class Requests implements RequestHandlers {
   #running = 0
   #idle: (() => void) | null = null
 
-  constructor (readonly fs: Filesystem) {
+  readonly #budget: NodeBudget
+
+  constructor (readonly fs: Filesystem, descriptorLimit: number) {
     this.entries = new Entries(fs)
     this.files = new Files(fs)
     this.dirs = new Directories(fs)
+    this.#budget = new NodeBudget(fs.inodes, descriptorLimit, (entries, done) => {
+      try { return fuse.invalEntries(this, entries, done) } catch { return false }  // the session has ended
+    })
   }
 
   #fail (id: number, err: unknown): void {
@@ -75,15 +81,22 @@ export class Requests implements RequestHandlers {
     return () => fuse.replyErr(id, 0)
   }
 
-  #entry (id: number): (e: Entry) => void {
+  /** Answers with a node the kernel now knows as `name` in `parent`. */
+  #entry (id: number, parent: number, name: Buffer): (e: Entry) => void {
     const c = this.fs.cache
     return e => {
-      if (!fuse.replyEntry(id, e.inode.node, e.st, this.fs.attrTimeout(e.st), c.entry)) this.fs.inodes.forget(e.inode.node, 1)
+      if (!fuse.replyEntry(id, e.inode.node, e.st, this.fs.attrTimeout(e.st), c.entry)) return this.fs.inodes.forget(e.inode.node, 1)
+      this.#known(e, parent, name)
     }
   }
 
+  #known (e: Entry, parent: number, name: Buffer): void {
+    this.fs.inodes.named(e.inode, parent, name)
+    this.#budget.check()
+  }
+
   lookup (id: number, parent: number, name: Buffer): void {
-    this.#run(id, () => this.entries.lookup(parent, name), this.#entry(id))
+    this.#run(id, () => this.entries.lookup(parent, name), this.#entry(id, parent, name))
   }
 
   forget (_id: undefined, node: number, n: number): void {
@@ -128,11 +141,11 @@ export class Requests implements RequestHandlers {
         return made
       }
       return this.entries.mknod(parent, name, mode, rdev, { uid, gid })
-    }, this.#entry(id))
+    }, this.#entry(id, parent, name))
   }
 
   mkdir (id: number, parent: number, name: Buffer, mode: number, uid: number, gid: number): void {
-    this.#run(id, () => this.entries.mkdir(parent, name, mode, { uid, gid }), this.#entry(id))
+    this.#run(id, () => this.entries.mkdir(parent, name, mode, { uid, gid }), this.#entry(id, parent, name))
   }
 
   unlink (id: number, parent: number, name: Buffer): void {
@@ -144,7 +157,7 @@ export class Requests implements RequestHandlers {
   }
 
   symlink (id: number, target: Buffer, parent: number, name: Buffer, uid: number, gid: number): void {
-    this.#run(id, () => this.entries.symlink(target, parent, name, { uid, gid }), this.#entry(id))
+    this.#run(id, () => this.entries.symlink(target, parent, name, { uid, gid }), this.#entry(id, parent, name))
   }
 
   rename (id: number, parent: number, name: Buffer, newParent: number, newName: Buffer, flags: number): void {
@@ -152,7 +165,7 @@ export class Requests implements RequestHandlers {
   }
 
   link (id: number, node: number, newParent: number, newName: Buffer): void {
-    this.#run(id, () => this.entries.link(node, newParent, newName), this.#entry(id))
+    this.#run(id, () => this.entries.link(node, newParent, newName), this.#entry(id, newParent, newName))
   }
 
   open (id: number, node: number, flags: number): void {
@@ -167,7 +180,9 @@ export class Requests implements RequestHandlers {
       if (!fuse.replyCreate(id, e.inode.node, e.st, c.fileAttr, c.entry, e.fh, c.keepCache, false)) {
         this.fs.inodes.forget(e.inode.node, 1)
         void this.files.release(e.fh)
+        return
       }
+      this.#known(e, parent, name)
     })
   }
 
