@@ -239,6 +239,28 @@ import hashlib
 print(json.dumps([os.stat(p).st_size, hashlib.sha256(open(p, 'rb').read()).hexdigest()]))`)
   })
 
+  it('a new empty file written first by several processes at once gets one identity: every byte survives', () => {
+    // Files are created without a header; the first write gives one. Racing first writes,
+    // and opens that read the header while it is being written, must all share it.
+    both(r => `
+out = []
+for t in range(24):
+    p = '${r}/first%02d' % t; open(p, 'wb').close()
+    pids = []
+    for k in range(4):
+        pid = os.fork()
+        if pid == 0:
+            fd = os.open(p, os.O_RDWR)
+            os.pwrite(fd, bytes([65 + k]) * 5000, k * 5000)
+            os.pread(fd, 100, 0)
+            os.close(fd); os._exit(0)
+        pids.append(pid)
+    for pid in pids: os.waitpid(pid, 0)
+    d = open(p, 'rb').read()
+    out.append([len(d)] + [d.count(bytes([65 + k])) for k in range(4)])
+print(json.dumps(out))`)
+  })
+
   it('hard links: stat and read through every name at once, link counts, data kept until the last name goes', async () => {
     both(r => `
 open('${r}/h1', 'w').write('abc'); os.link('${r}/h1', '${r}/h2'); os.link('${r}/h1', '${r}/h3')

@@ -5,6 +5,18 @@ import { promisify } from 'util'
 
 export const ftruncateFd = promisify(fs.ftruncate)
 export const fdatasyncFd = promisify(fs.fdatasync)
+export const fstatFd = promisify(fs.fstat)
+
+/** Reads up to buf.length bytes at `pos` (fewer only at the end of the file). */
+export async function readAt (fd: number, buf: Buffer, pos: number): Promise<number> {
+  let off = 0
+  while (off < buf.length) {
+    const { bytesRead } = await promisify(fs.read)(fd, buf, off, buf.length - off, pos + off)
+    if (bytesRead === 0) break
+    off += bytesRead
+  }
+  return off
+}
 
 export function writeFullAt (fd: number, buf: Buffer, pos: number): Promise<void> {
   return new Promise((resolve, reject) => {

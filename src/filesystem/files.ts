@@ -2,7 +2,7 @@ import { decodeHeader, HEADER_BYTES } from '../volume/file-header'
 import { STAT_LENGTH, STAT_NLINK } from './backing-addon'
 import { Entry } from './entries'
 import { Caller, EMPTY, Filesystem } from './filesystem'
-import { writeFullAt } from './fd-io'
+import { fstatFd, readAt, writeFullAt } from './fd-io'
 import { FileContents } from './file-contents'
 import { FsError } from './fs-error'
 import { S_IFMT, S_IFREG } from './inodes'
@@ -21,7 +21,7 @@ const O_NOATIME = 0o1000000
 /** Open files: create, open, read, write, truncate, fsync, release. */
 export class Files {
   /** Identities being given to header-less files, by node (see #writableContents). */
-  readonly #identities = new Map<number, Promise<FileContents>>()
+  readonly #identities = new Map<number, Promise<FileContents | null>>()
 
   constructor (private readonly fs: Filesystem) {}
 
@@ -31,30 +31,28 @@ export class Files {
     const dir = this.fs.dir(parent)
     const bn = await this.fs.names.backingName(dir, name)
     await this.fs.names.writeSidecar(dir, bn)
-    const file = this.fs.volume.newFile()
     let fd = -1
     let pathFd = -1
     try {
-      fd = await this.#b.createWithHeaderAt(dir.fd, bn.name, O_RDWR | O_CREAT | O_EXCL, mode & 0o7777, file.header)
+      // Created empty, without a header (docs/FORMAT.md §6): the file gets its identity (ID,
+      // DEK, header, index row) at its first write, as a header-less file does; an empty file
+      // (touch, a lock file) never needs one.
+      fd = await this.#b.createWithHeaderAt(dir.fd, bn.name, O_RDWR | O_CREAT | O_EXCL, mode & 0o7777, EMPTY)
       // The node's O_PATH descriptor is taken from the descriptor just created, not by name
       // again: nothing swapped in between can become this node.
       const st = new Float64Array(STAT_LENGTH)
       pathFd = await this.#b.pathFdOf(fd, st)
       await this.fs.own(pathFd, caller, dir)
       const inode = this.fs.inodes.add(pathFd, st)
-      const contents = this.fs.files.adopt(file)
-      const fh = this.fs.files.add({ fd, node: inode.node, contents, append: (flags & O_APPEND) !== 0, writable: true })
+      const fh = this.fs.files.add({ fd, node: inode.node, contents: null, append: (flags & O_APPEND) !== 0, writable: true })
       return { inode, st: this.fs.nodeAttrs(inode, st), fh }
     } catch (err) {
-      // No file: neither its DEK nor its index row may outlive the failure, nor its sidecar
-      // (unless the name exists: then the sidecar is that entry's).
+      // No file, and no sidecar left behind (unless the name exists: then it is that entry's).
       if (pathFd >= 0) await this.#b.closeFd(pathFd).catch(() => undefined)
       if (fd >= 0) {
         await this.#b.closeFd(fd).catch(() => undefined)
         await this.#b.unlinkAt(dir.fd, bn.name, 0).catch(() => undefined)
       }
-      this.fs.volume.index.remove(file.fileId)
-      file.dek.dispose()
       if (fd >= 0 || !(await this.#b.statAt(dir.fd, bn.name, new Float64Array(STAT_LENGTH)).then(() => true, () => false))) {
         await this.fs.names.removeSidecar(dir, bn)
       }
@@ -99,38 +97,62 @@ export class Files {
   }
 
   /**
-   * The contents of a handle. A header-less (zero-length) backing file is given an identity
-   * once per node, whichever handle writes first, and every handle of the node gets it: two
-   * identities would leave one handle's chunks unreadable under the other's header.
+   * The contents of a handle opened on a header-less (empty) file, once the file has them:
+   * another handle of the node may have given it its identity since, or written and closed
+   * (the header is then on disk); else, with `create`, a new identity (the first write).
+   * Null while the file is still empty. One decision per node at a time, so a file never gets
+   * two identities (one handle's chunks would be unreadable under the other's header).
    */
+  async #contentsFor (h: Handle, create: boolean): Promise<FileContents | null> {
+    if (h.contents !== null) return h.contents
+    const before = this.#identities.get(h.node) ?? Promise.resolve(null)
+    const run = before.catch(() => null).then(() => this.#settle(h, create))
+    const tail = run.catch(() => null)
+    this.#identities.set(h.node, tail)
+    void tail.then(() => { if (this.#identities.get(h.node) === tail) this.#identities.delete(h.node) })
+    return await run
+  }
+
+  async #settle (h: Handle, create: boolean): Promise<FileContents | null> {
+    const files = this.fs.files
+    if (h.contents !== null) return h.contents
+    const onNode = files.contentsOfNode(h.node)
+    if (onNode !== undefined) return files.share(h, onNode)
+    const header = Buffer.alloc(HEADER_BYTES)
+    const got = await readAt(h.fd, header, 0)
+    if (got > 0) {
+      const parsed = got === HEADER_BYTES ? decodeHeader(header) : null
+      if (parsed === null) throw new FsError('EIO')
+      const contents = files.contentsOf(parsed, (await fstatFd(h.fd)).size) as FileContents
+      files.setContents(h, contents)
+      files.attachToNode(h.node, contents)
+      return contents
+    }
+    if (!create) return null
+    // The contents are registered before the header reaches the disk: an open that reads
+    // the new header then shares them rather than making a second FileContents.
+    const file = this.fs.volume.newFile()
+    const contents = files.adopt(file)  // its reference is this handle's
+    files.setContents(h, contents)
+    files.attachToNode(h.node, contents)
+    try {
+      await writeFullAt(h.fd, file.header, 0)
+    } catch (err) {
+      files.detachFromNode(h.node, contents)
+      this.fs.volume.index.remove(file.fileId)
+      throw err
+    }
+    return contents
+  }
+
   async #writableContents (h: Handle): Promise<FileContents> {
     if (!h.writable) throw new FsError('EBADF')
-    if (h.contents !== null) return h.contents
-    let pending = this.#identities.get(h.node)
-    if (pending === undefined) {
-      pending = (async () => {
-        const file = this.fs.volume.newFile()
-        try {
-          await writeFullAt(h.fd, file.header, 0)
-        } catch (err) {
-          this.fs.volume.index.remove(file.fileId)
-          file.dek.dispose()
-          throw err
-        }
-        const contents = this.fs.files.adopt(file)  // its reference is this handle's
-        this.fs.files.setContents(h, contents)
-        this.fs.files.attachToNode(h.node, contents)
-        return contents
-      })()
-      this.#identities.set(h.node, pending)
-      void pending.catch(() => undefined).finally(() => this.#identities.delete(h.node))
-    }
-    return await pending
+    return h.contents ?? await this.#contentsFor(h, true) as FileContents
   }
 
   async read (fh: number, size: number, offset: number): Promise<{ buf: Buffer, n: number }> {
     const h = this.fs.files.get(fh)
-    const c = h.contents
+    const c = h.contents ?? await this.#contentsFor(h, false)
     const buf = Buffer.allocUnsafe(size)
     if (c === null) return { buf, n: 0 }
     try {
@@ -152,8 +174,9 @@ export class Files {
 
   async truncate (fh: number, size: number): Promise<void> {
     const h = this.fs.files.get(fh)
-    if (size === 0 && h.contents === null) return
-    const c = await this.#writableContents(h)
+    const existing = h.contents ?? await this.#contentsFor(h, false)
+    if (size === 0 && existing === null) return  // empty already, and no identity needed
+    const c = existing ?? await this.#writableContents(h)
     await c.lockedTruncate(h.fd, size)
   }
 

@@ -61,17 +61,39 @@ export class OpenFiles {
     this.#attach(h)
   }
 
+  /** The nodes with open handles. */
+  openNodes (): Set<number> {
+    const out = new Set<number>()
+    for (const h of this.#handles.values()) out.add(h.node)
+    return out
+  }
+
   isNodeOpen (node: number): boolean {
     for (const h of this.#handles.values()) if (h.node === node) return true
     return false
   }
 
+  /** Gives a header-less handle contents another handle of its node has (one more reference). */
+  share (h: Handle, contents: FileContents): FileContents {
+    this.#contents.get(contents.fileId.toString('hex'))!.refs++
+    this.setContents(h, contents)
+    return contents
+  }
+
   /** Gives every header-less handle of a node the identity one of them just wrote (one reference each). */
   attachToNode (node: number, contents: FileContents): void {
     for (const h of this.#handles.values()) {
-      if (h.node !== node || h.contents !== null) continue
-      this.#contents.get(contents.fileId.toString('hex'))!.refs++
-      this.setContents(h, contents)
+      if (h.node === node && h.contents === null) this.share(h, contents)
+    }
+  }
+
+  /** Undoes attachToNode and the handles' references when that identity could not be written. */
+  detachFromNode (node: number, contents: FileContents): void {
+    for (const h of this.#handles.values()) {
+      if (h.node !== node || h.contents !== contents) continue
+      this.#detach(h)
+      h.contents = null
+      this.releaseContents(contents)
     }
   }
 
