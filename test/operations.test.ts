@@ -1,4 +1,4 @@
-import { execFileSync, spawn } from 'child_process'
+import { execFileSync, spawn, spawnSync } from 'child_process'
 import fs from 'fs'
 import path from 'path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
@@ -79,6 +79,19 @@ describe('filesystem operations, side by side with a plain directory', () => {
     const s = fs.statfsSync(v.mnt)
     expect(s.bsize).toBeGreaterThan(0)
     expect(s.blocks).toBeGreaterThan(0)
+  })
+
+  it('access(2) and chdir answer as on a plain directory (a mount without allow_other answers them itself)', () => {
+    const modes = [['R', fs.constants.R_OK], ['W', fs.constants.W_OK], ['X', fs.constants.X_OK], ['F', fs.constants.F_OK]] as const
+    both(r => {
+      fs.writeFileSync(path.join(r, 'plainfile'), 'x'); fs.chmodSync(path.join(r, 'plainfile'), 0o444)
+      fs.writeFileSync(path.join(r, 'script'), 'x'); fs.chmodSync(path.join(r, 'script'), 0o100)
+      fs.mkdirSync(path.join(r, 'closed')); fs.chmodSync(path.join(r, 'closed'), 0o000)
+      return ['plainfile', 'script', 'closed', 'missing'].map(n => modes.map(([m, bit]) => {
+        try { fs.accessSync(path.join(r, n), bit); return `${n} ${m} ok` } catch (e) { return `${n} ${m} ${(e as NodeJS.ErrnoException).code}` }
+      }))
+    })
+    both(r => spawnSync('sh', ['-c', 'cd "$1" && pwd >/dev/null && echo in', 'sh', path.join(r, 'closed')], { encoding: 'utf8' }).stdout)
   })
 
   it('sets atime and mtime with nanosecond precision, UTIME_OMIT and UTIME_NOW', () => {

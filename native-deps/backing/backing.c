@@ -55,7 +55,7 @@ enum {
 // The operations; each has a JS function of its name in OPS.
 typedef enum {
   OP_STAT_AT, OP_LOOKUP_AT, OP_OPEN_AT, OP_REOPEN, OP_MKDIR_AT, OP_UNLINK_AT, OP_RENAME_AT,
-  OP_SYMLINK_AT, OP_MKNOD_AT, OP_LINK_FD, OP_READLINK_AT, OP_CHMOD_FD, OP_CHOWN_FD, OP_UTIMENS_FD,
+  OP_SYMLINK_AT, OP_MKNOD_AT, OP_LINK_FD, OP_READLINK_AT, OP_CHMOD_FD, OP_ACCESS_FD, OP_CHOWN_FD, OP_UTIMENS_FD,
   OP_GETXATTR_FD, OP_SETXATTR_FD, OP_LISTXATTR_FD, OP_REMOVEXATTR_FD, OP_READDIR_FD,
   OP_READ_SMALL_FILE_AT, OP_WRITE_FILE_AT, OP_FSYNC_AT, OP_FSYNC_FD, OP_CLOSE_FD,
   OP_CREATE_WITH_HEADER_AT, OP_OPEN_HEADER_FD, OP_UNLINK_LAST_AT, OP_STATFS_FD, OP_OPEN_PATH
@@ -102,6 +102,7 @@ static const op_info OPS[OP_COUNT] = {
   [OP_LINK_FD] = {"linkFd", "dDN", 0, false},
   [OP_READLINK_AT] = {"readlinkAt", "deb", 0, false},
   [OP_CHMOD_FD] = {"chmodFd", "dm", 0, false},
+  [OP_ACCESS_FD] = {"accessFd", "dm", 0, false},
   [OP_CHOWN_FD] = {"chownFd", "dug", 0, false},
   [OP_UTIMENS_FD] = {"utimensFd", "daa", 0, false},
   [OP_GETXATTR_FD] = {"getxattrFd", "dxb", 0, false},
@@ -326,6 +327,17 @@ static int64_t readlink_at(job_t *job) {
   return (size_t)n == job->len ? -ENAMETOOLONG : n;  // a full buffer may have been cut short
 }
 
+// access(2) of the inode an O_PATH descriptor names, by this process's effective IDs:
+// faccessat2 with AT_EMPTY_PATH (Linux 5.8), or its magic link. The mode is R_OK|W_OK|X_OK bits.
+static int64_t access_fd(job_t *job) {
+  int mode = (int)(job->mode & 07);
+  if (syscall(SYS_faccessat2, job->fd, "", mode, AT_EMPTY_PATH | AT_EACCESS) == 0) return 0;
+  if (errno != ENOSYS) return -errno;
+  char proc[PROC_FD_BUF];
+  proc_fd_path(proc, job->fd);
+  return faccessat(AT_FDCWD, proc, mode, AT_EACCESS) == 0 ? 0 : -errno;
+}
+
 // chmod of the inode an O_PATH descriptor names: fchmodat2 with AT_EMPTY_PATH (Linux 6.6), or
 // its magic link. A symlink has no mode of its own to change.
 static int64_t chmod_fd(job_t *job) {
@@ -486,11 +498,19 @@ static int64_t open_header_fd(job_t *job) {
 static int64_t unlink_last_at(job_t *job) {
   ssize_t got = 0;
   struct stat st;
-  int64_t fd = open_checked(job->fd, job->name, O_RDONLY, 0, S_IFREG, &st);
-  if (fd >= 0) {
-    if (st.st_nlink == 1) got = pread_full((int)fd, job->buf, job->len);
-    if (got < 0) got = 0;
-    close((int)fd);
+  // Only a regular file's last link that can hold a header is opened: an empty file (or a
+  // symlink, or a link of several) has no key to forget, and costs just the unlink.
+  int pathfd = open_name(job->fd, job->name, O_PATH, 0);
+  if (pathfd >= 0) {
+    if (fstat(pathfd, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1 && (size_t)st.st_size >= job->len) {
+      int64_t fd = reopen_checked(pathfd, O_RDONLY, S_IFREG, &st);
+      if (fd >= 0) {
+        got = pread_full((int)fd, job->buf, job->len);
+        if (got < 0) got = 0;
+        close((int)fd);
+      }
+    }
+    close(pathfd);
   }
   return unlinkat(job->fd, job->name, 0) == 0 ? got : -errno;
 }
@@ -535,6 +555,7 @@ static void execute(job_t *job) {
   case OP_LINK_FD: r = link_fd(job); break;
   case OP_READLINK_AT: r = readlink_at(job); break;
   case OP_CHMOD_FD: r = chmod_fd(job); break;
+  case OP_ACCESS_FD: r = access_fd(job); break;
   case OP_CHOWN_FD: r = ok_or_errno(fchownat(job->fd, "", job->uid, job->gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)); break;
   case OP_UTIMENS_FD: r = utimens_fd(job); break;
   case OP_GETXATTR_FD: case OP_SETXATTR_FD: case OP_LISTXATTR_FD: case OP_REMOVEXATTR_FD: r = xattr_fd(job); break;

@@ -39,13 +39,13 @@ enum {
   OP_LOOKUP, OP_FORGET, OP_GETATTR, OP_SETATTR, OP_READLINK, OP_MKNOD, OP_MKDIR, OP_UNLINK,
   OP_RMDIR, OP_SYMLINK, OP_RENAME, OP_LINK, OP_OPEN, OP_READ, OP_WRITE, OP_RELEASE, OP_FSYNC,
   OP_OPENDIR, OP_READDIR, OP_RELEASEDIR, OP_FSYNCDIR, OP_STATFS, OP_SETXATTR, OP_GETXATTR,
-  OP_LISTXATTR, OP_REMOVEXATTR, OP_CREATE, OP_EXITED, OP_COUNT
+  OP_LISTXATTR, OP_REMOVEXATTR, OP_CREATE, OP_ACCESS, OP_EXITED, OP_COUNT
 };
 static const char *op_names[OP_COUNT] = {
   "lookup", "forget", "getattr", "setattr", "readlink", "mknod", "mkdir", "unlink",
   "rmdir", "symlink", "rename", "link", "open", "read", "write", "release", "fsync",
   "opendir", "readdir", "releasedir", "fsyncdir", "statfs", "setxattr", "getxattr",
-  "listxattr", "removexattr", "create", "exited"
+  "listxattr", "removexattr", "create", "access", "exited"
 };
 
 typedef struct Session {
@@ -229,6 +229,13 @@ static void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
   call_handler(s, OP_SETATTR, req, a, 12);
 }
 
+// Sent only without default_permissions (a mount without allow_other), for access(2) and chdir.
+static void ll_access(fuse_req_t req, fuse_ino_t ino, int mask) {
+  Session *s = session_of(req); napi_value a[3];
+  a[1] = num(s->env, (double)ino); a[2] = num(s->env, mask);
+  call_handler(s, OP_ACCESS, req, a, 3);
+}
+
 static void ll_readlink(fuse_req_t req, fuse_ino_t ino) {
   Session *s = session_of(req); napi_value a[2];
   a[1] = num(s->env, (double)ino);
@@ -399,7 +406,7 @@ static const struct fuse_lowlevel_ops ops = {
   .flush = ll_flush, .release = ll_release, .fsync = ll_fsync, .opendir = ll_opendir,
   .readdir = ll_readdir, .releasedir = ll_releasedir, .fsyncdir = ll_fsyncdir,
   .statfs = ll_statfs, .setxattr = ll_setxattr, .getxattr = ll_getxattr,
-  .listxattr = ll_listxattr, .removexattr = ll_removexattr, .create = ll_create,
+  .listxattr = ll_listxattr, .removexattr = ll_removexattr, .create = ll_create, .access = ll_access,
 };
 
 // ------------------------------------------------------------------ the event loop side

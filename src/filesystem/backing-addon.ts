@@ -62,6 +62,9 @@ export interface BackingAddon {
   /** chmod of the entry the O_PATH descriptor names; a symlink: -EOPNOTSUPP. */
   chmodFd (pathfd: number, mode: number): number
   chmodFd (pathfd: number, mode: number, cb: Done): void
+  /** access(2) by the daemon's effective IDs; mode: R_OK|W_OK|X_OK bits (0: exists). */
+  accessFd (pathfd: number, mode: number): number
+  accessFd (pathfd: number, mode: number, cb: Done): void
   /** chown of the entry itself (never a symlink's target); -1 (or 0xffffffff) leaves one unchanged. */
   chownFd (pathfd: number, uid: number, gid: number): number
   chownFd (pathfd: number, uid: number, gid: number, cb: Done): void

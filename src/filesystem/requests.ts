@@ -38,7 +38,7 @@ export class Requests implements RequestHandlers {
     this.entries = new Entries(fs)
     this.files = new Files(fs)
     this.dirs = new Directories(fs)
-    this.#budget = new NodeBudget(fs.inodes, descriptorLimit, (entries, done) => {
+    this.#budget = new NodeBudget(fs.inodes, descriptorLimit, () => fs.files.openNodes(), (entries, done) => {
       try { return fuse.invalEntries(this, entries, done) } catch { return false }  // the session has ended
     })
   }
@@ -90,17 +90,26 @@ export class Requests implements RequestHandlers {
     }
   }
 
+  /** Runs an operation that opens a descriptor once the node budget has room for it. */
+  #gated<T> (op: () => Promise<T>): () => Promise<T> {
+    return () => {
+      const wait = this.#budget.room()
+      return wait === null ? op() : wait.then(op)
+    }
+  }
+
   #known (e: Entry, parent: number, name: Buffer): void {
     this.fs.inodes.named(e.inode, parent, name)
     this.#budget.check()
   }
 
   lookup (id: number, parent: number, name: Buffer): void {
-    this.#run(id, () => this.entries.lookup(parent, name), this.#entry(id, parent, name))
+    this.#run(id, this.#gated(() => this.entries.lookup(parent, name)), this.#entry(id, parent, name))
   }
 
   forget (_id: undefined, node: number, n: number): void {
     this.fs.inodes.forget(node, n)
+    this.#budget.released()
   }
 
   getattr (id: number, node: number): void {
@@ -128,12 +137,16 @@ export class Requests implements RequestHandlers {
     }, st => fuse.replyAttr(id, st, this.fs.attrTimeout(st)))
   }
 
+  access (id: number, node: number, mask: number): void {
+    this.#run(id, () => this.entries.access(node, mask), this.#ok(id))
+  }
+
   readlink (id: number, node: number): void {
     this.#run(id, () => this.entries.readlink(node), t => fuse.replyReadlink(id, t, t.length))
   }
 
   mknod (id: number, parent: number, name: Buffer, mode: number, rdev: number, uid: number, gid: number): void {
-    this.#run(id, async () => {
+    this.#run(id, this.#gated(async () => {
       if ((mode & S_IFMT) === S_IFREG || (mode & S_IFMT) === 0) {
         // A regular file made by mknod(2) is a created file, header and all.
         const made = await this.files.create(parent, name, mode, 1, { uid, gid })
@@ -141,11 +154,11 @@ export class Requests implements RequestHandlers {
         return made
       }
       return this.entries.mknod(parent, name, mode, rdev, { uid, gid })
-    }, this.#entry(id, parent, name))
+    }), this.#entry(id, parent, name))
   }
 
   mkdir (id: number, parent: number, name: Buffer, mode: number, uid: number, gid: number): void {
-    this.#run(id, () => this.entries.mkdir(parent, name, mode, { uid, gid }), this.#entry(id, parent, name))
+    this.#run(id, this.#gated(() => this.entries.mkdir(parent, name, mode, { uid, gid })), this.#entry(id, parent, name))
   }
 
   unlink (id: number, parent: number, name: Buffer): void {
@@ -157,7 +170,7 @@ export class Requests implements RequestHandlers {
   }
 
   symlink (id: number, target: Buffer, parent: number, name: Buffer, uid: number, gid: number): void {
-    this.#run(id, () => this.entries.symlink(target, parent, name, { uid, gid }), this.#entry(id, parent, name))
+    this.#run(id, this.#gated(() => this.entries.symlink(target, parent, name, { uid, gid })), this.#entry(id, parent, name))
   }
 
   rename (id: number, parent: number, name: Buffer, newParent: number, newName: Buffer, flags: number): void {
@@ -165,18 +178,18 @@ export class Requests implements RequestHandlers {
   }
 
   link (id: number, node: number, newParent: number, newName: Buffer): void {
-    this.#run(id, () => this.entries.link(node, newParent, newName), this.#entry(id, newParent, newName))
+    this.#run(id, this.#gated(() => this.entries.link(node, newParent, newName)), this.#entry(id, newParent, newName))
   }
 
   open (id: number, node: number, flags: number): void {
-    this.#run(id, () => this.files.open(node, flags), fh => {
+    this.#run(id, this.#gated(() => this.files.open(node, flags)), fh => {
       if (!fuse.replyOpen(id, fh, this.fs.cache.keepCache, false)) void this.files.release(fh)
     })
   }
 
   create (id: number, parent: number, name: Buffer, mode: number, flags: number, uid: number, gid: number): void {
     const c = this.fs.cache
-    this.#run(id, () => this.files.create(parent, name, mode, flags, { uid, gid }), e => {
+    this.#run(id, this.#gated(() => this.files.create(parent, name, mode, flags, { uid, gid })), e => {
       if (!fuse.replyCreate(id, e.inode.node, e.st, c.fileAttr, c.entry, e.fh, c.keepCache, false)) {
         this.fs.inodes.forget(e.inode.node, 1)
         void this.files.release(e.fh)
