@@ -107,7 +107,10 @@ function detach (cipher: string, mnt: string, o: MountCliOptions, passphrase: Bu
   // The child gets the passphrase on stdin; passfile=/extpass= in -o are harmless to repeat.
   const args = [process.argv[1], 'mount', '--foreground', '--passphrase-fd', '0', ...(o.o ?? []).flatMap(x => ['-o', x]),
     ...(o.log !== undefined ? ['--log', path.resolve(o.log)] : []), ...(o.idle !== undefined ? ['--idle', o.idle] : []), cipher, mnt]
-  const child = spawn(process.execPath, args, { detached: true, stdio: ['pipe', 'ignore', 'ignore', 'pipe'] })
+  // A young generation of 2 MiB semi-spaces, not V8's 16: the daemon's garbage is short-lived
+  // request objects, and the smaller one is cheaper as well as smaller (tar of 12,000 files:
+  // peak RSS 149 -> 117 MiB, daemon CPU 7.4 -> 6.5 s).
+  const child = spawn(process.execPath, ['--max-semi-space-size=2', ...args], { detached: true, stdio: ['pipe', 'ignore', 'ignore', 'pipe'] })
   child.stdin!.end(passphrase, () => passphrase.fill(0))
   return new Promise((resolve, reject) => {
     let status = ''

@@ -1,4 +1,6 @@
+import fs from 'fs'
 import { backing as addon, DIRENT_HEADER, O_PATH } from './backing-addon'
+import { readAt, writeFullAt } from './fd-io'
 import { FsError } from './fs-error'
 
 const EMPTY = Buffer.alloc(0)
@@ -67,6 +69,20 @@ export class Backing {
     const pathFd = await this.#n('openPath', [Buffer.from(`/proc/self/fd/${fd}`), O_PATH])
     await this.statAt(pathFd, EMPTY, out).catch(async (e: unknown) => { await this.closeFd(pathFd).catch(() => undefined); throw e })
     return pathFd
+  }
+
+  /** Writes all of `buf` at `pos` of an open file (a header: the bulk goes through the chunk cipher). */
+  async writeAt (fd: number, buf: Buffer, pos: number): Promise<void> {
+    if (!this.inline) return await writeFullAt(fd, buf, pos)
+    for (let off = 0; off < buf.length;) off += fs.writeSync(fd, buf, off, buf.length - off, pos + off)
+  }
+
+  /** Reads up to buf.length bytes at `pos` of an open file; fewer only at its end. */
+  async readAt (fd: number, buf: Buffer, pos: number): Promise<number> {
+    if (!this.inline) return await readAt(fd, buf, pos)
+    let off = 0
+    for (let n = 1; off < buf.length && n > 0; off += n) n = fs.readSync(fd, buf, off, buf.length - off, pos + off)
+    return off
   }
 
   mkdirAt (dirfd: number, name: Buffer, mode: number): Promise<number> { return this.#n('mkdirAt', [dirfd, name, mode]) }

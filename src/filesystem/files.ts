@@ -2,7 +2,7 @@ import { decodeHeader, HEADER_BYTES } from '../volume/file-header'
 import { STAT_LENGTH, STAT_NLINK } from './backing-addon'
 import { Entry } from './entries'
 import { Caller, EMPTY, Filesystem } from './filesystem'
-import { fstatFd, readAt, writeFullAt } from './fd-io'
+import { fstatFd } from './fd-io'
 import { FileContents } from './file-contents'
 import { FsError } from './fs-error'
 import { S_IFMT, S_IFREG } from './inodes'
@@ -118,9 +118,11 @@ export class Files {
     if (h.contents !== null) return h.contents
     const onNode = files.contentsOfNode(h.node)
     if (onNode !== undefined) return files.share(h, onNode)
-    const header = Buffer.alloc(HEADER_BYTES)
-    const got = await readAt(h.fd, header, 0)
-    if (got > 0) {
+    const inode = this.fs.inodes.get(h.node)
+    if (inode.identified) {
+      // Written through another handle of this node, which has closed since: the header is on disk.
+      const header = Buffer.alloc(HEADER_BYTES)
+      const got = await this.#b.readAt(h.fd, header, 0)
       const parsed = got === HEADER_BYTES ? decodeHeader(header) : null
       if (parsed === null) throw new FsError('EIO')
       const contents = files.contentsOf(parsed, (await fstatFd(h.fd)).size) as FileContents
@@ -135,9 +137,11 @@ export class Files {
     const contents = files.adopt(file)  // its reference is this handle's
     files.setContents(h, contents)
     files.attachToNode(h.node, contents)
+    inode.identified = true
     try {
-      await writeFullAt(h.fd, file.header, 0)
+      await this.#b.writeAt(h.fd, file.header, 0)
     } catch (err) {
+      inode.identified = false
       files.detachFromNode(h.node, contents)
       this.fs.volume.index.remove(file.fileId)
       throw err

@@ -30,6 +30,12 @@ export interface Inode {
    */
   parent: number
   name: Buffer | null
+  /**
+   * A regular file that was empty when opened has since been given its identity (header)
+   * through this mount. Only this mount writes the cipher dir (sealfs.lock), so while this is
+   * false a file opened empty is still empty on disk.
+   */
+  identified: boolean
 }
 
 export function identityOf (st: Float64Array): string {
@@ -48,7 +54,7 @@ export class InodeTable {
   #next = ROOT_NODE + 1
 
   constructor (private readonly backing: Backing, rootFd: number, rootStat: Float64Array) {
-    const root: Inode = { node: ROOT_NODE, fd: rootFd, key: identityOf(rootStat), type: S_IFDIR, lookups: 1, dirId: null, parent: 0, name: null }
+    const root: Inode = { node: ROOT_NODE, fd: rootFd, key: identityOf(rootStat), type: S_IFDIR, lookups: 1, dirId: null, parent: 0, name: null, identified: false }
     this.#byNode.set(ROOT_NODE, root)
     this.#byKey.set(root.key, root)
   }
@@ -86,7 +92,7 @@ export class InodeTable {
       if (known.dirId === null) known.dirId = dirId
       return known
     }
-    const inode: Inode = { node: this.#next++, fd, key, type: st[STAT_MODE] & S_IFMT, lookups: 1, dirId, parent: 0, name: null }
+    const inode: Inode = { node: this.#next++, fd, key, type: st[STAT_MODE] & S_IFMT, lookups: 1, dirId, parent: 0, name: null, identified: false }
     this.#byNode.set(inode.node, inode)
     this.#byKey.set(key, inode)
     return inode
