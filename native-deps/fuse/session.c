@@ -10,8 +10,10 @@
 // Threading rule: everything here runs on the JS thread, but for one exception: entry
 // invalidations (invalEntries) are written to /dev/fuse from a libuv pool thread, because
 // the kernel takes the parent directory's lock for them, which a request waiting for this
-// very thread may hold. That thread touches only its own copy of the entries and the
-// session's fuse_session, which is not destroyed while one is in flight (s->notifying).
+// very thread may hold. That thread touches only its own copy of the entries, the session's
+// fuse_session and the stopping flag; while one is in flight (s->notifying) the session is
+// not unmounted, destroyed or closed: an end asked for meanwhile fails requests here until
+// it returns (s->draining).
 // libfuse never runs a thread of its own (no fuse_session_loop*), so the pending table
 // needs no lock.
 //
@@ -24,6 +26,7 @@
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <node_api.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -65,8 +68,10 @@ typedef struct Session {
   uint32_t pending;       // requests handed to JS and not answered yet
   long spin_ns;           // how long to keep asking /dev/fuse after the last request (0: not at all)
   int answered_here;      // the last request was answered during its dispatch (no pool job pending)
-  uint32_t notifying;     // invalEntries jobs on the pool: the fuse_session must outlive them
-  int destroy_deferred;   // ended while one was: destroyed when the last one finishes
+  uint32_t notifying;     // invalEntries jobs on the pool: the session and its descriptor must outlive them
+  atomic_int stopping;    // the session is ending: a job sends no more invalidations
+  int draining;           // ended while a job ran: requests are failed here until it returns
+  int drain_unmount;      // ... and then the session is unmounted (1) or just ended (0)
 } Session;
 
 // ------------------------------------------------------------------ pending requests
@@ -132,6 +137,10 @@ static Session *session_of(fuse_req_t req) { return fuse_req_userdata(req); }
 // request could not be handed to JS (it has then been answered with an error here).
 static void call_handler(Session *s, int op, fuse_req_t req, napi_value *argv, size_t argc) {
   napi_env env = s->env;
+  if (s->draining) {  // JS has ended the session: nothing reaches it any more
+    if (req != NULL) fuse_reply_err(req, EIO);
+    return;
+  }
   if (req != NULL) {
     int64_t id = pending_add(s, req);
     if (id < 0) { fuse_reply_err(req, EAGAIN); return; }
@@ -732,14 +741,25 @@ static void session_end_js(napi_env env, napi_value obj, Session *s, int unmount
 static void session_end(Session *s, int unmount) {
   if (s->destroyed) return;
   if (s->dispatching) { if (s->end_requested < 1 + unmount) s->end_requested = 1 + unmount; return; }
+  if (s->notifying > 0) {
+    // An invalidation job is writing to /dev/fuse, perhaps waiting in the kernel for a
+    // directory lock that a request not read yet holds. The descriptor stays open (closing
+    // it would let a backing file take its number under the job's writes) and requests are
+    // read and failed until the job returns (inval_done ends the session then).
+    atomic_store(&s->stopping, 1);
+    if (!s->draining || unmount) s->drain_unmount = unmount;
+    s->draining = 1;
+    fail_pending(s);
+    return;
+  }
   s->destroyed = 1;
+  s->draining = 0;
   stop_polling(s);
   fail_pending(s);
   // fuse_session_unmount: umount2 as root, else fusermount3 -u through fork/exec with an
   // argument vector (never a shell), so any byte in the mount point is just a byte.
   if (unmount && s->mounted) fuse_session_unmount(s->se);
   s->mounted = 0;
-  if (s->notifying > 0) { s->destroy_deferred = 1; return; }
   session_destroy(s);
 }
 
@@ -762,7 +782,7 @@ typedef struct {
 static void inval_run(uv_work_t *w) {
   InvalJob *j = (InvalJob *)w;
   char name[256];
-  for (size_t at = 0; at + 9 <= j->len;) {
+  for (size_t at = 0; at + 9 <= j->len && !atomic_load(&j->s->stopping);) {
     uint64_t parent = 0;
     for (int b = 7; b >= 0; b--) parent = (parent << 8) | j->data[at + b];
     size_t nl = j->data[at + 8];
@@ -783,13 +803,17 @@ static void inval_done(uv_work_t *w, int status) {
   napi_value fn, recv, arg, result;
   napi_create_double(env, (double)j->dropped, &arg);
   // The receiver must be an object (napi_make_callback refuses undefined): the session's.
-  if (napi_get_reference_value(env, j->done, &fn) == napi_ok && fn != NULL &&
-      napi_get_reference_value(env, s->self, &recv) == napi_ok && recv != NULL)
-    napi_make_callback(env, s->async, recv, fn, 1, &arg, &result);
+  // Once JS has ended the session, nothing is called back.
+  if (!s->draining && napi_get_reference_value(env, j->done, &fn) == napi_ok && fn != NULL &&
+      napi_get_reference_value(env, s->self, &recv) == napi_ok && recv != NULL &&
+      napi_make_callback(env, s->async, recv, fn, 1, &arg, &result) == napi_pending_exception) {
+    napi_value exc;
+    napi_get_and_clear_last_exception(env, &exc);
+  }
   napi_delete_reference(env, j->done);
   napi_close_handle_scope(env, scope);
   free(j);
-  if (--s->notifying == 0 && s->destroy_deferred) session_destroy(s);
+  if (--s->notifying == 0 && s->draining) session_end(s, s->drain_unmount);
 }
 
 static void finalize_session(napi_env env, void *data, void *hint) {
@@ -891,14 +915,14 @@ static napi_value InvalEntries(napi_env env, napi_callback_info info) {
   if (!get_args(env, info, 3, argv) || get_session(env, argv[0], &s) == NULL || !get_buffer(env, argv[1], &data, &len) ||
       len > MAX_WRITE || napi_typeof(env, argv[2], &t) != napi_ok || t != napi_function)
     THROW("invalEntries(session, entries: Buffer, done)");
-  if (s->destroyed) return bool_result(env, 0);
+  if (s->destroyed || s->draining) return bool_result(env, 0);
   InvalJob *j = malloc(sizeof *j + len);
   if (j == NULL) return bool_result(env, 0);
   memset(j, 0, sizeof *j);
   j->s = s;
   j->len = len;
   memcpy(j->data, data, len);
-  napi_create_reference(env, argv[2], 1, &j->done);
+  if (napi_create_reference(env, argv[2], 1, &j->done) != napi_ok) { free(j); return bool_result(env, 0); }
   uv_loop_t *loop;
   napi_get_uv_event_loop(env, &loop);
   if (uv_queue_work(loop, &j->work, inval_run, inval_done) != 0) {

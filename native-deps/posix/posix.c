@@ -83,7 +83,11 @@ static napi_value RaiseFdLimit(napi_env env, napi_callback_info info) {
     fclose(f);
   }
   struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return int_result(env, -1);
+  napi_value res;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+    napi_create_double(env, 1024, &res);  // unknown: assume the usual soft limit
+    return res;
+  }
   if (rl.rlim_max < want) {
     struct rlimit raised = { want, want };
     if (setrlimit(RLIMIT_NOFILE, &raised) == 0) rl = raised;  // EPERM without the capability: keep the hard limit
@@ -92,7 +96,6 @@ static napi_value RaiseFdLimit(napi_env env, napi_callback_info info) {
     struct rlimit soft = { rl.rlim_max < want ? rl.rlim_max : want, rl.rlim_max };
     if (setrlimit(RLIMIT_NOFILE, &soft) == 0) rl = soft;
   }
-  napi_value res;
   napi_create_double(env, rl.rlim_cur == RLIM_INFINITY ? -1 : (double)rl.rlim_cur, &res);
   return res;
 }

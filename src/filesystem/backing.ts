@@ -74,7 +74,11 @@ export class Backing {
   /** Writes all of `buf` at `pos` of an open file (a header: the bulk goes through the chunk cipher). */
   async writeAt (fd: number, buf: Buffer, pos: number): Promise<void> {
     if (!this.inline) return await writeFullAt(fd, buf, pos)
-    for (let off = 0; off < buf.length;) off += fs.writeSync(fd, buf, off, buf.length - off, pos + off)
+    for (let off = 0; off < buf.length;) {
+      const n = fs.writeSync(fd, buf, off, buf.length - off, pos + off)
+      if (n <= 0) throw new FsError('EIO')
+      off += n
+    }
   }
 
   /** Reads up to buf.length bytes at `pos` of an open file; fewer only at its end. */

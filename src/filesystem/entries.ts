@@ -33,7 +33,7 @@ export class Entries {
   async lookup (parent: number, name: Buffer): Promise<Entry> {
     const dir = this.fs.dir(parent)
     const bn = await this.fs.names.backingName(dir, name)
-    return this.fs.lookupNew(dir, bn.name)
+    return this.fs.lookup(dir, bn.name)
   }
 
   async getattr (node: number): Promise<Float64Array> {

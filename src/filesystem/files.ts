@@ -2,7 +2,7 @@ import { decodeHeader, HEADER_BYTES } from '../volume/file-header'
 import { STAT_LENGTH, STAT_NLINK } from './backing-addon'
 import { Entry } from './entries'
 import { Caller, EMPTY, Filesystem } from './filesystem'
-import { fstatFd } from './fd-io'
+import { fstatFd, ftruncateFd } from './fd-io'
 import { FileContents } from './file-contents'
 import { FsError } from './fs-error'
 import { S_IFMT, S_IFREG } from './inodes'
@@ -131,21 +131,25 @@ export class Files {
       return contents
     }
     if (!create) return null
-    // The contents are registered before the header reaches the disk: an open that reads
-    // the new header then shares them rather than making a second FileContents.
+    // Registered before the header reaches the disk, so that an open reading the new header
+    // shares these contents rather than making a second FileContents; given to this node's
+    // handles only once it is there, so that no chunk is written before its header.
     const file = this.fs.volume.newFile()
-    const contents = files.adopt(file)  // its reference is this handle's
-    files.setContents(h, contents)
-    files.attachToNode(h.node, contents)
+    const contents = files.adopt(file)  // its reference becomes this handle's
     inode.identified = true
     try {
       await this.#b.writeAt(h.fd, file.header, 0)
     } catch (err) {
+      // Back to an empty file with no identity (a partial header would make it unreadable).
       inode.identified = false
-      files.detachFromNode(h.node, contents)
+      await ftruncateFd(h.fd, 0).catch(() => undefined)
+      files.releaseContents(contents)
+      files.deks.drop(file.fileId.toString('hex'))
       this.fs.volume.index.remove(file.fileId)
       throw err
     }
+    files.setContents(h, contents)
+    files.attachToNode(h.node, contents)
     return contents
   }
 

@@ -38,6 +38,10 @@ export interface Inode {
   identified: boolean
 }
 
+function nameKey (parent: number, name: Buffer): string {
+  return `${parent}/${name.toString('latin1')}`
+}
+
 export function identityOf (st: Float64Array): string {
   return `${st[STAT_DEV]}:${st[STAT_INO_HI]}:${st[STAT_INO_LO]}`
 }
@@ -51,6 +55,8 @@ export function identityOf (st: Float64Array): string {
 export class InodeTable {
   readonly #byNode = new Map<number, Inode>()
   readonly #byKey = new Map<string, Inode>()
+  /** Nodes by the name they were last known by (parent node and name): see Inode.name. */
+  readonly #byName = new Map<string, Inode>()
   #next = ROOT_NODE + 1
 
   constructor (private readonly backing: Backing, rootFd: number, rootStat: Float64Array) {
@@ -103,11 +109,43 @@ export class InodeTable {
    * recently used node (the table's iteration order is least recently used first).
    */
   named (inode: Inode, parent: number, name: Buffer): void {
+    if (inode.node === ROOT_NODE) return
+    this.unname(inode)
     inode.parent = parent
     inode.name = name
-    if (inode.node === ROOT_NODE) return
+    this.#byName.set(nameKey(parent, name), inode)
     this.#byNode.delete(inode.node)
     this.#byNode.set(inode.node, inode)
+  }
+
+  /** Forgets the name a node was last known by (it was unlinked, renamed over, or its entry dropped). */
+  unname (inode: Inode): void {
+    if (inode.name === null) return
+    const key = nameKey(inode.parent, inode.name)
+    if (this.#byName.get(key) === inode) this.#byName.delete(key)
+    inode.name = null
+  }
+
+  /** The name `name` in `parent` is gone (unlink, rmdir). */
+  unlinked (parent: number, name: Buffer): void {
+    const i = this.#byName.get(nameKey(parent, name))
+    if (i !== undefined) this.unname(i)
+  }
+
+  /** A rename went through: the moved node is known by its new name; with `exchange`, the other by the old. */
+  renamed (parent: number, name: Buffer, newParent: number, newName: Buffer, exchange: boolean): void {
+    const moved = this.#byName.get(nameKey(parent, name))
+    const other = this.#byName.get(nameKey(newParent, newName))
+    if (moved !== undefined) this.unname(moved)
+    if (other !== undefined) this.unname(other)
+    if (moved !== undefined) this.#rename(moved, newParent, newName)
+    if (exchange && other !== undefined) this.#rename(other, parent, name)
+  }
+
+  #rename (inode: Inode, parent: number, name: Buffer): void {
+    inode.parent = parent
+    inode.name = name
+    this.#byName.set(nameKey(parent, name), inode)
   }
 
   /** Nodes from the least recently named on, the root excepted. */
@@ -115,11 +153,24 @@ export class InodeTable {
     for (const i of this.#byNode.values()) if (i.node !== ROOT_NODE) yield i
   }
 
+  /**
+   * Counts one more kernel lookup of the known node that `st` (a stat of a name, taken
+   * without opening it) identifies, if any: no descriptor is opened for an entry whose node
+   * already holds one. Undefined for an entry not known yet, or of another type.
+   */
+  again (st: Float64Array): Inode | undefined {
+    const known = this.#byKey.get(identityOf(st))
+    if (known === undefined || known.type !== (st[STAT_MODE] & S_IFMT)) return undefined
+    known.lookups++
+    return known
+  }
+
   forget (node: number, n: number): void {
     const i = this.#byNode.get(node)
     if (i === undefined || node === ROOT_NODE) return
     i.lookups -= n
     if (i.lookups > 0) return
+    this.unname(i)
     this.#byNode.delete(node)
     if (this.#byKey.get(i.key) === i) this.#byKey.delete(i.key)
     void this.backing.closeFd(i.fd).catch(() => undefined)
@@ -130,5 +181,6 @@ export class InodeTable {
     for (const i of this.#byNode.values()) await this.backing.closeFd(i.fd).catch(() => undefined)
     this.#byNode.clear()
     this.#byKey.clear()
+    this.#byName.clear()
   }
 }

@@ -87,16 +87,6 @@ export class OpenFiles {
     }
   }
 
-  /** Undoes attachToNode and the handles' references when that identity could not be written. */
-  detachFromNode (node: number, contents: FileContents): void {
-    for (const h of this.#handles.values()) {
-      if (h.node !== node || h.contents !== contents) continue
-      this.#detach(h)
-      h.contents = null
-      this.releaseContents(contents)
-    }
-  }
-
   contentsOfNode (node: number): FileContents | undefined {
     return this.#byNode.size > 0 ? this.#byNode.get(node)?.contents : undefined
   }

@@ -5,6 +5,7 @@ import { toErrno } from './errno'
 import { Filesystem } from './filesystem'
 import { Files } from './files'
 import { FsError } from './fs-error'
+import { RENAME_EXCHANGE } from './backing-addon'
 import { S_IFMT, S_IFREG } from './inodes'
 import { NodeBudget } from './node-budget'
 import {
@@ -38,7 +39,7 @@ export class Requests implements RequestHandlers {
     this.entries = new Entries(fs)
     this.files = new Files(fs)
     this.dirs = new Directories(fs)
-    this.#budget = new NodeBudget(fs.inodes, descriptorLimit, () => fs.files.openNodes(), (entries, done) => {
+    this.#budget = new NodeBudget(fs.inodes, descriptorLimit, () => fs.files.count, () => fs.files.openNodes(), (entries, done) => {
       try { return fuse.invalEntries(this, entries, done) } catch { return false }  // the session has ended
     })
   }
@@ -148,7 +149,7 @@ export class Requests implements RequestHandlers {
   mknod (id: number, parent: number, name: Buffer, mode: number, rdev: number, uid: number, gid: number): void {
     this.#run(id, this.#gated(async () => {
       if ((mode & S_IFMT) === S_IFREG || (mode & S_IFMT) === 0) {
-        // A regular file made by mknod(2) is a created file, header and all.
+        // A regular file made by mknod(2) is a created file (empty: its identity comes with its first write).
         const made = await this.files.create(parent, name, mode, 1, { uid, gid })
         await this.files.release(made.fh)
         return made
@@ -162,11 +163,17 @@ export class Requests implements RequestHandlers {
   }
 
   unlink (id: number, parent: number, name: Buffer): void {
-    this.#run(id, () => this.entries.unlink(parent, name), this.#ok(id))
+    this.#run(id, () => this.entries.unlink(parent, name), () => {
+      this.fs.inodes.unlinked(parent, name)
+      fuse.replyErr(id, 0)
+    })
   }
 
   rmdir (id: number, parent: number, name: Buffer): void {
-    this.#run(id, () => this.entries.rmdir(parent, name), this.#ok(id))
+    this.#run(id, () => this.entries.rmdir(parent, name), () => {
+      this.fs.inodes.unlinked(parent, name)
+      fuse.replyErr(id, 0)
+    })
   }
 
   symlink (id: number, target: Buffer, parent: number, name: Buffer, uid: number, gid: number): void {
@@ -174,7 +181,10 @@ export class Requests implements RequestHandlers {
   }
 
   rename (id: number, parent: number, name: Buffer, newParent: number, newName: Buffer, flags: number): void {
-    this.#run(id, () => this.entries.rename(parent, name, newParent, newName, flags), this.#ok(id))
+    this.#run(id, () => this.entries.rename(parent, name, newParent, newName, flags), () => {
+      this.fs.inodes.renamed(parent, name, newParent, newName, (flags & RENAME_EXCHANGE) !== 0)
+      fuse.replyErr(id, 0)
+    })
   }
 
   link (id: number, node: number, newParent: number, newName: Buffer): void {
