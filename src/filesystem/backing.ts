@@ -61,6 +61,13 @@ export class Backing {
   }
 
   statAt (dirfd: number, name: Buffer, out: Float64Array): Promise<number> { return this.#n('statAt', [dirfd, name, out]) }
+  /** statAt at once on a local backing (no promise to settle: a lookup's first step); null elsewhere. */
+  statAtNow (dirfd: number, name: Buffer, out: Float64Array): number | null {
+    if (!this.inline) return null
+    const r = addon.statAt(dirfd, name, out)
+    if (r < 0) throw FsError.fromErrno(r)
+    return r
+  }
   lookupAt (dirfd: number, name: Buffer, out: Float64Array): Promise<number> { return this.#n('lookupAt', [dirfd, name, out]) }
   openAt (dirfd: number, name: Buffer, flags: number, mode: number, type: number): Promise<number> { return this.#n('openAt', [dirfd, name, flags, mode, type]) }
   reopen (pathfd: number, flags: number, type: number): Promise<number> { return this.#n('reopen', [pathfd, flags, type]) }

@@ -33,7 +33,9 @@ export class Entries {
   async lookup (parent: number, name: Buffer): Promise<Entry> {
     const dir = this.fs.dir(parent)
     const bn = await this.fs.names.backingName(dir, name)
-    return this.fs.lookup(dir, bn.name)
+    // A name the kernel knew is most likely still that node: one fstatat tells (stat, ls -l
+    // after the 1 s entry timeout). A name it did not know is opened at once (a cold walk).
+    return this.fs.inodes.knownAs(parent, name) ? this.fs.lookup(dir, bn.name) : this.fs.lookupNew(dir, bn.name)
   }
 
   async getattr (node: number): Promise<Float64Array> {

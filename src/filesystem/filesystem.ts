@@ -75,14 +75,14 @@ export class Filesystem {
   }
 
   /**
-   * The node of an existing entry (the kernel counts it as one lookup). A known one is found
-   * by a stat of the name: the lookups that revalidate cached entries (stat, ls -l) then cost
-   * one fstatat, not an open, a stat and a close. A new one is opened (lookupNew), and its
+   * The node of an existing entry the kernel knew (the kernel counts it as one lookup). A
+   * known node is found by a stat of the name: a lookup that revalidates a cached entry then
+   * costs one fstatat, not an open, a stat and a close. Another is opened (lookupNew), and its
    * identity taken from the descriptor.
    */
   async lookup (dir: Inode, name: Buffer): Promise<{ inode: Inode, st: Float64Array }> {
     const st = new Float64Array(STAT_LENGTH)
-    await this.backing.statAt(dir.fd, name, st)
+    if (this.backing.statAtNow(dir.fd, name, st) === null) await this.backing.statAt(dir.fd, name, st)
     const known = this.inodes.again(st)
     if (known !== undefined) return { inode: known, st: this.nodeAttrs(known, st) }
     return await this.lookupNew(dir, name)

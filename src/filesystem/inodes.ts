@@ -118,6 +118,11 @@ export class InodeTable {
     this.#byNode.set(inode.node, inode)
   }
 
+  /** Whether the kernel knows a node by `name` in `parent` (a lookup of it revalidates a cached entry). */
+  knownAs (parent: number, name: Buffer): boolean {
+    return this.#byName.has(nameKey(parent, name))
+  }
+
   /** Forgets the name a node was last known by (it was unlinked, renamed over, or its entry dropped). */
   unname (inode: Inode): void {
     if (inode.name === null) return
