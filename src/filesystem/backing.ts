@@ -1,6 +1,6 @@
 import fs from 'fs'
 import { backing as addon, DIRENT_HEADER, O_PATH } from './backing-addon'
-import { readAt, writeFullAt } from './fd-io'
+import { writeFullAt } from './fd-io'
 import { FsError } from './fs-error'
 
 const EMPTY = Buffer.alloc(0)
@@ -61,13 +61,6 @@ export class Backing {
   }
 
   statAt (dirfd: number, name: Buffer, out: Float64Array): Promise<number> { return this.#n('statAt', [dirfd, name, out]) }
-  /** statAt at once on a local backing (no promise to settle: a lookup's first step); null elsewhere. */
-  statAtNow (dirfd: number, name: Buffer, out: Float64Array): number | null {
-    if (!this.inline) return null
-    const r = addon.statAt(dirfd, name, out)
-    if (r < 0) throw FsError.fromErrno(r)
-    return r
-  }
   lookupAt (dirfd: number, name: Buffer, out: Float64Array): Promise<number> { return this.#n('lookupAt', [dirfd, name, out]) }
   openAt (dirfd: number, name: Buffer, flags: number, mode: number, type: number): Promise<number> { return this.#n('openAt', [dirfd, name, flags, mode, type]) }
   reopen (pathfd: number, flags: number, type: number): Promise<number> { return this.#n('reopen', [pathfd, flags, type]) }
@@ -86,14 +79,6 @@ export class Backing {
       if (n <= 0) throw new FsError('EIO')
       off += n
     }
-  }
-
-  /** Reads up to buf.length bytes at `pos` of an open file; fewer only at its end. */
-  async readAt (fd: number, buf: Buffer, pos: number): Promise<number> {
-    if (!this.inline) return await readAt(fd, buf, pos)
-    let off = 0
-    for (let n = 1; off < buf.length && n > 0; off += n) n = fs.readSync(fd, buf, off, buf.length - off, pos + off)
-    return off
   }
 
   mkdirAt (dirfd: number, name: Buffer, mode: number): Promise<number> { return this.#n('mkdirAt', [dirfd, name, mode]) }

@@ -2,7 +2,7 @@ import { decodeHeader, HEADER_BYTES } from '../volume/file-header'
 import { STAT_LENGTH, STAT_NLINK } from './backing-addon'
 import { Entry } from './entries'
 import { Caller, EMPTY, Filesystem } from './filesystem'
-import { fstatFd, ftruncateFd } from './fd-io'
+import { fstatFd, ftruncateFd, readAt } from './fd-io'
 import { FileContents } from './file-contents'
 import { FsError } from './fs-error'
 import { S_IFMT, S_IFREG } from './inodes'
@@ -122,7 +122,7 @@ export class Files {
     if (inode.identified) {
       // Written through another handle of this node, which has closed since: the header is on disk.
       const header = Buffer.alloc(HEADER_BYTES)
-      const got = await this.#b.readAt(h.fd, header, 0)
+      const got = await readAt(h.fd, header, 0)  // rare: the file's other handles have all closed
       const parsed = got === HEADER_BYTES ? decodeHeader(header) : null
       if (parsed === null) throw new FsError('EIO')
       const contents = files.contentsOf(parsed, (await fstatFd(h.fd)).size) as FileContents

@@ -82,7 +82,7 @@ export class Filesystem {
    */
   async lookup (dir: Inode, name: Buffer): Promise<{ inode: Inode, st: Float64Array }> {
     const st = new Float64Array(STAT_LENGTH)
-    if (this.backing.statAtNow(dir.fd, name, st) === null) await this.backing.statAt(dir.fd, name, st)
+    await this.backing.statAt(dir.fd, name, st)
     const known = this.inodes.again(st)
     if (known !== undefined) return { inode: known, st: this.nodeAttrs(known, st) }
     return await this.lookupNew(dir, name)

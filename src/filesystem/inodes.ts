@@ -24,9 +24,9 @@ export interface Inode {
   /** A directory's ID (its entries' name context), read once. */
   dirId: Buffer | null
   /**
-   * The parent node and plaintext name the kernel last learnt this node by (null: not yet),
-   * so that its cached entry can be dropped (NodeBudget). It may be stale after a rename,
-   * which costs only a failed invalidation.
+   * The parent node and plaintext name the kernel last learnt this node by (null: not yet,
+   * or no longer: unlinked, renamed over, or its entry already dropped), so that its cached
+   * entry can be dropped (NodeBudget). Renames carry it along.
    */
   parent: number
   name: Buffer | null
@@ -111,9 +111,7 @@ export class InodeTable {
   named (inode: Inode, parent: number, name: Buffer): void {
     if (inode.node === ROOT_NODE) return
     this.unname(inode)
-    inode.parent = parent
-    inode.name = name
-    this.#byName.set(nameKey(parent, name), inode)
+    this.#rename(inode, parent, name)
     this.#byNode.delete(inode.node)
     this.#byNode.set(inode.node, inode)
   }
