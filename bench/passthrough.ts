@@ -6,6 +6,7 @@
 import path from 'path'
 import { backing as addon, O_PATH, STAT_LENGTH } from '../src/filesystem/backing-addon'
 import { Backing, isLocalFilesystem } from '../src/filesystem/backing'
+import { requestBuffers } from '../src/filesystem/request-buffers'
 import { fuse, RequestHandlers, SET_ATIME, SET_ATIME_NOW, SET_GID, SET_MODE, SET_MTIME, SET_MTIME_NOW, SET_SIZE, SET_UID } from '../src/filesystem/fuse-session'
 import { Inode, InodeTable, S_IFREG } from '../src/filesystem/inodes'
 import { widenReadahead } from '../src/filesystem/readahead'
@@ -119,11 +120,22 @@ const handlers: RequestHandlers = {
     return { node, st, fd }
   }, e => fuse.replyCreate(id, e.node, e.st, TIMEOUT, TIMEOUT, e.fd, true, false)),
   read: (id, _node, fh, size, offset) => {
-    const buf = Buffer.allocUnsafe(size)
-    fs.read(fh, buf, 0, size, offset, (err, n) => err !== null ? fuse.replyErr(id, -toErrno(err)) : fuse.replyBuf(id, buf, n))
+    const buf = requestBuffers.take(size)
+    fs.read(fh, buf, 0, size, offset, (err, n) => {
+      if (err !== null) fuse.replyErr(id, -toErrno(err))
+      else fuse.replyBuf(id, buf, n)
+      requestBuffers.give(buf)
+    })
   },
-  write: (id, _node, fh, data, offset) => {
-    fs.write(fh, data, 0, data.length, offset, (err, n) => err !== null ? fuse.replyErr(id, -toErrno(err)) : fuse.replyWrite(id, n))
+  write: (id, _node, fh, data, offset, borrowed) => {
+    // A borrowed payload is valid only now: copied into a reused buffer, as sealfs does.
+    const own = borrowed ? requestBuffers.take(data.length) : data
+    if (borrowed) data.copy(own)
+    fs.write(fh, own, 0, own.length, offset, (err, n) => {
+      requestBuffers.give(own)
+      if (err !== null) fuse.replyErr(id, -toErrno(err))
+      else fuse.replyWrite(id, n)
+    })
   },
   release: (id, _node, fh) => run(id, () => b.closeFd(fh), ok(id)),
   fsync: (id, _node, fh, datasync) => run(id, () => b.fsyncFd(fh, datasync !== 0), ok(id)),

@@ -261,6 +261,44 @@ for t in range(24):
 print(json.dumps(out))`)
   })
 
+  it('large writes and reads from several processes at once keep every byte (payloads over 64 KiB arrive as a view of the receive buffer; buffers are reused)', () => {
+    // Each WRITE above 64 KiB is handed over as the session's receive buffer, valid only while
+    // its handler runs; the next request overwrites it. Writers in parallel make one overwrite
+    // another's payload unless it is copied first.
+    both(r => `
+import hashlib
+pids = []
+for k in range(4):
+    pid = os.fork()
+    if pid == 0:
+        fd = os.open('${r}/big%d' % k, os.O_RDWR | os.O_CREAT, 0o644)
+        for i in range(24):
+            block = hashlib.sha256(b'%d-%d' % (k, i)).digest() * 8192
+            os.pwrite(fd, block[:(i % 3 + 1) * 100000], i * 300000)
+        os.close(fd); os._exit(0)
+    pids.append(pid)
+for pid in pids: os.waitpid(pid, 0)
+# Then read back by four processes at once, each through its own descriptor and order.
+rfd, wfd = os.pipe()
+for k in range(4):
+    if os.fork() == 0:
+        got = []
+        for j in range(4):
+            fd = os.open('${r}/big%d' % ((k + j) % 4), os.O_RDONLY)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # out of the page cache: each read reaches the daemon
+            h = hashlib.sha256(); off = 0
+            while True:
+                b = os.pread(fd, 200000, off)
+                if not b: break
+                h.update(b); off += len(b)
+            os.close(fd); got.append(h.hexdigest())
+        os.write(wfd, (json.dumps([k, got]) + '\\n').encode()); os._exit(0)
+os.close(wfd)
+reads = sorted(json.loads(l) for l in os.fdopen(rfd).read().splitlines())
+for _ in range(4): os.wait()
+print(json.dumps([[hashlib.sha256(open('${r}/big%d' % k, 'rb').read()).hexdigest() for k in range(4)], reads]))`)
+  })
+
   it('hard links: stat and read through every name at once, link counts, data kept until the last name goes', async () => {
     both(r => `
 open('${r}/h1', 'w').write('abc'); os.link('${r}/h1', '${r}/h2'); os.link('${r}/h1', '${r}/h3')

@@ -5,6 +5,7 @@ import { Volume } from '../volume/volume'
 import { fdatasyncFd, ftruncateFd, writeFullAt } from './fd-io'
 import { FsError } from './fs-error'
 import { ChunkRangeLock, WHOLE_FILE } from './chunk-range-lock'
+import { requestBuffers } from './request-buffers'
 
 /** Chunk writes under one DEK are stopped here, well inside GCM's 2^32 random-nonce bound. */
 export const CHUNK_WRITE_LIMIT = 2 ** 31
@@ -67,8 +68,12 @@ export class FileContents {
   /** Decrypts plaintext [start, end) — chunk-aligned start, end <= size — of chunks from `fd`. */
   async #readRun (fd: number, start: number, end: number, out: Buffer): Promise<void> {
     const first = start / this.#chunk
-    const sealed = Buffer.allocUnsafe(this.volume.chunks.sealedSize(end - start))
-    await this.volume.chunks.openAt(this.dek, this.prefix, first, fd, this.#cipherOffset(first), sealed, out, this.sparse, this.#here(sealed.length))
+    const sealed = requestBuffers.take(this.volume.chunks.sealedSize(end - start))
+    try {
+      await this.volume.chunks.openAt(this.dek, this.prefix, first, fd, this.#cipherOffset(first), sealed, out, this.sparse, this.#here(sealed.length))
+    } finally {
+      requestBuffers.give(sealed)  // the job that read into it has ended, failed or not
+    }
   }
 
   /** Reads under a shared lock of the chunks it covers. */
@@ -107,9 +112,13 @@ export class FileContents {
     if (runStart === offset && runEnd === end) {
       await this.#readRun(fd, runStart, runEnd, out)  // aligned: decrypt straight into the reply buffer
     } else {
-      const plain = Buffer.allocUnsafe(runEnd - runStart)
-      await this.#readRun(fd, runStart, runEnd, plain)
-      plain.copy(out, 0, offset - runStart, end - runStart)
+      const plain = requestBuffers.take(runEnd - runStart)
+      try {
+        await this.#readRun(fd, runStart, runEnd, plain)
+        plain.copy(out, 0, offset - runStart, end - runStart)
+      } finally {
+        requestBuffers.give(plain)
+      }
     }
     return end - offset
   }
@@ -178,16 +187,24 @@ export class FileContents {
     const nChunks = last - first + 1
     this.#chunkWrites ??= this.volume.index.get(this.fileId)?.chunkWrites ?? 0
     if (this.#chunkWrites + nChunks > CHUNK_WRITE_LIMIT) throw new FsError('EIO')
-    const sealed = Buffer.allocUnsafe(this.volume.chunks.sealedSize(runEnd - runStart))
-    if (runStart === start && runEnd === end) {
-      await this.volume.chunks.sealAt(this.dek, this.prefix, first, data, sealed, fd, this.#cipherOffset(first), this.#here(sealed.length))
-    } else {
-      // Partial first or last chunk: their old bytes are read, opened and merged in the same pool job.
-      const plain = Buffer.alloc(runEnd - runStart)
-      data.copy(plain, start - runStart)
-      const oldLen = Math.max(0, Math.min(this.size, runEnd) - runStart)
-      await this.volume.chunks.rewriteAt(this.dek, this.prefix, first, plain, sealed, fd, this.#cipherOffset(first),
-        start - runStart, end - runStart, oldLen, this.sparse, this.#here(sealed.length))
+    const sealed = requestBuffers.take(this.volume.chunks.sealedSize(runEnd - runStart))
+    try {
+      if (runStart === start && runEnd === end) {
+        await this.volume.chunks.sealAt(this.dek, this.prefix, first, data, sealed, fd, this.#cipherOffset(first), this.#here(sealed.length))
+      } else {
+        // Partial first or last chunk: their old bytes are read, opened and merged in the same pool job.
+        const plain = requestBuffers.take(runEnd - runStart).fill(0)
+        data.copy(plain, start - runStart)
+        const oldLen = Math.max(0, Math.min(this.size, runEnd) - runStart)
+        try {
+          await this.volume.chunks.rewriteAt(this.dek, this.prefix, first, plain, sealed, fd, this.#cipherOffset(first),
+            start - runStart, end - runStart, oldLen, this.sparse, this.#here(sealed.length))
+        } finally {
+          requestBuffers.give(plain)
+        }
+      }
+    } finally {
+      requestBuffers.give(sealed)  // the job that sealed and wrote it has ended, failed or not
     }
     this.#chunkWrites += nChunks
     this.volume.index.countChunkWrites(this.fileId, nChunks)

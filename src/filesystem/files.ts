@@ -7,6 +7,7 @@ import { FileContents } from './file-contents'
 import { FsError } from './fs-error'
 import { S_IFMT, S_IFREG } from './inodes'
 import { Handle } from './open-files'
+import { requestBuffers } from './request-buffers'
 
 const O_ACCMODE = 3
 const O_RDONLY = 0
@@ -161,7 +162,7 @@ export class Files {
   async read (fh: number, size: number, offset: number): Promise<{ buf: Buffer, n: number }> {
     const h = this.fs.files.get(fh)
     const c = h.contents ?? await this.#contentsFor(h, false)
-    const buf = Buffer.allocUnsafe(size)
+    const buf = requestBuffers.take(size)  // given back once the reply is written (Requests.read)
     if (c === null) return { buf, n: 0 }
     try {
       return { buf, n: await c.lockedRead(h.fd, offset, size, buf) }

@@ -23,7 +23,8 @@ export interface RequestHandlers {
   link (id: number, node: number, newParent: number, newName: Buffer): void
   open (id: number, node: number, flags: number): void
   read (id: number, node: number, fh: number, size: number, offset: number): void
-  write (id: number, node: number, fh: number, data: Buffer, offset: number): void
+  /** `borrowed`: `data` is a view of the session's receive buffer, valid only until the handler returns (writes over 64 KiB). */
+  write (id: number, node: number, fh: number, data: Buffer, offset: number, borrowed: boolean): void
   release (id: number, node: number, fh: number): void
   fsync (id: number, node: number, fh: number, datasync: number): void
   opendir (id: number, node: number): void

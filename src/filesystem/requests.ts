@@ -8,6 +8,7 @@ import { FsError } from './fs-error'
 import { RENAME_EXCHANGE } from './backing-addon'
 import { S_IFMT, S_IFREG } from './inodes'
 import { NodeBudget } from './node-budget'
+import { requestBuffers } from './request-buffers'
 import {
   fuse, RequestHandlers, SET_ATIME, SET_ATIME_NOW, SET_GID, SET_MODE, SET_MTIME, SET_MTIME_NOW, SET_SIZE, SET_UID
 } from './fuse-session'
@@ -210,11 +211,21 @@ export class Requests implements RequestHandlers {
   }
 
   read (id: number, _node: number, fh: number, size: number, offset: number): void {
-    this.#run(id, () => this.files.read(fh, size, offset), r => fuse.replyBuf(id, r.buf, r.n))
+    this.#run(id, () => this.files.read(fh, size, offset), r => {
+      fuse.replyBuf(id, r.buf, r.n)  // written to the kernel before it returns
+      requestBuffers.give(r.buf)
+    })
   }
 
-  write (id: number, _node: number, fh: number, data: Buffer, offset: number): void {
-    this.#run(id, () => this.files.write(fh, data, offset), n => fuse.replyWrite(id, n))
+  /** `borrowed`: `data` is the session's receive buffer, valid only during this call. */
+  write (id: number, _node: number, fh: number, data: Buffer, offset: number, borrowed: boolean): void {
+    if (!borrowed) {
+      this.#run(id, () => this.files.write(fh, data, offset), n => fuse.replyWrite(id, n))
+      return
+    }
+    const own = requestBuffers.take(data.length)
+    data.copy(own)
+    this.#run(id, () => this.files.write(fh, own, offset).finally(() => requestBuffers.give(own)), n => fuse.replyWrite(id, n))
   }
 
   release (id: number, _node: number, fh: number): void {
