@@ -24,12 +24,12 @@ export interface Inode {
   /** A directory's ID (its entries' name context), read once. */
   dirId: Buffer | null
   /**
-   * The parent node and plaintext name the kernel last learnt this node by (null: not yet,
+   * The entry the kernel last learnt this node by, as entryKey(parent, name) (null: not yet,
    * or no longer: unlinked, renamed over, or its entry already dropped), so that its cached
-   * entry can be dropped (NodeBudget). Renames carry it along.
+   * entry can be dropped (NodeBudget). Renames carry it along. A string, not the name's
+   * Buffer: a small Buffer costs V8 several hundred bytes, and the table holds every node.
    */
-  parent: number
-  name: Buffer | null
+  entry: string | null
   /**
    * A regular file that was empty when opened has since been given its identity (header)
    * through this mount. Only this mount writes the cipher dir (sealfs.lock), so while this is
@@ -38,8 +38,15 @@ export interface Inode {
   identified: boolean
 }
 
-function nameKey (parent: number, name: Buffer): string {
+/** An entry as a string: the parent node, a slash, the name's bytes as latin1 (exact for any byte). */
+function entryKey (parent: number, name: Buffer): string {
   return `${parent}/${name.toString('latin1')}`
+}
+
+/** The parent node and the name of an entryKey(). */
+export function entryOf (key: string): { parent: number, name: Buffer } {
+  const slash = key.indexOf('/')
+  return { parent: Number(key.slice(0, slash)), name: Buffer.from(key.slice(slash + 1), 'latin1') }
 }
 
 export function identityOf (st: Float64Array): string {
@@ -55,12 +62,12 @@ export function identityOf (st: Float64Array): string {
 export class InodeTable {
   readonly #byNode = new Map<number, Inode>()
   readonly #byKey = new Map<string, Inode>()
-  /** Nodes by the name they were last known by (parent node and name): see Inode.name. */
+  /** Nodes by the entry they were last known by: see Inode.entry. */
   readonly #byName = new Map<string, Inode>()
   #next = ROOT_NODE + 1
 
   constructor (private readonly backing: Backing, rootFd: number, rootStat: Float64Array) {
-    const root: Inode = { node: ROOT_NODE, fd: rootFd, key: identityOf(rootStat), type: S_IFDIR, lookups: 1, dirId: null, parent: 0, name: null, identified: false }
+    const root: Inode = { node: ROOT_NODE, fd: rootFd, key: identityOf(rootStat), type: S_IFDIR, lookups: 1, dirId: null, entry: null, identified: false }
     this.#byNode.set(ROOT_NODE, root)
     this.#byKey.set(root.key, root)
   }
@@ -98,7 +105,7 @@ export class InodeTable {
       if (known.dirId === null) known.dirId = dirId
       return known
     }
-    const inode: Inode = { node: this.#next++, fd, key, type: st[STAT_MODE] & S_IFMT, lookups: 1, dirId, parent: 0, name: null, identified: false }
+    const inode: Inode = { node: this.#next++, fd, key, type: st[STAT_MODE] & S_IFMT, lookups: 1, dirId, entry: null, identified: false }
     this.#byNode.set(inode.node, inode)
     this.#byKey.set(key, inode)
     return inode
@@ -118,27 +125,26 @@ export class InodeTable {
 
   /** Whether the kernel knows a node by `name` in `parent` (a lookup of it revalidates a cached entry). */
   knownAs (parent: number, name: Buffer): boolean {
-    return this.#byName.has(nameKey(parent, name))
+    return this.#byName.has(entryKey(parent, name))
   }
 
   /** Forgets the name a node was last known by (it was unlinked, renamed over, or its entry dropped). */
   unname (inode: Inode): void {
-    if (inode.name === null) return
-    const key = nameKey(inode.parent, inode.name)
-    if (this.#byName.get(key) === inode) this.#byName.delete(key)
-    inode.name = null
+    if (inode.entry === null) return
+    if (this.#byName.get(inode.entry) === inode) this.#byName.delete(inode.entry)
+    inode.entry = null
   }
 
   /** The name `name` in `parent` is gone (unlink, rmdir). */
   unlinked (parent: number, name: Buffer): void {
-    const i = this.#byName.get(nameKey(parent, name))
+    const i = this.#byName.get(entryKey(parent, name))
     if (i !== undefined) this.unname(i)
   }
 
   /** A rename went through: the moved node is known by its new name; with `exchange`, the other by the old. */
   renamed (parent: number, name: Buffer, newParent: number, newName: Buffer, exchange: boolean): void {
-    const moved = this.#byName.get(nameKey(parent, name))
-    const other = this.#byName.get(nameKey(newParent, newName))
+    const moved = this.#byName.get(entryKey(parent, name))
+    const other = this.#byName.get(entryKey(newParent, newName))
     if (moved !== undefined) this.unname(moved)
     if (other !== undefined) this.unname(other)
     if (moved !== undefined) this.#rename(moved, newParent, newName)
@@ -146,9 +152,8 @@ export class InodeTable {
   }
 
   #rename (inode: Inode, parent: number, name: Buffer): void {
-    inode.parent = parent
-    inode.name = name
-    this.#byName.set(nameKey(parent, name), inode)
+    inode.entry = entryKey(parent, name)
+    this.#byName.set(inode.entry, inode)
   }
 
   /** Nodes from the least recently named on, the root excepted. */

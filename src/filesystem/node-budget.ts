@@ -1,4 +1,4 @@
-import { Inode, InodeTable, S_IFDIR } from './inodes'
+import { entryOf, Inode, InodeTable, S_IFDIR } from './inodes'
 
 /**
  * Room kept for what is not a node or an open file (the index, Node's own: some 35 at rest)
@@ -70,11 +70,12 @@ export class NodeBudget {
     const sent: Inode[] = []
     for (const i of this.inodes.leastRecent()) {
       if (want === 0 || at + ENTRY_MAX > out.length) break
-      if (i.name === null || i.type === S_IFDIR || open.has(i.node)) continue
-      out.writeBigUInt64LE(BigInt(i.parent), at)
-      out[at + 8] = i.name.length
-      i.name.copy(out, at + 9)
-      at += 9 + i.name.length
+      if (i.entry === null || i.type === S_IFDIR || open.has(i.node)) continue
+      const { parent, name } = entryOf(i.entry)
+      out.writeBigUInt64LE(BigInt(parent), at)
+      out[at + 8] = name.length
+      name.copy(out, at + 9)
+      at += 9 + name.length
       sent.push(i)
       want--
     }
