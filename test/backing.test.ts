@@ -141,7 +141,7 @@ describe('backing addon (native-deps/backing)', () => {
     // Through the symlink's O_PATH descriptor: the symlink itself, or a refusal.
     expect(b.reopen(link, C.O_RDONLY, TYPE_ANY)).toBe(-E.EIO)
     expect(b.reopen(link, C.O_RDONLY, TYPE_REG)).toBe(-E.EIO)
-    expect(b.openHeaderFd(link, C.O_RDONLY, header, new Float64Array(HEADER_OUT_LENGTH))).toBe(-E.EIO)
+    expect(b.openHeaderFd(link, C.O_RDONLY, header, new Float64Array(HEADER_OUT_LENGTH), false)).toBe(-E.EIO)
     expect(b.chmodFd(link, 0o600)).toBe(-E.EOPNOTSUPP)
     expect(b.chownFd(link, 4321, 4322)).toBe(0)
     expect(fs.lstatSync(path.join(dir, 'link')).uid).toBe(4321)
@@ -194,7 +194,7 @@ describe('backing addon (native-deps/backing)', () => {
       const p = b.lookupAt(d, n('fifo'), st)
       r.lookupType = st[2] & C.S_IFMT
       r.reopen = b.reopen(p, C.O_RDONLY, 0)
-      r.openHeader = b.openHeaderFd(p, C.O_RDONLY, Buffer.alloc(8), new Float64Array(2))
+      r.openHeader = b.openHeaderFd(p, C.O_RDONLY, Buffer.alloc(8), new Float64Array(2), true)
       b.openAt(d, n('fifo'), C.O_RDONLY, 0, C.S_IFREG, openAsync => {
         b.readSmallFileAt(d, n('fifo'), 100, (readAsync, data) => {
           r.openAsync = openAsync
@@ -384,10 +384,10 @@ describe('backing addon (native-deps/backing)', () => {
       const hdr = await noteFd('lookupAt', d, B('hdr'), st)
       const header = Buffer.alloc(4)
       const hout = new Float64Array(HEADER_OUT_LENGTH)
-      fd = await noteFd('openHeaderFd', hdr, C.O_RDONLY, header, hout)
+      fd = await noteFd('openHeaderFd', hdr, C.O_RDONLY, header, hout, true)
       log.push([header.toString(), hout[HEADER_OUT_BYTES], hout[HEADER_OUT_SIZE]])
       await noteClose(fd)
-      fd = await noteFd('openHeaderFd', hdr, C.O_RDONLY, Buffer.alloc(10), hout)
+      fd = await noteFd('openHeaderFd', hdr, C.O_RDONLY, Buffer.alloc(10), hout, false)
       log.push([hout[HEADER_OUT_BYTES], hout[HEADER_OUT_SIZE]])
       await noteClose(fd)
 
@@ -581,7 +581,7 @@ describe('backing addon (native-deps/backing)', () => {
     expect(fs.readFileSync(rd, 'utf8')).toBe('original')
     const header = Buffer.alloc(4)
     const out = new Float64Array(HEADER_OUT_LENGTH)
-    const hd = keep(b.openHeaderFd(a, C.O_RDWR, header, out))
+    const hd = keep(b.openHeaderFd(a, C.O_RDWR, header, out, true))
     expect([header.toString(), out[HEADER_OUT_BYTES], out[HEADER_OUT_SIZE]]).toEqual(['orig', 4, 8])
     fs.writeSync(hd, 'ORIG', 0)
     expect(fs.readFileSync(path.join(dir, 'a'), 'utf8')).toBe('planted!')
@@ -601,7 +601,7 @@ describe('backing addon (native-deps/backing)', () => {
     expect(b.reopen(dp, C.O_RDONLY, TYPE_REG)).toBe(-E.EIO)
     const dd = keep(b.reopen(dp, C.O_RDWR, TYPE_DIR))
     expect(decodeDirents(b.readdirFd(dd) as Buffer).map(e => e.name.toString())).toEqual(['inside'])
-    expect(b.openHeaderFd(dp, C.O_RDONLY, header, out)).toBe(-E.EIO)
+    expect(b.openHeaderFd(dp, C.O_RDONLY, header, out, false)).toBe(-E.EIO)
   })
 
   it('chmodFd, chownFd, utimensFd, the xattr calls and linkFd act on the entry the O_PATH descriptor names', () => {

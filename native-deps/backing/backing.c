@@ -116,7 +116,7 @@ static const op_info OPS[OP_COUNT] = {
   [OP_FSYNC_FD] = {"fsyncFd", "dz", 0, false},
   [OP_CLOSE_FD] = {"closeFd", "d", 0, false},
   [OP_CREATE_WITH_HEADER_AT] = {"createWithHeaderAt", "dnfmb", 0, false},
-  [OP_OPEN_HEADER_FD] = {"openHeaderFd", "dfbs", HEADER_OUT_LENGTH, false},
+  [OP_OPEN_HEADER_FD] = {"openHeaderFd", "dfbsz", HEADER_OUT_LENGTH, false},
   [OP_UNLINK_LAST_AT] = {"unlinkLastAt", "dnb", 0, false},
   [OP_STATFS_FD] = {"statfsFd", "ds", STATFS_LENGTH, false},
   [OP_OPEN_PATH] = {"openPath", "pf", 0, false},
@@ -134,7 +134,7 @@ typedef struct {
   uid_t uid;
   gid_t gid;
   struct timespec ts[2];
-  bool flag;                    // writeFileAt: sync; fsyncFd: datasync
+  bool flag;                    // writeFileAt: sync; fsyncFd: datasync; openHeaderFd: prefetch
   size_t max;                   // readSmallFileAt
   uint8_t *buf;                 // the 'b' argument
   size_t len;
@@ -480,7 +480,8 @@ static int64_t create_with_header_at(job_t *job) {
   return fd;
 }
 
-// reopen as a regular file, then its header (up to len bytes at 0) and its size.
+// reopen as a regular file, then its header (up to len bytes at 0) and its size; with
+// `prefetch` (an open for reading) the file's start is asked for with the header.
 #define READAHEAD_BYTES (128 * 1024)  // the kernel's default readahead window
 
 static int64_t open_header_fd(job_t *job) {
@@ -489,7 +490,7 @@ static int64_t open_header_fd(job_t *job) {
   if (fd < 0) return fd;
   // The header alone would start a readahead of a few pages, and the first READ would then
   // wait for the disk a second time: ask for the file's start (one readahead window) at once.
-  if ((job->flags & O_ACCMODE) != O_WRONLY && (size_t)st.st_size > job->len) {
+  if (job->flag && (size_t)st.st_size > job->len) {
     posix_fadvise((int)fd, 0, st.st_size < READAHEAD_BYTES ? st.st_size : READAHEAD_BYTES, POSIX_FADV_WILLNEED);
   }
   ssize_t got = pread_full((int)fd, job->buf, job->len);

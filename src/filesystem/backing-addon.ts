@@ -111,9 +111,9 @@ export interface BackingAddon {
   /** A new file (O_CREAT|O_EXCL added to `flags`) with `header` written at 0; on a failed write it is closed and removed again. */
   createWithHeaderAt (dirfd: number, name: Buffer, flags: number, mode: number, header: Buffer): number
   createWithHeaderAt (dirfd: number, name: Buffer, flags: number, mode: number, header: Buffer, cb: Done): void
-  /** reopen(pathfd, flags, TYPE_REG), then up to header.length bytes at 0 read into `header`; out[HEADER_OUT_BYTES] = bytes read, out[HEADER_OUT_SIZE] = the file's size. */
-  openHeaderFd (pathfd: number, flags: number, header: Buffer, out: Float64Array): number
-  openHeaderFd (pathfd: number, flags: number, header: Buffer, out: Float64Array, cb: Done): void
+  /** reopen(pathfd, flags, TYPE_REG), then up to header.length bytes at 0 read into `header`; out[HEADER_OUT_BYTES] = bytes read, out[HEADER_OUT_SIZE] = the file's size. `prefetch`: the file's first 128 KiB are asked for with the header (POSIX_FADV_WILLNEED), for an open that will read. */
+  openHeaderFd (pathfd: number, flags: number, header: Buffer, out: Float64Array, prefetch: boolean): number
+  openHeaderFd (pathfd: number, flags: number, header: Buffer, out: Float64Array, prefetch: boolean, cb: Done): void
   /** unlinkat(dirfd, name, 0); a regular file's last link has up to header.length bytes at 0 read into `header` first. Bytes read (0: none), or -errno of the unlink. */
   unlinkLastAt (dirfd: number, name: Buffer, header: Buffer): number
   unlinkLastAt (dirfd: number, name: Buffer, header: Buffer, cb: Done): void

@@ -126,8 +126,8 @@ export class Backing {
     return this.#n('createWithHeaderAt', [dirfd, name, flags, mode, header])
   }
 
-  openHeaderFd (pathfd: number, flags: number, header: Buffer, out: Float64Array): Promise<number> {
-    return this.#n('openHeaderFd', [pathfd, flags, header, out])
+  openHeaderFd (pathfd: number, flags: number, header: Buffer, out: Float64Array, prefetch: boolean): Promise<number> {
+    return this.#n('openHeaderFd', [pathfd, flags, header, out, prefetch])
   }
 
   unlinkLastAt (dirfd: number, name: Buffer, header: Buffer): Promise<number> { return this.#n('unlinkLastAt', [dirfd, name, header]) }

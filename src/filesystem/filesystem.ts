@@ -118,7 +118,7 @@ export class Filesystem {
       if ((st[STAT_MODE] & S_IFMT) !== S_IFREG || st[STAT_NLINK] !== 1 || st[STAT_SIZE] < HEADER_BYTES) return null
       const header = Buffer.alloc(HEADER_BYTES)
       const sizes = new Float64Array(2)
-      const io = await this.backing.openHeaderFd(fd, O_RDONLY | (this.root ? O_NOATIME : 0), header, sizes).catch(() => null)
+      const io = await this.backing.openHeaderFd(fd, O_RDONLY | (this.root ? O_NOATIME : 0), header, sizes, false).catch(() => null)
       if (io === null) return null
       await this.backing.closeFd(io).catch(() => undefined)
       return sizes[0] === HEADER_BYTES ? decodeHeader(header)?.fileId ?? null : null
