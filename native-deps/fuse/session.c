@@ -319,7 +319,8 @@ static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 // The data lives in the receive buffer, which the next request reuses. A small write reaches
 // JS as a copy; a large one as a view of the receive buffer, valid only during the handler's
 // call (a[5] true), which copies it into a buffer it reuses: a fresh 1 MiB buffer per request
-// cost 256 page faults and half the daemon's CPU in a dd write.
+// cost 256 page faults and half the daemon's CPU in a dd write. The view is detached when the
+// handler returns, so a reference kept by mistake reads as empty, never as a later request.
 #define WRITE_VIEW_BYTES (64 * 1024)
 static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
   Session *s = session_of(req); napi_value a[6];
@@ -331,6 +332,8 @@ static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
   a[1] = num(s->env, (double)ino); a[2] = num(s->env, (double)fi->fh); a[4] = num(s->env, (double)off);
   napi_get_boolean(s->env, borrowed, &a[5]);
   call_handler(s, OP_WRITE, req, a, 6);
+  napi_value ab;
+  if (borrowed && napi_get_typedarray_info(s->env, a[3], NULL, NULL, NULL, &ab, NULL) == napi_ok) napi_detach_arraybuffer(s->env, ab);
 }
 
 static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {

@@ -12,34 +12,42 @@ export class RequestBuffers {
   /** Smaller requests are not pooled. */
   static readonly MIN_BYTES = 64 * 1024
   /**
-   * One size for every pooled buffer: a 1 MiB request's run of 4 KiB chunks, partial chunks
-   * at both ends, sealed (258 * 4124 bytes), with room to spare.
+   * One size for every pooled buffer: the sealed run of a 1 MiB request with partial chunks
+   * at both ends, for chunks of up to 32 KiB (257 * 4124 bytes with the default 4 KiB).
+   * Larger runs (volumes with larger chunks) are allocated as they come.
    */
   static readonly CAPACITY = 1024 * 1024 + 64 * 1024
   /** Free buffers kept: enough for the requests in flight at once (readahead, several writers). */
   static readonly KEPT = 8
 
   readonly #free: Buffer[] = []
-  /** The memory of every pooled buffer made here: anything else given back is ignored. */
-  readonly #ours = new WeakSet<ArrayBufferLike>()
+  /**
+   * The views lent and not yet given back: only these come back, once each. Views, not their
+   * memory: a stale view of memory lent again since must not return it a second time.
+   */
+  readonly #lent = new WeakSet<Buffer>()
 
   /** A buffer of `size` bytes, contents undefined. */
   take (size: number): Buffer {
     if (size < RequestBuffers.MIN_BYTES || size > RequestBuffers.CAPACITY) return Buffer.allocUnsafe(size)
     let whole = this.#free.pop()
     if (whole === undefined) {
+      // None free: a request much smaller than a pooled buffer gets its own, of its size.
+      if (size < RequestBuffers.CAPACITY / 4) return Buffer.allocUnsafe(size)
       whole = Buffer.allocUnsafe(RequestBuffers.CAPACITY)
-      this.#ours.add(whole.buffer)
     }
-    return whole.subarray(0, size)
+    const view = whole.subarray(0, size)
+    this.#lent.add(view)
+    return view
   }
 
-  /** Gives back a buffer from take(), which its caller must not touch again. */
+  /**
+   * Gives back a buffer from take(), which its caller must not touch again. Anything else, or
+   * a buffer given back twice (it could then be lent to two users at once), is ignored.
+   */
   give (buf: Buffer): void {
-    if (!this.#ours.has(buf.buffer) || this.#free.length >= RequestBuffers.KEPT) return
-    // Given back twice, it would be handed to two users at once.
-    if (this.#free.some(b => b.buffer === buf.buffer)) return
-    this.#free.push(Buffer.from(buf.buffer, 0, RequestBuffers.CAPACITY))
+    if (!this.#lent.delete(buf)) return
+    if (this.#free.length < RequestBuffers.KEPT) this.#free.push(Buffer.from(buf.buffer, 0, RequestBuffers.CAPACITY))
   }
 }
 
