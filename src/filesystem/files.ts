@@ -65,7 +65,8 @@ export class Files {
     const inode = this.fs.inodes.get(node)
     if ((inode.type & S_IFMT) !== S_IFREG) throw new FsError('EIO')
     const writable = (flags & O_ACCMODE) !== O_RDONLY
-    const readable = (flags & O_ACCMODE) !== O_WRONLY  // its first READ is then asked for with the header
+    // Its first READ is then asked for with the header (not when the open truncates it).
+    const prefetch = (flags & O_ACCMODE) !== O_WRONLY && (flags & O_TRUNC) === 0
     // Reading the header of a file opened write-only must not change its atime (touch -m),
     // and a read-only mount changes nothing in the cipher dir, atimes included.
     const noatime = (flags & O_ACCMODE) === O_WRONLY || this.fs.volume.readOnly ? O_NOATIME : 0
@@ -73,11 +74,11 @@ export class Files {
     const sizes = new Float64Array(2)
     let fd: number
     try {
-      fd = await this.#b.openHeaderFd(inode.fd, (writable ? O_RDWR : O_RDONLY) | noatime, header, sizes, readable)
+      fd = await this.#b.openHeaderFd(inode.fd, (writable ? O_RDWR : O_RDONLY) | noatime, header, sizes, prefetch)
     } catch (err) {
       // O_NOATIME is refused for a file the caller does not own (unless root): open without it.
       if ((err as FsError).code !== 'EPERM' || noatime === 0) throw err
-      fd = await this.#b.openHeaderFd(inode.fd, writable ? O_RDWR : O_RDONLY, header, sizes, readable)
+      fd = await this.#b.openHeaderFd(inode.fd, writable ? O_RDWR : O_RDONLY, header, sizes, prefetch)
     }
     let fh: number
     try {
