@@ -13,7 +13,10 @@ export const EXIT = {
   PASSPHRASE_SOURCE: 8,
   MOUNT_FAILED: 9,
   WEAK_KDF: 10,
-  BUSY: 11
+  BUSY: 11,
+  NO_SUCH_SLOT: 12,
+  LAST_SLOT: 13,
+  EXISTS: 14
 } as const
 
 export type CliErrorKind = 'usage' | 'passphrase-source' | 'mount-failed' | 'missing-dir' | 'not-empty'
@@ -35,7 +38,10 @@ const volumeCodes: Record<VolumeErrorKind, number> = {
   'weak-kdf': EXIT.WEAK_KDF,
   'wrong-passphrase': EXIT.WRONG_PASSPHRASE,
   'bad-input': EXIT.USAGE,
-  busy: EXIT.BUSY
+  busy: EXIT.BUSY,
+  'no-such-slot': EXIT.NO_SUCH_SLOT,
+  'last-slot': EXIT.LAST_SLOT,
+  exists: EXIT.EXISTS
 }
 
 const cliCodes: Record<CliErrorKind, number> = {

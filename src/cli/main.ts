@@ -13,7 +13,9 @@ import { DEFAULT_CHUNK_SIZE, Volume } from '../volume/volume'
 import { CliError, EXIT, exitCodeOf, messageOf } from './exit-codes'
 import { daemonLogSink, notifySystemd, parseDuration } from './daemon-signals'
 import { parseMountOptions } from './mount-options'
-import { fromDescriptor, readPassphrase } from './passphrase'
+import { fromDescriptor, readCredential, readPassphrase } from './passphrase'
+import { defineKeyCommands, slotSummary } from './key-commands'
+import type { Credential } from '../volume/key-slot'
 
 /** Fd 3 of a daemon child: one line back to the parent, "ready" or "error CODE MESSAGE". */
 const STATUS_FD = 3
@@ -44,7 +46,10 @@ function checkDirs (cipher: string, mnt: string, nonempty: boolean): string {
   return m
 }
 
-interface MountCliOptions { passfile?: string, extpass?: string, foreground?: boolean, o?: string[], passphraseFd?: string, log?: string, idle?: string }
+interface MountCliOptions {
+  passfile?: string, extpass?: string, keyfile?: string, slot?: string, foreground?: boolean, o?: string[]
+  passphraseFd?: string, credentialKind?: string, log?: string, idle?: string
+}
 
 async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promise<void> {
   const parsed = parseMountOptions(o.o ?? [])
@@ -53,16 +58,20 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
   if (idleSpec !== undefined && (idleMs === null || idleMs <= 0)) throw new CliError('usage', `--idle takes a duration such as 90s, 10m or 1h30m, not '${idleSpec}'`)
   const mountpoint = checkDirs(cipher, mnt, parsed.nonempty)
   const daemonChild = o.passphraseFd !== undefined
-  const source = { passfile: o.passfile ?? parsed.passfile, extpass: o.extpass ?? parsed.extpass }
-  const passphrase = daemonChild ? fromDescriptor(Number(o.passphraseFd)) : await readPassphrase(source, false)
-  if (!o.foreground && !daemonChild) return detach(cipher, mnt, o, passphrase)
+  const source = { passfile: o.passfile ?? parsed.passfile, extpass: o.extpass ?? parsed.extpass, keyfile: o.keyfile ?? parsed.keyfile }
+  const slot = o.slot ?? parsed.slot
+  const credential: Credential = daemonChild
+    ? { kind: o.credentialKind === 'keyfile' ? 'keyfile' : 'passphrase', secret: fromDescriptor(Number(o.passphraseFd)) }
+    : await readCredential(source)
+  const passphrase = credential.secret
+  if (!o.foreground && !daemonChild) return detach(cipher, mnt, o, credential)
 
   const report = (line: string): void => {
     if (daemonChild) { try { fs.writeSync(STATUS_FD, line + '\n'); fs.closeSync(STATUS_FD) } catch { /* parent gone */ } }
   }
   let volume: Volume
   try {
-    volume = await Volume.unlock(cipher, passphrase, { readOnly: parsed.readOnly })
+    volume = await Volume.unlock(cipher, credential, { readOnly: parsed.readOnly, slot })
   } finally {
     passphrase.fill(0)
   }
@@ -103,9 +112,12 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
 }
 
 /** Starts the daemon as a detached child and waits until it has mounted (or failed). */
-function detach (cipher: string, mnt: string, o: MountCliOptions, passphrase: Buffer): Promise<void> {
-  // The child gets the passphrase on stdin; passfile=/extpass= in -o are harmless to repeat.
-  const args = [process.argv[1], 'mount', '--foreground', '--passphrase-fd', '0', ...(o.o ?? []).flatMap(x => ['-o', x]),
+function detach (cipher: string, mnt: string, o: MountCliOptions, credential: Credential): Promise<void> {
+  // The child gets the passphrase (or key file) on stdin; passfile=/keyfile=/extpass= in -o
+  // are harmless to repeat, and slot= is what it must try.
+  const passphrase = credential.secret
+  const args = [process.argv[1], 'mount', '--foreground', '--passphrase-fd', '0', '--credential-kind', credential.kind,
+    ...(o.slot !== undefined ? ['--slot', o.slot] : []), ...(o.o ?? []).flatMap(x => ['-o', x]),
     ...(o.log !== undefined ? ['--log', path.resolve(o.log)] : []), ...(o.idle !== undefined ? ['--idle', o.idle] : []), cipher, mnt]
   // A young generation of 2 MiB semi-spaces, not V8's 16: the daemon's garbage is short-lived
   // request objects, and the smaller one is cheaper as well as smaller (tar of 12,000 files:
@@ -164,7 +176,7 @@ function runInfo (cipher: string, o: { json?: boolean }): void {
     nameCipher: config.nameCipher,
     keyWrap: config.keyWrap,
     masterKeyVersion: config.masterKeyVersion,
-    keySlots: config.slots.map(s => ({ id: s.id, kind: s.kind, kdf: s.kdf, opslimit: s.opslimit, memlimit: s.memlimit })),
+    keySlots: config.slots.map(slotSummary),
     files
   }
   if (o.json === true) {
@@ -177,7 +189,7 @@ function runInfo (cipher: string, o: { json?: boolean }): void {
     `content cipher:  ${info.contentCipher}, ${info.chunkSize}-byte chunks`,
     `name cipher:     ${info.nameCipher}`,
     `key wrap:        ${info.keyWrap}, master key version ${info.masterKeyVersion}`,
-    ...info.keySlots.map(s => `key slot ${s.id}:      ${s.kind}, ${s.kdf} opslimit=${s.opslimit} memlimit=${s.memlimit / 1024 / 1024} MiB`),
+    ...info.keySlots.map(s => `key slot ${String(s.name)}: ${s.recovery === true ? 'recovery key' : String(s.kind)}, ${String(s.kdf)}${s.kind === 'passphrase' ? ` opslimit=${String(s.opslimit)} memlimit=${Number(s.memlimit) / 1024 / 1024} MiB` : ''}`),
     `files:           ${files === null ? 'unknown (no index)' : files}`
   ]
   process.stdout.write(lines.join('\n') + '\n')
@@ -216,17 +228,21 @@ function program (): Command {
     .argument('<MNT>', 'mount point (an empty directory)')
     .option('--passfile <file>', 'read the passphrase from the first line of a file')
     .option('--extpass <command>', 'read the passphrase from the first line a program prints')
+    .option('--keyfile <file>', 'unlock with a key file (made by `sealfs key add --new-keyfile`)')
+    .option('--slot <name>', 'try only the key slot of this name')
     .option('-f, --foreground', 'stay in the foreground')
     .option('-o <options>', 'mount options, comma-separated (ro, allow_other, nosuid, passfile=F, idle=D, ...)', collect)
     .option('--log <file>', 'a detached daemon logs here instead of syslog/journald')
     .option('--idle <duration>', 'unmount after this long without use (90s, 10m, 1h30m)')
     .addOption(new Option('--passphrase-fd <fd>').hideHelp())
+    .addOption(new Option('--credential-kind <kind>').hideHelp())
     .action(runMount)
   p.command('info')
     .description('show a volume\'s format, ciphers, KDF parameters, key slots and file count (no passphrase needed)')
     .argument('<CIPHER>', 'cipher dir')
     .option('--json', 'print JSON')
     .action(runInfo)
+  defineKeyCommands(p.command('key'))
   p.command('umount')
     .description('unmount a sealfs mount')
     .argument('<MNT>', 'mount point')
@@ -234,7 +250,7 @@ function program (): Command {
   return p
 }
 
-const COMMANDS = new Set(['init', 'mount', 'umount', 'info', 'help'])
+const COMMANDS = new Set(['init', 'mount', 'umount', 'info', 'key', 'help'])
 
 export function main (argv: string[]): void {
   // mount(8) runs mount.fuse, which runs `sealfs CIPHER MNT -o OPTS`: that is `sealfs mount`.

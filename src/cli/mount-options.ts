@@ -11,6 +11,8 @@ export interface ParsedMountOptions {
   /** Ours, for fstab lines (mount.fuse passes everything as -o): consumed, never passed on. */
   passfile?: string
   extpass?: string
+  keyfile?: string
+  slot?: string
   idle?: string
   nonempty: boolean
   readOnly: boolean
@@ -30,6 +32,10 @@ export function parseMountOptions (specs: string[]): ParsedMountOptions {
         continue
       } else if (key === 'passfile' && opt.length > 'passfile='.length) {
         out.passfile = opt.slice('passfile='.length)
+      } else if (key === 'keyfile' && opt.length > 'keyfile='.length) {
+        out.keyfile = opt.slice('keyfile='.length)
+      } else if (key === 'slot' && opt.length > 'slot='.length) {
+        out.slot = opt.slice('slot='.length)
       } else if (key === 'extpass' && opt.length > 'extpass='.length) {
         out.extpass = opt.slice('extpass='.length)
       } else if (key === 'idle' && opt.length > 'idle='.length) {

@@ -1,6 +1,8 @@
 import { spawn } from 'child_process'
 import fs from 'fs'
 import tty from 'tty'
+import { MAX_KEYFILE_BYTES } from '../crypto/keyfile-kdf'
+import type { Credential } from '../volume/key-slot'
 import { CliError } from './exit-codes'
 
 const MAX_PASSPHRASE = 4096
@@ -103,15 +105,38 @@ export function fromTerminal (prompt: string): Promise<Buffer> {
   })
 }
 
-export interface PassphraseOptions { passfile?: string, extpass?: string }
+/** A key file, read whole as bytes. */
+export function fromKeyfile (file: string): Buffer {
+  try {
+    const st = fs.statSync(file)
+    if (!st.isFile()) throw new CliError('passphrase-source', `key file ${file} is not a regular file`)
+    if (st.size === 0 || st.size > MAX_KEYFILE_BYTES) throw new CliError('passphrase-source', `key file ${file} is ${st.size === 0 ? 'empty' : 'too large to be a key file'}`)
+    return fs.readFileSync(file)
+  } catch (e) {
+    if (e instanceof CliError) throw e
+    throw new CliError('passphrase-source', `cannot read key file ${file}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`)
+  }
+}
 
-export async function readPassphrase (o: PassphraseOptions, confirm: boolean): Promise<Buffer> {
+export interface PassphraseOptions { passfile?: string, extpass?: string }
+export interface CredentialOptions extends PassphraseOptions { keyfile?: string }
+
+/** The credential given on the command line (a key file, a passphrase), else a passphrase from the terminal. */
+export async function readCredential (o: CredentialOptions): Promise<Credential> {
+  if (o.keyfile !== undefined) {
+    if (o.passfile !== undefined || o.extpass !== undefined) throw new CliError('usage', 'use only one of --keyfile, --passfile and --extpass')
+    return { kind: 'keyfile', secret: fromKeyfile(o.keyfile) }
+  }
+  return { kind: 'passphrase', secret: await readPassphrase(o, false) }
+}
+
+export async function readPassphrase (o: PassphraseOptions, confirm: boolean, label = 'Passphrase'): Promise<Buffer> {
   if (o.passfile !== undefined && o.extpass !== undefined) throw new CliError('usage', 'use only one of --passfile and --extpass')
   if (o.passfile !== undefined) return fromPassfile(o.passfile)
   if (o.extpass !== undefined) return fromExtpass(o.extpass)
-  const first = await fromTerminal('Passphrase: ')
+  const first = await fromTerminal(`${label}: `)
   if (!confirm) return first
-  const again = await fromTerminal('Repeat passphrase: ')
+  const again = await fromTerminal(`Repeat ${label.toLowerCase()}: `)
   const same = first.equals(again)
   again.fill(0)
   if (!same) { first.fill(0); throw new CliError('passphrase-source', 'the passphrases do not match') }

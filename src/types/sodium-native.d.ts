@@ -17,4 +17,6 @@ declare module 'sodium-native' {
   export function crypto_aead_xchacha20poly1305_ietf_decrypt (m: Buffer, nsec: null, c: Buffer, ad: Buffer | null, npub: Buffer, k: Buffer): number
   export const crypto_aead_xchacha20poly1305_ietf_NPUBBYTES: number
   export const crypto_aead_xchacha20poly1305_ietf_ABYTES: number
+  export function crypto_generichash (out: Buffer, input: Buffer, key?: Buffer): void
+  export const crypto_generichash_KEYBYTES_MIN: number
 }

@@ -12,17 +12,60 @@ export const CONTENT_CIPHER = 'AES-256-GCM'
 export const NAME_CIPHER = 'HMAC-SHA256-SIV+AES-256-CTR'
 export const KEY_WRAP = 'XChaCha20-Poly1305'
 
-export interface PassphraseSlot {
+/**
+ * Fields every slot has. A slot made before slots had names (`slotVersion` absent) is a
+ * passphrase slot known by its id; newer ones (`slotVersion: 2`) have a name and a creation
+ * time, and their wrap authenticates every field they hold (slotAad).
+ */
+interface SlotBase {
   id: number
+  slotVersion?: 2
+  name?: string
+  created?: string    // ISO 8601, UTC
+  wrappedKey: string  // hex, 72 bytes: nonce || encrypted master key || tag
+}
+
+export interface PassphraseSlot extends SlotBase {
   kind: 'passphrase'
   kdf: 'argon2id'
   opslimit: number
   memlimit: number
   salt: string        // hex, 16 bytes
-  wrappedKey: string  // hex, 72 bytes: nonce || encrypted master key || tag
+  /** A generated recovery key: what is typed is normalized first (docs/FORMAT.md). */
+  recovery?: boolean
 }
 
-export type KeySlot = PassphraseSlot
+/** A key file's bytes, hashed with the salt (BLAKE2b-256), are the key that wraps the master key. */
+export interface KeyfileSlot extends SlotBase {
+  kind: 'keyfile'
+  kdf: 'blake2b'
+  salt: string        // hex, 16 bytes
+}
+
+export type KeySlot = PassphraseSlot | KeyfileSlot
+
+/** At most this many slots: unlock tries them one by one. */
+export const MAX_SLOTS = 32
+/**
+ * The most Argon2id work one unlock may cost over all passphrase slots, in GiB-passes
+ * (opslimit x memlimit in GiB; the default slot costs 0.75): about 70 s on the reference
+ * machine. A config asking for more is refused before any KDF runs, so that a planted or
+ * damaged config cannot keep an unlock busy for hours.
+ */
+export const MAX_UNLOCK_COST_GIB_PASSES = 48
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
+const CREATED = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$/
+const SLOT_FIELD = /^[A-Za-z][A-Za-z0-9]*$/
+
+/** What a slot is called in commands and listings: its name, or (made before names) its id. */
+export function slotName (slot: KeySlot): string {
+  return slot.name ?? String(slot.id)
+}
+
+/** Whether a name can be given to a slot: letters, digits, '.', '_' or '-', not starting with one of the last three. */
+export function isValidSlotName (name: string): boolean {
+  return NAME.test(name)
+}
 
 export interface VolumeConfig {
   format: 'sealfs'
@@ -52,12 +95,21 @@ export function readConfig (cipherDir: string): VolumeConfig {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new VolumeError('not-a-volume', `${cipherDir} is not a sealfs volume (no ${CONFIG_FILE})`)
     throw new VolumeError('damaged-config', `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`)
   }
-  let c: VolumeConfig
+  let parsed: unknown
   try {
-    c = JSON.parse(text)
+    parsed = JSON.parse(text)
   } catch {
     throw new VolumeError('damaged-config', `${file} is not valid JSON`)
   }
+  return checkConfig(parsed, file)
+}
+
+/**
+ * Checks a config (as read from `file`, or about to be written there): every field, every
+ * slot, and what an unlock of it would cost.
+ */
+export function checkConfig (parsed: unknown, file: string): VolumeConfig {
+  const c = parsed as VolumeConfig
   if (c === null || typeof c !== 'object' || c.format !== 'sealfs') throw new VolumeError('damaged-config', `${file} is not a sealfs config`)
   if (c.formatVersion !== FORMAT_VERSION) throw new VolumeError('unsupported', `${file} has format version ${String(c.formatVersion)}; this sealfs reads version ${FORMAT_VERSION}`)
   if (c.contentCipher !== CONTENT_CIPHER || c.nameCipher !== NAME_CIPHER || c.keyWrap !== KEY_WRAP) throw new VolumeError('unsupported', `${file} names an algorithm this sealfs does not support`)
@@ -65,38 +117,89 @@ export function readConfig (cipherDir: string): VolumeConfig {
     throw new VolumeError('damaged-config', `${file} has an invalid field`)
   }
   if (!Array.isArray(c.slots) || c.slots.length === 0) throw new VolumeError('damaged-config', `${file} has no key slots`)
+  if (c.slots.length > MAX_SLOTS) throw new VolumeError('damaged-config', `${file} has more than ${MAX_SLOTS} key slots`)
+  const ids = new Set<number>()
+  const names = new Set<string>()
+  let cost = 0
+  for (const s of c.slots) checkSlot(file, s)
   for (const s of c.slots) {
-    if (s === null || typeof s !== 'object' || s.kind !== 'passphrase' || s.kdf !== 'argon2id') throw new VolumeError('unsupported', `${file} has a key slot of an unknown kind`)
-    if (!Number.isInteger(s.id) || !hexOf(s.salt, 16) || !hexOf(s.wrappedKey, WRAPPED_KEY_BYTES)) throw new VolumeError('damaged-config', `${file} has an invalid key slot`)
-    if (!costIsAcceptable(s)) throw new VolumeError('weak-kdf', `${file}: key slot ${s.id} has Argon2id parameters outside the accepted range (opslimit >= 2, memlimit >= 64 MiB)`)
+    const name = slotName(s)
+    if (ids.has(s.id) || names.has(name)) throw new VolumeError('damaged-config', `${file} has two key slots with the same id or name`)
+    ids.add(s.id)
+    names.add(name)
+    if (s.kind === 'passphrase') cost += s.opslimit * (s.memlimit / 2 ** 30)
+  }
+  if (cost > MAX_UNLOCK_COST_GIB_PASSES) {
+    throw new VolumeError('weak-kdf', `${file}: its passphrase slots together ask for more Argon2id work than an unlock may cost (${Math.round(cost)} GiB-passes, at most ${MAX_UNLOCK_COST_GIB_PASSES})`)
   }
   return c
+}
+
+function checkSlot (file: string, s: KeySlot): void {
+  if (s === null || typeof s !== 'object' || Array.isArray(s)) throw new VolumeError('damaged-config', `${file} has an invalid key slot`)
+  const known = (s.kind === 'passphrase' && s.kdf === 'argon2id') || (s.kind === 'keyfile' && s.kdf === 'blake2b')
+  if (!known) throw new VolumeError('unsupported', `${file} has a key slot of an unknown kind`)
+  if (!Number.isInteger(s.id) || s.id < 1 || s.id > 0x7fffffff || !hexOf(s.salt, 16) || !hexOf(s.wrappedKey, WRAPPED_KEY_BYTES)) {
+    throw new VolumeError('damaged-config', `${file} has an invalid key slot`)
+  }
+  if (s.slotVersion === undefined) {
+    // Made before slots had names: a passphrase slot with exactly the fields of then.
+    const legacy = ['id', 'kind', 'kdf', 'opslimit', 'memlimit', 'salt', 'wrappedKey']
+    if (s.kind !== 'passphrase' || Object.keys(s).some(k => !legacy.includes(k))) throw new VolumeError('damaged-config', `${file} has an invalid key slot`)
+  } else {
+    if (s.slotVersion !== 2 || typeof s.name !== 'string' || !NAME.test(s.name) || typeof s.created !== 'string' || !CREATED.test(s.created)) {
+      throw new VolumeError('damaged-config', `${file} has an invalid key slot`)
+    }
+    // Every field is authenticated (slotAad), so each must have one canonical spelling.
+    for (const [k, v] of Object.entries(s)) {
+      if (!SLOT_FIELD.test(k) || !['string', 'number', 'boolean'].includes(typeof v)) throw new VolumeError('damaged-config', `${file} has an invalid key slot`)
+    }
+    if (s.kind === 'passphrase' && s.recovery !== undefined && s.recovery !== true) throw new VolumeError('damaged-config', `${file} has an invalid key slot`)
+  }
+  if (s.kind === 'passphrase' && !costIsAcceptable(s)) {
+    throw new VolumeError('weak-kdf', `${file}: key slot ${slotName(s)} has Argon2id parameters outside the accepted range (opslimit 2-64, memlimit 64 MiB-4 GiB)`)
+  }
 }
 
 export function writeConfig (cipherDir: string, config: VolumeConfig): void {
   writeFileAtomic(path.join(cipherDir, CONFIG_FILE), JSON.stringify(config, null, 2) + '\n', 0o600)
 }
 
-/**
- * The exact bytes authenticated with a slot's wrapped master key: every volume parameter
- * and every slot parameter, so that editing any of them makes the slot fail to open.
- */
-export function slotAad (config: VolumeConfig, slot: KeySlot): Buffer {
-  const lines = [
-    'sealfs-slot-v1',
+/** The volume's own parameters, first in every slot's AAD. */
+function volumeLines (config: VolumeConfig): string[] {
+  return [
     `formatVersion=${config.formatVersion}`,
     `volumeId=${config.volumeId}`,
     `contentCipher=${config.contentCipher}`,
     `chunkSize=${config.chunkSize}`,
     `nameCipher=${config.nameCipher}`,
     `keyWrap=${config.keyWrap}`,
-    `masterKeyVersion=${config.masterKeyVersion}`,
-    `slotId=${slot.id}`,
-    `kind=${slot.kind}`,
-    `kdf=${slot.kdf}`,
-    `opslimit=${slot.opslimit}`,
-    `memlimit=${slot.memlimit}`,
-    `salt=${slot.salt}`
+    `masterKeyVersion=${config.masterKeyVersion}`
+  ]
+}
+
+/**
+ * The exact bytes authenticated with a slot's wrapped master key: every volume parameter
+ * and every slot field but the wrapped key itself, so that editing any of them makes the
+ * slot fail to open. A named slot (v2) binds all its fields, sorted by name, each value in
+ * JSON; a slot made before names (v1) binds the fields it had.
+ */
+export function slotAad (config: VolumeConfig, slot: KeySlot): Buffer {
+  if (slot.slotVersion === 2) {
+    const fields = Object.keys(slot).filter(k => k !== 'wrappedKey').sort()
+    const lines = ['sealfs-slot-v2', ...volumeLines(config), ...fields.map(k => `slot.${k}=${JSON.stringify((slot as unknown as Record<string, unknown>)[k])}`)]
+    return Buffer.from(lines.join('\n') + '\n', 'utf8')
+  }
+  const p = slot as PassphraseSlot
+  const lines = [
+    'sealfs-slot-v1',
+    ...volumeLines(config),
+    `slotId=${p.id}`,
+    `kind=${p.kind}`,
+    `kdf=${p.kdf}`,
+    `opslimit=${p.opslimit}`,
+    `memlimit=${p.memlimit}`,
+    `salt=${p.salt}`
   ]
   return Buffer.from(lines.join('\n') + '\n', 'ascii')
 }

@@ -11,6 +11,9 @@ export type VolumeErrorKind =
   | 'wrong-passphrase'   // no slot unlocks with the given credential
   | 'bad-input'          // an option value that cannot be used
   | 'busy'               // another daemon has the volume mounted (the mount lock is held)
+  | 'no-such-slot'       // no key slot of the name given
+  | 'last-slot'          // removing the only key slot
+  | 'exists'             // a slot of that name, or a file about to be made, exists already
 
 export class VolumeError extends Error {
   constructor (readonly kind: VolumeErrorKind, message: string) {

@@ -1,16 +1,33 @@
 import { unwrapKey, wrapKey } from '../crypto/key-wrap'
+import { deriveFromKeyfile } from '../crypto/keyfile-kdf'
 import { deriveFromPassphrase } from '../crypto/passphrase-kdf'
+import { normalizeRecoveryKey } from '../crypto/recovery-key'
 import { AuthenticationError } from '../crypto/errors'
 import { SecretKey, randomBytes } from '../crypto/secret-key'
-import { PassphraseSlot, VolumeConfig, slotAad } from './config'
+import { KeyfileSlot, KeySlot, PassphraseSlot, VolumeConfig, slotAad, slotName } from './config'
 import { VolumeError } from './errors'
+
+/**
+ * What a user unlocks with. A passphrase is tried against passphrase slots only (a recovery
+ * key is one), a key file's bytes against key-file slots only.
+ */
+export type Credential =
+  | { kind: 'passphrase', secret: Buffer }
+  | { kind: 'keyfile', secret: Buffer }
+
+/** Who a new slot is: its id, name and creation time (all authenticated with its wrap). */
+export interface SlotIdentity { id: number, name: string, created: string }
 
 /** Makes a passphrase slot: Argon2id(passphrase, salt) is the key that wraps the master key. */
 export async function createPassphraseSlot (
-  config: VolumeConfig, id: number, masterKey: SecretKey, passphrase: Buffer, cost: { opslimit: number, memlimit: number }
+  config: VolumeConfig, who: SlotIdentity, masterKey: SecretKey, passphrase: Buffer,
+  cost: { opslimit: number, memlimit: number }, recovery = false
 ): Promise<PassphraseSlot> {
   const salt = randomBytes(16)
-  const slot: PassphraseSlot = { id, kind: 'passphrase', kdf: 'argon2id', opslimit: cost.opslimit, memlimit: cost.memlimit, salt: salt.toString('hex'), wrappedKey: '' }
+  const slot: PassphraseSlot = {
+    id: who.id, slotVersion: 2, name: who.name, created: who.created, kind: 'passphrase', kdf: 'argon2id',
+    opslimit: cost.opslimit, memlimit: cost.memlimit, salt: salt.toString('hex'), ...(recovery ? { recovery: true } : {}), wrappedKey: ''
+  }
   const kek = await deriveFromPassphrase(passphrase, { ...cost, salt })
   try {
     slot.wrappedKey = wrapKey(kek, masterKey, slotAad(config, slot)).toString('hex')
@@ -20,18 +37,64 @@ export async function createPassphraseSlot (
   return slot
 }
 
-/** Tries each passphrase slot; the first that authenticates gives the master key. */
-export async function unlockWithPassphrase (config: VolumeConfig, passphrase: Buffer): Promise<SecretKey> {
-  for (const slot of config.slots) {
-    if (slot.kind !== 'passphrase') continue
-    const kek = await deriveFromPassphrase(passphrase, { opslimit: slot.opslimit, memlimit: slot.memlimit, salt: Buffer.from(slot.salt, 'hex') })
+/** Makes a key-file slot: BLAKE2b(key file, salt) is the key that wraps the master key. */
+export function createKeyfileSlot (config: VolumeConfig, who: SlotIdentity, masterKey: SecretKey, keyfile: Buffer): KeyfileSlot {
+  const salt = randomBytes(16)
+  const slot: KeyfileSlot = { id: who.id, slotVersion: 2, name: who.name, created: who.created, kind: 'keyfile', kdf: 'blake2b', salt: salt.toString('hex'), wrappedKey: '' }
+  const kek = deriveFromKeyfile(keyfile, salt)
+  try {
+    slot.wrappedKey = wrapKey(kek, masterKey, slotAad(config, slot)).toString('hex')
+  } finally {
+    kek.dispose()
+  }
+  return slot
+}
+
+/** The key that opens one slot with this credential, or null if the slot is of another kind. */
+async function slotKek (slot: KeySlot, credential: Credential): Promise<SecretKey | null> {
+  const salt = Buffer.from(slot.salt, 'hex')
+  if (slot.kind === 'keyfile') return credential.kind === 'keyfile' ? deriveFromKeyfile(credential.secret, salt) : null
+  if (credential.kind !== 'passphrase') return null
+  if (slot.recovery !== true) return await deriveFromPassphrase(credential.secret, { opslimit: slot.opslimit, memlimit: slot.memlimit, salt })
+  // A recovery key counts however it was typed; something that is not one cannot open it.
+  const canonical = normalizeRecoveryKey(credential.secret)
+  if (canonical === null) return null
+  try {
+    return await deriveFromPassphrase(canonical, { opslimit: slot.opslimit, memlimit: slot.memlimit, salt })
+  } finally {
+    canonical.fill(0)
+  }
+}
+
+/**
+ * Tries the slots the credential can open (only the one named `only`, if given); the first
+ * that authenticates gives the master key and says which slot it was.
+ */
+export async function unlockSlot (config: VolumeConfig, credential: Credential, only?: string): Promise<{ masterKey: SecretKey, slot: KeySlot }> {
+  const slots = only === undefined ? config.slots : config.slots.filter(s => slotName(s) === only)
+  if (slots.length === 0) throw new VolumeError('no-such-slot', `the volume has no key slot named '${only ?? ''}'`)
+  let tried = 0
+  for (const slot of slots) {
+    const kek = await slotKek(slot, credential)
+    if (kek === null) continue
+    tried++
     try {
-      return unwrapKey(kek, Buffer.from(slot.wrappedKey, 'hex'), slotAad(config, slot), 'key slot')
+      return { masterKey: unwrapKey(kek, Buffer.from(slot.wrappedKey, 'hex'), slotAad(config, slot), 'key slot'), slot }
     } catch (e) {
       if (!(e instanceof AuthenticationError)) throw e
     } finally {
       kek.dispose()
     }
   }
-  throw new VolumeError('wrong-passphrase', 'wrong passphrase (or the volume config was modified)')
+  throw new VolumeError('wrong-passphrase', wrongCredential(credential, slots, tried, only))
+}
+
+function wrongCredential (credential: Credential, slots: KeySlot[], tried: number, only: string | undefined): string {
+  const kind = credential.kind === 'keyfile' ? 'key-file' : 'passphrase'
+  if (tried === 0) return `the volume has no ${kind} slot${only !== undefined ? ` named '${only}'` : ''}`
+  if (credential.kind === 'keyfile') return 'wrong key file (or the volume config was modified)'
+  const asRecovery = normalizeRecoveryKey(credential.secret)
+  asRecovery?.fill(0)
+  if (asRecovery !== null && slots.some(s => s.kind === 'passphrase' && s.recovery === true)) return 'wrong recovery key (or the volume config was modified)'
+  return 'wrong passphrase (or the volume config was modified)'
 }

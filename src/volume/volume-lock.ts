@@ -49,3 +49,43 @@ export class VolumeLock {
     if (this.fd !== null) fs.closeSync(this.fd)
   }
 }
+
+export const CONFIG_LOCK_FILE = 'sealfs.conf.lock'
+
+/**
+ * The key-slot lock: flock(2) on sealfs.conf.lock, exclusive, held while a key command reads,
+ * changes and replaces sealfs.conf, so that two at once cannot lose each other's change. It
+ * is not the mount lock: slots change while the volume is mounted (a mount reads the config
+ * only when it unlocks).
+ */
+export class ConfigLock {
+  private constructor (private readonly fd: number) {}
+
+  static acquire (cipherDir: string): ConfigLock {
+    const file = path.join(cipherDir, CONFIG_LOCK_FILE)
+    let fd: number
+    try {
+      fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK, 0o600)
+    } catch (e) {
+      throw new VolumeError('busy', `cannot open the key-slot lock ${file}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`)
+    }
+    if (!fs.fstatSync(fd).isFile()) {
+      fs.closeSync(fd)
+      throw new VolumeError('busy', `${file} is not a regular file`)
+    }
+    let rc = posix.flock(fd, LOCK_EX | LOCK_NB)
+    for (let i = 0; rc !== 0 && i < LOCK_RETRIES * 5; i++) {
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, LOCK_RETRY_MS)
+      rc = posix.flock(fd, LOCK_EX | LOCK_NB)
+    }
+    if (rc !== 0) {
+      fs.closeSync(fd)
+      throw new VolumeError('busy', `another key command is changing ${cipherDir}'s key slots`)
+    }
+    return new ConfigLock(fd)
+  }
+
+  release (): void {
+    fs.closeSync(this.fd)
+  }
+}

@@ -12,7 +12,7 @@ import { DekIndex } from './dek-index'
 import { newDirId, writeDirIdSync } from './dir-id'
 import { VolumeError } from './errors'
 import { FILE_ID_BYTES, FileHeader, encodeHeader } from './file-header'
-import { createPassphraseSlot, unlockWithPassphrase } from './key-slot'
+import { Credential, createPassphraseSlot, unlockSlot } from './key-slot'
 import { VolumeLock } from './volume-lock'
 
 /**
@@ -35,6 +35,9 @@ const SUBKEYS = {
   xattr: [5, 'sealfsxa']
 } as const
 
+/** The name `init` gives the volume's first slot. */
+export const FIRST_SLOT_NAME = 'passphrase'
+
 export interface InitOptions {
   chunkSize?: number
   cost?: { opslimit: number, memlimit: number }
@@ -46,7 +49,7 @@ export interface NewFile {
   header: Buffer
 }
 
-function checkDir (dir: string): void {
+export function checkDir (dir: string): void {
   let st: fs.Stats
   try {
     st = fs.statSync(dir)
@@ -114,7 +117,7 @@ export class Volume {
     }
     const masterKey = SecretKey.random()
     try {
-      config.slots.push(await createPassphraseSlot(config, 1, masterKey, passphrase, cost))
+      config.slots.push(await createPassphraseSlot(config, { id: 1, name: FIRST_SLOT_NAME, created: new Date().toISOString() }, masterKey, passphrase, cost))
     } finally {
       masterKey.dispose()
     }
@@ -123,15 +126,18 @@ export class Volume {
     writeConfig(dir, config)
   }
 
-  /** Unlocks the volume for one mount: takes the mount lock first (before any KDF work). */
-  static async unlock (dir: string, passphrase: Buffer, opts: { readOnly?: boolean } = {}): Promise<Volume> {
+  /**
+   * Unlocks the volume for one mount: takes the mount lock first (before any KDF work).
+   * `slot`: only the slot of that name is tried.
+   */
+  static async unlock (dir: string, credential: Credential, opts: { readOnly?: boolean, slot?: string } = {}): Promise<Volume> {
     checkDir(dir)
     const config = readConfig(dir)
     const readOnly = opts.readOnly === true
     const lock = VolumeLock.acquire(dir, readOnly)
     let masterKey: SecretKey
     try {
-      masterKey = await unlockWithPassphrase(config, passphrase)
+      masterKey = (await unlockSlot(config, credential, opts.slot)).masterKey
     } catch (e) {
       lock.release()
       throw e

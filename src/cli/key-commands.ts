@@ -1,0 +1,183 @@
+import { Command } from 'commander'
+import fs from 'fs'
+import { DEFAULT_COST } from '../crypto/passphrase-kdf'
+import { newRecoveryKey } from '../crypto/recovery-key'
+import { randomBytes } from '../crypto/secret-key'
+import { KeySlot, readConfig, slotName } from '../volume/config'
+import { VolumeError } from '../volume/errors'
+import { Unlock, addSlot, changePassphrase, removeSlot } from '../volume/slot-changes'
+import { CliError } from './exit-codes'
+import { CredentialOptions, fromPassfile, readCredential, readPassphrase } from './passphrase'
+
+const KEYFILE_BYTES = 32
+
+interface UnlockOptions extends CredentialOptions { slot?: string }
+interface CostOptions { kdfOpslimit?: string, kdfMemlimit?: string }
+
+/** A slot as `key list` and `info` show it (never its salt or wrapped key). */
+export function slotSummary (s: KeySlot): Record<string, string | number | boolean> {
+  const out: Record<string, string | number | boolean> = { name: slotName(s), id: s.id, kind: s.kind }
+  if (s.created !== undefined) out.created = s.created
+  out.kdf = s.kdf
+  if (s.kind === 'passphrase') {
+    out.opslimit = s.opslimit
+    out.memlimit = s.memlimit
+    if (s.recovery === true) out.recovery = true
+  }
+  return out
+}
+
+function describe (s: KeySlot): string {
+  const kind = s.kind === 'passphrase' && s.recovery === true ? 'recovery key' : s.kind === 'keyfile' ? 'key file' : 'passphrase'
+  const params = s.kind === 'passphrase' ? `argon2id, ${s.opslimit} passes, ${s.memlimit / 1024 / 1024} MiB` : 'blake2b'
+  const created = s.created !== undefined ? s.created.replace('T', ' ').replace(/\.\d+Z$|Z$/, ' UTC') : 'before slot names'
+  return `${slotName(s).padEnd(16)} ${kind.padEnd(13)} ${created.padEnd(24)} ${params}`
+}
+
+function costOf (o: CostOptions): { opslimit: number, memlimit: number } | undefined {
+  if (o.kdfOpslimit === undefined && o.kdfMemlimit === undefined) return undefined
+  const int = (name: string, v: string | undefined, dflt: number): number => {
+    if (v === undefined) return dflt
+    if (!/^\d+$/.test(v)) throw new CliError('usage', `${name} takes a whole number`)
+    return Number(v)
+  }
+  return { opslimit: int('--kdf-opslimit', o.kdfOpslimit, DEFAULT_COST.opslimit), memlimit: int('--kdf-memlimit', o.kdfMemlimit, DEFAULT_COST.memlimit) }
+}
+
+async function unlockFrom (o: UnlockOptions): Promise<Unlock> {
+  return { credential: await readCredential(o), slot: o.slot }
+}
+
+function runList (cipher: string, o: { json?: boolean }): void {
+  if (!fs.existsSync(cipher)) throw new VolumeError('missing-dir', `${cipher} does not exist`)
+  const config = readConfig(cipher)
+  if (o.json === true) {
+    process.stdout.write(JSON.stringify({ volumeId: config.volumeId, masterKeyVersion: config.masterKeyVersion, slots: config.slots.map(slotSummary) }, null, 2) + '\n')
+    return
+  }
+  const lines = [`master key version ${config.masterKeyVersion}`, `${'NAME'.padEnd(16)} ${'KIND'.padEnd(13)} ${'CREATED'.padEnd(24)} PARAMETERS`, ...config.slots.map(describe)]
+  process.stdout.write(lines.join('\n') + '\n')
+}
+
+/** A new key file: 32 random bytes, mode 0400, never over an existing file. */
+function writeNewKeyfile (file: string, key: Buffer): void {
+  let fd: number
+  try {
+    fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o400)
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new VolumeError('exists', `${file} exists already; a new key file is never written over one`)
+    throw new CliError('passphrase-source', `cannot create key file ${file}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`)
+  }
+  try {
+    fs.writeSync(fd, key)
+    fs.fsyncSync(fd)
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+async function runAdd (cipher: string, o: UnlockOptions & CostOptions & { name: string, newPassfile?: string, newKeyfile?: string, recovery?: boolean }): Promise<void> {
+  const given = [o.newPassfile !== undefined, o.newKeyfile !== undefined, o.recovery === true].filter(Boolean).length
+  if (given !== 1) throw new CliError('usage', 'give one of --new-passfile, --new-keyfile and --recovery')
+  if (o.newKeyfile !== undefined && fs.existsSync(o.newKeyfile)) throw new VolumeError('exists', `${o.newKeyfile} exists already; a new key file is never written over one`)
+  const fresh = o.newPassfile !== undefined ? fromPassfile(o.newPassfile) : null
+  let unlock: Unlock | null = null
+  try {
+    unlock = await unlockFrom(o)
+    if (o.newKeyfile !== undefined) {
+      // The key file first: a slot never exists whose key file was not written.
+      const key = randomBytes(KEYFILE_BYTES)
+      try {
+        writeNewKeyfile(o.newKeyfile, key)
+        await addSlot(cipher, unlock, { kind: 'keyfile', name: o.name, keyfile: key }).catch(e => {
+          fs.rmSync(o.newKeyfile as string, { force: true })
+          throw e
+        })
+      } finally {
+        key.fill(0)
+      }
+      process.stderr.write(`Added key-file slot '${o.name}'; its key file is ${o.newKeyfile}. Keep it apart from the cipher dir.\n`)
+    } else if (o.recovery === true) {
+      const key = newRecoveryKey()
+      try {
+        await addSlot(cipher, unlock, { kind: 'passphrase', name: o.name, passphrase: key, cost: costOf(o) ?? DEFAULT_COST, recovery: true })
+        // Shown only once the slot is on disk: a key printed for a slot that a crash lost would open nothing.
+        process.stderr.write(`Added recovery-key slot '${o.name}'. Write the key down now; it is not stored anywhere and is shown only this once:\n`)
+        fs.writeSync(1, key)  // from the Buffer, never through a string
+        fs.writeSync(1, '\n')
+      } finally {
+        key.fill(0)
+      }
+    } else {
+      await addSlot(cipher, unlock, { kind: 'passphrase', name: o.name, passphrase: fresh as Buffer, cost: costOf(o) ?? DEFAULT_COST })
+      process.stderr.write(`Added passphrase slot '${o.name}'.\n`)
+    }
+  } finally {
+    fresh?.fill(0)
+    unlock?.credential.secret.fill(0)
+  }
+}
+
+async function runRemove (cipher: string, name: string, o: UnlockOptions): Promise<void> {
+  const unlock = await unlockFrom(o)
+  try {
+    await removeSlot(cipher, unlock, name)
+  } finally {
+    unlock.credential.secret.fill(0)
+  }
+  process.stderr.write(`Removed key slot '${name}'. A copy of sealfs.conf made before this still has it, until the master key is rotated.\n`)
+}
+
+async function runPasswd (cipher: string, name: string | undefined, o: UnlockOptions & CostOptions & { newPassfile?: string }): Promise<void> {
+  const unlock = await unlockFrom(o)
+  let fresh: Buffer | null = null
+  try {
+    fresh = o.newPassfile !== undefined ? fromPassfile(o.newPassfile) : await readPassphrase({}, true, 'New passphrase')
+    const changed = await changePassphrase(cipher, unlock, fresh, name, costOf(o))
+    process.stderr.write(`Changed the passphrase of key slot '${changed}'.\n`)
+  } finally {
+    fresh?.fill(0)
+    unlock.credential.secret.fill(0)
+  }
+}
+
+function unlockOptions (c: Command): Command {
+  return c
+    .option('--passfile <file>', 'unlock with the passphrase on the first line of a file')
+    .option('--extpass <command>', 'unlock with the passphrase a program prints')
+    .option('--keyfile <file>', 'unlock with a key file')
+    .option('--slot <name>', 'try only the key slot of this name')
+}
+
+/** `sealfs key ...`: the volume's key slots. */
+export function defineKeyCommands (key: Command): void {
+  key.description('list, add, remove and change key slots (passphrases, key files, recovery keys)')
+  key.command('list')
+    .description('list the key slots of CIPHER (no passphrase needed)')
+    .argument('<CIPHER>', 'cipher dir')
+    .option('--json', 'print JSON')
+    .action(runList)
+  unlockOptions(key.command('add'))
+    .description('add a key slot, unlocking with any existing one')
+    .argument('<CIPHER>', 'cipher dir')
+    .requiredOption('--name <name>', 'the new slot\'s name')
+    .option('--new-passfile <file>', 'the new slot\'s passphrase: the first line of this file')
+    .option('--new-keyfile <file>', 'write a new key file (32 random bytes, mode 0400) and add a slot for it')
+    .option('--recovery', 'generate a recovery key, print it once, and add a slot for it')
+    .option('--kdf-opslimit <n>', `Argon2id passes of a new passphrase slot (default ${DEFAULT_COST.opslimit})`)
+    .option('--kdf-memlimit <bytes>', `Argon2id memory of a new passphrase slot (default ${DEFAULT_COST.memlimit})`)
+    .action(runAdd)
+  unlockOptions(key.command('remove'))
+    .description('remove the key slot NAME (never the last one)')
+    .argument('<CIPHER>', 'cipher dir')
+    .argument('<NAME>', 'the slot to remove')
+    .action(runRemove)
+  unlockOptions(key.command('passwd'))
+    .description('change the passphrase of the slot NAME (default: the slot you unlock with)')
+    .argument('<CIPHER>', 'cipher dir')
+    .argument('[NAME]', 'the passphrase slot to change')
+    .option('--new-passfile <file>', 'the new passphrase: the first line of this file (default: asked on the terminal)')
+    .option('--kdf-opslimit <n>', 'new Argon2id passes (default: the slot\'s)')
+    .option('--kdf-memlimit <bytes>', 'new Argon2id memory (default: the slot\'s)')
+    .action(runPasswd)
+}
