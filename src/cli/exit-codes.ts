@@ -16,7 +16,8 @@ export const EXIT = {
   BUSY: 11,
   NO_SUCH_SLOT: 12,
   LAST_SLOT: 13,
-  EXISTS: 14
+  EXISTS: 14,
+  KEY_SERVICE: 15
 } as const
 
 export type CliErrorKind = 'usage' | 'passphrase-source' | 'mount-failed' | 'missing-dir' | 'not-empty'
@@ -41,7 +42,8 @@ const volumeCodes: Record<VolumeErrorKind, number> = {
   busy: EXIT.BUSY,
   'no-such-slot': EXIT.NO_SUCH_SLOT,
   'last-slot': EXIT.LAST_SLOT,
-  exists: EXIT.EXISTS
+  exists: EXIT.EXISTS,
+  'key-service': EXIT.KEY_SERVICE
 }
 
 const cliCodes: Record<CliErrorKind, number> = {

@@ -1,13 +1,16 @@
 import { Command } from 'commander'
 import fs from 'fs'
+import path from 'path'
 import { DEFAULT_COST } from '../crypto/passphrase-kdf'
 import { newRecoveryKey } from '../crypto/recovery-key'
 import { randomBytes } from '../crypto/secret-key'
 import { KeySlot, readConfig, slotName } from '../volume/config'
+import { syncDir, writeAll } from '../volume/atomic-file'
 import { VolumeError } from '../volume/errors'
 import { Unlock, addSlot, changePassphrase, removeSlot } from '../volume/slot-changes'
 import { CliError } from './exit-codes'
-import { CredentialOptions, fromPassfile, readCredential, readPassphrase } from './passphrase'
+import { CredentialOptions, fromPassfile, readPassphrase } from './passphrase'
+import { chooseCredential } from './unlock'
 
 const KEYFILE_BYTES = 32
 
@@ -24,28 +27,34 @@ export function slotSummary (s: KeySlot): Record<string, string | number | boole
     out.memlimit = s.memlimit
     if (s.recovery === true) out.recovery = true
   }
+  if (s.kind === 'command') out.unwrapCmd = s.unwrapCmd
   return out
 }
 
 function describe (s: KeySlot): string {
-  const kind = s.kind === 'passphrase' && s.recovery === true ? 'recovery key' : s.kind === 'keyfile' ? 'key file' : 'passphrase'
-  const params = s.kind === 'passphrase' ? `argon2id, ${s.opslimit} passes, ${s.memlimit / 1024 / 1024} MiB` : 'blake2b'
+  const kind = s.kind === 'passphrase' ? (s.recovery === true ? 'recovery key' : 'passphrase') : s.kind === 'keyfile' ? 'key file' : 'key service'
+  const params = s.kind === 'passphrase' ? `argon2id, ${s.opslimit} passes, ${s.memlimit / 1024 / 1024} MiB` : s.kind === 'command' ? `unwrap: ${s.unwrapCmd}` : 'blake2b'
   const created = s.created !== undefined ? s.created.replace('T', ' ').replace(/\.\d+Z$|Z$/, ' UTC') : 'before slot names'
   return `${slotName(s).padEnd(16)} ${kind.padEnd(13)} ${created.padEnd(24)} ${params}`
 }
 
-function costOf (o: CostOptions): { opslimit: number, memlimit: number } | undefined {
-  if (o.kdfOpslimit === undefined && o.kdfMemlimit === undefined) return undefined
-  const int = (name: string, v: string | undefined, dflt: number): number => {
-    if (v === undefined) return dflt
+/** The Argon2id cost given with --kdf-opslimit/--kdf-memlimit, as far as given. */
+function costOf (o: CostOptions): { opslimit?: number, memlimit?: number } {
+  const int = (name: string, v: string | undefined): number | undefined => {
+    if (v === undefined) return undefined
     if (!/^\d+$/.test(v)) throw new CliError('usage', `${name} takes a whole number`)
     return Number(v)
   }
-  return { opslimit: int('--kdf-opslimit', o.kdfOpslimit, DEFAULT_COST.opslimit), memlimit: int('--kdf-memlimit', o.kdfMemlimit, DEFAULT_COST.memlimit) }
+  return { opslimit: int('--kdf-opslimit', o.kdfOpslimit), memlimit: int('--kdf-memlimit', o.kdfMemlimit) }
 }
 
-async function unlockFrom (o: UnlockOptions): Promise<Unlock> {
-  return { credential: await readCredential(o), slot: o.slot }
+function newSlotCost (o: CostOptions): { opslimit: number, memlimit: number } {
+  const c = costOf(o)
+  return { opslimit: c.opslimit ?? DEFAULT_COST.opslimit, memlimit: c.memlimit ?? DEFAULT_COST.memlimit }
+}
+
+async function unlockFrom (cipher: string, o: UnlockOptions): Promise<Unlock> {
+  return await chooseCredential(cipher, o, o.slot)
 }
 
 function runList (cipher: string, o: { json?: boolean }): void {
@@ -69,21 +78,28 @@ function writeNewKeyfile (file: string, key: Buffer): void {
     throw new CliError('passphrase-source', `cannot create key file ${file}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`)
   }
   try {
-    fs.writeSync(fd, key)
+    writeAll(fd, key)
     fs.fsyncSync(fd)
   } finally {
     fs.closeSync(fd)
   }
+  syncDir(path.dirname(path.resolve(file)))  // the key file's name is durable before the slot that needs it
 }
 
-async function runAdd (cipher: string, o: UnlockOptions & CostOptions & { name: string, newPassfile?: string, newKeyfile?: string, recovery?: boolean }): Promise<void> {
-  const given = [o.newPassfile !== undefined, o.newKeyfile !== undefined, o.recovery === true].filter(Boolean).length
-  if (given !== 1) throw new CliError('usage', 'give one of --new-passfile, --new-keyfile and --recovery')
+interface AddOptions extends UnlockOptions, CostOptions {
+  name: string, newPassfile?: string, newKeyfile?: string, recovery?: boolean, wrapCmd?: string, unwrapCmd?: string
+}
+
+async function runAdd (cipher: string, o: AddOptions): Promise<void> {
+  const service = o.wrapCmd !== undefined || o.unwrapCmd !== undefined
+  const given = [o.newPassfile !== undefined, o.newKeyfile !== undefined, o.recovery === true, service].filter(Boolean).length
+  if (given !== 1) throw new CliError('usage', 'give one of --new-passfile, --new-keyfile, --recovery and --wrap-cmd with --unwrap-cmd')
+  if (service && (o.wrapCmd === undefined || o.unwrapCmd === undefined)) throw new CliError('usage', '--wrap-cmd and --unwrap-cmd go together')
   if (o.newKeyfile !== undefined && fs.existsSync(o.newKeyfile)) throw new VolumeError('exists', `${o.newKeyfile} exists already; a new key file is never written over one`)
   const fresh = o.newPassfile !== undefined ? fromPassfile(o.newPassfile) : null
   let unlock: Unlock | null = null
   try {
-    unlock = await unlockFrom(o)
+    unlock = await unlockFrom(cipher, o)
     if (o.newKeyfile !== undefined) {
       // The key file first: a slot never exists whose key file was not written.
       const key = randomBytes(KEYFILE_BYTES)
@@ -97,10 +113,13 @@ async function runAdd (cipher: string, o: UnlockOptions & CostOptions & { name: 
         key.fill(0)
       }
       process.stderr.write(`Added key-file slot '${o.name}'; its key file is ${o.newKeyfile}. Keep it apart from the cipher dir.\n`)
+    } else if (service) {
+      await addSlot(cipher, unlock, { kind: 'command', name: o.name, wrapCmd: o.wrapCmd as string, unwrapCmd: o.unwrapCmd as string })
+      process.stderr.write(`Added key-service slot '${o.name}'; it is tried first, without asking, at every unlock.\n`)
     } else if (o.recovery === true) {
       const key = newRecoveryKey()
       try {
-        await addSlot(cipher, unlock, { kind: 'passphrase', name: o.name, passphrase: key, cost: costOf(o) ?? DEFAULT_COST, recovery: true })
+        await addSlot(cipher, unlock, { kind: 'passphrase', name: o.name, passphrase: key, cost: newSlotCost(o), recovery: true })
         // Shown only once the slot is on disk: a key printed for a slot that a crash lost would open nothing.
         process.stderr.write(`Added recovery-key slot '${o.name}'. Write the key down now; it is not stored anywhere and is shown only this once:\n`)
         fs.writeSync(1, key)  // from the Buffer, never through a string
@@ -109,7 +128,7 @@ async function runAdd (cipher: string, o: UnlockOptions & CostOptions & { name: 
         key.fill(0)
       }
     } else {
-      await addSlot(cipher, unlock, { kind: 'passphrase', name: o.name, passphrase: fresh as Buffer, cost: costOf(o) ?? DEFAULT_COST })
+      await addSlot(cipher, unlock, { kind: 'passphrase', name: o.name, passphrase: fresh as Buffer, cost: newSlotCost(o) })
       process.stderr.write(`Added passphrase slot '${o.name}'.\n`)
     }
   } finally {
@@ -119,7 +138,7 @@ async function runAdd (cipher: string, o: UnlockOptions & CostOptions & { name: 
 }
 
 async function runRemove (cipher: string, name: string, o: UnlockOptions): Promise<void> {
-  const unlock = await unlockFrom(o)
+  const unlock = await unlockFrom(cipher, o)
   try {
     await removeSlot(cipher, unlock, name)
   } finally {
@@ -129,7 +148,7 @@ async function runRemove (cipher: string, name: string, o: UnlockOptions): Promi
 }
 
 async function runPasswd (cipher: string, name: string | undefined, o: UnlockOptions & CostOptions & { newPassfile?: string }): Promise<void> {
-  const unlock = await unlockFrom(o)
+  const unlock = await unlockFrom(cipher, o)
   let fresh: Buffer | null = null
   try {
     fresh = o.newPassfile !== undefined ? fromPassfile(o.newPassfile) : await readPassphrase({}, true, 'New passphrase')
@@ -151,7 +170,7 @@ function unlockOptions (c: Command): Command {
 
 /** `sealfs key ...`: the volume's key slots. */
 export function defineKeyCommands (key: Command): void {
-  key.description('list, add, remove and change key slots (passphrases, key files, recovery keys)')
+  key.description('list, add, remove and change key slots (passphrases, key files, recovery keys, key services)')
   key.command('list')
     .description('list the key slots of CIPHER (no passphrase needed)')
     .argument('<CIPHER>', 'cipher dir')
@@ -164,6 +183,8 @@ export function defineKeyCommands (key: Command): void {
     .option('--new-passfile <file>', 'the new slot\'s passphrase: the first line of this file')
     .option('--new-keyfile <file>', 'write a new key file (32 random bytes, mode 0400) and add a slot for it')
     .option('--recovery', 'generate a recovery key, print it once, and add a slot for it')
+    .option('--wrap-cmd <command>', 'key service: a command that reads a secret on stdin and prints an encrypted blob (clevis encrypt, systemd-creds encrypt, a KMS CLI)')
+    .option('--unwrap-cmd <command>', 'key service: the command that reads the blob on stdin and prints the secret (stored in the slot)')
     .option('--kdf-opslimit <n>', `Argon2id passes of a new passphrase slot (default ${DEFAULT_COST.opslimit})`)
     .option('--kdf-memlimit <bytes>', `Argon2id memory of a new passphrase slot (default ${DEFAULT_COST.memlimit})`)
     .action(runAdd)

@@ -13,7 +13,8 @@ import { DEFAULT_CHUNK_SIZE, Volume } from '../volume/volume'
 import { CliError, EXIT, exitCodeOf, messageOf } from './exit-codes'
 import { daemonLogSink, notifySystemd, parseDuration } from './daemon-signals'
 import { parseMountOptions } from './mount-options'
-import { fromDescriptor, readCredential, readPassphrase } from './passphrase'
+import { fromDescriptor, readPassphrase } from './passphrase'
+import { UnlockChoice, chooseCredential } from './unlock'
 import { defineKeyCommands, slotSummary } from './key-commands'
 import type { Credential } from '../volume/key-slot'
 
@@ -59,12 +60,12 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
   const mountpoint = checkDirs(cipher, mnt, parsed.nonempty)
   const daemonChild = o.passphraseFd !== undefined
   const source = { passfile: o.passfile ?? parsed.passfile, extpass: o.extpass ?? parsed.extpass, keyfile: o.keyfile ?? parsed.keyfile }
-  const slot = o.slot ?? parsed.slot
-  const credential: Credential = daemonChild
-    ? { kind: o.credentialKind === 'keyfile' ? 'keyfile' : 'passphrase', secret: fromDescriptor(Number(o.passphraseFd)) }
-    : await readCredential(source)
+  const chosen = daemonChild
+    ? { credential: { kind: credentialKind(o.credentialKind), secret: fromDescriptor(Number(o.passphraseFd)) } as Credential, slot: o.slot ?? parsed.slot }
+    : await chooseCredential(cipher, source, o.slot ?? parsed.slot)
+  const { credential, slot } = chosen
   const passphrase = credential.secret
-  if (!o.foreground && !daemonChild) return detach(cipher, mnt, o, credential)
+  if (!o.foreground && !daemonChild) return detach(cipher, mnt, o, chosen)
 
   const report = (line: string): void => {
     if (daemonChild) { try { fs.writeSync(STATUS_FD, line + '\n'); fs.closeSync(STATUS_FD) } catch { /* parent gone */ } }
@@ -111,13 +112,17 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
   process.on('SIGTERM', () => void stop(true))
 }
 
+function credentialKind (kind: string | undefined): Credential['kind'] {
+  return kind === 'keyfile' || kind === 'service' ? kind : 'passphrase'
+}
+
 /** Starts the daemon as a detached child and waits until it has mounted (or failed). */
-function detach (cipher: string, mnt: string, o: MountCliOptions, credential: Credential): Promise<void> {
-  // The child gets the passphrase (or key file) on stdin; passfile=/keyfile=/extpass= in -o
-  // are harmless to repeat, and slot= is what it must try.
-  const passphrase = credential.secret
-  const args = [process.argv[1], 'mount', '--foreground', '--passphrase-fd', '0', '--credential-kind', credential.kind,
-    ...(o.slot !== undefined ? ['--slot', o.slot] : []), ...(o.o ?? []).flatMap(x => ['-o', x]),
+function detach (cipher: string, mnt: string, o: MountCliOptions, chosen: UnlockChoice): Promise<void> {
+  // The child gets the credential (passphrase, key file or key-service secret) on stdin and
+  // the one slot it is for, if any; passfile=/keyfile=/extpass= in -o are harmless to repeat.
+  const passphrase = chosen.credential.secret
+  const args = [process.argv[1], 'mount', '--foreground', '--passphrase-fd', '0', '--credential-kind', chosen.credential.kind,
+    ...(chosen.slot !== undefined ? ['--slot', chosen.slot] : []), ...(o.o ?? []).flatMap(x => ['-o', x]),
     ...(o.log !== undefined ? ['--log', path.resolve(o.log)] : []), ...(o.idle !== undefined ? ['--idle', o.idle] : []), cipher, mnt]
   // A young generation of 2 MiB semi-spaces, not V8's 16: the daemon's garbage is short-lived
   // request objects, and the smaller one is cheaper as well as smaller (tar of 12,000 files:

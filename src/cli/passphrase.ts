@@ -1,7 +1,7 @@
 import { spawn } from 'child_process'
 import fs from 'fs'
 import tty from 'tty'
-import { MAX_KEYFILE_BYTES } from '../crypto/keyfile-kdf'
+import { MAX_KEYFILE_BYTES } from '../crypto/secret-kdf'
 import type { Credential } from '../volume/key-slot'
 import { CliError } from './exit-codes'
 

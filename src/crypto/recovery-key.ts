@@ -25,25 +25,37 @@ export function newRecoveryKey (): Buffer {
   return out
 }
 
+/** Byte -> symbol value + 1 (0: not a symbol); lower case maps as upper case. */
+const SYMBOL = new Uint8Array(256)
+for (let i = 0; i < ALPHABET.length; i++) {
+  const c = ALPHABET.charCodeAt(i)
+  SYMBOL[c] = i + 1
+  if (c >= 0x41 && c <= 0x5a) SYMBOL[c + 0x20] = i + 1
+}
+
 /**
  * The canonical form of something typed as a recovery key (upper case, grouped with dashes),
- * or null if it is not one: then it is a passphrase, not a mistyped recovery key.
+ * or null if it is not one: then it is a passphrase, not a mistyped recovery key. Works byte
+ * by byte into a Buffer the caller zeroes: what was typed never becomes a JS string.
  */
 export function normalizeRecoveryKey (typed: Buffer): Buffer | null {
-  const symbols: number[] = []
+  const out = Buffer.alloc(SYMBOLS + SYMBOLS / GROUP - 1)
+  let n = 0
   for (const b of typed) {
     if (b === 0x20 || b === 0x2d || b === 0x09) continue
-    const c = b >= 0x61 && b <= 0x7a ? b - 0x20 : b
-    if (!ALPHABET.includes(String.fromCharCode(c))) return null
-    symbols.push(c)
+    const v = SYMBOL[b]
+    if (v === 0 || n === SYMBOLS) {
+      out.fill(0)
+      return null
+    }
+    const at = n + Math.floor(n / GROUP)
+    if (n > 0 && n % GROUP === 0) out[at - 1] = 0x2d
+    out[at] = ALPHABET.charCodeAt(v - 1)
+    n++
   }
-  if (symbols.length !== SYMBOLS) return null
-  const out = Buffer.alloc(SYMBOLS + SYMBOLS / GROUP - 1)
-  let at = 0
-  symbols.forEach((c, i) => {
-    if (i > 0 && i % GROUP === 0) out[at++] = 0x2d
-    out[at++] = c
-  })
-  symbols.fill(0)
+  if (n !== SYMBOLS) {
+    out.fill(0)
+    return null
+  }
   return out
 }

@@ -10,7 +10,7 @@ export function writeFileAtomic (file: string, data: Buffer | string, mode: numb
   const tmp = path.join(path.dirname(file), `${path.basename(file)}.tmp-${randomBytes(6).toString('hex')}`)
   const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, mode)
   try {
-    fs.writeSync(fd, typeof data === "string" ? Buffer.from(data) : data)
+    writeAll(fd, typeof data === 'string' ? Buffer.from(data) : data)
     fs.fsyncSync(fd)
   } finally {
     fs.closeSync(fd)
@@ -22,6 +22,15 @@ export function writeFileAtomic (file: string, data: Buffer | string, mode: numb
     throw e
   }
   syncDir(path.dirname(file))
+}
+
+/** Writes all of `data` at the descriptor's position: a short write (a nearly full disk) goes on, or fails. */
+export function writeAll (fd: number, data: Buffer): void {
+  for (let off = 0; off < data.length;) {
+    const n = fs.writeSync(fd, data, off, data.length - off)
+    if (n <= 0) throw Object.assign(new Error('short write'), { code: 'EIO', syscall: 'write' })
+    off += n
+  }
 }
 
 export function syncDir (dir: string): void {

@@ -42,20 +42,40 @@ export interface KeyfileSlot extends SlotBase {
   salt: string        // hex, 16 bytes
 }
 
-export type KeySlot = PassphraseSlot | KeyfileSlot
+/**
+ * A key-service slot: a random slot secret is held by an external program (a KMS, Tang or a
+ * TPM through clevis, systemd-creds, age...). `blob` is what its wrap command printed for the
+ * secret; `unwrapCmd` turns the blob back into the secret, whose BLAKE2b hash with the salt
+ * is the key that wraps the master key.
+ */
+export interface CommandSlot extends SlotBase {
+  kind: 'command'
+  kdf: 'blake2b'
+  salt: string        // hex, 16 bytes
+  unwrapCmd: string   // run with /bin/sh -c; the blob on stdin, the secret on stdout
+  blob: string        // base64
+}
+
+export type KeySlot = PassphraseSlot | KeyfileSlot | CommandSlot
+
+/** Bounds of a key-service slot's fields. */
+export const MAX_UNWRAP_CMD = 4096
+export const MAX_SERVICE_BLOB = 64 * 1024
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/
+const MAX_CONFIG_BYTES = 4 * 1024 * 1024
 
 /** At most this many slots: unlock tries them one by one. */
 export const MAX_SLOTS = 32
 /**
- * The most Argon2id work one unlock may cost over all passphrase slots, in GiB-passes
- * (opslimit x memlimit in GiB; the default slot costs 0.75): about 70 s on the reference
- * machine. A config asking for more is refused before any KDF runs, so that a planted or
- * damaged config cannot keep an unlock busy for hours.
+ * The most Argon2id work one unlock may cost over the passphrase slots it tries, in
+ * GiB-passes (opslimit x memlimit in GiB; the default slot costs 0.75): one slot at the
+ * per-slot ceiling (64 passes over 4 GiB), about 6 minutes on the reference machine. A
+ * config asking for more is refused before any KDF runs, so that a planted or damaged
+ * config cannot keep an unlock busy for hours.
  */
-export const MAX_UNLOCK_COST_GIB_PASSES = 48
+export const MAX_UNLOCK_COST_GIB_PASSES = 256
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
 const CREATED = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$/
-const SLOT_FIELD = /^[A-Za-z][A-Za-z0-9]*$/
 
 /** What a slot is called in commands and listings: its name, or (made before names) its id. */
 export function slotName (slot: KeySlot): string {
@@ -85,15 +105,48 @@ function hexOf (v: unknown, bytes: number): boolean {
   return typeof v === 'string' && v.length === bytes * 2 && HEX.test(v)
 }
 
+/** sealfs.conf as read, and whether its key-service commands may be run (see readConfigFile). */
+export interface ConfigFile {
+  config: VolumeConfig
+  /**
+   * Only the user running sealfs (or root) owns it and nobody else may write it: then, and
+   * only then, are the commands of its key-service slots run without asking. A config that
+   * someone else could have written (the cipher dir is not trusted) never runs a command.
+   */
+  trusted: boolean
+}
+
 /** Reads and checks sealfs.conf. Every field is later authenticated as AAD of the slot wrap. */
 export function readConfig (cipherDir: string): VolumeConfig {
+  return readConfigFile(cipherDir).config
+}
+
+/**
+ * Reads sealfs.conf through one descriptor: never through a symlink, never blocking on a
+ * FIFO; its owner and mode come from that descriptor.
+ */
+export function readConfigFile (cipherDir: string): ConfigFile {
   const file = path.join(cipherDir, CONFIG_FILE)
   let text: string
+  let trusted: boolean
+  let fd: number
   try {
-    text = fs.readFileSync(file, 'utf8')
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK)
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new VolumeError('not-a-volume', `${cipherDir} is not a sealfs volume (no ${CONFIG_FILE})`)
+    throw new VolumeError('damaged-config', `cannot read ${file}: ${(e as NodeJS.ErrnoException).code === 'ELOOP' ? 'it is a symlink' : (e as NodeJS.ErrnoException).code ?? 'error'}`)
+  }
+  try {
+    const st = fs.fstatSync(fd)
+    if (!st.isFile() || st.size > MAX_CONFIG_BYTES) throw new VolumeError('damaged-config', `${file} is not a sealfs config (not a regular file, or too large)`)
+    text = fs.readFileSync(fd, 'utf8')
+    const euid = process.geteuid?.() ?? -1
+    trusted = (st.uid === euid || st.uid === 0) && (st.mode & 0o022) === 0
+  } catch (e) {
+    if (e instanceof VolumeError) throw e
     throw new VolumeError('damaged-config', `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`)
+  } finally {
+    fs.closeSync(fd)
   }
   let parsed: unknown
   try {
@@ -101,7 +154,7 @@ export function readConfig (cipherDir: string): VolumeConfig {
   } catch {
     throw new VolumeError('damaged-config', `${file} is not valid JSON`)
   }
-  return checkConfig(parsed, file)
+  return { config: checkConfig(parsed, file), trusted }
 }
 
 /**
@@ -120,24 +173,43 @@ export function checkConfig (parsed: unknown, file: string): VolumeConfig {
   if (c.slots.length > MAX_SLOTS) throw new VolumeError('damaged-config', `${file} has more than ${MAX_SLOTS} key slots`)
   const ids = new Set<number>()
   const names = new Set<string>()
-  let cost = 0
   for (const s of c.slots) checkSlot(file, s)
   for (const s of c.slots) {
     const name = slotName(s)
     if (ids.has(s.id) || names.has(name)) throw new VolumeError('damaged-config', `${file} has two key slots with the same id or name`)
     ids.add(s.id)
     names.add(name)
-    if (s.kind === 'passphrase') cost += s.opslimit * (s.memlimit / 2 ** 30)
-  }
-  if (cost > MAX_UNLOCK_COST_GIB_PASSES) {
-    throw new VolumeError('weak-kdf', `${file}: its passphrase slots together ask for more Argon2id work than an unlock may cost (${Math.round(cost)} GiB-passes, at most ${MAX_UNLOCK_COST_GIB_PASSES})`)
   }
   return c
 }
 
+/** The Argon2id work (GiB-passes) of trying these slots. */
+export function unlockCost (slots: KeySlot[]): number {
+  let cost = 0
+  for (const s of slots) if (s.kind === 'passphrase') cost += s.opslimit * (s.memlimit / 2 ** 30)
+  return cost
+}
+
+/** Refuses, before any KDF runs, to try slots that together cost more than an unlock may. */
+export function checkUnlockCost (slots: KeySlot[], what: string): void {
+  const cost = unlockCost(slots)
+  if (cost > MAX_UNLOCK_COST_GIB_PASSES) {
+    throw new VolumeError('weak-kdf', `${what}: its passphrase slots together ask for more Argon2id work than an unlock may cost (${Math.round(cost)} GiB-passes, at most ${MAX_UNLOCK_COST_GIB_PASSES})`)
+  }
+}
+
+/** The fields a named (v2) slot of each kind holds; `recovery` is optional. */
+const V2_FIELDS: Record<KeySlot['kind'], string[]> = {
+  passphrase: ['id', 'slotVersion', 'name', 'created', 'kind', 'kdf', 'opslimit', 'memlimit', 'salt', 'wrappedKey'],
+  keyfile: ['id', 'slotVersion', 'name', 'created', 'kind', 'kdf', 'salt', 'wrappedKey'],
+  command: ['id', 'slotVersion', 'name', 'created', 'kind', 'kdf', 'salt', 'unwrapCmd', 'blob', 'wrappedKey']
+}
+/** Printable ASCII: the only strings a slot holds, so that its AAD has one spelling in any language. */
+const PRINTABLE = /^[\x20-\x7e]*$/
+
 function checkSlot (file: string, s: KeySlot): void {
   if (s === null || typeof s !== 'object' || Array.isArray(s)) throw new VolumeError('damaged-config', `${file} has an invalid key slot`)
-  const known = (s.kind === 'passphrase' && s.kdf === 'argon2id') || (s.kind === 'keyfile' && s.kdf === 'blake2b')
+  const known = (s.kind === 'passphrase' && s.kdf === 'argon2id') || ((s.kind === 'keyfile' || s.kind === 'command') && s.kdf === 'blake2b')
   if (!known) throw new VolumeError('unsupported', `${file} has a key slot of an unknown kind`)
   if (!Number.isInteger(s.id) || s.id < 1 || s.id > 0x7fffffff || !hexOf(s.salt, 16) || !hexOf(s.wrappedKey, WRAPPED_KEY_BYTES)) {
     throw new VolumeError('damaged-config', `${file} has an invalid key slot`)
@@ -150,11 +222,20 @@ function checkSlot (file: string, s: KeySlot): void {
     if (s.slotVersion !== 2 || typeof s.name !== 'string' || !NAME.test(s.name) || typeof s.created !== 'string' || !CREATED.test(s.created)) {
       throw new VolumeError('damaged-config', `${file} has an invalid key slot`)
     }
-    // Every field is authenticated (slotAad), so each must have one canonical spelling.
+    // Every field is authenticated (slotAad), so each must have one canonical spelling: the
+    // kind's own fields only, integers or printable ASCII strings (and recovery: true).
+    const allowed = V2_FIELDS[s.kind]
     for (const [k, v] of Object.entries(s)) {
-      if (!SLOT_FIELD.test(k) || !['string', 'number', 'boolean'].includes(typeof v)) throw new VolumeError('damaged-config', `${file} has an invalid key slot`)
+      const known = allowed.includes(k) || (k === 'recovery' && s.kind === 'passphrase' && v === true)
+      const plain = (typeof v === 'string' && PRINTABLE.test(v)) || (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) || v === true
+      if (!known || !plain) throw new VolumeError('damaged-config', `${file} has an invalid key slot`)
     }
-    if (s.kind === 'passphrase' && s.recovery !== undefined && s.recovery !== true) throw new VolumeError('damaged-config', `${file} has an invalid key slot`)
+    if (allowed.some(k => !(k in s))) throw new VolumeError('damaged-config', `${file} has an invalid key slot`)
+    if (s.kind === 'command') {
+      const cmdOk = typeof s.unwrapCmd === 'string' && s.unwrapCmd.length > 0 && s.unwrapCmd.length <= MAX_UNWRAP_CMD
+      const blobOk = typeof s.blob === 'string' && s.blob.length > 0 && s.blob.length <= Math.ceil(MAX_SERVICE_BLOB / 3) * 4 && BASE64.test(s.blob)
+      if (!cmdOk || !blobOk) throw new VolumeError('damaged-config', `${file} has an invalid key slot`)
+    }
   }
   if (s.kind === 'passphrase' && !costIsAcceptable(s)) {
     throw new VolumeError('weak-kdf', `${file}: key slot ${slotName(s)} has Argon2id parameters outside the accepted range (opslimit 2-64, memlimit 64 MiB-4 GiB)`)

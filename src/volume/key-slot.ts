@@ -1,19 +1,22 @@
 import { unwrapKey, wrapKey } from '../crypto/key-wrap'
-import { deriveFromKeyfile } from '../crypto/keyfile-kdf'
+import { deriveFromKeyfile, deriveFromServiceSecret, isServiceSecret, newServiceSecret } from '../crypto/secret-kdf'
 import { deriveFromPassphrase } from '../crypto/passphrase-kdf'
 import { normalizeRecoveryKey } from '../crypto/recovery-key'
 import { AuthenticationError } from '../crypto/errors'
 import { SecretKey, randomBytes } from '../crypto/secret-key'
-import { KeyfileSlot, KeySlot, PassphraseSlot, VolumeConfig, slotAad, slotName } from './config'
+import { CommandSlot, KeyfileSlot, KeySlot, MAX_SERVICE_BLOB, PassphraseSlot, VolumeConfig, checkUnlockCost, slotAad, slotName } from './config'
+import { runKeyService, trimLineEnd } from './key-service'
 import { VolumeError } from './errors'
 
 /**
  * What a user unlocks with. A passphrase is tried against passphrase slots only (a recovery
- * key is one), a key file's bytes against key-file slots only.
+ * key is one), a key file's bytes against key-file slots only, and a secret a key service
+ * gave back against key-service slots only.
  */
 export type Credential =
   | { kind: 'passphrase', secret: Buffer }
   | { kind: 'keyfile', secret: Buffer }
+  | { kind: 'service', secret: Buffer }
 
 /** Who a new slot is: its id, name and creation time (all authenticated with its wrap). */
 export interface SlotIdentity { id: number, name: string, created: string }
@@ -50,10 +53,62 @@ export function createKeyfileSlot (config: VolumeConfig, who: SlotIdentity, mast
   return slot
 }
 
+/**
+ * Makes a key-service slot: a new random secret goes to `wrapCmd` on its stdin, and what it
+ * prints (the blob) is stored. The blob is then handed to `unwrapCmd` at once: a slot whose
+ * service cannot give the secret back is never stored.
+ */
+export async function createCommandSlot (config: VolumeConfig, who: SlotIdentity, masterKey: SecretKey, wrapCmd: string, unwrapCmd: string): Promise<CommandSlot> {
+  const secret = newServiceSecret()
+  const line = Buffer.concat([secret, Buffer.from('\n')])
+  let blob: Buffer | null = null
+  try {
+    blob = await runKeyService(wrapCmd, line, MAX_SERVICE_BLOB, 'the wrap command')
+    if (blob.length === 0) throw new VolumeError('key-service', 'the wrap command printed nothing')
+    const back = await runKeyService(unwrapCmd, blob, 4096, 'the unwrap command')
+    const same = trimLineEnd(back).equals(secret)
+    back.fill(0)
+    if (!same) throw new VolumeError('key-service', 'the unwrap command did not give back what the wrap command was given')
+    const salt = randomBytes(16)
+    const slot: CommandSlot = {
+      id: who.id, slotVersion: 2, name: who.name, created: who.created, kind: 'command', kdf: 'blake2b',
+      salt: salt.toString('hex'), unwrapCmd, blob: blob.toString('base64'), wrappedKey: ''
+    }
+    const kek = deriveFromServiceSecret(secret, salt)
+    try {
+      slot.wrappedKey = wrapKey(kek, masterKey, slotAad(config, slot)).toString('hex')
+    } finally {
+      kek.dispose()
+    }
+    return slot
+  } finally {
+    secret.fill(0)
+    line.fill(0)
+  }
+}
+
+/**
+ * Asks a key-service slot's service for its secret: the credential that opens that slot
+ * (unlockSlot with `only` = its name). Throws VolumeError('key-service') when the service
+ * fails or refuses, or answers with something that is not a secret.
+ */
+export async function askKeyService (slot: CommandSlot): Promise<Credential> {
+  const what = `key service of slot '${slotName(slot)}': the unwrap command`
+  const out = await runKeyService(slot.unwrapCmd, Buffer.from(slot.blob, 'base64'), 4096, what)
+  const secret = Buffer.from(trimLineEnd(out))
+  out.fill(0)
+  if (!isServiceSecret(secret)) {
+    secret.fill(0)
+    throw new VolumeError('key-service', `${what} did not print a slot secret`)
+  }
+  return { kind: 'service', secret }
+}
+
 /** The key that opens one slot with this credential, or null if the slot is of another kind. */
 async function slotKek (slot: KeySlot, credential: Credential): Promise<SecretKey | null> {
   const salt = Buffer.from(slot.salt, 'hex')
   if (slot.kind === 'keyfile') return credential.kind === 'keyfile' ? deriveFromKeyfile(credential.secret, salt) : null
+  if (slot.kind === 'command') return credential.kind === 'service' && isServiceSecret(credential.secret) ? deriveFromServiceSecret(credential.secret, salt) : null
   if (credential.kind !== 'passphrase') return null
   if (slot.recovery !== true) return await deriveFromPassphrase(credential.secret, { opslimit: slot.opslimit, memlimit: slot.memlimit, salt })
   // A recovery key counts however it was typed; something that is not one cannot open it.
@@ -73,6 +128,7 @@ async function slotKek (slot: KeySlot, credential: Credential): Promise<SecretKe
 export async function unlockSlot (config: VolumeConfig, credential: Credential, only?: string): Promise<{ masterKey: SecretKey, slot: KeySlot }> {
   const slots = only === undefined ? config.slots : config.slots.filter(s => slotName(s) === only)
   if (slots.length === 0) throw new VolumeError('no-such-slot', `the volume has no key slot named '${only ?? ''}'`)
+  if (credential.kind === 'passphrase') checkUnlockCost(slots, 'the volume config')
   let tried = 0
   for (const slot of slots) {
     const kek = await slotKek(slot, credential)
@@ -90,9 +146,10 @@ export async function unlockSlot (config: VolumeConfig, credential: Credential, 
 }
 
 function wrongCredential (credential: Credential, slots: KeySlot[], tried: number, only: string | undefined): string {
-  const kind = credential.kind === 'keyfile' ? 'key-file' : 'passphrase'
+  const kind = credential.kind === 'keyfile' ? 'key-file' : credential.kind === 'service' ? 'key-service' : 'passphrase'
   if (tried === 0) return `the volume has no ${kind} slot${only !== undefined ? ` named '${only}'` : ''}`
   if (credential.kind === 'keyfile') return 'wrong key file (or the volume config was modified)'
+  if (credential.kind === 'service') return 'the key service gave a secret that does not open its slot (or the volume config was modified)'
   const asRecovery = normalizeRecoveryKey(credential.secret)
   asRecovery?.fill(0)
   if (asRecovery !== null && slots.some(s => s.kind === 'passphrase' && s.recovery === true)) return 'wrong recovery key (or the volume config was modified)'

@@ -1,9 +1,10 @@
 import fs from 'fs'
 import path from 'path'
-import { CONFIG_FILE, MAX_SLOTS, KeySlot, PassphraseSlot, VolumeConfig, checkConfig, isValidSlotName, readConfig, slotName, writeConfig } from './config'
+import { CONFIG_FILE, MAX_SLOTS, MAX_UNWRAP_CMD, KeySlot, PassphraseSlot, VolumeConfig, checkConfig, checkUnlockCost, isValidSlotName, readConfig, slotName, writeConfig } from './config'
+import { costIsAcceptable } from '../crypto/passphrase-kdf'
 import { SecretKey } from '../crypto/secret-key'
 import { VolumeError } from './errors'
-import { Credential, SlotIdentity, createKeyfileSlot, createPassphraseSlot, unlockSlot } from './key-slot'
+import { Credential, SlotIdentity, createCommandSlot, createKeyfileSlot, createPassphraseSlot, unlockSlot } from './key-slot'
 import { ConfigLock } from './volume-lock'
 import { checkDir } from './volume'
 
@@ -14,6 +15,7 @@ export interface Unlock { credential: Credential, slot?: string }
 export type NewSlot =
   | { kind: 'passphrase', name: string, passphrase: Buffer, cost: { opslimit: number, memlimit: number }, recovery?: boolean }
   | { kind: 'keyfile', name: string, keyfile: Buffer }
+  | { kind: 'command', name: string, wrapCmd: string, unwrapCmd: string }
 
 /**
  * Reads the config, unlocks it with `unlock` and replaces it with what `change` makes of it,
@@ -41,8 +43,23 @@ async function changeConfig (dir: string, unlock: Unlock, change: (config: Volum
 /** Temp files of config writes that a crash interrupted (only key commands write them, under the lock). */
 function removeStaleTemps (dir: string): void {
   for (const name of fs.readdirSync(dir)) {
-    if (name.startsWith(`${CONFIG_FILE}.tmp-`)) fs.rmSync(path.join(dir, name), { force: true })
+    if (!name.startsWith(`${CONFIG_FILE}.tmp-`)) continue
+    const file = path.join(dir, name)
+    if (fs.lstatSync(file).isFile()) fs.rmSync(file, { force: true })  // anything else is not ours
   }
+}
+
+function checkCost (cost: { opslimit: number, memlimit: number }): void {
+  if (!costIsAcceptable(cost)) throw new VolumeError('weak-kdf', 'Argon2id cost outside the accepted range (opslimit 2-64, memlimit 64 MiB-4 GiB)')
+}
+
+/** The next slot id: one above the highest, or the lowest free one if that would be too high. */
+function nextId (config: VolumeConfig): number {
+  const top = Math.max(...config.slots.map(s => s.id))
+  if (top < 0x7fffffff) return top + 1
+  let id = 1
+  while (config.slots.some(s => s.id === id)) id++
+  return id
 }
 
 function slotNamed (config: VolumeConfig, name: string): KeySlot {
@@ -54,13 +71,21 @@ function slotNamed (config: VolumeConfig, name: string): KeySlot {
 /** Adds a slot; its name must be new. */
 export async function addSlot (dir: string, unlock: Unlock, add: NewSlot): Promise<void> {
   if (!isValidSlotName(add.name)) throw new VolumeError('bad-input', `'${add.name}' cannot name a key slot: use letters, digits, '.', '_' or '-', starting with a letter or digit (at most 64)`)
+  if (add.kind === 'passphrase') checkCost(add.cost)
+  if (add.kind === 'command' && (add.unwrapCmd.length === 0 || add.unwrapCmd.length > MAX_UNWRAP_CMD || !/^[\x20-\x7e]*$/.test(add.unwrapCmd))) {
+    throw new VolumeError('bad-input', `the unwrap command must be printable ASCII, at most ${MAX_UNWRAP_CMD} characters`)
+  }
   await changeConfig(dir, unlock, async (config, masterKey) => {
     if (config.slots.some(s => slotName(s) === add.name)) throw new VolumeError('exists', `the volume already has a key slot named '${add.name}'`)
     if (config.slots.length >= MAX_SLOTS) throw new VolumeError('bad-input', `the volume has ${MAX_SLOTS} key slots, the most it can have`)
-    const who: SlotIdentity = { id: Math.max(...config.slots.map(s => s.id)) + 1, name: add.name, created: new Date().toISOString() }
+    // Before the new slot's KDF runs: what unlocking with every passphrase slot would then cost.
+    if (add.kind === 'passphrase') checkUnlockCost([...config.slots, { kind: 'passphrase', ...add.cost } as KeySlot], path.join(dir, CONFIG_FILE))
+    const who: SlotIdentity = { id: nextId(config), name: add.name, created: new Date().toISOString() }
     const slot = add.kind === 'keyfile'
       ? createKeyfileSlot(config, who, masterKey, add.keyfile)
-      : await createPassphraseSlot(config, who, masterKey, add.passphrase, add.cost, add.recovery === true)
+      : add.kind === 'command'
+        ? await createCommandSlot(config, who, masterKey, add.wrapCmd, add.unwrapCmd)
+        : await createPassphraseSlot(config, who, masterKey, add.passphrase, add.cost, add.recovery === true)
     const next = { ...config, slots: [...config.slots, slot] }
     checkConfig(next, path.join(dir, CONFIG_FILE))
     return next
@@ -80,7 +105,7 @@ export async function removeSlot (dir: string, unlock: Unlock, name: string): Pr
  * Gives a passphrase slot a new passphrase: the slot named `name`, or else the one that
  * `unlock` opened. Its id, name and creation time stay; its salt and wrap are new.
  */
-export async function changePassphrase (dir: string, unlock: Unlock, passphrase: Buffer, name?: string, cost?: { opslimit: number, memlimit: number }): Promise<string> {
+export async function changePassphrase (dir: string, unlock: Unlock, passphrase: Buffer, name?: string, cost: { opslimit?: number, memlimit?: number } = {}): Promise<string> {
   let changed = ''
   await changeConfig(dir, unlock, async (config, masterKey, opened) => {
     const slot = name !== undefined ? slotNamed(config, name) : opened
@@ -88,8 +113,10 @@ export async function changePassphrase (dir: string, unlock: Unlock, passphrase:
     if (slot.kind !== 'passphrase') throw new VolumeError('bad-input', `key slot '${changed}' is a ${slot.kind} slot, not a passphrase slot`)
     if (slot.recovery === true) throw new VolumeError('bad-input', `key slot '${changed}' holds a recovery key: remove it and add a new one (--recovery)`)
     const was = slot as PassphraseSlot
-    const fresh = await createPassphraseSlot(config, { id: was.id, name: changed, created: was.created ?? new Date().toISOString() }, masterKey, passphrase,
-      cost ?? { opslimit: was.opslimit, memlimit: was.memlimit })
+    const newCost = { opslimit: cost.opslimit ?? was.opslimit, memlimit: cost.memlimit ?? was.memlimit }  // what is not given stays
+    checkCost(newCost)
+    checkUnlockCost([...config.slots.filter(s => s !== slot), { kind: 'passphrase', ...newCost } as KeySlot], path.join(dir, CONFIG_FILE))
+    const fresh = await createPassphraseSlot(config, { id: was.id, name: changed, created: was.created ?? new Date().toISOString() }, masterKey, passphrase, newCost)
     const next = { ...config, slots: config.slots.map(s => s === slot ? fresh : s) }
     checkConfig(next, path.join(dir, CONFIG_FILE))
     return next
