@@ -1,4 +1,4 @@
-import { spawn } from 'child_process'
+import { execFileSync, spawn } from 'child_process'
 import fs from 'fs'
 import path from 'path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
@@ -251,6 +251,30 @@ describe('key slots', () => {
       writeConfig(w, { ...c, slots: Array.from({ length: 33 }, (_, i) => ({ ...c.slots[0], id: i + 1, name: `s${i}` })) })
       expect(sealfs(['mount', '--passfile', w.passfile, w.cipher, w.mnt]).status).toBe(6)
     } finally {
+      await cleanup(w)
+    }
+  })
+
+  it('refuses a substituted volume that opens with the same passphrase when the volume ID is pinned', async () => {
+    const w = makeVolume()
+    const other = makeVolume()
+    try {
+      const id = JSON.parse(sealfs(['info', '--json', w.cipher]).stdout).volumeId as string
+      expect((await opensWith(w, ['--passfile', w.passfile, '--volume-id', id.toUpperCase()])).status).toBe(0)
+      // Someone who can write the cipher dir puts another volume there, made with the same passphrase.
+      fs.renameSync(w.cipher, path.join(w.base, 'original'))
+      execFileSync('cp', ['-a', other.cipher, w.cipher])
+      const otherId = JSON.parse(sealfs(['info', '--json', w.cipher]).stdout).volumeId as string
+      for (const pin of [['--volume-id', id], ['-o', `volume_id=${id}`]]) {
+        const r = sealfs(['mount', '--passfile', w.passfile, ...pin, w.cipher, w.mnt])
+        expect([r.status, r.stderr]).toEqual([16, `sealfs: ${w.cipher} holds volume ${otherId}, not the pinned volume ${id}\n`])
+        expect(isMounted(w.mnt)).toBe(false)
+      }
+      expect(sealfs(['mount', '--passfile', w.passfile, '--volume-id', 'xyz', w.cipher, w.mnt]).status).toBe(2)
+      // Unpinned, the substitute mounts: the pin is what tells them apart.
+      expect((await opensWith(w, ['--passfile', w.passfile])).status).toBe(0)
+    } finally {
+      await cleanup(other)
       await cleanup(w)
     }
   })

@@ -17,7 +17,8 @@ export const EXIT = {
   NO_SUCH_SLOT: 12,
   LAST_SLOT: 13,
   EXISTS: 14,
-  KEY_SERVICE: 15
+  KEY_SERVICE: 15,
+  VOLUME_MISMATCH: 16
 } as const
 
 export type CliErrorKind = 'usage' | 'passphrase-source' | 'mount-failed' | 'missing-dir' | 'not-empty'
@@ -43,7 +44,8 @@ const volumeCodes: Record<VolumeErrorKind, number> = {
   'no-such-slot': EXIT.NO_SUCH_SLOT,
   'last-slot': EXIT.LAST_SLOT,
   exists: EXIT.EXISTS,
-  'key-service': EXIT.KEY_SERVICE
+  'key-service': EXIT.KEY_SERVICE,
+  'volume-mismatch': EXIT.VOLUME_MISMATCH
 }
 
 const cliCodes: Record<CliErrorKind, number> = {

@@ -6,7 +6,7 @@ import { DEFAULT_COST, MIN_COST } from '../crypto/passphrase-kdf'
 import { Mount } from '../filesystem/mount'
 import { canonicalMountPoint, isMountPoint } from '../filesystem/mountinfo'
 import { logLine, setLogSink } from '../log'
-import { readConfig } from '../volume/config'
+import { checkVolumeId, readConfig } from '../volume/config'
 import { DekIndex } from '../volume/dek-index'
 import { VolumeError } from '../volume/errors'
 import { DEFAULT_CHUNK_SIZE, Volume } from '../volume/volume'
@@ -48,7 +48,7 @@ function checkDirs (cipher: string, mnt: string, nonempty: boolean): string {
 }
 
 interface MountCliOptions {
-  passfile?: string, extpass?: string, keyfile?: string, slot?: string, foreground?: boolean, o?: string[]
+  passfile?: string, extpass?: string, keyfile?: string, slot?: string, volumeId?: string, foreground?: boolean, o?: string[]
   passphraseFd?: string, credentialKind?: string, log?: string, idle?: string
 }
 
@@ -58,6 +58,8 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
   const idleMs = idleSpec !== undefined ? parseDuration(idleSpec) : null
   if (idleSpec !== undefined && (idleMs === null || idleMs <= 0)) throw new CliError('usage', `--idle takes a duration such as 90s, 10m or 1h30m, not '${idleSpec}'`)
   const mountpoint = checkDirs(cipher, mnt, parsed.nonempty)
+  // A pinned volume ID is checked before anything else reads or runs what the cipher dir holds.
+  checkVolumeId(readConfig(cipher), cipher, o.volumeId ?? parsed.volumeId)
   const daemonChild = o.passphraseFd !== undefined
   const source = { passfile: o.passfile ?? parsed.passfile, extpass: o.extpass ?? parsed.extpass, keyfile: o.keyfile ?? parsed.keyfile }
   const chosen = daemonChild
@@ -72,7 +74,7 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
   }
   let volume: Volume
   try {
-    volume = await Volume.unlock(cipher, credential, { readOnly: parsed.readOnly, slot })
+    volume = await Volume.unlock(cipher, credential, { readOnly: parsed.readOnly, slot, volumeId: o.volumeId ?? parsed.volumeId })
   } finally {
     passphrase.fill(0)
   }
@@ -122,7 +124,8 @@ function detach (cipher: string, mnt: string, o: MountCliOptions, chosen: Unlock
   // the one slot it is for, if any; passfile=/keyfile=/extpass= in -o are harmless to repeat.
   const passphrase = chosen.credential.secret
   const args = [process.argv[1], 'mount', '--foreground', '--passphrase-fd', '0', '--credential-kind', chosen.credential.kind,
-    ...(chosen.slot !== undefined ? ['--slot', chosen.slot] : []), ...(o.o ?? []).flatMap(x => ['-o', x]),
+    ...(chosen.slot !== undefined ? ['--slot', chosen.slot] : []), ...(o.volumeId !== undefined ? ['--volume-id', o.volumeId] : []),
+    ...(o.o ?? []).flatMap(x => ['-o', x]),
     ...(o.log !== undefined ? ['--log', path.resolve(o.log)] : []), ...(o.idle !== undefined ? ['--idle', o.idle] : []), cipher, mnt]
   // A young generation of 2 MiB semi-spaces, not V8's 16: the daemon's garbage is short-lived
   // request objects, and the smaller one is cheaper as well as smaller (tar of 12,000 files:
@@ -235,6 +238,7 @@ function program (): Command {
     .option('--extpass <command>', 'read the passphrase from the first line a program prints')
     .option('--keyfile <file>', 'unlock with a key file (made by `sealfs key add --new-keyfile`)')
     .option('--slot <name>', 'try only the key slot of this name')
+    .option('--volume-id <hex>', 'refuse to mount unless CIPHER holds this volume (its ID as `sealfs info` shows it)')
     .option('-f, --foreground', 'stay in the foreground')
     .option('-o <options>', 'mount options, comma-separated (ro, allow_other, nosuid, passfile=F, idle=D, ...)', collect)
     .option('--log <file>', 'a detached daemon logs here instead of syslog/journald')

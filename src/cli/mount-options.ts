@@ -13,6 +13,7 @@ export interface ParsedMountOptions {
   extpass?: string
   keyfile?: string
   slot?: string
+  volumeId?: string
   idle?: string
   nonempty: boolean
   readOnly: boolean
@@ -34,6 +35,8 @@ export function parseMountOptions (specs: string[]): ParsedMountOptions {
         out.passfile = opt.slice('passfile='.length)
       } else if (key === 'keyfile' && opt.length > 'keyfile='.length) {
         out.keyfile = opt.slice('keyfile='.length)
+      } else if (key === 'volume_id' && opt.length > 'volume_id='.length) {
+        out.volumeId = opt.slice('volume_id='.length)
       } else if (key === 'slot' && opt.length > 'slot='.length) {
         out.slot = opt.slice('slot='.length)
       } else if (key === 'extpass' && opt.length > 'extpass='.length) {

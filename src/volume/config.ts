@@ -105,6 +105,18 @@ function hexOf (v: unknown, bytes: number): boolean {
   return typeof v === 'string' && v.length === bytes * 2 && HEX.test(v)
 }
 
+/**
+ * Refuses a cipher dir that holds another volume than the one the user pinned (its volume ID,
+ * 32 hex digits, as `sealfs info` shows it): a volume substituted there, even one that opens
+ * with the same credential, is not mounted. Checked before any KDF or key service runs.
+ */
+export function checkVolumeId (config: VolumeConfig, cipherDir: string, pinned: string | undefined): void {
+  if (pinned === undefined) return
+  const want = pinned.toLowerCase()
+  if (!hexOf(want, 16)) throw new VolumeError('bad-input', `a volume ID is 32 hex digits (as 'sealfs info' shows it), not '${pinned}'`)
+  if (config.volumeId !== want) throw new VolumeError('volume-mismatch', `${cipherDir} holds volume ${config.volumeId}, not the pinned volume ${want}`)
+}
+
 /** sealfs.conf as read, and whether its key-service commands may be run (see readConfigFile). */
 export interface ConfigFile {
   config: VolumeConfig

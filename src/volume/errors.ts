@@ -15,6 +15,7 @@ export type VolumeErrorKind =
   | 'last-slot'          // removing the only key slot
   | 'exists'             // a slot of that name, or a file about to be made, exists already
   | 'key-service'        // a key-service command failed, refused, or was not run (untrusted config)
+  | 'volume-mismatch'    // the cipher dir holds another volume than the one pinned (--volume-id)
 
 export class VolumeError extends Error {
   constructor (readonly kind: VolumeErrorKind, message: string) {

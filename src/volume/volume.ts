@@ -7,7 +7,7 @@ import { NameCipher } from '../crypto/name-cipher'
 import { XattrCipher } from '../crypto/xattr-cipher'
 import { DEFAULT_COST, costIsAcceptable } from '../crypto/passphrase-kdf'
 import { SecretKey, randomBytes } from '../crypto/secret-key'
-import { CONTENT_CIPHER, FORMAT_VERSION, KEY_WRAP, NAME_CIPHER, VolumeConfig, readConfig, writeConfig } from './config'
+import { CONTENT_CIPHER, FORMAT_VERSION, KEY_WRAP, NAME_CIPHER, VolumeConfig, checkVolumeId, readConfig, writeConfig } from './config'
 import { DekIndex } from './dek-index'
 import { newDirId, writeDirIdSync } from './dir-id'
 import { VolumeError } from './errors'
@@ -128,11 +128,12 @@ export class Volume {
 
   /**
    * Unlocks the volume for one mount: takes the mount lock first (before any KDF work).
-   * `slot`: only the slot of that name is tried.
+   * `slot`: only the slot of that name is tried. `volumeId`: the volume the user pinned.
    */
-  static async unlock (dir: string, credential: Credential, opts: { readOnly?: boolean, slot?: string } = {}): Promise<Volume> {
+  static async unlock (dir: string, credential: Credential, opts: { readOnly?: boolean, slot?: string, volumeId?: string } = {}): Promise<Volume> {
     checkDir(dir)
     const config = readConfig(dir)
+    checkVolumeId(config, dir, opts.volumeId)  // on the config this unlock uses
     const readOnly = opts.readOnly === true
     const lock = VolumeLock.acquire(dir, readOnly)
     let masterKey: SecretKey
