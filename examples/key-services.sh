@@ -9,6 +9,13 @@
 # fstab lines then unlock by themselves while the service answers. Keep a passphrase or
 # recovery slot too, unless losing the service should mean losing the data.
 #
+# The unwrap command is stored in sealfs.conf, which anyone who can write the cipher dir can
+# edit, so sealfs runs it only if it is one of the built-in ones (`clevis decrypt`,
+# `systemd-creds decrypt --name=sealfs - -`) or a line of /etc/sealfs/unwrap-commands
+# (owned by root, writable by no one else). For the others below, add the exact string:
+#   install -m 0644 /dev/null /etc/sealfs/unwrap-commands   # once
+#   echo 'age -d -i /root/sealfs-age.key' >> /etc/sealfs/unwrap-commands
+#
 # Every `key add` first unlocks with an existing slot (here: asks for the passphrase).
 CIPHER=/srv/cipher
 

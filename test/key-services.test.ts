@@ -7,13 +7,15 @@ import { CONFIG_FILE, VolumeConfig } from '../src/volume/config'
 import { CLI, cleanup, isMounted, makeVolume, sleep, takeDown, umount, Vol } from './helpers'
 
 const TANGD = '/usr/libexec/tangd'
+/** clevis reaches the test's Tang server through curl: never through a proxy from the environment. */
+const LOOPBACK_ENV = { ...process.env, no_proxy: '127.0.0.1', NO_PROXY: '127.0.0.1' }
 const TANGD_KEYGEN = '/usr/libexec/tangd-keygen'
 
 /**
  * sealfs in a session of its own (setsid): no controlling terminal, so a prompt cannot be the
  * way in, as under systemd or mount(8) at boot.
  */
-function detached (args: string[], env: NodeJS.ProcessEnv = process.env): { status: number, stdout: string, stderr: string } {
+function detached (args: string[], env: NodeJS.ProcessEnv = LOOPBACK_ENV): { status: number, stdout: string, stderr: string } {
   // A mount's daemon logs into the test's directory, not the host's syslog.
   const log = args[0] === 'mount' ? ['--log', path.join(path.dirname(args[args.length - 1]), 'daemon.log')] : []
   const r = spawnSync('setsid', ['-w', process.execPath, CLI, args[0], ...log, ...args.slice(1)], { encoding: 'utf8', env, timeout: 90_000 })
@@ -89,7 +91,7 @@ describe('key-service slots', () => {
   })
   afterEach(async () => { await takeDown(v.base) })
   afterAll(async () => {
-    await tang.stop()
+    await tang?.stop()
     await cleanup(v)
   })
 
@@ -127,7 +129,7 @@ describe('key-service slots', () => {
     const w = makeVolume()
     try {
       // The host key lives in the test's directory, not in /var/lib/systemd.
-      const env = { ...process.env, SYSTEMD_CREDENTIAL_SECRET: path.join(w.base, 'credential.secret') }
+      const env = { ...LOOPBACK_ENV, SYSTEMD_CREDENTIAL_SECRET: path.join(w.base, 'credential.secret') }
       const add = detached(['key', 'add', '--passfile', w.passfile, '--name', 'host', '--wrap-cmd', 'systemd-creds encrypt --with-key=host --name=sealfs - -',
         '--unwrap-cmd', 'systemd-creds decrypt --name=sealfs - -', w.cipher], env)
       expect(add.status, add.stderr).toBe(0)
@@ -151,14 +153,21 @@ describe('key-service slots', () => {
     }
   }, 120_000)
 
-  it('hands the secret over pipes only, checks the unwrap at enrolment, and runs no command from a config others could write', async () => {
+  it('hands the secret over pipes only, checks the unwrap at enrolment, and runs a stored command only if built in or allowed locally', async () => {
     const w = makeVolume()
     try {
       const seen = path.join(w.base, 'seen')
       fs.mkdirSync(seen)
-      // A stand-in service that records what it is given: its stdin, argv and environment.
+      // A stand-in service that records what it is given (stdin, argv, environment) and how
+      // often the unwrap runs; unwrap.sh can change behaviour later without its command changing.
       const wrap = `cat > '${seen}/wrap-input'; printf '%s\\n' "$0 $*" > '${seen}/wrap-argv'; env > '${seen}/wrap-env'; base64 '${seen}/wrap-input'`
-      const unwrap = `env > '${seen}/unwrap-env'; base64 -d`
+      const script = path.join(seen, 'unwrap.sh')
+      fs.writeFileSync(script, `echo run >> '${seen}/unwrap-runs'; env > '${seen}/unwrap-env'; base64 -d\n`)
+      const unwrap = `sh '${script}'`
+      const allow = path.join(w.base, 'unwrap-commands')
+      fs.writeFileSync(allow, `# test\n${unwrap}\n`, { mode: 0o600 })
+      const env = { ...LOOPBACK_ENV, SEALFS_UNWRAP_COMMANDS: allow }
+
       const bad = detached(['key', 'add', '--passfile', w.passfile, '--name', 'broken', '--wrap-cmd', wrap, '--unwrap-cmd', 'echo wrong', w.cipher])
       expect([bad.status, bad.stderr]).toEqual([15, 'sealfs: the unwrap command did not give back what the wrap command was given\n'])
       expect((JSON.parse(fs.readFileSync(path.join(w.cipher, CONFIG_FILE), 'utf8')) as VolumeConfig).slots.length).toBe(1)
@@ -167,29 +176,58 @@ describe('key-service slots', () => {
       expect(add.status, add.stderr).toBe(0)
       const secret = fs.readFileSync(path.join(seen, 'wrap-input'), 'utf8')
       expect(secret).toMatch(/^[0-9a-f]{64}\n$/)
-      await mountsAndServes(w, w.cipher)
+      fs.rmSync(path.join(seen, 'unwrap-runs'))
+      await mountsAndServes(w, w.cipher, env)
+      // Asked once, by the command the user ran: the daemon gets the secret from it, over a pipe.
+      expect(fs.readFileSync(path.join(seen, 'unwrap-runs'), 'utf8')).toBe('run\n')
       const hex = secret.trim()
       for (const f of ['wrap-argv', 'wrap-env', 'unwrap-env']) expect(fs.readFileSync(path.join(seen, f), 'utf8')).not.toContain(hex)
       expect(fs.readFileSync(path.join(w.cipher, CONFIG_FILE), 'utf8')).not.toContain(hex)
 
-      // A config someone else owns, or may write, runs none of its commands.
-      const marker = path.join(w.base, 'ran')
-      const c = JSON.parse(fs.readFileSync(path.join(w.cipher, CONFIG_FILE), 'utf8')) as VolumeConfig
-      ;(c.slots[1] as unknown as Record<string, unknown>).unwrapCmd = `touch '${marker}'; exit 1`
-      fs.writeFileSync(path.join(w.cipher, CONFIG_FILE), JSON.stringify(c))
+      // Not allowed: no local list, or one that someone else owns or may write. Nothing runs.
+      const noList = detached(['mount', w.cipher, w.mnt])
+      expect(noList.status).toBe(15)
+      expect(noList.stderr).toMatch(/neither built in nor in the local allow-list .*, so it was not run\n$/)
       for (const [uid, mode] of [[65534, 0o600], [0, 0o620], [0, 0o606]]) {
-        fs.chownSync(path.join(w.cipher, CONFIG_FILE), uid, 0)
-        fs.chmodSync(path.join(w.cipher, CONFIG_FILE), mode)
-        const r = detached(['mount', w.cipher, w.mnt])
-        expect(r.status, r.stderr).toBe(15)
-        expect(r.stderr).toMatch(/were not tried: its sealfs.conf is owned by another user or writable by others/)
-        expect(fs.existsSync(marker)).toBe(false)
+        fs.chownSync(allow, uid, 0)
+        fs.chmodSync(allow, mode)
+        expect(detached(['mount', w.cipher, w.mnt], env).status).toBe(15)
       }
-      // Root's own config does run it (and the planted command cannot open the slot: its wrap binds unwrapCmd).
-      fs.chownSync(path.join(w.cipher, CONFIG_FILE), 0, 0)
-      fs.chmodSync(path.join(w.cipher, CONFIG_FILE), 0o600)
-      expect(detached(['mount', w.cipher, w.mnt]).status).toBe(15)
-      expect(fs.existsSync(marker)).toBe(true)
+      fs.chownSync(allow, 0, 0)
+      fs.chmodSync(allow, 0o600)
+      expect(fs.readFileSync(path.join(seen, 'unwrap-runs'), 'utf8')).toBe('run\n')
+
+      // A service that answers with another secret, and a slot whose stored command was
+      // edited (to one that is allowed and gives the right secret): neither opens the slot.
+      fs.writeFileSync(script, 'printf "%064d\\n" 0\n')
+      const zeros = detached(['mount', w.cipher, w.mnt], env)
+      expect([zeros.status, zeros.stderr]).toEqual([7, 'sealfs: the key service gave a secret that does not open its slot (or the volume config was modified)\n'])
+      fs.writeFileSync(script, 'base64 -d\n')
+      const c = JSON.parse(fs.readFileSync(path.join(w.cipher, CONFIG_FILE), 'utf8')) as VolumeConfig
+      const edited = `${unwrap} # edited`
+      ;(c.slots[1] as unknown as Record<string, unknown>).unwrapCmd = edited
+      fs.writeFileSync(path.join(w.cipher, CONFIG_FILE), JSON.stringify(c))
+      fs.appendFileSync(allow, `${edited}\n`)
+      expect(detached(['mount', w.cipher, w.mnt], env).status).toBe(7)
+
+      // A planted slot's command that is not allowed never runs, whoever owns the config.
+      const marker = path.join(w.base, 'ran')
+      ;(c.slots[1] as unknown as Record<string, unknown>).unwrapCmd = `touch '${marker}'`
+      fs.writeFileSync(path.join(w.cipher, CONFIG_FILE), JSON.stringify(c), { mode: 0o600 })
+      expect(detached(['mount', w.cipher, w.mnt], env).status).toBe(15)
+      expect(fs.existsSync(marker)).toBe(false)
+
+      // A service that leaves a process holding its output open does not hang the unlock,
+      // and one that prints without end is stopped.
+      ;(c.slots[1] as unknown as Record<string, unknown>).unwrapCmd = unwrap
+      fs.writeFileSync(path.join(w.cipher, CONFIG_FILE), JSON.stringify(c), { mode: 0o600 })
+      fs.writeFileSync(script, 'sleep 600 & base64 -d\n')
+      const lingering = detached(['mount', w.cipher, w.mnt], env)
+      expect(lingering.status, lingering.stderr).toBe(0)
+      await umount(w)
+      fs.writeFileSync(script, 'yes\n')
+      const endless = detached(['mount', w.cipher, w.mnt], env)
+      expect([endless.status, endless.stderr]).toEqual([15, 'sealfs: key service of slot \'svc\': the unwrap command printed more than 4096 bytes\n'])
       expect(isMounted(w.mnt)).toBe(false)
     } finally {
       await cleanup(w)

@@ -117,30 +117,17 @@ export function checkVolumeId (config: VolumeConfig, cipherDir: string, pinned: 
   if (config.volumeId !== want) throw new VolumeError('volume-mismatch', `${cipherDir} holds volume ${config.volumeId}, not the pinned volume ${want}`)
 }
 
-/** sealfs.conf as read, and whether its key-service commands may be run (see readConfigFile). */
-export interface ConfigFile {
-  config: VolumeConfig
-  /**
-   * Only the user running sealfs (or root) owns it and nobody else may write it: then, and
-   * only then, are the commands of its key-service slots run without asking. A config that
-   * someone else could have written (the cipher dir is not trusted) never runs a command.
-   */
-  trusted: boolean
-}
-
 /** Reads and checks sealfs.conf. Every field is later authenticated as AAD of the slot wrap. */
 export function readConfig (cipherDir: string): VolumeConfig {
-  return readConfigFile(cipherDir).config
+  const file = path.join(cipherDir, CONFIG_FILE)
+  return checkConfig(parseConfig(readConfigBytes(cipherDir, file), file), file)
 }
 
 /**
- * Reads sealfs.conf through one descriptor: never through a symlink, never blocking on a
- * FIFO; its owner and mode come from that descriptor.
+ * sealfs.conf's bytes, read through one descriptor: never through a symlink, never blocking
+ * on a FIFO, never more than MAX_CONFIG_BYTES (a file that grows while read is refused).
  */
-export function readConfigFile (cipherDir: string): ConfigFile {
-  const file = path.join(cipherDir, CONFIG_FILE)
-  let text: string
-  let trusted: boolean
+function readConfigBytes (cipherDir: string, file: string): Buffer {
   let fd: number
   try {
     fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK)
@@ -149,24 +136,26 @@ export function readConfigFile (cipherDir: string): ConfigFile {
     throw new VolumeError('damaged-config', `cannot read ${file}: ${(e as NodeJS.ErrnoException).code === 'ELOOP' ? 'it is a symlink' : (e as NodeJS.ErrnoException).code ?? 'error'}`)
   }
   try {
-    const st = fs.fstatSync(fd)
-    if (!st.isFile() || st.size > MAX_CONFIG_BYTES) throw new VolumeError('damaged-config', `${file} is not a sealfs config (not a regular file, or too large)`)
-    text = fs.readFileSync(fd, 'utf8')
-    const euid = process.geteuid?.() ?? -1
-    trusted = (st.uid === euid || st.uid === 0) && (st.mode & 0o022) === 0
+    if (!fs.fstatSync(fd).isFile()) throw new VolumeError('damaged-config', `${file} is not a regular file`)
+    const buf = Buffer.alloc(MAX_CONFIG_BYTES + 1)
+    let n = 0
+    for (let got = 1; got > 0 && n < buf.length; n += got) got = fs.readSync(fd, buf, n, buf.length - n, null)
+    if (n > MAX_CONFIG_BYTES) throw new VolumeError('damaged-config', `${file} is too large to be a sealfs config`)
+    return buf.subarray(0, n)
   } catch (e) {
     if (e instanceof VolumeError) throw e
     throw new VolumeError('damaged-config', `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`)
   } finally {
     fs.closeSync(fd)
   }
-  let parsed: unknown
+}
+
+function parseConfig (bytes: Buffer, file: string): unknown {
   try {
-    parsed = JSON.parse(text)
+    return JSON.parse(bytes.toString('utf8'))
   } catch {
     throw new VolumeError('damaged-config', `${file} is not valid JSON`)
   }
-  return { config: checkConfig(parsed, file), trusted }
 }
 
 /**
@@ -206,7 +195,7 @@ export function unlockCost (slots: KeySlot[]): number {
 export function checkUnlockCost (slots: KeySlot[], what: string): void {
   const cost = unlockCost(slots)
   if (cost > MAX_UNLOCK_COST_GIB_PASSES) {
-    throw new VolumeError('weak-kdf', `${what}: its passphrase slots together ask for more Argon2id work than an unlock may cost (${Math.round(cost)} GiB-passes, at most ${MAX_UNLOCK_COST_GIB_PASSES})`)
+    throw new VolumeError('weak-kdf', `${what}: its passphrase slots together ask for more Argon2id work than an unlock may cost (${cost.toFixed(1)} GiB-passes, at most ${MAX_UNLOCK_COST_GIB_PASSES})`)
   }
 }
 
@@ -245,7 +234,9 @@ function checkSlot (file: string, s: KeySlot): void {
     if (allowed.some(k => !(k in s))) throw new VolumeError('damaged-config', `${file} has an invalid key slot`)
     if (s.kind === 'command') {
       const cmdOk = typeof s.unwrapCmd === 'string' && s.unwrapCmd.length > 0 && s.unwrapCmd.length <= MAX_UNWRAP_CMD
-      const blobOk = typeof s.blob === 'string' && s.blob.length > 0 && s.blob.length <= Math.ceil(MAX_SERVICE_BLOB / 3) * 4 && BASE64.test(s.blob)
+      // Canonical base64 with padding (it decodes and encodes back to itself), of at most MAX_SERVICE_BLOB bytes.
+      const blobOk = typeof s.blob === 'string' && s.blob.length > 0 && s.blob.length <= Math.ceil(MAX_SERVICE_BLOB / 3) * 4 && BASE64.test(s.blob) &&
+        Buffer.from(s.blob, 'base64').length <= MAX_SERVICE_BLOB && Buffer.from(s.blob, 'base64').toString('base64') === s.blob
       if (!cmdOk || !blobOk) throw new VolumeError('damaged-config', `${file} has an invalid key slot`)
     }
   }

@@ -14,7 +14,7 @@ export type VolumeErrorKind =
   | 'no-such-slot'       // no key slot of the name given
   | 'last-slot'          // removing the only key slot
   | 'exists'             // a slot of that name, or a file about to be made, exists already
-  | 'key-service'        // a key-service command failed, refused, or was not run (untrusted config)
+  | 'key-service'        // a key-service command failed, refused, or was not allowed to run
   | 'volume-mismatch'    // the cipher dir holds another volume than the one pinned (--volume-id)
 
 export class VolumeError extends Error {

@@ -5,7 +5,7 @@ import { normalizeRecoveryKey } from '../crypto/recovery-key'
 import { AuthenticationError } from '../crypto/errors'
 import { SecretKey, randomBytes } from '../crypto/secret-key'
 import { CommandSlot, KeyfileSlot, KeySlot, MAX_SERVICE_BLOB, PassphraseSlot, VolumeConfig, checkUnlockCost, slotAad, slotName } from './config'
-import { runKeyService, trimLineEnd } from './key-service'
+import { allowedUnwrap, runKeyService, trimLineEnd } from './key-service'
 import { VolumeError } from './errors'
 
 /**
@@ -63,9 +63,9 @@ export async function createCommandSlot (config: VolumeConfig, who: SlotIdentity
   const line = Buffer.concat([secret, Buffer.from('\n')])
   let blob: Buffer | null = null
   try {
-    blob = await runKeyService(wrapCmd, line, MAX_SERVICE_BLOB, 'the wrap command')
+    blob = await runKeyService({ shell: wrapCmd }, line, MAX_SERVICE_BLOB, 'the wrap command')
     if (blob.length === 0) throw new VolumeError('key-service', 'the wrap command printed nothing')
-    const back = await runKeyService(unwrapCmd, blob, 4096, 'the unwrap command')
+    const back = await runKeyService({ shell: unwrapCmd }, blob, 4096, 'the unwrap command')
     const same = trimLineEnd(back).equals(secret)
     back.fill(0)
     if (!same) throw new VolumeError('key-service', 'the unwrap command did not give back what the wrap command was given')
@@ -94,7 +94,11 @@ export async function createCommandSlot (config: VolumeConfig, who: SlotIdentity
  */
 export async function askKeyService (slot: CommandSlot): Promise<Credential> {
   const what = `key service of slot '${slotName(slot)}': the unwrap command`
-  const out = await runKeyService(slot.unwrapCmd, Buffer.from(slot.blob, 'base64'), 4096, what)
+  const run = allowedUnwrap(slot.unwrapCmd)
+  if (run === null) {
+    throw new VolumeError('key-service', `key service of slot '${slotName(slot)}': its unwrap command is neither built in nor in the local allow-list (${process.env.SEALFS_UNWRAP_COMMANDS ?? '/etc/sealfs/unwrap-commands'}), so it was not run`)
+  }
+  const out = await runKeyService(run, Buffer.from(slot.blob, 'base64'), 4096, what)
   const secret = Buffer.from(trimLineEnd(out))
   out.fill(0)
   if (!isServiceSecret(secret)) {

@@ -20,12 +20,17 @@ export class VolumeLock {
     const file = path.join(cipherDir, LOCK_FILE)
     let fd: number
     try {
+      // O_NONBLOCK: a FIFO planted as the lock file must not hang the mount (it is refused below).
       fd = readOnly
-        ? fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW)
-        : fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600)
+        ? fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK)
+        : fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK, 0o600)
     } catch (e) {
       if (readOnly && (e as NodeJS.ErrnoException).code === 'ENOENT') return new VolumeLock(null)
       throw new VolumeError('busy', `cannot open the volume lock ${file}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`)
+    }
+    if (!fs.fstatSync(fd).isFile()) {
+      fs.closeSync(fd)
+      throw new VolumeError('busy', `the volume lock ${file} is not a regular file`)
     }
     // A daemon whose mount was just unmounted needs a moment to close; wait for it briefly.
     let rc = posix.flock(fd, (readOnly ? LOCK_SH : LOCK_EX) | LOCK_NB)
