@@ -18,7 +18,8 @@ export const EXIT = {
   LAST_SLOT: 13,
   EXISTS: 14,
   KEY_SERVICE: 15,
-  VOLUME_MISMATCH: 16
+  VOLUME_MISMATCH: 16,
+  EPHEMERAL: 17
 } as const
 
 export type CliErrorKind = 'usage' | 'passphrase-source' | 'mount-failed' | 'missing-dir' | 'not-empty'
@@ -45,7 +46,8 @@ const volumeCodes: Record<VolumeErrorKind, number> = {
   'last-slot': EXIT.LAST_SLOT,
   exists: EXIT.EXISTS,
   'key-service': EXIT.KEY_SERVICE,
-  'volume-mismatch': EXIT.VOLUME_MISMATCH
+  'volume-mismatch': EXIT.VOLUME_MISMATCH,
+  ephemeral: EXIT.EPHEMERAL
 }
 
 const cliCodes: Record<CliErrorKind, number> = {

@@ -4,6 +4,7 @@ import fs from 'fs'
 import path from 'path'
 import { DEFAULT_COST, MIN_COST } from '../crypto/passphrase-kdf'
 import { Mount } from '../filesystem/mount'
+import { wipeTree } from '../filesystem/tree-wipe'
 import { canonicalMountPoint, isMountPoint } from '../filesystem/mountinfo'
 import { logLine, setLogSink } from '../log'
 import { checkVolumeId, readConfig } from '../volume/config'
@@ -48,7 +49,7 @@ function checkDirs (cipher: string, mnt: string, nonempty: boolean): string {
 }
 
 interface MountCliOptions {
-  passfile?: string, extpass?: string, keyfile?: string, slot?: string, volumeId?: string, foreground?: boolean, o?: string[]
+  passfile?: string, extpass?: string, keyfile?: string, slot?: string, volumeId?: string, ephemeral?: boolean, foreground?: boolean, o?: string[]
   passphraseFd?: string, credentialKind?: string, log?: string, idle?: string
 }
 
@@ -58,25 +59,37 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
   const idleMs = idleSpec !== undefined ? parseDuration(idleSpec) : null
   if (idleSpec !== undefined && (idleMs === null || idleMs <= 0)) throw new CliError('usage', `--idle takes a duration such as 90s, 10m or 1h30m, not '${idleSpec}'`)
   const mountpoint = checkDirs(cipher, mnt, parsed.nonempty)
-  // A pinned volume ID is checked before anything else reads or runs what the cipher dir holds.
-  checkVolumeId(readConfig(cipher), cipher, o.volumeId ?? parsed.volumeId)
   const daemonChild = o.passphraseFd !== undefined
   const source = { passfile: o.passfile ?? parsed.passfile, extpass: o.extpass ?? parsed.extpass, keyfile: o.keyfile ?? parsed.keyfile }
-  const chosen = daemonChild
-    ? { credential: { kind: credentialKind(o.credentialKind), secret: fromDescriptor(Number(o.passphraseFd)) } as Credential, slot: o.slot ?? parsed.slot }
-    : await chooseCredential(cipher, source, o.slot ?? parsed.slot)
-  const { credential, slot } = chosen
-  const passphrase = credential.secret
+  const ephemeral = o.ephemeral === true || parsed.ephemeral
+  let chosen: UnlockChoice | null = null
+  if (ephemeral) {
+    // Its key exists only in the daemon: nothing opens it, so nothing is asked for.
+    if (source.passfile !== undefined || source.extpass !== undefined || source.keyfile !== undefined || (o.slot ?? parsed.slot ?? o.volumeId ?? parsed.volumeId) !== undefined || parsed.readOnly) {
+      throw new CliError('usage', 'an ephemeral mount takes no passphrase, key file, slot, volume ID or ro: its key is new at every mount')
+    }
+    if (daemonChild) fromDescriptor(Number(o.passphraseFd)).fill(0)
+  } else {
+    // A pinned volume ID is checked before anything else reads or runs what the cipher dir holds.
+    checkVolumeId(readConfig(cipher), cipher, o.volumeId ?? parsed.volumeId)
+    chosen = daemonChild
+      ? { credential: { kind: credentialKind(o.credentialKind), secret: fromDescriptor(Number(o.passphraseFd)) } as Credential, slot: o.slot ?? parsed.slot }
+      : await chooseCredential(cipher, source, o.slot ?? parsed.slot)
+  }
   if (!o.foreground && !daemonChild) return detach(cipher, mnt, o, chosen)
 
   const report = (line: string): void => {
     if (daemonChild) { try { fs.writeSync(STATUS_FD, line + '\n'); fs.closeSync(STATUS_FD) } catch { /* parent gone */ } }
   }
   let volume: Volume
-  try {
-    volume = await Volume.unlock(cipher, credential, { readOnly: parsed.readOnly, slot, volumeId: o.volumeId ?? parsed.volumeId })
-  } finally {
-    passphrase.fill(0)
+  if (chosen === null) {
+    volume = await Volume.ephemeral(cipher, wipeTree)
+  } else {
+    try {
+      volume = await Volume.unlock(cipher, chosen.credential, { readOnly: parsed.readOnly, slot: chosen.slot, volumeId: o.volumeId ?? parsed.volumeId })
+    } finally {
+      chosen.credential.secret.fill(0)
+    }
   }
   let mount: Mount
   try {
@@ -119,12 +132,14 @@ function credentialKind (kind: string | undefined): Credential['kind'] {
 }
 
 /** Starts the daemon as a detached child and waits until it has mounted (or failed). */
-function detach (cipher: string, mnt: string, o: MountCliOptions, chosen: UnlockChoice): Promise<void> {
+function detach (cipher: string, mnt: string, o: MountCliOptions, chosen: UnlockChoice | null): Promise<void> {
   // The child gets the credential (passphrase, key file or key-service secret) on stdin and
   // the one slot it is for, if any; passfile=/keyfile=/extpass= in -o are harmless to repeat.
-  const passphrase = chosen.credential.secret
-  const args = [process.argv[1], 'mount', '--foreground', '--passphrase-fd', '0', '--credential-kind', chosen.credential.kind,
-    ...(chosen.slot !== undefined ? ['--slot', chosen.slot] : []), ...(o.volumeId !== undefined ? ['--volume-id', o.volumeId] : []),
+  // An ephemeral mount (chosen null) gets nothing: its key is made in the child.
+  const passphrase = chosen?.credential.secret ?? Buffer.alloc(0)
+  const args = [process.argv[1], 'mount', '--foreground', '--passphrase-fd', '0',
+    ...(chosen !== null ? ['--credential-kind', chosen.credential.kind] : o.ephemeral === true ? ['--ephemeral'] : []),
+    ...(chosen?.slot !== undefined ? ['--slot', chosen.slot] : []), ...(o.volumeId !== undefined ? ['--volume-id', o.volumeId] : []),
     ...(o.o ?? []).flatMap(x => ['-o', x]),
     ...(o.log !== undefined ? ['--log', path.resolve(o.log)] : []), ...(o.idle !== undefined ? ['--idle', o.idle] : []), cipher, mnt]
   // A young generation of 2 MiB semi-spaces, not V8's 16: the daemon's garbage is short-lived
@@ -184,6 +199,7 @@ function runInfo (cipher: string, o: { json?: boolean }): void {
     nameCipher: config.nameCipher,
     keyWrap: config.keyWrap,
     masterKeyVersion: config.masterKeyVersion,
+    ephemeral: config.ephemeral === true,
     keySlots: config.slots.map(slotSummary),
     files
   }
@@ -197,6 +213,7 @@ function runInfo (cipher: string, o: { json?: boolean }): void {
     `content cipher:  ${info.contentCipher}, ${info.chunkSize}-byte chunks`,
     `name cipher:     ${info.nameCipher}`,
     `key wrap:        ${info.keyWrap}, master key version ${info.masterKeyVersion}`,
+    ...(info.ephemeral ? ['ephemeral:       yes (no key slot: nothing can open it after its mount ended)'] : []),
     ...info.keySlots.map(s => `key slot ${String(s.name)}: ${s.recovery === true ? 'recovery key' : String(s.kind)}, ${String(s.kdf)}${s.kind === 'passphrase' ? ` opslimit=${String(s.opslimit)} memlimit=${Number(s.memlimit) / 1024 / 1024} MiB` : ''}`),
     `files:           ${files === null ? 'unknown (no index)' : files}`
   ]
@@ -239,6 +256,7 @@ function program (): Command {
     .option('--keyfile <file>', 'unlock with a key file (made by `sealfs key add --new-keyfile`)')
     .option('--slot <name>', 'try only the key slot of this name')
     .option('--volume-id <hex>', 'refuse to mount unless CIPHER holds this volume (its ID as `sealfs info` shows it)')
+    .option('--ephemeral', 'a throwaway volume: a new key held only in the daemon; CIPHER must be empty or hold an earlier ephemeral volume, which is wiped')
     .option('-f, --foreground', 'stay in the foreground')
     .option('-o <options>', 'mount options, comma-separated (ro, allow_other, nosuid, passfile=F, idle=D, ...)', collect)
     .option('--log <file>', 'a detached daemon logs here instead of syslog/journald')

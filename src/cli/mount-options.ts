@@ -17,11 +17,12 @@ export interface ParsedMountOptions {
   idle?: string
   nonempty: boolean
   readOnly: boolean
+  ephemeral: boolean
 }
 
 /** Parses -o a,b,c. An option we do not know is an error, not silently passed to the kernel. */
 export function parseMountOptions (specs: string[]): ParsedMountOptions {
-  const out: ParsedMountOptions = { fuse: [], nonempty: false, readOnly: false }
+  const out: ParsedMountOptions = { fuse: [], nonempty: false, readOnly: false, ephemeral: false }
   for (const spec of specs) {
     for (const opt of spec.split(',').map(s => s.trim()).filter(s => s.length > 0)) {
       const [key] = opt.split('=', 1)
@@ -49,6 +50,8 @@ export function parseMountOptions (specs: string[]): ParsedMountOptions {
         out.fuse.push(opt)  // libfuse request trace (foreground only; it prints plaintext paths)
       } else if (opt === 'nonempty') {
         out.nonempty = true
+      } else if (opt === 'ephemeral') {
+        out.ephemeral = true
       } else {
         throw new CliError('usage', `unknown mount option '${key}'`)
       }

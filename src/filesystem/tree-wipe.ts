@@ -1,11 +1,12 @@
 import fs from 'fs'
+import { VolumeError } from '../volume/errors'
 import { AT_REMOVEDIR, DIRENT_HEADER, TYPE_DIR, backing } from './backing-addon'
 
 const EISDIR = 21
 const O_DIRECTORY = fs.constants.O_DIRECTORY
 
 function fail (what: string, r: number): never {
-  throw Object.assign(new Error(`cannot wipe the cipher dir: ${what} failed (errno ${-r})`), { code: 'EIO', syscall: what })
+  throw new VolumeError('not-empty', `cannot wipe the earlier ephemeral volume: ${what} failed (errno ${-r})`)
 }
 
 function names (dirfd: number): Buffer[] {

@@ -96,6 +96,8 @@ export interface VolumeConfig {
   nameCipher: string
   keyWrap: string
   masterKeyVersion: number
+  /** A throwaway volume: its master key lived only in the daemon that made it; no slots. */
+  ephemeral?: true
   slots: KeySlot[]
 }
 
@@ -170,7 +172,10 @@ export function checkConfig (parsed: unknown, file: string): VolumeConfig {
   if (!hexOf(c.volumeId, 16) || !isValidChunkSize(c.chunkSize) || !Number.isInteger(c.masterKeyVersion) || c.masterKeyVersion < 1 || c.masterKeyVersion > 0xffffffff) {
     throw new VolumeError('damaged-config', `${file} has an invalid field`)
   }
-  if (!Array.isArray(c.slots) || c.slots.length === 0) throw new VolumeError('damaged-config', `${file} has no key slots`)
+  if (c.ephemeral !== undefined && c.ephemeral !== true) throw new VolumeError('damaged-config', `${file} has an invalid field`)
+  if (!Array.isArray(c.slots) || (c.slots.length === 0) !== (c.ephemeral === true)) {
+    throw new VolumeError('damaged-config', c.ephemeral === true ? `${file} is ephemeral but has key slots` : `${file} has no key slots`)
+  }
   if (c.slots.length > MAX_SLOTS) throw new VolumeError('damaged-config', `${file} has more than ${MAX_SLOTS} key slots`)
   const ids = new Set<number>()
   const names = new Set<string>()

@@ -16,6 +16,7 @@ export type VolumeErrorKind =
   | 'exists'             // a slot of that name, or a file about to be made, exists already
   | 'key-service'        // a key-service command failed, refused, or was not allowed to run
   | 'volume-mismatch'    // the cipher dir holds another volume than the one pinned (--volume-id)
+  | 'ephemeral'          // an ephemeral volume: nothing can open it
 
 export class VolumeError extends Error {
   constructor (readonly kind: VolumeErrorKind, message: string) {

@@ -130,6 +130,9 @@ async function slotKek (slot: KeySlot, credential: Credential): Promise<SecretKe
  * that authenticates gives the master key and says which slot it was.
  */
 export async function unlockSlot (config: VolumeConfig, credential: Credential, only?: string): Promise<{ masterKey: SecretKey, slot: KeySlot }> {
+  if (config.ephemeral === true) {
+    throw new VolumeError('ephemeral', 'this is an ephemeral volume: its key existed only in the daemon that made it, and nothing can open it (sealfs mount --ephemeral starts a new one, wiping it)')
+  }
   const slots = only === undefined ? config.slots : config.slots.filter(s => slotName(s) === only)
   if (slots.length === 0) throw new VolumeError('no-such-slot', `the volume has no key slot named '${only ?? ''}'`)
   if (credential.kind === 'passphrase') checkUnlockCost(slots, 'the volume config')

@@ -13,7 +13,7 @@ import { newDirId, writeDirIdSync } from './dir-id'
 import { VolumeError } from './errors'
 import { FILE_ID_BYTES, FileHeader, encodeHeader } from './file-header'
 import { Credential, createPassphraseSlot, unlockSlot } from './key-slot'
-import { VolumeLock } from './volume-lock'
+import { LOCK_FILE, VolumeLock } from './volume-lock'
 
 /**
  * 4 KiB, the page size and what random I/O asks for: a 4 KiB read or write then opens or
@@ -124,6 +124,50 @@ export class Volume {
     writeDirIdSync(dir, newDirId())
     await new DekIndex(dir, config.volumeId).close()
     writeConfig(dir, config)
+  }
+
+  /**
+   * A new ephemeral volume in `dir` for one mount: a random master key that never leaves this
+   * process, no key slot, nothing on disk that could open it. `dir` must be empty or hold an
+   * earlier ephemeral volume, which `wipe` empties first (under the mount lock, so a mounted
+   * one is never wiped). The config is written first, so a crash at any point leaves a
+   * directory the next ephemeral mount recognizes and wipes.
+   */
+  static async ephemeral (dir: string, wipe: (dir: string, keep: string[]) => void, opts: { chunkSize?: number } = {}): Promise<Volume> {
+    checkDir(dir)
+    const entries = fs.readdirSync(dir).filter(n => n !== LOCK_FILE)
+    if (entries.length > 0) {
+      let earlier: VolumeConfig | null = null
+      try { earlier = readConfig(dir) } catch { /* not a volume */ }
+      if (earlier?.ephemeral !== true) throw new VolumeError('not-empty', `${dir} is neither empty nor an ephemeral volume, and an ephemeral mount would wipe it`)
+    }
+    const lock = VolumeLock.acquire(dir, false)
+    try {
+      if (entries.length > 0) wipe(dir, [LOCK_FILE])
+      const config: VolumeConfig = {
+        format: 'sealfs',
+        formatVersion: FORMAT_VERSION,
+        volumeId: randomBytes(16).toString('hex'),
+        contentCipher: CONTENT_CIPHER,
+        chunkSize: opts.chunkSize ?? DEFAULT_CHUNK_SIZE,
+        nameCipher: NAME_CIPHER,
+        keyWrap: KEY_WRAP,
+        masterKeyVersion: 1,
+        ephemeral: true,
+        slots: []
+      }
+      writeConfig(dir, config)
+      writeDirIdSync(dir, newDirId())
+      const masterKey = SecretKey.random()
+      try {
+        return new Volume(dir, config, masterKey, lock, false)
+      } finally {
+        masterKey.dispose()
+      }
+    } catch (e) {
+      lock.release()
+      throw e
+    }
   }
 
   /**

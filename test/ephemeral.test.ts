@@ -1,0 +1,90 @@
+import { execFileSync } from 'child_process'
+import fs from 'fs'
+import path from 'path'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { cleanup, isMounted, makeVolume, sealfs, takeDown, umount, Vol, walk } from './helpers'
+
+describe('ephemeral volumes', () => {
+  let v: Vol
+  let cipher: string
+  beforeAll(() => {
+    v = makeVolume()
+    cipher = path.join(v.base, 'scratch')
+    fs.mkdirSync(cipher)
+  })
+  afterEach(async () => { await takeDown(v.base) })
+  afterAll(async () => { await cleanup(v) })
+
+  const log = (): string[] => ['--log', path.join(v.base, 'daemon.log')]
+
+  it('mounts a new key every time, keeps nothing that opens it, and wipes the last one at the next mount', async () => {
+    const r = sealfs(['mount', '--ephemeral', ...log(), cipher, v.mnt])
+    expect(r.status, r.stderr).toBe(0)
+    try {
+      fs.mkdirSync(path.join(v.mnt, 'build'))
+      fs.writeFileSync(path.join(v.mnt, 'build', 'out.o'), 'scratch data '.repeat(1000))
+      expect(fs.readFileSync(path.join(v.mnt, 'build', 'out.o'), 'utf8')).toBe('scratch data '.repeat(1000))
+    } finally {
+      await umount(v)
+    }
+    const config = JSON.parse(fs.readFileSync(path.join(cipher, 'sealfs.conf'), 'utf8'))
+    expect(config).toMatchObject({ ephemeral: true, slots: [] })
+    expect(JSON.stringify(config)).not.toMatch(/wrapped|salt/)
+    const backing = walk(cipher).filter(p => !path.basename(p).startsWith('sealfs.'))
+    expect(backing.length).toBeGreaterThan(0)  // ciphertext stays until the next ephemeral mount...
+    // ...and nothing opens it.
+    const again = sealfs(['mount', '--passfile', v.passfile, cipher, v.mnt])
+    expect([again.status, again.stderr]).toEqual([17, 'sealfs: this is an ephemeral volume: its key existed only in the daemon that made it, and nothing can open it (sealfs mount --ephemeral starts a new one, wiping it)\n'])
+    expect(sealfs(['info', cipher]).stdout).toMatch(/ephemeral:\s+yes/)
+
+    // fstab's spelling: -o ephemeral. The earlier volume is wiped; the mount starts empty.
+    const second = sealfs(['mount', '-o', 'ephemeral', ...log(), cipher, v.mnt])
+    expect(second.status, second.stderr).toBe(0)
+    try {
+      expect(fs.readdirSync(v.mnt)).toEqual([])
+      for (const p of backing) expect(fs.existsSync(p)).toBe(false)
+      // The mounted one is never wiped by another ephemeral mount.
+      const other = path.join(v.base, 'mnt2')
+      fs.mkdirSync(other)
+      fs.writeFileSync(path.join(v.mnt, 'live'), 'x')
+      expect(sealfs(['mount', '--ephemeral', ...log(), cipher, other]).status).toBe(11)
+      expect(fs.readFileSync(path.join(v.mnt, 'live'), 'utf8')).toBe('x')
+    } finally {
+      await umount(v)
+    }
+  })
+
+  it('refuses a directory that holds anything else, and takes no credential', () => {
+    const before = walk(v.cipher)
+    const r = sealfs(['mount', '--ephemeral', ...log(), v.cipher, v.mnt])
+    expect([r.status, r.stderr]).toEqual([4, `sealfs: ${v.cipher} is neither empty nor an ephemeral volume, and an ephemeral mount would wipe it\n`])
+    expect(walk(v.cipher)).toEqual(before)
+    const stray = path.join(v.base, 'stray')
+    fs.mkdirSync(stray)
+    fs.writeFileSync(path.join(stray, 'thesis.tex'), 'mine')
+    expect(sealfs(['mount', '--ephemeral', ...log(), stray, v.mnt]).status).toBe(4)
+    expect(fs.readFileSync(path.join(stray, 'thesis.tex'), 'utf8')).toBe('mine')
+    expect(sealfs(['mount', '--ephemeral', '--passfile', v.passfile, cipher, v.mnt]).status).toBe(2)
+    expect(isMounted(v.mnt)).toBe(false)
+  })
+
+  it('wipes through descriptors: a symlink planted in the earlier volume is removed, never followed', async () => {
+    const outside = path.join(v.base, 'outside')
+    fs.mkdirSync(outside)
+    fs.writeFileSync(path.join(outside, 'keep'), 'not the volume\'s')
+    // An earlier ephemeral volume, then planted links: to a directory outside, and one inside a subdirectory.
+    expect(sealfs(['mount', '--ephemeral', ...log(), cipher, v.mnt]).status).toBe(0)
+    await umount(v)
+    fs.symlinkSync(outside, path.join(cipher, 'AAAAlink'))
+    fs.mkdirSync(path.join(cipher, 'AAAAdir'))
+    fs.symlinkSync(outside, path.join(cipher, 'AAAAdir', 'deeper'))
+    fs.symlinkSync(path.join(outside, 'keep'), path.join(cipher, 'AAAAdir', 'file'))
+    execFileSync('mkfifo', [path.join(cipher, 'AAAAfifo')])
+    const r = sealfs(['mount', '--ephemeral', ...log(), cipher, v.mnt])
+    expect(r.status, r.stderr).toBe(0)
+    await umount(v)
+    expect(fs.readFileSync(path.join(outside, 'keep'), 'utf8')).toBe('not the volume\'s')
+    expect(fs.readdirSync(outside)).toEqual(['keep'])
+    expect(fs.readdirSync(cipher).filter(n => n.startsWith('AAAA'))).toEqual([])
+  })
+})
