@@ -279,6 +279,32 @@ describe('key slots', () => {
     }
   })
 
+  it('reads sealfs.conf only as a regular file of bounded size: a planted symlink, FIFO or endless file is refused', async () => {
+    const w = makeVolume()
+    try {
+      const conf = path.join(w.cipher, CONFIG_FILE)
+      const real = path.join(w.base, 'real.conf')
+      fs.renameSync(conf, real)
+      const cases: Array<[() => void, RegExp]> = [
+        [() => fs.symlinkSync(real, conf), /it is a symlink/],
+        [() => execFileSync('mkfifo', [conf]), /is not a regular file/],
+        [() => fs.writeFileSync(conf, Buffer.alloc(4 * 1024 * 1024 + 1, 0x20)), /is too large to be a sealfs config/]
+      ]
+      for (const [plant, msg] of cases) {
+        plant()
+        for (const args of [['mount', '--passfile', w.passfile, w.cipher, w.mnt], ['key', 'list', w.cipher], ['info', w.cipher]]) {
+          const r = sealfs(args)  // a FIFO would hang here (the helper's 60 s limit) if it were opened blocking
+          expect([r.status, r.stderr.split('\n').length], args.join(' ')).toEqual([6, 2])
+          expect(r.stderr).toMatch(msg)
+        }
+        fs.rmSync(conf)
+      }
+      expect(isMounted(w.mnt)).toBe(false)
+    } finally {
+      await cleanup(w)
+    }
+  })
+
   it('pins the bytes each slot kind authenticates (FORMAT.md section 3)', () => {
     const c = {
       format: 'sealfs', formatVersion: 1, volumeId: '00112233445566778899aabbccddeeff', contentCipher: 'AES-256-GCM', chunkSize: 4096,

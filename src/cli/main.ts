@@ -71,10 +71,11 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
     if (daemonChild) fromDescriptor(Number(o.passphraseFd)).fill(0)
   } else {
     // A pinned volume ID is checked before anything else reads or runs what the cipher dir holds.
-    checkVolumeId(readConfig(cipher), cipher, o.volumeId ?? parsed.volumeId)
+    const config = readConfig(cipher)
+    checkVolumeId(config, cipher, o.volumeId ?? parsed.volumeId)
     chosen = daemonChild
       ? { credential: { kind: credentialKind(o.credentialKind), secret: fromDescriptor(Number(o.passphraseFd)) } as Credential, slot: o.slot ?? parsed.slot }
-      : await chooseCredential(cipher, source, o.slot ?? parsed.slot)
+      : await chooseCredential(cipher, source, o.slot ?? parsed.slot, config)
   }
   if (!o.foreground && !daemonChild) return detach(cipher, mnt, o, chosen)
 

@@ -1,6 +1,6 @@
-import { CommandSlot, readConfig, slotName } from '../volume/config'
+import { CommandSlot, VolumeConfig, readConfig, slotName } from '../volume/config'
 import { VolumeError } from '../volume/errors'
-import { Credential, askKeyService } from '../volume/key-slot'
+import { Credential, EPHEMERAL_MESSAGE, askKeyService } from '../volume/key-slot'
 import { checkDir } from '../volume/volume'
 import { CliError } from './exit-codes'
 import { CredentialOptions, readCredential, readPassphrase } from './passphrase'
@@ -16,10 +16,12 @@ export interface UnlockChoice { credential: Credential, slot?: string }
  * if allowed: see allowedUnwrap). If none answers, the terminal prompt, which says so;
  * without a terminal, the reason the services failed.
  */
-export async function chooseCredential (cipher: string, o: CredentialOptions, slot?: string): Promise<UnlockChoice> {
+export async function chooseCredential (cipher: string, o: CredentialOptions, slot?: string, checked?: VolumeConfig): Promise<UnlockChoice> {
   if (o.passfile !== undefined || o.extpass !== undefined || o.keyfile !== undefined) return { credential: await readCredential(o), slot }
   checkDir(cipher)
-  const config = readConfig(cipher)
+  // The config the caller already checked (a pinned volume ID), not a second read of it.
+  const config = checked ?? readConfig(cipher)
+  if (config.ephemeral === true) throw new VolumeError('ephemeral', EPHEMERAL_MESSAGE)
   const services = config.slots.filter((s): s is CommandSlot => s.kind === 'command' && (slot === undefined || slotName(s) === slot))
   let failure: VolumeError | null = null
   for (const s of services) {

@@ -9,11 +9,12 @@ const SERVICE_TIMEOUT_MS = 60_000
 export type ServiceCommand = { shell: string } | { argv: string[] }
 
 /**
- * Runs a key-service command (a wrap or an unwrap) in a process group of its own: `input` on
- * its stdin, its stdout returned, at most `maxOut` bytes; its stderr is ours, so the
- * service's own reason for refusing reaches the user. The whole group is killed when the
- * time is up or the output too long, so a pipeline that leaves a process behind cannot hang
- * sealfs. Secrets travel only through the pipes: never in argv, the environment or a file.
+ * Runs a key-service command (a wrap or an unwrap) in a session and process group of its own
+ * (so without a controlling terminal: a service cannot prompt): `input` on its stdin, its
+ * stdout returned, at most `maxOut` bytes; its stderr is ours, so the service's own reason
+ * for refusing reaches the user. The group is killed when the time is up or the output too
+ * long, and once the command has exited, so a pipeline that leaves a process behind in it
+ * cannot hang sealfs. Secrets travel only through the pipes: never in argv, the environment or a file.
  * Failure is a VolumeError('key-service') naming what failed, never what was written or read.
  */
 export function runKeyService (command: ServiceCommand, input: Buffer, maxOut: number, what: string): Promise<Buffer> {
@@ -28,6 +29,8 @@ export function runKeyService (command: ServiceCommand, input: Buffer, maxOut: n
       if (why === null) why = reason
       try { process.kill(-(child.pid as number), 'SIGKILL') } catch { /* gone */ }
       child.stdout!.destroy()
+      // A process stuck in the kernel may not die at once: the answer does not wait for it.
+      setTimeout(() => finish(new VolumeError('key-service', `${what} ${why ?? reason}`)), 2000).unref()
     }
     const timer = setTimeout(() => killGroup(`did not answer within ${SERVICE_TIMEOUT_MS / 1000} s`), SERVICE_TIMEOUT_MS)
     const wipe = (): void => { for (const p of parts) p.fill(0) }

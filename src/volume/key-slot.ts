@@ -18,6 +18,9 @@ export type Credential =
   | { kind: 'keyfile', secret: Buffer }
   | { kind: 'service', secret: Buffer }
 
+/** What an unlock of an ephemeral volume says (it cannot be). */
+export const EPHEMERAL_MESSAGE = 'this is an ephemeral volume: its key existed only in the daemon that made it, and nothing can open it (if you did not make it with mount --ephemeral, restore sealfs.conf from a backup: an ephemeral mount would wipe it)'
+
 /** Who a new slot is: its id, name and creation time (all authenticated with its wrap). */
 export interface SlotIdentity { id: number, name: string, created: string }
 
@@ -131,7 +134,7 @@ async function slotKek (slot: KeySlot, credential: Credential): Promise<SecretKe
  */
 export async function unlockSlot (config: VolumeConfig, credential: Credential, only?: string): Promise<{ masterKey: SecretKey, slot: KeySlot }> {
   if (config.ephemeral === true) {
-    throw new VolumeError('ephemeral', 'this is an ephemeral volume: its key existed only in the daemon that made it, and nothing can open it (sealfs mount --ephemeral starts a new one, wiping it)')
+    throw new VolumeError('ephemeral', EPHEMERAL_MESSAGE)
   }
   const slots = only === undefined ? config.slots : config.slots.filter(s => slotName(s) === only)
   if (slots.length === 0) throw new VolumeError('no-such-slot', `the volume has no key slot named '${only ?? ''}'`)

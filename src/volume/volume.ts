@@ -1,4 +1,5 @@
 import fs from 'fs'
+import path from 'path'
 import { ChunkCipher, isValidChunkSize } from '../crypto/chunk-cipher'
 import { AuthenticationError } from '../crypto/errors'
 import { unwrapKey, wrapKey } from '../crypto/key-wrap'
@@ -7,7 +8,7 @@ import { NameCipher } from '../crypto/name-cipher'
 import { XattrCipher } from '../crypto/xattr-cipher'
 import { DEFAULT_COST, costIsAcceptable } from '../crypto/passphrase-kdf'
 import { SecretKey, randomBytes } from '../crypto/secret-key'
-import { CONTENT_CIPHER, FORMAT_VERSION, KEY_WRAP, NAME_CIPHER, VolumeConfig, checkVolumeId, readConfig, writeConfig } from './config'
+import { CONFIG_FILE, CONTENT_CIPHER, FORMAT_VERSION, KEY_WRAP, NAME_CIPHER, VolumeConfig, checkVolumeId, readConfig, writeConfig } from './config'
 import { DekIndex } from './dek-index'
 import { newDirId, writeDirIdSync } from './dir-id'
 import { VolumeError } from './errors'
@@ -34,6 +35,30 @@ const SUBKEYS = {
   link: [4, 'sealfslk'],
   xattr: [5, 'sealfsxa']
 } as const
+
+/**
+ * Why the directory (a /proc/self/fd path) may not be wiped for an ephemeral mount, or null:
+ * it must hold an ephemeral volume's config, owned by this user or root and writable by no
+ * one else, in a directory no one else may write. A config is public JSON anyone could
+ * plant; these keep a shared directory, or someone else's, from being wiped because of one.
+ */
+function ephemeralWipeRefusal (here: string): string | null {
+  let earlier: VolumeConfig
+  try {
+    earlier = readConfig(here)
+  } catch {
+    return 'is neither empty nor an ephemeral volume'
+  }
+  if (earlier.ephemeral !== true) return 'holds a volume that is not ephemeral'
+  const euid = process.geteuid?.() ?? -1
+  const conf = fs.lstatSync(path.join(here, CONFIG_FILE))
+  const dir = fs.statSync(here)
+  const mine = (st: fs.Stats): boolean => st.uid === euid || st.uid === 0
+  if (!mine(conf) || (conf.mode & 0o022) !== 0 || !mine(dir) || (dir.mode & 0o022) !== 0) {
+    return 'holds an ephemeral volume that someone else owns or may write'
+  }
+  return null
+}
 
 /** The name `init` gives the volume's first slot. */
 export const FIRST_SLOT_NAME = 'passphrase'
@@ -133,17 +158,27 @@ export class Volume {
    * one is never wiped). The config is written first, so a crash at any point leaves a
    * directory the next ephemeral mount recognizes and wipes.
    */
-  static async ephemeral (dir: string, wipe: (dir: string, keep: string[]) => void, opts: { chunkSize?: number } = {}): Promise<Volume> {
+  static async ephemeral (dir: string, wipe: (dirfd: number, keep: string[]) => void, opts: { chunkSize?: number } = {}): Promise<Volume> {
     checkDir(dir)
-    const entries = fs.readdirSync(dir).filter(n => n !== LOCK_FILE)
-    if (entries.length > 0) {
-      let earlier: VolumeConfig | null = null
-      try { earlier = readConfig(dir) } catch { /* not a volume */ }
-      if (earlier?.ephemeral !== true) throw new VolumeError('not-empty', `${dir} is neither empty nor an ephemeral volume, and an ephemeral mount would wipe it`)
+    // The directory is resolved once: every check and the wipe go through this descriptor
+    // (its /proc/self/fd path), so nothing swapped in at `dir` meanwhile can be wiped.
+    const dirfd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY)
+    const here = `/proc/self/fd/${dirfd}`
+    let lock: VolumeLock | null = null
+    const check = (): boolean => {
+      const entries = fs.readdirSync(here).filter(n => n !== LOCK_FILE)
+      const why = entries.length > 0 ? ephemeralWipeRefusal(here) : null
+      if (why !== null) throw new VolumeError('not-empty', `${dir} ${why}, and an ephemeral mount would wipe it`)
+      return entries.length > 0
     }
-    const lock = VolumeLock.acquire(dir, false)
     try {
-      if (entries.length > 0) wipe(dir, [LOCK_FILE])
+      check()  // before the lock file is made: a directory that is refused gets nothing added
+      lock = VolumeLock.acquire(here, false)
+      if (check()) {  // again under the lock: a mounted volume is never wiped
+        // sealfs.conf stays until it is replaced: a crash at any point leaves a directory
+        // the next ephemeral mount still recognizes.
+        wipe(dirfd, [LOCK_FILE, CONFIG_FILE])
+      }
       const config: VolumeConfig = {
         format: 'sealfs',
         formatVersion: FORMAT_VERSION,
@@ -156,8 +191,8 @@ export class Volume {
         ephemeral: true,
         slots: []
       }
-      writeConfig(dir, config)
-      writeDirIdSync(dir, newDirId())
+      writeConfig(here, config)
+      writeDirIdSync(here, newDirId())
       const masterKey = SecretKey.random()
       try {
         return new Volume(dir, config, masterKey, lock, false)
@@ -165,8 +200,10 @@ export class Volume {
         masterKey.dispose()
       }
     } catch (e) {
-      lock.release()
+      lock?.release()
       throw e
+    } finally {
+      fs.closeSync(dirfd)
     }
   }
 
