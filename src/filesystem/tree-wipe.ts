@@ -52,28 +52,26 @@ function walk (dirfd: number, dev: number, depth: number, top: Set<string> | nul
       const st = new Float64Array(STAT_LENGTH)
       const r = backing.statAt(dirfd, name, st)
       if (r < 0) refuse(`cannot stat an entry (errno ${-r})`)
-      if ((st[STAT_MODE] & 0o170000) !== 0o040000) continue
-      const sub = openDir(dirfd, name)
-      try {
-        if (deviceOf(sub) !== dev) refuse('a filesystem is mounted inside it')
-        walk(sub, dev, depth + 1, null, false)
-      } finally {
-        fs.closeSync(sub)
-      }
+      if ((st[STAT_MODE] & 0o170000) === 0o040000) walkInto(dirfd, name, dev, depth, false)
       continue
     }
     const r = backing.unlinkAt(dirfd, name, 0)
     if (r >= 0) continue
     if (r !== -EISDIR) refuse(`cannot remove an entry (errno ${-r})`)
-    const sub = openDir(dirfd, name)
-    try {
-      if (deviceOf(sub) !== dev) refuse('a filesystem is mounted inside it')
-      walk(sub, dev, depth + 1, null, true)
-    } finally {
-      fs.closeSync(sub)
-    }
+    walkInto(dirfd, name, dev, depth, true)
     const rd = backing.unlinkAt(dirfd, name, AT_REMOVEDIR)
     if (rd < 0) refuse(`cannot remove a directory (errno ${-rd})`)
+  }
+}
+
+/** walk() of the subdirectory `name`, which must be on the same filesystem (no mount point crossed). */
+function walkInto (dirfd: number, name: Buffer, dev: number, depth: number, wipe: boolean): void {
+  const sub = openDir(dirfd, name)
+  try {
+    if (deviceOf(sub) !== dev) refuse('a filesystem is mounted inside it')
+    walk(sub, dev, depth + 1, null, wipe)
+  } finally {
+    fs.closeSync(sub)
   }
 }
 

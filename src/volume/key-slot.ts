@@ -24,6 +24,16 @@ export const EPHEMERAL_MESSAGE = 'this is an ephemeral volume: its key existed o
 /** Who a new slot is: its id, name and creation time (all authenticated with its wrap). */
 export interface SlotIdentity { id: number, name: string, created: string }
 
+/** Fills in a new slot's wrapped master key under `kek` (disposed here), binding all its fields. */
+function sealSlot<S extends KeySlot> (config: VolumeConfig, slot: S, kek: SecretKey, masterKey: SecretKey): S {
+  try {
+    slot.wrappedKey = wrapKey(kek, masterKey, slotAad(config, slot)).toString('hex')
+  } finally {
+    kek.dispose()
+  }
+  return slot
+}
+
 /** Makes a passphrase slot: Argon2id(passphrase, salt) is the key that wraps the master key. */
 export async function createPassphraseSlot (
   config: VolumeConfig, who: SlotIdentity, masterKey: SecretKey, passphrase: Buffer,
@@ -34,26 +44,14 @@ export async function createPassphraseSlot (
     id: who.id, slotVersion: 2, name: who.name, created: who.created, kind: 'passphrase', kdf: 'argon2id',
     opslimit: cost.opslimit, memlimit: cost.memlimit, salt: salt.toString('hex'), ...(recovery ? { recovery: true } : {}), wrappedKey: ''
   }
-  const kek = await deriveFromPassphrase(passphrase, { ...cost, salt })
-  try {
-    slot.wrappedKey = wrapKey(kek, masterKey, slotAad(config, slot)).toString('hex')
-  } finally {
-    kek.dispose()
-  }
-  return slot
+  return sealSlot(config, slot, await deriveFromPassphrase(passphrase, { ...cost, salt }), masterKey)
 }
 
 /** Makes a key-file slot: BLAKE2b(key file, salt) is the key that wraps the master key. */
 export function createKeyfileSlot (config: VolumeConfig, who: SlotIdentity, masterKey: SecretKey, keyfile: Buffer): KeyfileSlot {
   const salt = randomBytes(16)
   const slot: KeyfileSlot = { id: who.id, slotVersion: 2, name: who.name, created: who.created, kind: 'keyfile', kdf: 'blake2b', salt: salt.toString('hex'), wrappedKey: '' }
-  const kek = deriveFromKeyfile(keyfile, salt)
-  try {
-    slot.wrappedKey = wrapKey(kek, masterKey, slotAad(config, slot)).toString('hex')
-  } finally {
-    kek.dispose()
-  }
-  return slot
+  return sealSlot(config, slot, deriveFromKeyfile(keyfile, salt), masterKey)
 }
 
 /**
@@ -77,13 +75,7 @@ export async function createCommandSlot (config: VolumeConfig, who: SlotIdentity
       id: who.id, slotVersion: 2, name: who.name, created: who.created, kind: 'command', kdf: 'blake2b',
       salt: salt.toString('hex'), unwrapCmd, blob: blob.toString('base64'), wrappedKey: ''
     }
-    const kek = deriveFromServiceSecret(secret, salt)
-    try {
-      slot.wrappedKey = wrapKey(kek, masterKey, slotAad(config, slot)).toString('hex')
-    } finally {
-      kek.dispose()
-    }
-    return slot
+    return sealSlot(config, slot, deriveFromServiceSecret(secret, salt), masterKey)
   } finally {
     secret.fill(0)
     line.fill(0)
