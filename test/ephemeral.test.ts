@@ -40,6 +40,7 @@ describe('ephemeral volumes', () => {
     const entry = fs.readdirSync(cipher).find(n => !n.startsWith('sealfs.')) as string
     execFileSync('cp', ['-a', path.join(cipher, entry), saved])
     expect(sealfs(['info', cipher]).stdout).toMatch(/ephemeral:\s+yes/)
+    expect(JSON.parse(sealfs(['key', 'list', '--json', cipher]).stdout)).toMatchObject({ ephemeral: true, slots: [] })
 
     // fstab's spelling: -o ephemeral. The earlier volume is wiped; the mount starts empty.
     const second = sealfs(['mount', '-o', 'ephemeral', ...log(), cipher, v.mnt])

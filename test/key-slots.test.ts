@@ -271,6 +271,10 @@ describe('key slots', () => {
         expect(isMounted(w.mnt)).toBe(false)
       }
       expect(sealfs(['mount', '--passfile', w.passfile, '--volume-id', 'xyz', w.cipher, w.mnt]).status).toBe(2)
+      // Checked before any credential is read: an extpass program never runs for the wrong volume.
+      const marker = path.join(w.base, 'asked')
+      expect(sealfs(['mount', '--extpass', `touch '${marker}'; echo 'test passphrase'`, '--volume-id', id, w.cipher, w.mnt]).status).toBe(16)
+      expect(fs.existsSync(marker)).toBe(false)
       // Unpinned, the substitute mounts: the pin is what tells them apart.
       expect((await opensWith(w, ['--passfile', w.passfile])).status).toBe(0)
     } finally {

@@ -61,7 +61,11 @@ function runList (cipher: string, o: { json?: boolean }): void {
   if (!fs.existsSync(cipher)) throw new VolumeError('missing-dir', `${cipher} does not exist`)
   const config = readConfig(cipher)
   if (o.json === true) {
-    process.stdout.write(JSON.stringify({ volumeId: config.volumeId, masterKeyVersion: config.masterKeyVersion, slots: config.slots.map(slotSummary) }, null, 2) + '\n')
+    process.stdout.write(JSON.stringify({ volumeId: config.volumeId, masterKeyVersion: config.masterKeyVersion, ephemeral: config.ephemeral === true, slots: config.slots.map(slotSummary) }, null, 2) + '\n')
+    return
+  }
+  if (config.ephemeral === true) {
+    process.stdout.write('ephemeral volume: no key slot (its key existed only in the daemon that made it)\n')
     return
   }
   const lines = [`master key version ${config.masterKeyVersion}`, `${'NAME'.padEnd(16)} ${'KIND'.padEnd(13)} ${'CREATED'.padEnd(24)} PARAMETERS`, ...config.slots.map(describe)]
