@@ -153,6 +153,31 @@ describe('key-service slots', () => {
     }
   }, 120_000)
 
+  it('falls back to the terminal prompt, saying so, when no key service answers', async () => {
+    const w = makeVolume()
+    try {
+      const script = path.join(w.base, 'unwrap.sh')
+      fs.writeFileSync(script, 'base64 -d\n')
+      const unwrap = `sh '${script}'`
+      const allow = path.join(w.base, 'unwrap-commands')
+      fs.writeFileSync(allow, `${unwrap}\n`, { mode: 0o600 })
+      const env = { ...LOOPBACK_ENV, SEALFS_UNWRAP_COMMANDS: allow }
+      expect(detached(['key', 'add', '--passfile', w.passfile, '--name', 'svc', '--wrap-cmd', 'base64', '--unwrap-cmd', unwrap, w.cipher]).status).toBe(0)
+      fs.writeFileSync(script, 'echo "service unreachable" >&2; exit 3\n')
+      // A terminal (script(1) gives one): the passphrase is asked for, and the prompt says why.
+      const cmd = `${process.execPath} ${CLI} mount --log ${path.join(w.base, 'daemon.log')} ${w.cipher} ${w.mnt}`
+      const r = spawnSync('sh', ['-c', `(sleep 2; printf 'test passphrase\\r'; sleep 2) | script -qfec "${cmd}" /dev/null`], { encoding: 'utf8', env, timeout: 60_000 })
+      expect(r.status, r.stdout).toBe(0)
+      expect(r.stdout).toMatch(/service unreachable/)
+      expect(r.stdout).toMatch(/Passphrase \(no key service answered\): /)
+      expect(r.stdout).not.toMatch(/test passphrase/)  // not echoed
+      expect(isMounted(w.mnt)).toBe(true)
+      await umount(w)
+    } finally {
+      await cleanup(w)
+    }
+  }, 120_000)
+
   it('hands the secret over pipes only, checks the unwrap at enrolment, and runs a stored command only if built in or allowed locally', async () => {
     const w = makeVolume()
     try {

@@ -142,6 +142,24 @@ describe('mounting from fstab through mount(8)', () => {
     expect(bad.stderr).toMatch(/unknown mount option 'frobnicate'/)
     expect(isMounted(v.mnt, ns.mountinfo)).toBe(false)
   })
+
+  it('unlocks a fuse.sealfs line with keyfile=, slot= and volume_id=', async () => {
+    const key = path.join(v.base, 'usb.key')
+    expect(sealfs(['key', 'add', '--passfile', v.passfile, '--name', 'usb', '--new-keyfile', key, v.cipher]).status).toBe(0)
+    const id = JSON.parse(sealfs(['info', '--json', v.cipher]).stdout).volumeId as string
+    const fstab = path.join(v.base, 'fstab-key')
+    fs.writeFileSync(fstab, `${v.cipher} ${v.mnt} fuse.sealfs keyfile=${key},slot=usb,volume_id=${id},nofail 0 0\n`)
+    expect(run(['mount', '-T', fstab, v.mnt])).toEqual({ status: 0, stderr: '' })
+    fs.writeFileSync(path.join(ns.mnt, 'by-key'), 'yes')
+    expect(run(['umount', v.mnt]).status).toBe(0)
+    await umount(v)
+    const wrongId = id.replace(/^./, c => c === '0' ? '1' : '0')
+    fs.writeFileSync(fstab, `${v.cipher} ${v.mnt} fuse.sealfs keyfile=${key},volume_id=${wrongId} 0 0\n`)
+    const bad = run(['mount', '-T', fstab, v.mnt])
+    expect(bad.status).not.toBe(0)
+    expect(bad.stderr).toMatch(/holds volume .*, not the pinned volume/)
+    expect(isMounted(v.mnt, ns.mountinfo)).toBe(false)
+  })
 })
 
 describe('the daemon: systemd notification, signals, kill -9, idle, log file', () => {
