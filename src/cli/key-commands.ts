@@ -148,7 +148,7 @@ async function runRemove (cipher: string, name: string, o: UnlockOptions): Promi
   } finally {
     unlock.credential.secret.fill(0)
   }
-  process.stderr.write(`Removed key slot '${name}'. A copy of sealfs.conf made before this still has it, until the master key is rotated.\n`)
+  process.stderr.write(`Removed key slot '${name}'. A copy of sealfs.conf made before this (in a backup, say) still opens with it: the master key is unchanged.\n`)
 }
 
 async function runPasswd (cipher: string, name: string | undefined, o: UnlockOptions & CostOptions & { newPassfile?: string }): Promise<void> {
