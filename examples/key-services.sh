@@ -3,7 +3,8 @@
 # A key-service slot hands a random 256-bit slot secret to a program that keeps it the way a
 # KMS keeps a key. sealfs writes the secret (64 hex digits and a newline) to --wrap-cmd's
 # stdin and stores what it prints; to unlock, it writes that back to --unwrap-cmd's stdin and
-# reads the secret from its stdout. The commands run with /bin/sh -c. Enrolment runs the
+# reads the secret from its stdout. The commands given here run with /bin/sh -c (at unlock,
+# the two built-in unwrap commands run as a fixed argv without a shell). Enrolment runs the
 # unwrap once at once, so a slot that cannot open is never stored. Such slots are tried first
 # and without asking whenever no --passfile/--keyfile/--extpass is given: `sealfs mount` and
 # fstab lines then unlock by themselves while the service answers. Keep a passphrase or
@@ -13,7 +14,7 @@
 # edit, so sealfs runs it only if it is one of the built-in ones (`clevis decrypt`,
 # `systemd-creds decrypt --name=sealfs - -`) or a line of /etc/sealfs/unwrap-commands
 # (owned by root, writable by no one else). For the others below, add the exact string:
-#   install -m 0644 /dev/null /etc/sealfs/unwrap-commands   # once
+#   install -D -m 0644 /dev/null /etc/sealfs/unwrap-commands   # once
 #   echo 'age -d -i /root/sealfs-age.key' >> /etc/sealfs/unwrap-commands
 #
 # Every `key add` first unlocks with an existing slot (here: asks for the passphrase).

@@ -4,7 +4,7 @@ import net from 'net'
 import path from 'path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { CONFIG_FILE, VolumeConfig } from '../src/volume/config'
-import { CLI, cleanup, isMounted, makeVolume, sleep, takeDown, umount, Vol } from './helpers'
+import { CLI, cleanup, isMounted, makeVolume, removeTree, sleep, takeDown, tempDir, umount, Vol } from './helpers'
 
 const TANGD = '/usr/libexec/tangd'
 /** clevis reaches the test's Tang server through curl: never through a proxy from the environment. */
@@ -20,6 +20,31 @@ function detached (args: string[], env: NodeJS.ProcessEnv = LOOPBACK_ENV): { sta
   const log = args[0] === 'mount' ? ['--log', path.join(path.dirname(args[args.length - 1]), 'daemon.log')] : []
   const r = spawnSync('setsid', ['-w', process.execPath, CLI, args[0], ...log, ...args.slice(1)], { encoding: 'utf8', env, timeout: 90_000 })
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
+}
+
+/**
+ * Runs sealfs on a terminal (script(1) gives it one) and types `answer` once the prompt
+ * matching `prompt` has appeared (not after a fixed delay); resolves with its status and output.
+ */
+function onTerminal (args: string[], prompt: RegExp, answer: string, env: NodeJS.ProcessEnv): Promise<{ status: number | null, out: string }> {
+  return new Promise(resolve => {
+    const child = spawn('script', ['-qfec', `${process.execPath} ${CLI} ${args.map(a => `'${a}'`).join(' ')}`, '/dev/null'], { env, stdio: ['pipe', 'pipe', 'inherit'] })
+    let out = ''
+    let typed = false
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString()
+      if (!typed && prompt.test(out)) {
+        typed = true
+        child.stdin!.write(answer + '\r')
+      }
+    })
+    child.on('close', code => {
+      clearTimeout(timer)
+      child.stdin!.destroy()
+      resolve({ status: code, out })
+    })
+  })
 }
 
 function freePort (): Promise<number> {
@@ -54,7 +79,7 @@ class TangServer {
   async stop (): Promise<void> {
     const p = this.#proc
     this.#proc = null
-    if (p === null || p.exitCode !== null) return
+    if (p === null || p.exitCode !== null || p.signalCode !== null) return
     const gone = new Promise(resolve => p.once('exit', resolve))
     p.kill('SIGKILL')
     await gone
@@ -81,9 +106,12 @@ async function mountsAndServes (v: Vol, cipher: string, env?: NodeJS.ProcessEnv)
 describe('key-service slots', () => {
   let v: Vol
   let tang: TangServer
+  let tangDir: string
   beforeAll(async () => {
     v = makeVolume()
-    const db = path.join(v.base, 'tang-db')
+    // Tang's keys in a directory of its own: the server outlives each test's takeDown(v.base).
+    tangDir = tempDir('tang')
+    const db = path.join(tangDir, 'db')
     fs.mkdirSync(db)
     execFileSync(TANGD_KEYGEN, [db])
     tang = new TangServer(db, await freePort())
@@ -91,8 +119,12 @@ describe('key-service slots', () => {
   })
   afterEach(async () => { await takeDown(v.base) })
   afterAll(async () => {
-    await tang?.stop()
-    await cleanup(v)
+    try {
+      await tang?.stop()
+    } finally {
+      await cleanup(v)
+      if (tangDir !== undefined) await removeTree(tangDir)
+    }
   })
 
   it('Tang: unlocks by itself while the server answers; once its keys are gone, the volume and its backups are unreadable', async () => {
@@ -164,14 +196,22 @@ describe('key-service slots', () => {
       const env = { ...LOOPBACK_ENV, SEALFS_UNWRAP_COMMANDS: allow }
       expect(detached(['key', 'add', '--passfile', w.passfile, '--name', 'svc', '--wrap-cmd', 'base64', '--unwrap-cmd', unwrap, w.cipher]).status).toBe(0)
       fs.writeFileSync(script, 'echo "service unreachable" >&2; exit 3\n')
-      // A terminal (script(1) gives one): the passphrase is asked for, and the prompt says why.
-      const cmd = `${process.execPath} ${CLI} mount --log ${path.join(w.base, 'daemon.log')} ${w.cipher} ${w.mnt}`
-      const r = spawnSync('sh', ['-c', `(sleep 2; printf 'test passphrase\\r'; sleep 2) | script -qfec "${cmd}" /dev/null`], { encoding: 'utf8', env, timeout: 60_000 })
-      expect(r.status, r.stdout).toBe(0)
-      expect(r.stdout).toMatch(/service unreachable/)
-      expect(r.stdout).toMatch(/Passphrase \(no key service answered\): /)
-      expect(r.stdout).not.toMatch(/test passphrase/)  // not echoed
+      // A terminal: the passphrase is asked for, and the prompt says why.
+      const r = await onTerminal(['mount', '--log', path.join(w.base, 'daemon.log'), w.cipher, w.mnt], /Passphrase \(no key service answered\): /, 'test passphrase', env)
+      expect(r.status, r.out).toBe(0)
+      expect(r.out).toMatch(/service unreachable/)
+      expect(r.out).not.toMatch(/test passphrase/)  // not echoed
       expect(isMounted(w.mnt)).toBe(true)
+      await umount(w)
+      // passwd without a name changes the passphrase slot the typed passphrase opens, even
+      // while a key service answers (it is not asked).
+      fs.writeFileSync(script, 'base64 -d\n')
+      const p2 = path.join(w.base, 'p2')
+      fs.writeFileSync(p2, 'second passphrase\n')
+      const pw = await onTerminal(['key', 'passwd', '--new-passfile', p2, w.cipher], /Passphrase: /, 'test passphrase', env)
+      expect(pw.status, pw.out).toBe(0)
+      expect(pw.out).toMatch(/Changed the passphrase of key slot 'passphrase'/)
+      expect(detached(['mount', '--passfile', p2, '--log', path.join(w.base, 'daemon.log'), w.cipher, w.mnt], env).status).toBe(0)
       await umount(w)
     } finally {
       await cleanup(w)

@@ -152,7 +152,14 @@ async function runRemove (cipher: string, name: string, o: UnlockOptions): Promi
 }
 
 async function runPasswd (cipher: string, name: string | undefined, o: UnlockOptions & CostOptions & { newPassfile?: string }): Promise<void> {
-  const unlock = await unlockFrom(cipher, o)
+  // The slot to change is checked before anything is asked for; without a name it is the
+  // slot the passphrase opens, so no key service is asked to unlock.
+  if (name !== undefined) {
+    const target = readConfig(cipher).slots.find(s => slotName(s) === name)
+    if (target === undefined) throw new VolumeError('no-such-slot', `the volume has no key slot named '${name}'`)
+    if (target.kind !== 'passphrase') throw new VolumeError('bad-input', `key slot '${name}' is a ${target.kind} slot, not a passphrase slot`)
+  }
+  const unlock = await chooseCredential(cipher, o, o.slot, undefined, name !== undefined)
   let fresh: Buffer | null = null
   try {
     fresh = o.newPassfile !== undefined ? fromPassfile(o.newPassfile) : await readPassphrase({}, true, 'New passphrase')

@@ -14,17 +14,18 @@ export interface UnlockChoice { credential: Credential, slot?: string }
  * first, without asking the user, the way clevis unlocks a LUKS volume by itself: the first
  * service that answers gives the credential for its slot (a slot's unwrap command runs only
  * if allowed: see allowedUnwrap). If none answers, the terminal prompt, which says so;
- * without a terminal, the reason the services failed.
+ * without a terminal, the reason the services failed. `services` false: straight to the prompt
+ * (what is wanted is the user's own passphrase slot).
  */
-export async function chooseCredential (cipher: string, o: CredentialOptions, slot?: string, checked?: VolumeConfig): Promise<UnlockChoice> {
+export async function chooseCredential (cipher: string, o: CredentialOptions, slot?: string, checked?: VolumeConfig, services = true): Promise<UnlockChoice> {
   if (o.passfile !== undefined || o.extpass !== undefined || o.keyfile !== undefined) return { credential: await readCredential(o), slot }
   checkDir(cipher)
   // The config the caller already checked (a pinned volume ID), not a second read of it.
   const config = checked ?? readConfig(cipher)
   if (config.ephemeral === true) throw new VolumeError('ephemeral', EPHEMERAL_MESSAGE)
-  const services = config.slots.filter((s): s is CommandSlot => s.kind === 'command' && (slot === undefined || slotName(s) === slot))
+  const serviceSlots = services ? config.slots.filter((s): s is CommandSlot => s.kind === 'command' && (slot === undefined || slotName(s) === slot)) : []
   let failure: VolumeError | null = null
-  for (const s of services) {
+  for (const s of serviceSlots) {
     try {
       return { credential: await askKeyService(s), slot: slotName(s) }
     } catch (e) {

@@ -159,6 +159,16 @@ export class Volume {
    * directory the next ephemeral mount recognizes and wipes.
    */
   static async ephemeral (dir: string, wipe: (dirfd: number, keep: string[]) => void, opts: { chunkSize?: number } = {}): Promise<Volume> {
+    try {
+      return await Volume.#ephemeral(dir, wipe, opts)
+    } catch (e) {
+      if (e instanceof VolumeError) throw e
+      // An I/O failure on the way (a race, EACCES): the ephemeral mount did not happen.
+      throw new VolumeError('not-empty', `cannot make an ephemeral volume in ${dir}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`)
+    }
+  }
+
+  static async #ephemeral (dir: string, wipe: (dirfd: number, keep: string[]) => void, opts: { chunkSize?: number }): Promise<Volume> {
     checkDir(dir)
     // The directory is resolved once: every check and the wipe go through this descriptor
     // (its /proc/self/fd path), so nothing swapped in at `dir` meanwhile can be wiped.
