@@ -41,6 +41,8 @@ export interface PosixAddon {
   sendDatagram (socketPath: string, message: Buffer): number
   /** Raises RLIMIT_NOFILE as far as the process may (at most 2^20); the soft limit now in force (-1: unlimited). */
   raiseFdLimit (): number
+  /** syncfs(2) of the filesystem holding fd: 0 or a negative errno. */
+  syncfs (fd: number): number
 }
 
 export const LOCK_SH = 1

@@ -1,6 +1,6 @@
 // What node:fs cannot do for the daemon's own housekeeping (the backing store is reached
-// through native-deps/backing): flock(2) for the volume lock, one AF_UNIX datagram for
-// sd_notify and syslog, and the descriptor limit.
+// through native-deps/backing): flock(2) for the volume lock, syncfs(2) for a key rotation,
+// one AF_UNIX datagram for sd_notify and syslog, and the descriptor limit.
 
 #define _GNU_SOURCE
 #include <node_api.h>
@@ -39,6 +39,16 @@ static napi_value Flock(napi_env env, napi_callback_info info) {
   if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_int32(env, argv[1], &op) != napi_ok)
     return bad_args(env, "flock: bad arguments");
   return int_result(env, flock(fd, op));
+}
+
+// syncfs(fd): writes out the filesystem holding fd (a key rotation's rewritten headers,
+// before it forgets how to undo a batch); one call, not an fsync per file.
+static napi_value Syncfs(napi_env env, napi_callback_info info) {
+  size_t argc = 1; napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t fd;
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok) return bad_args(env, "syncfs: bad arguments");
+  return int_result(env, syncfs(fd));
 }
 
 // sendDatagram(socketPath, message): one AF_UNIX datagram, for sd_notify (NOTIFY_SOCKET,
@@ -105,6 +115,7 @@ static napi_value Init(napi_env env, napi_value exports) {
     {"flock", NULL, Flock, NULL, NULL, NULL, napi_default, NULL},
     {"sendDatagram", NULL, SendDatagram, NULL, NULL, NULL, napi_default, NULL},
     {"raiseFdLimit", NULL, RaiseFdLimit, NULL, NULL, NULL, napi_default, NULL},
+    {"syncfs", NULL, Syncfs, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;
