@@ -189,7 +189,7 @@ export async function cleanup (v: Vol): Promise<void> {
  */
 export function py (code: string, opts: { args?: string[], asUser?: string, timeout?: number } = {}): unknown {
   const argv = [...(opts.asUser !== undefined ? ['runuser', '-u', opts.asUser, '--'] : []), 'python3', '-c', code, ...(opts.args ?? [])]
-  const r = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8', timeout: opts.timeout ?? 120_000, killSignal: 'SIGKILL' })
+  const r = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8', timeout: opts.timeout ?? 120_000, killSignal: 'SIGKILL', maxBuffer: 256 * 1024 * 1024 })
   if (r.error !== undefined) throw r.error
   if (r.status !== 0) throw new Error(r.stderr)
   return JSON.parse(r.stdout)

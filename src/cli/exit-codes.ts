@@ -19,7 +19,9 @@ export const EXIT = {
   EXISTS: 14,
   KEY_SERVICE: 15,
   VOLUME_MISMATCH: 16,
-  EPHEMERAL: 17
+  EPHEMERAL: 17,
+  ROTATION_IN_PROGRESS: 18,
+  SLOTS_UNOPENED: 19
 } as const
 
 export type CliErrorKind = 'usage' | 'passphrase-source' | 'mount-failed' | 'missing-dir' | 'not-empty'
@@ -47,7 +49,9 @@ const volumeCodes: Record<VolumeErrorKind, number> = {
   exists: EXIT.EXISTS,
   'key-service': EXIT.KEY_SERVICE,
   'volume-mismatch': EXIT.VOLUME_MISMATCH,
-  ephemeral: EXIT.EPHEMERAL
+  ephemeral: EXIT.EPHEMERAL,
+  'rotation-in-progress': EXIT.ROTATION_IN_PROGRESS,
+  'slots-unopened': EXIT.SLOTS_UNOPENED
 }
 
 const cliCodes: Record<CliErrorKind, number> = {

@@ -9,8 +9,12 @@ import { syncDir, writeAll } from '../volume/atomic-file'
 import { VolumeError } from '../volume/errors'
 import { Unlock, addSlot, changePassphrase, removeSlot } from '../volume/slot-changes'
 import { CliError } from './exit-codes'
-import { CredentialOptions, fromPassfile, readPassphrase } from './passphrase'
+import { CredentialOptions, fromKeyfile, fromPassfile, readPassphrase } from './passphrase'
 import { chooseCredential } from './unlock'
+import { Credential } from '../volume/key-slot'
+import { KeyRotation } from '../volume/key-rotation'
+import { removeJournal, rewrapTree, WalkProgress } from '../filesystem/header-rewrap-walk'
+import { loadAddon, PosixAddon } from '../native'
 
 const KEYFILE_BYTES = 32
 
@@ -61,14 +65,14 @@ function runList (cipher: string, o: { json?: boolean }): void {
   if (!fs.existsSync(cipher)) throw new VolumeError('missing-dir', `${cipher} does not exist`)
   const config = readConfig(cipher)
   if (o.json === true) {
-    process.stdout.write(JSON.stringify({ volumeId: config.volumeId, masterKeyVersion: config.masterKeyVersion, ephemeral: config.ephemeral === true, slots: config.slots.map(slotSummary) }, null, 2) + '\n')
+    process.stdout.write(JSON.stringify({ volumeId: config.volumeId, masterKeyVersion: config.masterKeyVersion, unfinishedRotationFrom: config.rotation?.fromVersion ?? null, ephemeral: config.ephemeral === true, slots: config.slots.map(slotSummary) }, null, 2) + '\n')
     return
   }
   if (config.ephemeral === true) {
     process.stdout.write('ephemeral volume: no key slot (its key existed only in the daemon that made it)\n')
     return
   }
-  const lines = [`master key version ${config.masterKeyVersion}`, `${'NAME'.padEnd(16)} ${'KIND'.padEnd(13)} ${'CREATED'.padEnd(24)} PARAMETERS`, ...config.slots.map(describe)]
+  const lines = [`master key version ${config.masterKeyVersion}${config.rotation !== undefined ? ` (rotation from version ${config.rotation.fromVersion} unfinished: run 'sealfs key rotate' to finish it)` : ''}`, `${'NAME'.padEnd(16)} ${'KIND'.padEnd(13)} ${'CREATED'.padEnd(24)} PARAMETERS`, ...config.slots.map(describe)]
   process.stdout.write(lines.join('\n') + '\n')
 }
 
@@ -171,6 +175,70 @@ async function runPasswd (cipher: string, name: string | undefined, o: UnlockOpt
   }
 }
 
+interface RotateOptions extends UnlockOptions { alsoPassfile?: string[], alsoKeyfile?: string[], dropUnopened?: boolean, json?: boolean }
+
+/** Progress on a terminal (files, rate, time left), JSON lines with --json, else nothing. */
+function rotationProgress (json: boolean): { update: (p: WalkProgress) => void, end: () => void } {
+  const started = Date.now()
+  let last = 0
+  const tty = process.stderr.isTTY
+  const update = (p: WalkProgress): void => {
+    const now = Date.now()
+    if (now - last < (json ? 1000 : 100)) return
+    last = now
+    const secs = (now - started) / 1000
+    const rate = secs > 0 ? p.done / secs : 0
+    if (json) {
+      process.stdout.write(JSON.stringify({ progress: { files: p.done, total: p.total, seconds: Math.round(secs * 10) / 10 } }) + '\n')
+    } else if (tty) {
+      const left = rate > 0 ? Math.max(0, Math.ceil((p.total - p.done) / rate)) : 0
+      process.stderr.write(`\rrewrapping file keys: ${p.done.toLocaleString('en')} / ${p.total.toLocaleString('en')} files, ${Math.round(rate).toLocaleString('en')} files/s, ${left} s left   `)
+    }
+  }
+  return { update, end: () => { if (!json && tty && last > 0) process.stderr.write('\n') } }
+}
+
+async function runRotate (cipher: string, o: RotateOptions): Promise<void> {
+  const also: Credential[] = []
+  let unlock: Unlock | null = null
+  let rotation: KeyRotation | null = null
+  let root = -1
+  try {
+    for (const f of o.alsoPassfile ?? []) also.push({ kind: 'passphrase', secret: fromPassfile(f) })
+    for (const f of o.alsoKeyfile ?? []) also.push({ kind: 'keyfile', secret: fromKeyfile(f) })
+    unlock = await unlockFrom(cipher, o)
+    const started = Date.now()
+    rotation = await KeyRotation.start(cipher, { unlock, also, dropUnopened: o.dropUnopened === true })
+    for (const c of also) c.secret.fill(0)
+    unlock.credential.secret.fill(0)
+    root = fs.openSync(cipher, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY)
+    const progress = rotationProgress(o.json === true)
+    const walked = rewrapTree(root, rotation, progress.update)
+    progress.end()
+    const [rowsRewrapped, rowsLeft] = rotation.finishIndex()
+    const rc = loadAddon<PosixAddon>('posix').syncfs(root)
+    if (rc < 0) throw new VolumeError('damaged-config', `cannot sync ${cipher} (errno ${-rc}); the rotation is not finished: run it again`)
+    rotation.finish()
+    removeJournal(root)
+    const seconds = (Date.now() - started) / 1000
+    const summary = {
+      masterKeyVersion: rotation.to, resumed: rotation.resumed, dropped: rotation.dropped, files: walked.files, rewrapped: walked.rewrapped,
+      indexRowsRewrapped: rowsRewrapped, indexRowsLeft: rowsLeft, damaged: walked.damaged, unwritable: walked.unwritable, seconds: Math.round(seconds * 100) / 100
+    }
+    if (o.json === true) process.stdout.write(JSON.stringify(summary) + '\n')
+    const lines = [`${rotation.resumed ? 'Finished the interrupted rotation to' : 'Rotated to'} master key version ${rotation.to}: ${walked.rewrapped.toLocaleString('en')} of ${walked.files.toLocaleString('en')} files rewrapped in ${seconds.toFixed(1)} s; key version ${rotation.from} is gone.`]
+    if (rotation.dropped.length > 0) lines.push(`Removed key slot${rotation.dropped.length > 1 ? 's' : ''} ${rotation.dropped.map(n => `'${n}'`).join(', ')} (no credential given).`)
+    for (const w of walked.damaged) lines.push(`warning: ${w}: damaged header, left as it was (it opens through its index row, if that is intact)`)
+    for (const w of walked.unwritable) lines.push(`warning: ${w}: not writable by this user, its header was left as it was (it opens through its index row; rotate as root or its owner to rewrite it)`)
+    process.stderr.write(lines.join('\n') + '\n')
+  } finally {
+    for (const c of also) c.secret.fill(0)
+    unlock?.credential.secret.fill(0)
+    rotation?.close()
+    if (root >= 0) fs.closeSync(root)
+  }
+}
+
 function unlockOptions (c: Command): Command {
   return c
     .option('--passfile <file>', 'unlock with the passphrase on the first line of a file')
@@ -212,4 +280,16 @@ export function defineKeyCommands (key: Command): void {
     .option('--kdf-opslimit <n>', 'new Argon2id passes (default: the slot\'s)')
     .option('--kdf-memlimit <bytes>', 'new Argon2id memory (default: the slot\'s)')
     .action(runPasswd)
+  unlockOptions(key.command('rotate'))
+    .description('make a new master key: rewrap every file\'s key and every slot under it, then destroy the old one (the volume must not be mounted; run it again to finish an interrupted rotation)')
+    .argument('<CIPHER>', 'cipher dir')
+    .option('--also-passfile <file>', 'keep the passphrase slot this passphrase opens (repeatable)', collect, [])
+    .option('--also-keyfile <file>', 'keep the key-file slot this key file opens (repeatable)', collect, [])
+    .option('--drop-unopened', 'remove the slots no credential given opens, instead of refusing')
+    .option('--json', 'progress and the result as JSON lines on stdout')
+    .action(runRotate)
+}
+
+function collect (value: string, previous: string[]): string[] {
+  return [...previous, value]
 }

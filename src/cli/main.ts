@@ -200,6 +200,7 @@ function runInfo (cipher: string, o: { json?: boolean }): void {
     nameCipher: config.nameCipher,
     keyWrap: config.keyWrap,
     masterKeyVersion: config.masterKeyVersion,
+    unfinishedRotationFrom: config.rotation?.fromVersion ?? null,
     ephemeral: config.ephemeral === true,
     keySlots: config.slots.map(slotSummary),
     files
@@ -214,6 +215,7 @@ function runInfo (cipher: string, o: { json?: boolean }): void {
     `content cipher:  ${info.contentCipher}, ${info.chunkSize}-byte chunks`,
     `name cipher:     ${info.nameCipher}`,
     `key wrap:        ${info.keyWrap}, master key version ${info.masterKeyVersion}`,
+    ...(config.rotation !== undefined ? [`key rotation:    unfinished (from version ${config.rotation.fromVersion}); run 'sealfs key rotate' to finish it`] : []),
     ...(info.ephemeral ? ['ephemeral:       yes (no key slot: nothing can open it after its mount ended)'] : []),
     ...info.keySlots.map(s => `key slot ${String(s.name)}: ${s.recovery === true ? 'recovery key' : String(s.kind)}, ${String(s.kdf)}${s.kind === 'passphrase' ? ` opslimit=${String(s.opslimit)} memlimit=${Number(s.memlimit) / 1024 / 1024} MiB` : ''}`),
     `files:           ${files === null ? 'unknown (no index)' : files}`

@@ -7,7 +7,10 @@ import { writeFileAtomic } from './atomic-file'
 import { VolumeError } from './errors'
 
 export const CONFIG_FILE = 'sealfs.conf'
+/** What `init` writes. A volume becomes version 2 at its first key rotation (NAME_KEYS). */
 export const FORMAT_VERSION = 1
+/** Version 2: the name, link and xattr keys are kept wrapped in the config (`nameKeys`), not derived from the master key. */
+export const FORMAT_VERSION_NAME_KEYS = 2
 export const CONTENT_CIPHER = 'AES-256-GCM'
 export const NAME_CIPHER = 'HMAC-SHA256-SIV+AES-256-CTR'
 export const KEY_WRAP = 'XChaCha20-Poly1305'
@@ -96,10 +99,26 @@ export interface VolumeConfig {
   nameCipher: string
   keyWrap: string
   masterKeyVersion: number
+  /**
+   * Format version 2: the keys of names, symlink targets and xattrs, each wrapped under the
+   * current master key (volume-keys.ts). They outlive rotations: renaming every entry is
+   * not needed to rotate the master key.
+   */
+  nameKeys?: NameKeysField
+  /**
+   * An unfinished rotation from master key `fromVersion`: the DEK-wrap key of that version,
+   * wrapped under the current master key, until every file header is rewrapped. The volume
+   * is not mounted meanwhile; `key rotate` finishes it.
+   */
+  rotation?: RotationField
   /** A throwaway volume: its master key lived only in the daemon that made it; no slots. */
   ephemeral?: true
   slots: KeySlot[]
 }
+
+export const NAME_KEYS = ['nameEnc', 'nameMac', 'link', 'xattr'] as const
+export type NameKeysField = Record<typeof NAME_KEYS[number], string>
+export interface RotationField { fromVersion: number, retiredKey: string }
 
 const HEX = /^[0-9a-f]*$/
 
@@ -167,12 +186,15 @@ function parseConfig (bytes: Buffer, file: string): unknown {
 export function checkConfig (parsed: unknown, file: string): VolumeConfig {
   const c = parsed as VolumeConfig
   if (c === null || typeof c !== 'object' || c.format !== 'sealfs') throw new VolumeError('damaged-config', `${file} is not a sealfs config`)
-  if (c.formatVersion !== FORMAT_VERSION) throw new VolumeError('unsupported', `${file} has format version ${String(c.formatVersion)}; this sealfs reads version ${FORMAT_VERSION}`)
+  if (c.formatVersion !== FORMAT_VERSION && c.formatVersion !== FORMAT_VERSION_NAME_KEYS) {
+    throw new VolumeError('unsupported', `${file} has format version ${String(c.formatVersion)}; this sealfs reads versions ${FORMAT_VERSION} and ${FORMAT_VERSION_NAME_KEYS}`)
+  }
   if (c.contentCipher !== CONTENT_CIPHER || c.nameCipher !== NAME_CIPHER || c.keyWrap !== KEY_WRAP) throw new VolumeError('unsupported', `${file} names an algorithm this sealfs does not support`)
   if (!hexOf(c.volumeId, 16) || !isValidChunkSize(c.chunkSize) || !Number.isInteger(c.masterKeyVersion) || c.masterKeyVersion < 1 || c.masterKeyVersion > 0xffffffff) {
     throw new VolumeError('damaged-config', `${file} has an invalid field`)
   }
   if (c.ephemeral !== undefined && c.ephemeral !== true) throw new VolumeError('damaged-config', `${file} has an invalid field`)
+  checkKeyFields(c, file)
   if (!Array.isArray(c.slots) || (c.slots.length === 0) !== (c.ephemeral === true)) {
     throw new VolumeError('damaged-config', c.ephemeral === true ? `${file} is ephemeral but has key slots` : `${file} has no key slots`)
   }
@@ -187,6 +209,24 @@ export function checkConfig (parsed: unknown, file: string): VolumeConfig {
     names.add(name)
   }
   return c
+}
+
+const TOP_FIELDS = ['format', 'formatVersion', 'volumeId', 'contentCipher', 'chunkSize', 'nameCipher', 'keyWrap', 'masterKeyVersion', 'nameKeys', 'rotation', 'ephemeral', 'slots']
+
+/** The fields of format version 2 and of an unfinished rotation: present exactly when they must be, each of one spelling. */
+function checkKeyFields (c: VolumeConfig, file: string): void {
+  const bad = (): never => { throw new VolumeError('damaged-config', `${file} has an invalid field`) }
+  if (Object.keys(c).some(k => !TOP_FIELDS.includes(k))) bad()
+  if ((c.nameKeys !== undefined) !== (c.formatVersion === FORMAT_VERSION_NAME_KEYS)) bad()
+  if (c.nameKeys !== undefined) {
+    const n = c.nameKeys as unknown as Record<string, unknown>
+    if (n === null || typeof n !== 'object' || Array.isArray(n) || Object.keys(n).length !== NAME_KEYS.length || NAME_KEYS.some(k => !hexOf(n[k], WRAPPED_KEY_BYTES))) bad()
+  }
+  if (c.rotation !== undefined) {
+    const r = c.rotation as unknown as Record<string, unknown>
+    if (r === null || typeof r !== 'object' || Array.isArray(r) || Object.keys(r).length !== 2 || c.nameKeys === undefined || c.ephemeral === true) bad()
+    if (r.fromVersion !== c.masterKeyVersion - 1 || !hexOf(r.retiredKey, WRAPPED_KEY_BYTES)) bad()
+  }
 }
 
 /** The Argon2id work (GiB-passes) of trying these slots. */

@@ -160,3 +160,70 @@ export class DekIndex {
     }
   }
 }
+
+export interface RewrappedRow { fileId: Buffer, keyVersion: number, wrapped: Buffer }
+
+/**
+ * The index as a key rotation rewrites it, with no mount running: rows rewrapped a batch at
+ * a time, each batch one transaction on this thread (a rotation has nothing else to do
+ * meanwhile). A row keeps its chunk-write count: the DEK, and so its nonce budget, is the same.
+ */
+export class DekIndexRewrite {
+  readonly #db: Database.Database
+  readonly #get: Database.Statement
+  readonly #apply: (rows: RewrappedRow[]) => void
+
+  constructor (cipherDir: string, volumeId: string) {
+    const file = path.join(cipherDir, INDEX_FILE)
+    let fd: number
+    try {
+      fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK)
+    } catch (e) {
+      throw new Error(`cannot open it (${(e as NodeJS.ErrnoException).code ?? 'error'})`)
+    }
+    try {
+      if (!fs.fstatSync(fd).isFile()) throw new Error('it is not a regular file')
+    } finally {
+      fs.closeSync(fd)
+    }
+    this.#db = new Database(file, { fileMustExist: true })
+    this.#db.pragma('busy_timeout = 10000')
+    this.#db.pragma('journal_mode = TRUNCATE')
+    this.#db.pragma('synchronous = FULL')
+    this.#db.pragma('secure_delete = ON')
+    const stored = this.#db.prepare('SELECT value FROM volume WHERE key = ?').get('volume_id') as { value: string } | undefined
+    if (stored?.value !== volumeId) {
+      this.#db.close()
+      throw new Error('the DEK index belongs to another volume')
+    }
+    this.#get = this.#db.prepare('SELECT key_version AS keyVersion, wrapped FROM deks WHERE file_id = ?')
+    const put = this.#db.prepare('INSERT INTO deks (file_id, key_version, wrapped) VALUES (?, ?, ?) ON CONFLICT(file_id) DO UPDATE SET key_version = excluded.key_version, wrapped = excluded.wrapped')
+    this.#apply = this.#db.transaction((rows: RewrappedRow[]) => { for (const r of rows) put.run(r.fileId, r.keyVersion, r.wrapped) })
+  }
+
+  /** Whether the index holds exactly this wrapped DEK for the file. */
+  holds (row: RewrappedRow): boolean {
+    const have = this.#get.get(row.fileId) as { keyVersion: number, wrapped: Buffer } | undefined
+    return have !== undefined && have.keyVersion === row.keyVersion && Buffer.compare(have.wrapped, row.wrapped) === 0
+  }
+
+  /** Writes the rows in one transaction (committed and synced when this returns). */
+  put (rows: RewrappedRow[]): void {
+    if (rows.length > 0) this.#apply(rows)
+  }
+
+  /** The rows still wrapped under master-key version `keyVersion`. */
+  rowsAt (keyVersion: number): RewrappedRow[] {
+    return this.#db.prepare('SELECT file_id AS fileId, key_version AS keyVersion, wrapped FROM deks WHERE key_version = ?').all(keyVersion) as RewrappedRow[]
+  }
+
+  /** Deletes rows (that no key opens) in one transaction. */
+  remove (fileIds: Buffer[]): void {
+    const del = this.#db.prepare('DELETE FROM deks WHERE file_id = ?')
+    this.#db.transaction(() => { for (const id of fileIds) del.run(id) })()
+  }
+
+  close (): void {
+    this.#db.close()
+  }
+}

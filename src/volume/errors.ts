@@ -17,6 +17,8 @@ export type VolumeErrorKind =
   | 'key-service'        // a key-service command failed, refused, or was not allowed to run
   | 'volume-mismatch'    // the cipher dir holds another volume than the one pinned (--volume-id)
   | 'ephemeral'          // an ephemeral volume: nothing can open it
+  | 'rotation-in-progress' // a key rotation is running, or was interrupted and must be finished first
+  | 'slots-unopened'     // a rotation cannot rewrap slots whose credentials were not given
 
 export class VolumeError extends Error {
   constructor (readonly kind: VolumeErrorKind, message: string) {

@@ -157,3 +157,26 @@ function wrongCredential (credential: Credential, slots: KeySlot[], tried: numbe
   if (asRecovery !== null && slots.some(s => s.kind === 'passphrase' && s.recovery === true)) return 'wrong recovery key (or the volume config was modified)'
   return 'wrong passphrase (or the volume config was modified)'
 }
+
+/**
+ * The slot, its master key rewrapped for `next` (a new master key and version), if
+ * `credential` opens it in `config`; null if it does not. The slot keeps its KDF, salt and
+ * fields: the same credential opens it afterwards.
+ */
+export async function resealSlot<S extends KeySlot> (config: VolumeConfig, next: VolumeConfig, slot: S, credential: Credential, masterKey: SecretKey): Promise<S | null> {
+  const kek = await slotKek(slot, credential)
+  if (kek === null) return null
+  try {
+    try {
+      unwrapKey(kek, Buffer.from(slot.wrappedKey, 'hex'), slotAad(config, slot), 'key slot').dispose()
+    } catch (e) {
+      if (e instanceof AuthenticationError) return null
+      throw e
+    }
+    const fresh: S = { ...slot, wrappedKey: '' }
+    fresh.wrappedKey = wrapKey(kek, masterKey, slotAad(next, fresh)).toString('hex')
+    return fresh
+  } finally {
+    kek.dispose()
+  }
+}

@@ -41,7 +41,7 @@ async function changeConfig (dir: string, unlock: Unlock, change: (config: Volum
 }
 
 /** Temp files of config writes that a crash interrupted (only key commands write them, under the lock). */
-function removeStaleTemps (dir: string): void {
+export function removeStaleTemps (dir: string): void {
   for (const name of fs.readdirSync(dir)) {
     if (!name.startsWith(`${CONFIG_FILE}.tmp-`)) continue
     const file = path.join(dir, name)

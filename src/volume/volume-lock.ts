@@ -16,7 +16,11 @@ const LOCK_RETRY_MS = 100
 export class VolumeLock {
   private constructor (private readonly fd: number | null) {}
 
-  static acquire (cipherDir: string, readOnly: boolean): VolumeLock {
+  /**
+   * `rotation`: taken by `key rotate`, which says so in the lock file, so that a mount or
+   * another rotation meanwhile is told what holds the volume.
+   */
+  static acquire (cipherDir: string, readOnly: boolean, rotation = false): VolumeLock {
     const file = path.join(cipherDir, LOCK_FILE)
     let fd: number
     try {
@@ -39,13 +43,15 @@ export class VolumeLock {
       rc = posix.flock(fd, (readOnly ? LOCK_SH : LOCK_EX) | LOCK_NB)
     }
     if (rc !== 0) {
-      const holder = fs.readFileSync(fd, 'utf8').trim()
+      const holder = fs.readFileSync(fd, 'utf8').trim().slice(0, 64)
       fs.closeSync(fd)
+      const rotating = /^(\d+) key-rotate$/.exec(holder)
+      if (rotating !== null) throw new VolumeError('rotation-in-progress', `a key rotation of ${cipherDir} is running (pid ${rotating[1]}); wait for it to end`)
       throw new VolumeError('busy', `${cipherDir} is already mounted${holder !== '' ? ` (daemon pid ${holder})` : ''}; a volume has one read-write mount at a time`)
     }
     if (!readOnly) {
       fs.ftruncateSync(fd, 0)
-      fs.writeSync(fd, `${process.pid}\n`, 0)
+      fs.writeSync(fd, rotation ? `${process.pid} key-rotate\n` : `${process.pid}\n`, 0)
     }
     return new VolumeLock(fd)
   }

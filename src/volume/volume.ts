@@ -2,7 +2,6 @@ import fs from 'fs'
 import path from 'path'
 import { ChunkCipher, isValidChunkSize } from '../crypto/chunk-cipher'
 import { AuthenticationError } from '../crypto/errors'
-import { unwrapKey, wrapKey } from '../crypto/key-wrap'
 import { LinkCipher } from '../crypto/link-cipher'
 import { NameCipher } from '../crypto/name-cipher'
 import { XattrCipher } from '../crypto/xattr-cipher'
@@ -15,6 +14,8 @@ import { VolumeError } from './errors'
 import { FILE_ID_BYTES, FileHeader, encodeHeader } from './file-header'
 import { Credential, createPassphraseSlot, unlockSlot } from './key-slot'
 import { LOCK_FILE, VolumeLock } from './volume-lock'
+import { dekWrapKey, openNameKeys } from './volume-keys'
+import { unwrapDek, wrapDek } from './dek-wrap'
 
 /**
  * 4 KiB, the page size and what random I/O asks for: a 4 KiB read or write then opens or
@@ -26,15 +27,6 @@ import { LOCK_FILE, VolumeLock } from './volume-lock'
  * per 4 KiB (0.7%, not 0.09%); and 4124-byte chunks straddle the backing's 4 KiB blocks.
  */
 export const DEFAULT_CHUNK_SIZE = 4 * 1024
-
-/** Subkeys of the master key (libsodium crypto_kdf ids and contexts; see docs/FORMAT.md). */
-const SUBKEYS = {
-  dekWrap: [1, 'sealfsdk'],
-  nameEnc: [2, 'sealfsnm'],
-  nameMac: [3, 'sealfsnm'],
-  link: [4, 'sealfslk'],
-  xattr: [5, 'sealfsxa']
-} as const
 
 /**
  * Why the directory (a /proc/self/fd path) may not be wiped for an ephemeral mount, or null:
@@ -101,21 +93,19 @@ export class Volume {
 
   private constructor (readonly dir: string, readonly config: VolumeConfig, masterKey: SecretKey, lock: VolumeLock, readonly readOnly: boolean) {
     this.#lock = lock
-    // The index first: if it is damaged, no subkey has been derived yet that would need zeroing.
+    // The name keys first (a modified config fails here), then the index: if either fails,
+    // the keys made so far are zeroed before the error goes up.
+    const { nameEnc, nameMac, link, xattr } = openNameKeys(config, masterKey)
+    this.#dekWrapKey = dekWrapKey(masterKey)
+    this.#keys = [this.#dekWrapKey, nameEnc, nameMac, link, xattr]
     try {
       this.index = new DekIndex(dir, config.volumeId, readOnly)
     } catch (e) {
+      for (const k of this.#keys) k.dispose()
       throw new VolumeError('damaged-config', `${dir}/sealfs.index cannot be opened (${(e as Error).message.split('\n')[0]})`)
     }
     this.volumeId = Buffer.from(config.volumeId, 'hex')
     this.chunks = new ChunkCipher(config.chunkSize)
-    const derive = ([id, ctx]: readonly [number, string]): SecretKey => masterKey.derive(id, ctx)
-    this.#dekWrapKey = derive(SUBKEYS.dekWrap)
-    const nameEnc = derive(SUBKEYS.nameEnc)
-    const nameMac = derive(SUBKEYS.nameMac)
-    const link = derive(SUBKEYS.link)
-    const xattr = derive(SUBKEYS.xattr)
-    this.#keys = [this.#dekWrapKey, nameEnc, nameMac, link, xattr]
     this.names = new NameCipher(nameEnc, nameMac)
     this.links = new LinkCipher(link, this.volumeId)
     this.xattrs = new XattrCipher(this.names, xattr, this.volumeId)
@@ -226,7 +216,11 @@ export class Volume {
     const config = readConfig(dir)
     checkVolumeId(config, dir, opts.volumeId)  // on the config this unlock uses
     const readOnly = opts.readOnly === true
-    const lock = VolumeLock.acquire(dir, readOnly)
+    const lock = VolumeLock.acquire(dir, readOnly)  // a rotation that is running holds it
+    if (config.rotation !== undefined) {
+      lock.release()
+      throw new VolumeError('rotation-in-progress', `a key rotation of ${dir} was interrupted; run 'sealfs key rotate ${dir}' to finish it before mounting`)
+    }
     let masterKey: SecretKey
     try {
       masterKey = (await unlockSlot(config, credential, opts.slot)).masterKey
@@ -244,18 +238,10 @@ export class Volume {
     }
   }
 
-  /** The AAD of a wrapped DEK: binds it to this volume, its file, the master-key version and the header flags. */
-  #dekAad (fileId: Buffer, keyVersion: number, flags: number): Buffer {
-    const v = Buffer.alloc(6)
-    v.writeUInt32BE(keyVersion, 0)
-    v.writeUInt16BE(flags, 4)
-    return Buffer.concat([Buffer.from('sealfs-dek-v1', 'ascii'), this.volumeId, fileId, v])
-  }
-
   /** A file's header with new flags: the DEK wrapped again (the flags are in its AAD); the index row follows. */
   rewrapHeader (fileId: Buffer, dek: SecretKey, flags: number): Buffer {
     const keyVersion = this.config.masterKeyVersion
-    const wrappedDek = wrapKey(this.#dekWrapKey, dek, this.#dekAad(fileId, keyVersion, flags))
+    const wrappedDek = wrapDek(this.#dekWrapKey, dek, this.volumeId, fileId, keyVersion, flags)
     this.index.put(fileId, keyVersion, wrappedDek)
     return encodeHeader({ fileId, keyVersion, flags, wrappedDek })
   }
@@ -265,7 +251,7 @@ export class Volume {
     const fileId = randomBytes(FILE_ID_BYTES)
     const dek = SecretKey.random()
     const keyVersion = this.config.masterKeyVersion
-    const wrappedDek = wrapKey(this.#dekWrapKey, dek, this.#dekAad(fileId, keyVersion, 0))
+    const wrappedDek = wrapDek(this.#dekWrapKey, dek, this.volumeId, fileId, keyVersion, 0)
     this.index.put(fileId, keyVersion, wrappedDek)
     return { fileId, dek, header: encodeHeader({ fileId, keyVersion, flags: 0, wrappedDek }) }
   }
@@ -283,7 +269,7 @@ export class Volume {
       wrapped = row.wrapped
       version = row.keyVersion
     }
-    return unwrapKey(this.#dekWrapKey, wrapped, this.#dekAad(header.fileId, version, header.flags), 'file header')
+    return unwrapDek(this.#dekWrapKey, wrapped, this.volumeId, header.fileId, version, header.flags)
   }
 
   /** The chunk AAD prefix of a file: volume ID || file ID. */

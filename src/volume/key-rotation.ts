@@ -1,0 +1,266 @@
+import path from 'path'
+import { AuthenticationError } from '../crypto/errors'
+import { SecretKey } from '../crypto/secret-key'
+import { CONFIG_FILE, FORMAT_VERSION_NAME_KEYS, KeySlot, VolumeConfig, checkConfig, checkUnlockCost, readConfig, slotName, writeConfig } from './config'
+import { DekIndexRewrite, RewrappedRow } from './dek-index'
+import { unwrapDek, wrapDek } from './dek-wrap'
+import { VolumeError } from './errors'
+import { FLAG_SPARSE, FileHeader, HEADER_BYTES, decodeHeader, encodeHeader } from './file-header'
+import { Credential, askKeyService, resealSlot, unlockSlot } from './key-slot'
+import { Unlock, removeStaleTemps } from './slot-changes'
+import { checkDir } from './volume'
+import { ConfigLock, VolumeLock } from './volume-lock'
+import { dekWrapKey, openNameKeys, openRetiredKey, wrapNameKeys, wrapRetiredKey } from './volume-keys'
+
+export interface RotateOptions {
+  /** What opens the volume (and its slot is rewrapped with it). */
+  unlock: Unlock
+  /** Credentials of further slots to keep: each is tried against the slots not yet opened. */
+  also: Credential[]
+  /** Remove the slots no credential opened (else they make the rotation refuse to start). */
+  dropUnopened: boolean
+}
+
+/** What became of one file header. */
+export type HeaderRewrap =
+  | { kind: 'rewrapped', header: Buffer, row: RewrappedRow }
+  | { kind: 'current', row: RewrappedRow }
+  | { kind: 'damaged' }
+
+/**
+ * A master-key rotation of an unmounted volume (docs/FORMAT.md §2.2): master key N+1 is made
+ * and every slot rewrapped under it, in one atomic config write that also keeps key N's
+ * DEK-wrap key (wrapped under N+1) while headers and index rows still need it. Every DEK is
+ * then rewrapped (rewrapHeader, finishIndex: the caller walks the files), and finish()
+ * forgets key N. A crash anywhere leaves a config that `start` resumes from.
+ * Holds the mount lock from start to close: the volume is not mounted meanwhile.
+ */
+export class KeyRotation {
+  readonly volumeId: Buffer
+  readonly index: DekIndexRewrite
+  /** Slots removed because no credential opened them (dropUnopened). */
+  readonly dropped: string[]
+  #retired: SecretKey | null
+  #current: SecretKey | null
+
+  private constructor (readonly dir: string, readonly from: number, readonly to: number, readonly resumed: boolean, retired: SecretKey, current: SecretKey, volumeId: string, private readonly lock: VolumeLock, dropped: string[]) {
+    this.#retired = retired
+    this.#current = current
+    this.volumeId = Buffer.from(volumeId, 'hex')
+    this.dropped = dropped
+    try {
+      this.index = new DekIndexRewrite(dir, volumeId)
+    } catch (e) {
+      this.#dispose()
+      throw new VolumeError('damaged-config', `${dir}/sealfs.index cannot be opened (${(e as Error).message.split('\n')[0]})`)
+    }
+  }
+
+  static async start (dir: string, opts: RotateOptions): Promise<KeyRotation> {
+    checkDir(dir)
+    let lock: VolumeLock
+    try {
+      lock = VolumeLock.acquire(dir, false, true)
+    } catch (e) {
+      if (e instanceof VolumeError && e.kind === 'busy') throw new VolumeError('busy', `${e.message}; unmount it before rotating its master key`)
+      throw e
+    }
+    try {
+      const configLock = ConfigLock.acquire(dir)
+      try {
+        removeStaleTemps(dir)
+        const config = readConfig(dir)
+        if (config.rotation !== undefined) {
+          // Resumed: the slots already open key N+1.
+          const { masterKey } = await unlockSlot(config, opts.unlock.credential, opts.unlock.slot)
+          try {
+            const retired = openRetiredKey(config, masterKey)
+            return new KeyRotation(dir, config.rotation.fromVersion, config.masterKeyVersion, true, retired, dekWrapKey(masterKey), config.volumeId, lock, [])
+          } finally {
+            masterKey.dispose()
+          }
+        }
+        return await KeyRotation.#begin(dir, config, opts, lock)
+      } finally {
+        configLock.release()
+      }
+    } catch (e) {
+      lock.release()
+      throw e
+    }
+  }
+
+  static async #begin (dir: string, config: VolumeConfig, opts: RotateOptions, lock: VolumeLock): Promise<KeyRotation> {
+    if (config.masterKeyVersion >= 0xffffffff) throw new VolumeError('unsupported', 'the master key has been rotated as often as the format can count')
+    const { masterKey: oldKey, slot: opened } = await unlockSlot(config, opts.unlock.credential, opts.unlock.slot)
+    const newKey = SecretKey.random()
+    let retired: SecretKey | null = null
+    try {
+      const next: VolumeConfig = { ...config, formatVersion: FORMAT_VERSION_NAME_KEYS, masterKeyVersion: config.masterKeyVersion + 1, slots: [] }
+      const nameKeys = openNameKeys(config, oldKey)
+      try {
+        next.nameKeys = wrapNameKeys(next, newKey, nameKeys)
+      } finally {
+        for (const k of Object.values(nameKeys)) k.dispose()
+      }
+      retired = dekWrapKey(oldKey)
+      next.rotation = wrapRetiredKey(next, newKey, config.masterKeyVersion, retired)
+      const { slots, unopened } = await resealAll(config, next, opened, opts, newKey)
+      if (unopened.length > 0 && !opts.dropUnopened) {
+        throw new VolumeError('slots-unopened', `no credential was given for key slot${unopened.length > 1 ? 's' : ''} ${unopened.map(u => `'${u.name}'${u.why !== '' ? ` (${u.why})` : ''}`).join(', ')}: give ${unopened.length > 1 ? 'them' : 'it'} with --also-passfile or --also-keyfile, or remove ${unopened.length > 1 ? 'them' : 'it'} with --drop-unopened`)
+      }
+      next.slots = slots
+      checkConfig(next, path.join(dir, CONFIG_FILE))
+      writeConfig(dir, next)
+      const current = dekWrapKey(newKey)
+      const rotation = new KeyRotation(dir, config.masterKeyVersion, next.masterKeyVersion, false, retired, current, config.volumeId, lock, unopened.map(u => u.name))
+      retired = null  // the rotation has it now
+      return rotation
+    } finally {
+      retired?.dispose()
+      oldKey.dispose()
+      newKey.dispose()
+    }
+  }
+
+  /**
+   * One file's header (its first HEADER_BYTES) rewrapped under key N+1, or already so (a
+   * resumed rotation, a hard link seen twice), or damaged: it does not authenticate under
+   * either key, or names a version neither is (it is left as it is).
+   */
+  rewrapHeader (bytes: Buffer): HeaderRewrap {
+    const h = bytes.length === HEADER_BYTES ? decodeHeader(bytes) : null
+    if (h === null) return { kind: 'damaged' }
+    if (h.keyVersion === this.to) {
+      if (!this.#opens(this.#key(this.#current), h.wrappedDek, h.fileId, this.to, h.flags)) return { kind: 'damaged' }
+      return { kind: 'current', row: { fileId: h.fileId, keyVersion: this.to, wrapped: h.wrappedDek } }
+    }
+    if (h.keyVersion !== this.from) return { kind: 'damaged' }
+    const wrapped = this.#rewrap(h.wrappedDek, h.fileId, h.flags)
+    if (wrapped === null) return { kind: 'damaged' }
+    const header: FileHeader = { ...h, keyVersion: this.to, wrappedDek: wrapped }
+    return { kind: 'rewrapped', header: encodeHeader(header), row: { fileId: h.fileId, keyVersion: this.to, wrapped } }
+  }
+
+  /**
+   * Rewraps the index rows still under key N: those of files the walk did not reach (a
+   * damaged header, whose row is what can restore it). A row keeps no flags, so both values
+   * are tried. Rows no key opens are left as they are. Returns [rewrapped, left].
+   */
+  finishIndex (): [number, number] {
+    let done = 0
+    let left = 0
+    const rows: RewrappedRow[] = []
+    for (const row of this.index.rowsAt(this.from)) {
+      const wrapped = this.#rewrap(row.wrapped, row.fileId, 0) ?? this.#rewrap(row.wrapped, row.fileId, FLAG_SPARSE)
+      if (wrapped === null) { left++; continue }
+      rows.push({ fileId: row.fileId, keyVersion: this.to, wrapped })
+      done++
+      if (rows.length >= 1000) this.index.put(rows.splice(0))
+    }
+    this.index.put(rows)
+    return [done, left]
+  }
+
+  /**
+   * Ends the rotation: key N's DEK-wrap key leaves the config, the one place it was kept.
+   * Call only once every header and row rewrapped is on disk (the caller syncs).
+   */
+  finish (): void {
+    const lock = ConfigLock.acquire(this.dir)
+    try {
+      removeStaleTemps(this.dir)
+      const config = readConfig(this.dir)
+      if (config.rotation?.fromVersion !== this.from || config.masterKeyVersion !== this.to) {
+        throw new VolumeError('damaged-config', `${this.dir}/${CONFIG_FILE} changed during the rotation (its rotation state is not the one begun)`)
+      }
+      const { rotation: _done, ...rest } = config
+      writeConfig(this.dir, rest)
+    } finally {
+      lock.release()
+    }
+  }
+
+  close (): void {
+    this.index.close()
+    this.#dispose()
+    this.lock.release()
+  }
+
+  #dispose (): void {
+    this.#retired?.dispose()
+    this.#current?.dispose()
+    this.#retired = null
+    this.#current = null
+  }
+
+  #key (k: SecretKey | null): SecretKey {
+    if (k === null) throw new Error('key rotation used after close')
+    return k
+  }
+
+  #opens (kek: SecretKey, wrapped: Buffer, fileId: Buffer, version: number, flags: number): boolean {
+    try {
+      unwrapDek(kek, wrapped, this.volumeId, fileId, version, flags).dispose()
+      return true
+    } catch (e) {
+      if (e instanceof AuthenticationError) return false
+      throw e
+    }
+  }
+
+  /** A DEK wrapped under key N, wrapped under key N+1 instead; null if it does not authenticate. */
+  #rewrap (wrapped: Buffer, fileId: Buffer, flags: number): Buffer | null {
+    let dek: SecretKey
+    try {
+      dek = unwrapDek(this.#key(this.#retired), wrapped, this.volumeId, fileId, this.from, flags)
+    } catch (e) {
+      if (e instanceof AuthenticationError) return null
+      throw e
+    }
+    try {
+      return wrapDek(this.#key(this.#current), dek, this.volumeId, fileId, this.to, flags)
+    } finally {
+      dek.dispose()
+    }
+  }
+}
+
+/**
+ * Every slot of `config` rewrapped for `next`, as far as a credential opens it: the slot the
+ * volume was opened with, key-service slots (their services are asked), and the further
+ * credentials given. The rest are `unopened`, with why where a service failed.
+ */
+async function resealAll (config: VolumeConfig, next: VolumeConfig, opened: KeySlot, opts: RotateOptions, newKey: SecretKey): Promise<{ slots: KeySlot[], unopened: Array<{ name: string, why: string }> }> {
+  // Each further passphrase may be tried against every passphrase slot: bounded as an unlock is.
+  if (opts.also.some(c => c.kind === 'passphrase')) checkUnlockCost(config.slots, 'the volume config')
+  const slots: KeySlot[] = []
+  const unopened: Array<{ name: string, why: string }> = []
+  for (const slot of config.slots) {
+    let fresh: KeySlot | null = null
+    let why = ''
+    if (slot === opened) {
+      fresh = await resealSlot(config, next, slot, opts.unlock.credential, newKey)
+    } else if (slot.kind === 'command') {
+      let asked: Credential | null = null
+      try {
+        asked = await askKeyService(slot)
+        fresh = await resealSlot(config, next, slot, asked, newKey)
+        if (fresh === null) why = 'its key service gave a secret that does not open it'
+      } catch (e) {
+        if (!(e instanceof VolumeError)) throw e
+        why = e.message
+      } finally {
+        asked?.secret.fill(0)
+      }
+    } else {
+      for (const c of opts.also) {
+        fresh = await resealSlot(config, next, slot, c, newKey)
+        if (fresh !== null) break
+      }
+    }
+    if (fresh !== null) slots.push(fresh)
+    else unopened.push({ name: slotName(slot), why })
+  }
+  return { slots, unopened }
+}

@@ -1,0 +1,320 @@
+import { spawn, spawnSync } from 'child_process'
+import fs from 'fs'
+import path from 'path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { CONFIG_FILE, readConfig } from '../src/volume/config'
+import { decodeHeader, HEADER_BYTES } from '../src/volume/file-header'
+import { unlockSlot } from '../src/volume/key-slot'
+import { CLI, FAST_KDF, cleanup, makeVolume, mount, py, rng, sealfs, sleep, umount, Vol, walk } from './helpers'
+
+function file (v: Vol, name: string, content: string | Buffer, mode = 0o600): string {
+  const f = path.join(v.base, name)
+  fs.writeFileSync(f, content, { mode })
+  return f
+}
+
+/**
+ * What a user sees of a tree: every entry's type, mode, size, mtime, contents, symlink target
+ * and user xattrs, and which names share an inode (hard links).
+ */
+function snapshot (root: string): unknown {
+  return py(`
+import os, json, hashlib
+root = ${JSON.stringify(root)}
+out = {}
+inodes = {}
+for d, dirs, files in os.walk(root):
+    for n in sorted(dirs + files):
+        p = os.path.join(d, n)
+        st = os.lstat(p)
+        e = {'mode': oct(st.st_mode), 'size': st.st_size, 'mtime': st.st_mtime_ns}
+        if os.path.islink(p):
+            e['target'] = os.readlink(p)
+        elif os.path.isfile(p):
+            e['sha'] = hashlib.sha256(open(p, 'rb').read()).hexdigest()
+            e['xattrs'] = {k: os.getxattr(p, k).hex() for k in sorted(os.listxattr(p)) if k.startswith('user.')}
+            e['link'] = inodes.setdefault(st.st_ino, os.path.relpath(p, root))
+        out[os.path.relpath(p, root)] = e
+print(json.dumps(out, sort_keys=True))`)
+}
+
+/** Times and modes of the backing files (what a rotation must leave as they were). */
+function backingTimes (cipher: string): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const f of walk(cipher)) {
+    if (path.basename(f).includes('.') && !/sealfs\.(long|orphan)\.[^.]+$/.test(f)) continue
+    const st = fs.lstatSync(f, { bigint: true })
+    out[path.relative(cipher, f)] = `${st.mode.toString(8)} ${st.mtimeNs} ${st.atimeNs}`
+  }
+  return out
+}
+
+/** Master-key versions of every backing file's header (none for an empty file). */
+function headerVersions (cipher: string): Map<number, number> {
+  const versions = new Map<number, number>()
+  for (const f of walk(cipher)) {
+    if (path.basename(f).includes('.') && !/sealfs\.(long|orphan)\.[^.]+$/.test(f)) continue
+    if (!fs.lstatSync(f).isFile() || fs.statSync(f).size === 0) continue
+    const fd = fs.openSync(f, fs.constants.O_RDONLY | fs.constants.O_NOATIME)  // the test's reads must not move atimes
+    const b = Buffer.alloc(HEADER_BYTES)
+    fs.readSync(fd, b, 0, HEADER_BYTES, 0)
+    fs.closeSync(fd)
+    const h = decodeHeader(b)
+    const v = h === null ? -1 : h.keyVersion
+    versions.set(v, (versions.get(v) ?? 0) + 1)
+  }
+  return versions
+}
+
+/** A tree of every kind of entry, through the mount: contents, a read-only file, an empty one, links, xattrs, a long name. */
+function populate (mnt: string, files: number): void {
+  py(`
+import os
+m = ${JSON.stringify(mnt)}
+os.makedirs(m + '/d/e')
+for i in range(${files}):
+    with open(m + '/d/f%d' % i, 'w') as f: f.write('file %d ' % i * (1 + i % 7))
+with open(m + '/big', 'wb') as f: f.write(bytes(range(256)) * 1000)
+with open(m + '/ro', 'w') as f: f.write('read only')
+os.chmod(m + '/ro', 0o444)
+open(m + '/empty', 'w').close()
+os.symlink('d/f1', m + '/lnk')
+os.link(m + '/big', m + '/d/e/hard')
+os.setxattr(m + '/d/f0', 'user.note', b'kept')
+with open(m + '/' + 'L' * 200, 'w') as f: f.write('long name')
+os.utime(m + '/d/f2', (1000000000, 1000000000))
+print('null')`)
+}
+
+describe('master-key rotation', () => {
+  const vols: Vol[] = []
+  const volume = (): Vol => { const v = makeVolume(); vols.push(v); return v }
+  afterEach(async () => {
+    for (const v of vols.splice(0)) await cleanup(v)
+  })
+
+  it('rewraps every file and the slots it is given, keeps what users see, and leaves a removed slot with an old config nothing to open', async () => {
+    const v = volume()
+    mount(v)
+    try {
+      populate(v.mnt, 20)
+    } finally {
+      await umount(v)
+    }
+    const p2 = file(v, 'p2', 'second passphrase\n')
+    const kf = path.join(v.base, 'stick.key')
+    expect(sealfs(['key', 'add', '--passfile', v.passfile, '--name', 'two', '--new-passfile', p2, ...FAST_KDF, v.cipher]).status).toBe(0)
+    expect(sealfs(['key', 'add', '--passfile', v.passfile, '--name', 'stick', '--new-keyfile', kf, v.cipher]).status).toBe(0)
+    const oldConfig = fs.readFileSync(path.join(v.cipher, CONFIG_FILE))
+    mount(v)
+    const seen = snapshot(v.mnt)
+    await umount(v)
+    const times = backingTimes(v.cipher)
+
+    // Slots it was given no credential for: refused, nothing changed.
+    let r = sealfs(['key', 'rotate', '--passfile', v.passfile, v.cipher])
+    expect(r.status).toBe(19)
+    expect(r.stderr).toMatch(/^sealfs: no credential was given for key slots 'two', 'stick': give them with --also-passfile or --also-keyfile, or remove them with --drop-unopened\n$/)
+    expect(fs.readFileSync(path.join(v.cipher, CONFIG_FILE)).equals(oldConfig)).toBe(true)
+
+    // Mounted: refused.
+    mount(v)
+    try {
+      r = sealfs(['key', 'rotate', '--passfile', v.passfile, '--drop-unopened', v.cipher])
+      expect(r.status).toBe(11)
+      expect(r.stderr).toMatch(/is already mounted.*unmount it before rotating its master key/)
+    } finally {
+      await umount(v)
+    }
+
+    // 'two' is removed, then the rotation keeps the key file's slot.
+    expect(sealfs(['key', 'remove', '--passfile', v.passfile, v.cipher, 'two']).status).toBe(0)
+    r = sealfs(['key', 'rotate', '--passfile', v.passfile, '--also-keyfile', kf, '--json', v.cipher])
+    expect(r.status, r.stderr).toBe(0)
+    const result = JSON.parse(r.stdout.trim().split('\n').pop() as string) as Record<string, unknown>
+    expect(result).toMatchObject({ masterKeyVersion: 2, resumed: false, dropped: [], files: 25, rewrapped: 23, damaged: [], unwritable: [] })
+    expect(r.stderr).toMatch(/^Rotated to master key version 2: 23 of 25 files rewrapped in [\d.]+ s; key version 1 is gone\.\n$/)
+    const config = readConfig(v.cipher)
+    expect(config).toMatchObject({ formatVersion: 2, masterKeyVersion: 2 })
+    expect(config.rotation).toBeUndefined()
+    expect(fs.existsSync(path.join(v.cipher, 'sealfs.rotation-journal'))).toBe(false)
+    expect([...headerVersions(v.cipher)]).toEqual([[2, 24]])
+    expect(backingTimes(v.cipher)).toEqual(times)
+    expect(JSON.parse(sealfs(['key', 'list', '--json', v.cipher]).stdout)).toMatchObject({ masterKeyVersion: 2, unfinishedRotationFrom: null, slots: [{ name: 'passphrase' }, { name: 'stick' }] })
+
+    // Both kept credentials open it; everything reads as before; a file is written after.
+    for (const cred of [['--passfile', v.passfile], ['--keyfile', kf]]) {
+      expect(sealfs(['mount', ...cred, v.cipher, v.mnt]).status).toBe(0)
+      try {
+        expect(snapshot(v.mnt)).toEqual(seen)
+      } finally {
+        await umount(v)
+      }
+    }
+    mount(v)
+    try {
+      fs.writeFileSync(path.join(v.mnt, 'after'), 'written after the rotation')
+      fs.appendFileSync(path.join(v.mnt, 'd', 'f3'), ' and more')
+    } finally {
+      await umount(v)
+    }
+
+    // The removed slot's passphrase no longer opens the volume...
+    expect(sealfs(['mount', '--passfile', p2, v.cipher, v.mnt]).status).toBe(7)
+    // ...and with the config from before the rotation, it opens the volume (that config's
+    // master key) but no file: every header and index row is wrapped under the new key.
+    const stolen = path.join(v.base, 'stolen')
+    fs.cpSync(v.cipher, stolen, { recursive: true, preserveTimestamps: true })
+    fs.writeFileSync(path.join(stolen, CONFIG_FILE), oldConfig)
+    expect(sealfs(['mount', '--passfile', p2, stolen, v.mnt]).status).toBe(0)
+    try {
+      const names = fs.readdirSync(v.mnt).sort()
+      expect(names).toContain('after')  // names are not re-keyed (docs/SECURITY.md)
+      for (const f of walk(v.mnt).filter(f => fs.lstatSync(f).isFile() && fs.statSync(f).size > 0)) {
+        expect(() => fs.readFileSync(f), f).toThrow(/EIO/)
+      }
+    } finally {
+      await umount({ ...v, cipher: stolen })
+    }
+  }, 120_000)
+
+  it('resumes after kill -9 at any point: the volume is refused until the rotation is finished, then every file reads back with its times', async () => {
+    const v = volume()
+    const files = Number(process.env.SEALFS_ROTATE_FILES ?? 2000)
+    const rounds = Number(process.env.SEALFS_ROTATE_ROUNDS ?? 10)
+    const random = rng(Number(process.env.SEALFS_ROTATE_SEED ?? 1))
+    mount(v)
+    try {
+      populate(v.mnt, files)
+    } finally {
+      await umount(v)
+    }
+    mount(v)
+    const seen = snapshot(v.mnt)
+    await umount(v)
+    const times = backingTimes(v.cipher)
+    const outcomes: string[] = []
+    let refusedMount = false
+    // One whole rotation first, with its journal repair: killed with a batch of headers
+    // written and no time put back (fault injection), then run again. Its length then
+    // spreads the kills over a rotation's whole run.
+    const faulty = spawnSync(process.execPath, [CLI, 'key', 'rotate', '--passfile', v.passfile, v.cipher], { env: { ...process.env, SEALFS_FAULT: 'kill-after-header-writes' } })
+    expect(faulty.signal).toBe('SIGKILL')
+    expect(backingTimes(v.cipher)).not.toEqual(times)  // what the journal is for
+    const t0 = Date.now()
+    expect(sealfs(['key', 'rotate', '--passfile', v.passfile, v.cipher]).status).toBe(0)
+    const whole = Date.now() - t0
+    expect(backingTimes(v.cipher)).toEqual(times)
+    for (let round = 0; round < rounds; round++) {
+      const child = spawn(process.execPath, [CLI, 'key', 'rotate', '--passfile', v.passfile, v.cipher], { stdio: 'ignore' })
+      // The last round is not cut, so the rotation always ends.
+      const delay = round === rounds - 1 ? 600_000 : Math.floor(random() * whole * 1.1)
+      const timer = setTimeout(() => child.kill('SIGKILL'), delay)
+      const code = await new Promise<number | null>(resolve => child.once('exit', c => resolve(c)))
+      clearTimeout(timer)
+      const config = readConfig(v.cipher)
+      outcomes.push(`${delay}ms:${code === null ? 'killed' : code}:v${config.masterKeyVersion}${config.rotation !== undefined ? '+' : ''}`)
+      expect(code === null || code === 0, outcomes.join(' ')).toBe(true)
+      // The passphrase opens the config at every point.
+      const { masterKey } = await unlockSlot(config, { kind: 'passphrase', secret: Buffer.from('test passphrase') })
+      masterKey.dispose()
+      if (config.rotation !== undefined && !refusedMount) {
+        const r = sealfs(['mount', '--passfile', v.passfile, v.cipher, v.mnt])
+        expect(r.status).toBe(18)
+        expect(r.stderr).toMatch(/key rotation of .* was interrupted; run 'sealfs key rotate .*' to finish it before mounting\n$/)
+        expect(sealfs(['info', v.cipher]).stdout).toMatch(/key rotation: +unfinished \(from version \d+\)/)
+        refusedMount = true
+      }
+    }
+    process.stdout.write(`rotation of ${files} files (${whole} ms whole), then killed at: ${outcomes.join(' ')}\n`)
+    expect(outcomes.some(o => o.includes('killed') && o.endsWith('+')), outcomes.join(' ')).toBe(true)
+    expect(outcomes[outcomes.length - 1]).toMatch(/:0:v\d+$/)
+    const version = readConfig(v.cipher).masterKeyVersion
+    expect(version, outcomes.join(' ')).toBeGreaterThan(1)
+    // Nothing needs a key that is gone: every header and index row is under the current key.
+    expect([...headerVersions(v.cipher)], outcomes.join(' ')).toEqual([[version, files + 4]])
+    const rows = py(`
+import sqlite3, json
+db = sqlite3.connect(${JSON.stringify(path.join(v.cipher, 'sealfs.index'))})
+print(json.dumps(db.execute('SELECT key_version, count(*) FROM deks GROUP BY key_version').fetchall()))`)
+    expect(rows).toEqual([[version, files + 3]])
+    expect(backingTimes(v.cipher), outcomes.join(' ')).toEqual(times)
+    mount(v)
+    try {
+      expect(snapshot(v.mnt)).toEqual(seen)
+    } finally {
+      await umount(v)
+    }
+  }, 300_000)
+
+  it('tells a mount and a second rotation that a rotation is running (exit 18); an ephemeral volume has nothing to rotate', async () => {
+    const v = volume()
+    mount(v)
+    try {
+      populate(v.mnt, 4000)
+    } finally {
+      await umount(v)
+    }
+    let caught = false
+    for (let attempt = 0; attempt < 5 && !caught; attempt++) {
+      const child = spawn(process.execPath, [CLI, 'key', 'rotate', '--passfile', v.passfile, v.cipher], { stdio: 'ignore' })
+      // Stopped as soon as the new config is in place, while it rewraps the files.
+      const conf = path.join(v.cipher, CONFIG_FILE)
+      const before = fs.readFileSync(conf, 'utf8')
+      for (let i = 0; i < 2000 && fs.readFileSync(conf, 'utf8') === before && child.exitCode === null; i++) await sleep(2)
+      child.kill('SIGSTOP')
+      try {
+        if (readConfig(v.cipher).rotation !== undefined) {
+          caught = true
+          let r = sealfs(['mount', '--passfile', v.passfile, v.cipher, v.mnt])
+          expect(r.status).toBe(18)
+          expect(r.stderr).toMatch(new RegExp(`key rotation of .* is running \\(pid ${child.pid}\\); wait for it to end`))
+          r = sealfs(['key', 'rotate', '--passfile', v.passfile, v.cipher])
+          expect(r.status).toBe(18)
+          r = sealfs(['mount', '-o', 'ro', '--passfile', v.passfile, v.cipher, v.mnt])
+          expect(r.status).toBe(18)
+        }
+      } finally {
+        child.kill('SIGCONT')
+      }
+      expect(await new Promise<number | null>(resolve => child.once('exit', c => resolve(c)))).toBe(0)
+    }
+    expect(caught).toBe(true)
+
+    const e = volume()
+    fs.rmSync(e.cipher, { recursive: true })
+    fs.mkdirSync(e.cipher)
+    expect(sealfs(['mount', '--ephemeral', e.cipher, e.mnt]).status).toBe(0)
+    await umount(e)
+    const r = sealfs(['key', 'rotate', '--passfile', e.passfile, e.cipher])
+    expect(r.status).toBe(17)
+  }, 120_000)
+
+  it('lets a user rotate a volume of their own with read-only files (as git keeps its objects): modes and times stay', async () => {
+    const v = volume()
+    mount(v)
+    try {
+      populate(v.mnt, 10)
+      for (const f of ['d/f3', 'd/f4']) fs.chmodSync(path.join(v.mnt, f), 0o400)
+    } finally {
+      await umount(v)
+    }
+    mount(v)
+    const seen = snapshot(v.mnt)
+    await umount(v)
+    spawnSync('chown', ['-R', 'nobody', v.cipher, v.passfile])
+    fs.chmodSync(v.base, 0o755)
+    const times = backingTimes(v.cipher)
+    const r = spawnSync('runuser', ['-u', 'nobody', '--', process.execPath, CLI, 'key', 'rotate', '--passfile', v.passfile, '--json', v.cipher], { encoding: 'utf8' })
+    expect(r.status, r.stderr).toBe(0)
+    expect(JSON.parse(r.stdout.trim().split('\n').pop() as string)).toMatchObject({ rewrapped: 13, unwritable: [], damaged: [] })
+    expect(backingTimes(v.cipher)).toEqual(times)
+    expect([...headerVersions(v.cipher)]).toEqual([[2, 14]])
+    mount(v)
+    try {
+      expect(snapshot(v.mnt)).toEqual(seen)
+    } finally {
+      await umount(v)
+    }
+  }, 120_000)
+})
