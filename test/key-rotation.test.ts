@@ -83,6 +83,11 @@ os.link(m + '/big', m + '/d/e/hard')
 os.setxattr(m + '/d/f0', 'user.note', b'kept')
 with open(m + '/' + 'L' * 200, 'w') as f: f.write('long name')
 os.utime(m + '/d/f2', (1000000000, 1000000000))
+with open(m + '/sparse', 'wb') as f:
+    f.write(b'head')
+    f.truncate(20000000)
+    f.seek(10000000)
+    f.write(b'middle')
 print('null')`)
 }
 
@@ -132,13 +137,13 @@ describe('master-key rotation', () => {
     r = sealfs(['key', 'rotate', '--passfile', v.passfile, '--also-keyfile', kf, '--json', v.cipher])
     expect(r.status, r.stderr).toBe(0)
     const result = JSON.parse(r.stdout.trim().split('\n').pop() as string) as Record<string, unknown>
-    expect(result).toMatchObject({ masterKeyVersion: 2, resumed: false, dropped: [], files: 25, rewrapped: 23, damaged: [], unwritable: [] })
-    expect(r.stderr).toMatch(/^Rotated to master key version 2: 23 of 25 files rewrapped in [\d.]+ s; key version 1 is gone\.\n$/)
+    expect(result).toMatchObject({ masterKeyVersion: 2, resumed: false, dropped: [], files: 26, rewrapped: 24, damaged: [], unwritable: [] })
+    expect(r.stderr).toMatch(/^Rotated to master key version 2: 24 of 26 files rewrapped in [\d.]+ s; key version 1 is gone\.\n$/)
     const config = readConfig(v.cipher)
     expect(config).toMatchObject({ formatVersion: 2, masterKeyVersion: 2 })
     expect(config.rotation).toBeUndefined()
     expect(fs.existsSync(path.join(v.cipher, 'sealfs.rotation-journal'))).toBe(false)
-    expect([...headerVersions(v.cipher)]).toEqual([[2, 24]])
+    expect([...headerVersions(v.cipher)]).toEqual([[2, 25]])
     expect(backingTimes(v.cipher)).toEqual(times)
     expect(JSON.parse(sealfs(['key', 'list', '--json', v.cipher]).stdout)).toMatchObject({ masterKeyVersion: 2, unfinishedRotationFrom: null, slots: [{ name: 'passphrase' }, { name: 'stick' }] })
 
@@ -178,7 +183,7 @@ describe('master-key rotation', () => {
     }
   }, 120_000)
 
-  it('resumes after kill -9 at any point: the volume is refused until the rotation is finished, then every file reads back with its times', async () => {
+  it.each([['key rotate', []], ['key rotate --reencrypt', ['--reencrypt']]])('%s resumes after kill -9 at any point: the volume is refused until the rotation is finished, then every file reads back with its times', async (_name, extra) => {
     const v = volume()
     const files = Number(process.env.SEALFS_ROTATE_FILES ?? 2000)
     const rounds = Number(process.env.SEALFS_ROTATE_ROUNDS ?? 10)
@@ -198,15 +203,18 @@ describe('master-key rotation', () => {
     // One whole rotation first, with its journal repair: killed with a batch of headers
     // written and no time put back (fault injection), then run again. Its length then
     // spreads the kills over a rotation's whole run.
-    const faulty = spawnSync(process.execPath, [CLI, 'key', 'rotate', '--passfile', v.passfile, v.cipher], { env: { ...process.env, SEALFS_FAULT: 'kill-after-header-writes' } })
-    expect(faulty.signal).toBe('SIGKILL')
+    // A re-encryption is also killed once with a file's new header copied over its old chunks.
+    for (const fault of extra.length > 0 ? ['kill-mid-copy', 'kill-after-header-writes'] : ['kill-after-header-writes']) {
+      const faulty = spawnSync(process.execPath, [CLI, 'key', 'rotate', '--passfile', v.passfile, ...extra, v.cipher], { env: { ...process.env, SEALFS_FAULT: fault } })
+      expect(faulty.signal).toBe('SIGKILL')
+    }
     expect(backingTimes(v.cipher)).not.toEqual(times)  // what the journal is for
     const t0 = Date.now()
-    expect(sealfs(['key', 'rotate', '--passfile', v.passfile, v.cipher]).status).toBe(0)
+    expect(sealfs(['key', 'rotate', '--passfile', v.passfile, ...extra, v.cipher]).status).toBe(0)
     const whole = Date.now() - t0
     expect(backingTimes(v.cipher)).toEqual(times)
     for (let round = 0; round < rounds; round++) {
-      const child = spawn(process.execPath, [CLI, 'key', 'rotate', '--passfile', v.passfile, v.cipher], { stdio: 'ignore' })
+      const child = spawn(process.execPath, [CLI, 'key', 'rotate', '--passfile', v.passfile, ...extra, v.cipher], { stdio: 'ignore' })
       // The last round is not cut, so the rotation always ends.
       const delay = round === rounds - 1 ? 600_000 : Math.floor(random() * whole * 1.1)
       const timer = setTimeout(() => child.kill('SIGKILL'), delay)
@@ -226,18 +234,19 @@ describe('master-key rotation', () => {
         refusedMount = true
       }
     }
-    process.stdout.write(`rotation of ${files} files (${whole} ms whole), then killed at: ${outcomes.join(' ')}\n`)
+    expect(fs.readdirSync(v.cipher).filter(n => n.startsWith('sealfs.tmp'))).toEqual([])  // no staging copy left
+    process.stdout.write(`${_name} of ${files} files (${whole} ms whole), then killed at: ${outcomes.join(' ')}\n`)
     expect(outcomes.some(o => o.includes('killed') && o.endsWith('+')), outcomes.join(' ')).toBe(true)
     expect(outcomes[outcomes.length - 1]).toMatch(/:0:v\d+$/)
     const version = readConfig(v.cipher).masterKeyVersion
     expect(version, outcomes.join(' ')).toBeGreaterThan(1)
     // Nothing needs a key that is gone: every header and index row is under the current key.
-    expect([...headerVersions(v.cipher)], outcomes.join(' ')).toEqual([[version, files + 4]])
+    expect([...headerVersions(v.cipher)], outcomes.join(' ')).toEqual([[version, files + 5]])
     const rows = py(`
 import sqlite3, json
 db = sqlite3.connect(${JSON.stringify(path.join(v.cipher, 'sealfs.index'))})
 print(json.dumps(db.execute('SELECT key_version, count(*) FROM deks GROUP BY key_version').fetchall()))`)
-    expect(rows).toEqual([[version, files + 3]])
+    expect(rows).toEqual([[version, files + 4]])
     expect(backingTimes(v.cipher), outcomes.join(' ')).toEqual(times)
     mount(v)
     try {
@@ -290,6 +299,97 @@ print(json.dumps(db.execute('SELECT key_version, count(*) FROM deks GROUP BY key
     expect(r.status).toBe(17)
   }, 120_000)
 
+  it('after key rotate an old header still opens the file as it is now; after --reencrypt it opens nothing (new data keys, contents rewritten, holes kept)', async () => {
+    const v = volume()
+    mount(v)
+    try {
+      populate(v.mnt, 10)
+    } finally {
+      await umount(v)
+    }
+    mount(v)
+    const seen = snapshot(v.mnt)
+    await umount(v)
+    const before = path.join(v.base, 'before')  // a backup of the cipher dir, with its sealfs.conf
+    fs.cpSync(v.cipher, before, { recursive: true, preserveTimestamps: true })
+    const blocks = (f: string): number => fs.lstatSync(f).blocks
+    const sparseBacking = walk(v.cipher).find(f => fs.lstatSync(f).size > 10_000_000) as string
+    const sparseBlocks = blocks(sparseBacking)
+
+    /** The backup's config and headers over the current chunks: what the old master key opens of the volume now. */
+    const spliced = async (): Promise<{ readable: number, unreadable: number }> => {
+      const franken = path.join(v.base, `franken-${Date.now()}`)
+      fs.cpSync(v.cipher, franken, { recursive: true })
+      fs.copyFileSync(path.join(before, CONFIG_FILE), path.join(franken, CONFIG_FILE))
+      fs.copyFileSync(path.join(before, 'sealfs.index'), path.join(franken, 'sealfs.index'))
+      for (const f of walk(franken).filter(f => !path.basename(f).includes('.') && fs.lstatSync(f).isFile() && fs.lstatSync(f).size > 0)) {
+        const old = fs.readFileSync(path.join(before, path.relative(franken, f))).subarray(0, HEADER_BYTES)
+        const fd = fs.openSync(f, 'r+')
+        fs.writeSync(fd, old, 0, HEADER_BYTES, 0)
+        fs.closeSync(fd)
+      }
+      let readable = 0
+      let unreadable = 0
+      expect(sealfs(['mount', '--passfile', v.passfile, franken, v.mnt]).status).toBe(0)
+      try {
+        for (const f of walk(v.mnt).filter(f => fs.lstatSync(f).isFile() && fs.statSync(f).size > 0)) {
+          try { fs.readFileSync(f); readable++ } catch { unreadable++ }
+        }
+      } finally {
+        await umount({ ...v, cipher: franken })
+      }
+      return { readable, unreadable }
+    }
+
+    expect(sealfs(['key', 'rotate', '--passfile', v.passfile, v.cipher]).status).toBe(0)
+    expect(await spliced()).toEqual({ readable: 15, unreadable: 0 })  // the DEKs are the same (docs/SECURITY.md)
+    const r = sealfs(['key', 'rotate', '--passfile', v.passfile, '--reencrypt', '--json', v.cipher])
+    expect(r.status, r.stderr).toBe(0)
+    expect(JSON.parse(r.stdout.trim().split('\n').pop() as string)).toMatchObject({ masterKeyVersion: 3, reencrypted: true, rewrapped: 14, damaged: [], unwritable: [] })
+    expect(await spliced()).toEqual({ readable: 0, unreadable: 15 })
+    expect(blocks(sparseBacking)).toBeLessThan(sparseBlocks + 64)  // its holes are still holes
+    mount(v)
+    try {
+      expect(snapshot(v.mnt)).toEqual(seen)
+    } finally {
+      await umount(v)
+    }
+  }, 120_000)
+
+  it('rebuilds a lost index from the headers, and ignores a planted journal', async () => {
+    const v = volume()
+    mount(v)
+    try {
+      populate(v.mnt, 10)
+    } finally {
+      await umount(v)
+    }
+    mount(v)
+    const seen = snapshot(v.mnt)
+    await umount(v)
+    fs.rmSync(path.join(v.cipher, 'sealfs.index'))
+    // A journal someone planted, naming a file with a set-ID mode and old times: never applied.
+    const victim = walk(v.cipher).find(f => fs.lstatSync(f).isFile() && fs.lstatSync(f).size > 0 && !path.basename(f).includes('.')) as string
+    const header = fs.readFileSync(victim).subarray(0, HEADER_BYTES)
+    const body = JSON.stringify({ files: [{ fileId: header.subarray(8, 24).toString('hex'), path: path.relative(v.cipher, victim), atime: [1, 0], mtime: [1, 0], mode: 0o6777 }] })
+    fs.writeFileSync(path.join(v.cipher, 'sealfs.rotation-journal'), `${body}\n${'0'.repeat(64)}\n`)
+    const times = backingTimes(v.cipher)
+    const r = sealfs(['key', 'rotate', '--passfile', v.passfile, v.cipher])
+    expect(r.status, r.stderr).toBe(0)
+    expect(backingTimes(v.cipher)).toEqual(times)
+    const rows = py(`
+import sqlite3, json
+db = sqlite3.connect(${JSON.stringify(path.join(v.cipher, 'sealfs.index'))})
+print(json.dumps(db.execute('SELECT key_version, count(*) FROM deks GROUP BY key_version').fetchall()))`)
+    expect(rows).toEqual([[2, 14]])
+    mount(v)
+    try {
+      expect(snapshot(v.mnt)).toEqual(seen)
+    } finally {
+      await umount(v)
+    }
+  }, 120_000)
+
   it('lets a user rotate a volume of their own with read-only files (as git keeps its objects): modes and times stay', async () => {
     const v = volume()
     mount(v)
@@ -304,12 +404,25 @@ print(json.dumps(db.execute('SELECT key_version, count(*) FROM deks GROUP BY key
     await umount(v)
     spawnSync('chown', ['-R', 'nobody', v.cipher, v.passfile])
     fs.chmodSync(v.base, 0o755)
+    // One file root keeps to itself: the user's rotation cannot read it, so it does not end.
+    const secret = walk(v.cipher).find(f => path.dirname(f) !== v.cipher && fs.lstatSync(f).isFile() && !path.basename(f).includes('.')) as string
+    const was = fs.lstatSync(secret)
+    fs.chownSync(secret, 0, 0)
+    fs.chmodSync(secret, 0o600)
+    const asNobody = (): ReturnType<typeof spawnSync> => spawnSync('runuser', ['-u', 'nobody', '--', process.execPath, CLI, 'key', 'rotate', '--passfile', v.passfile, '--json', v.cipher], { encoding: 'utf8' })
+    let r = asNobody()
+    expect(r.status).toBe(18)
+    expect(r.stderr).toMatch(/^sealfs: key rotation not finished: 1 file or directory this user cannot read \(.+\) may still need the old key; run 'sealfs key rotate' as root \(or their owner\) to finish it\n$/)
+    expect(sealfs(['mount', '--passfile', v.passfile, v.cipher, v.mnt]).status).toBe(18)
+    fs.chownSync(secret, was.uid, was.gid)
+    fs.chmodSync(secret, was.mode & 0o7777)
     const times = backingTimes(v.cipher)
-    const r = spawnSync('runuser', ['-u', 'nobody', '--', process.execPath, CLI, 'key', 'rotate', '--passfile', v.passfile, '--json', v.cipher], { encoding: 'utf8' })
-    expect(r.status, r.stderr).toBe(0)
-    expect(JSON.parse(r.stdout.trim().split('\n').pop() as string)).toMatchObject({ rewrapped: 13, unwritable: [], damaged: [] })
+    r = asNobody()
+    expect(r.status, String(r.stderr)).toBe(0)
+    expect(JSON.parse(String(r.stdout).trim().split('\n').pop() as string)).toMatchObject({ resumed: true, unwritable: [], damaged: [] })
     expect(backingTimes(v.cipher)).toEqual(times)
-    expect([...headerVersions(v.cipher)]).toEqual([[2, 14]])
+    expect([...headerVersions(v.cipher)]).toEqual([[2, 15]])
+    expect(fs.lstatSync(path.join(v.cipher, CONFIG_FILE)).uid).toBe(fs.lstatSync(v.cipher).uid)  // still the user's
     mount(v)
     try {
       expect(snapshot(v.mnt)).toEqual(seen)

@@ -13,8 +13,7 @@ import { CredentialOptions, fromKeyfile, fromPassfile, readPassphrase } from './
 import { chooseCredential } from './unlock'
 import { Credential } from '../volume/key-slot'
 import { KeyRotation } from '../volume/key-rotation'
-import { removeJournal, rewrapTree, WalkProgress } from '../filesystem/header-rewrap-walk'
-import { loadAddon, PosixAddon } from '../native'
+import { removeJournal, rewrapTree, WalkProgress } from '../filesystem/rotation-walk'
 
 const KEYFILE_BYTES = 32
 
@@ -175,10 +174,10 @@ async function runPasswd (cipher: string, name: string | undefined, o: UnlockOpt
   }
 }
 
-interface RotateOptions extends UnlockOptions { alsoPassfile?: string[], alsoKeyfile?: string[], dropUnopened?: boolean, json?: boolean }
+interface RotateOptions extends UnlockOptions { alsoPassfile?: string[], alsoKeyfile?: string[], dropUnopened?: boolean, reencrypt?: boolean, json?: boolean }
 
 /** Progress on a terminal (files, rate, time left), JSON lines with --json, else nothing. */
-function rotationProgress (json: boolean): { update: (p: WalkProgress) => void, end: () => void } {
+function rotationProgress (json: boolean, doing: string): { update: (p: WalkProgress) => void, end: () => void } {
   const started = Date.now()
   let last = 0
   const tty = process.stderr.isTTY
@@ -192,50 +191,61 @@ function rotationProgress (json: boolean): { update: (p: WalkProgress) => void, 
       process.stdout.write(JSON.stringify({ progress: { files: p.done, total: p.total, seconds: Math.round(secs * 10) / 10 } }) + '\n')
     } else if (tty) {
       const left = rate > 0 ? Math.max(0, Math.ceil((p.total - p.done) / rate)) : 0
-      process.stderr.write(`\rrewrapping file keys: ${p.done.toLocaleString('en')} / ${p.total.toLocaleString('en')} files, ${Math.round(rate).toLocaleString('en')} files/s, ${left} s left   `)
+      process.stderr.write(`\r${doing}: ${p.done.toLocaleString('en')} / ${p.total.toLocaleString('en')} files, ${Math.round(rate).toLocaleString('en')} files/s, ${left} s left   `)
     }
   }
   return { update, end: () => { if (!json && tty && last > 0) process.stderr.write('\n') } }
 }
 
+/** One rotation, begun or resumed, to its end; whether it re-encrypted. */
+async function rotateOnce (cipher: string, unlock: Unlock, also: Credential[], o: RotateOptions): Promise<boolean> {
+  const started = Date.now()
+  const rotation = await KeyRotation.start(cipher, { unlock, also, dropUnopened: o.dropUnopened === true, reencrypt: o.reencrypt === true })
+  let root = -1
+  try {
+    root = fs.openSync(cipher, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY)
+    const progress = rotationProgress(o.json === true, rotation.reencrypt ? 're-encrypting files' : 'rewrapping file keys')
+    const walked = rewrapTree(root, rotation, progress.update)
+    progress.end()
+    const [rowsRewrapped, rowsLeft] = rotation.finishIndex()
+    if (walked.unreadable.length > 0) {
+      throw new VolumeError('rotation-in-progress', `key rotation not finished: ${walked.unreadable.length} file${walked.unreadable.length > 1 ? 's or directories' : ' or directory'} this user cannot read (${walked.unreadable[0]}${walked.unreadable.length > 1 ? ', ...' : ''}) may still need the old key; run 'sealfs key rotate' as root (or their owner) to finish it`)
+    }
+    removeJournal(root)  // synced; only then is the old key forgotten
+    rotation.finish()
+    const seconds = (Date.now() - started) / 1000
+    const summary = {
+      masterKeyVersion: rotation.to, reencrypted: rotation.reencrypt, resumed: rotation.resumed, dropped: rotation.dropped, files: walked.files, rewrapped: walked.rewrapped,
+      indexRowsRewrapped: rowsRewrapped, indexRowsLeft: rowsLeft, damaged: walked.damaged, unwritable: walked.unwritable, seconds: Math.round(seconds * 100) / 100
+    }
+    if (o.json === true) process.stdout.write(JSON.stringify(summary) + '\n')
+    const what = rotation.reencrypt ? 're-encrypted under new data keys' : 'rewrapped'
+    const lines = [`${rotation.resumed ? 'Finished the interrupted rotation to' : 'Rotated to'} master key version ${rotation.to}: ${walked.rewrapped.toLocaleString('en')} of ${walked.files.toLocaleString('en')} files ${what} in ${seconds.toFixed(1)} s; key version ${rotation.from} is gone.`]
+    if (rotation.dropped.length > 0) lines.push(`Removed key slot${rotation.dropped.length > 1 ? 's' : ''} ${rotation.dropped.map(n => `'${n}'`).join(', ')} (no credential given).`)
+    for (const w of walked.damaged) lines.push(`warning: ${w}: damaged (its header or a chunk does not authenticate), left as it was; it opens through its index row, if that is intact`)
+    for (const w of walked.unwritable) lines.push(`warning: ${w}: not writable by this user, left as it was (it opens through its index row; rotate as root or its owner to rewrite it)`)
+    process.stderr.write(lines.join('\n') + '\n')
+    return rotation.reencrypt
+  } finally {
+    rotation.close()
+    if (root >= 0) fs.closeSync(root)
+  }
+}
+
 async function runRotate (cipher: string, o: RotateOptions): Promise<void> {
   const also: Credential[] = []
   let unlock: Unlock | null = null
-  let rotation: KeyRotation | null = null
-  let root = -1
   try {
     for (const f of o.alsoPassfile ?? []) also.push({ kind: 'passphrase', secret: fromPassfile(f) })
     for (const f of o.alsoKeyfile ?? []) also.push({ kind: 'keyfile', secret: fromKeyfile(f) })
     unlock = await unlockFrom(cipher, o)
-    const started = Date.now()
-    rotation = await KeyRotation.start(cipher, { unlock, also, dropUnopened: o.dropUnopened === true })
-    for (const c of also) c.secret.fill(0)
-    unlock.credential.secret.fill(0)
-    root = fs.openSync(cipher, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY)
-    const progress = rotationProgress(o.json === true)
-    const walked = rewrapTree(root, rotation, progress.update)
-    progress.end()
-    const [rowsRewrapped, rowsLeft] = rotation.finishIndex()
-    const rc = loadAddon<PosixAddon>('posix').syncfs(root)
-    if (rc < 0) throw new VolumeError('damaged-config', `cannot sync ${cipher} (errno ${-rc}); the rotation is not finished: run it again`)
-    rotation.finish()
-    removeJournal(root)
-    const seconds = (Date.now() - started) / 1000
-    const summary = {
-      masterKeyVersion: rotation.to, resumed: rotation.resumed, dropped: rotation.dropped, files: walked.files, rewrapped: walked.rewrapped,
-      indexRowsRewrapped: rowsRewrapped, indexRowsLeft: rowsLeft, damaged: walked.damaged, unwritable: walked.unwritable, seconds: Math.round(seconds * 100) / 100
-    }
-    if (o.json === true) process.stdout.write(JSON.stringify(summary) + '\n')
-    const lines = [`${rotation.resumed ? 'Finished the interrupted rotation to' : 'Rotated to'} master key version ${rotation.to}: ${walked.rewrapped.toLocaleString('en')} of ${walked.files.toLocaleString('en')} files rewrapped in ${seconds.toFixed(1)} s; key version ${rotation.from} is gone.`]
-    if (rotation.dropped.length > 0) lines.push(`Removed key slot${rotation.dropped.length > 1 ? 's' : ''} ${rotation.dropped.map(n => `'${n}'`).join(', ')} (no credential given).`)
-    for (const w of walked.damaged) lines.push(`warning: ${w}: damaged header, left as it was (it opens through its index row, if that is intact)`)
-    for (const w of walked.unwritable) lines.push(`warning: ${w}: not writable by this user, its header was left as it was (it opens through its index row; rotate as root or its owner to rewrite it)`)
-    process.stderr.write(lines.join('\n') + '\n')
+    // An unfinished rotation is finished as it was begun; if it did not re-encrypt and
+    // --reencrypt was asked for, a re-encrypting one follows.
+    const reencrypted = await rotateOnce(cipher, unlock, also, o)
+    if (o.reencrypt === true && !reencrypted) await rotateOnce(cipher, unlock, also, o)
   } finally {
     for (const c of also) c.secret.fill(0)
     unlock?.credential.secret.fill(0)
-    rotation?.close()
-    if (root >= 0) fs.closeSync(root)
   }
 }
 
@@ -286,6 +296,7 @@ export function defineKeyCommands (key: Command): void {
     .option('--also-passfile <file>', 'keep the passphrase slot this passphrase opens (repeatable)', collect, [])
     .option('--also-keyfile <file>', 'keep the key-file slot this key file opens (repeatable)', collect, [])
     .option('--drop-unopened', 'remove the slots no credential given opens, instead of refusing')
+    .option('--reencrypt', 'also give every file a new data key and re-encrypt its contents (for a leaked key; O(bytes))')
     .option('--json', 'progress and the result as JSON lines on stdout')
     .action(runRotate)
 }

@@ -18,5 +18,6 @@ declare module 'sodium-native' {
   export const crypto_aead_xchacha20poly1305_ietf_NPUBBYTES: number
   export const crypto_aead_xchacha20poly1305_ietf_ABYTES: number
   export function crypto_generichash (out: Buffer, input: Buffer, key?: Buffer): void
+  export function sodium_memcmp (a: Buffer, b: Buffer): boolean
   export const crypto_generichash_KEYBYTES_MIN: number
 }

@@ -5,11 +5,13 @@ import { randomBytes } from '../crypto/secret-key'
 /**
  * Replaces `file` with `data` so that a crash leaves either the old or the new content:
  * write a temp file in the same directory, fsync it, rename over, fsync the directory.
+ * `owner`: the new file's owner (root replacing a file of someone else's keeps it theirs).
  */
-export function writeFileAtomic (file: string, data: Buffer | string, mode: number): void {
+export function writeFileAtomic (file: string, data: Buffer | string, mode: number, owner?: { uid: number, gid: number }): void {
   const tmp = path.join(path.dirname(file), `${path.basename(file)}.tmp-${randomBytes(6).toString('hex')}`)
   const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, mode)
   try {
+    if (owner !== undefined) fs.fchownSync(fd, owner.uid, owner.gid)
     writeAll(fd, typeof data === 'string' ? Buffer.from(data) : data)
     fs.fsyncSync(fd)
   } finally {

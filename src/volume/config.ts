@@ -118,7 +118,7 @@ export interface VolumeConfig {
 
 export const NAME_KEYS = ['nameEnc', 'nameMac', 'link', 'xattr'] as const
 export type NameKeysField = Record<typeof NAME_KEYS[number], string>
-export interface RotationField { fromVersion: number, retiredKey: string }
+export interface RotationField { fromVersion: number, retiredKey: string, reencrypt?: true }
 
 const HEX = /^[0-9a-f]*$/
 
@@ -224,7 +224,8 @@ function checkKeyFields (c: VolumeConfig, file: string): void {
   }
   if (c.rotation !== undefined) {
     const r = c.rotation as unknown as Record<string, unknown>
-    if (r === null || typeof r !== 'object' || Array.isArray(r) || Object.keys(r).length !== 2 || c.nameKeys === undefined || c.ephemeral === true) bad()
+    if (r === null || typeof r !== 'object' || Array.isArray(r) || c.nameKeys === undefined || c.ephemeral === true) bad()
+    if (Object.keys(r).some(k => !['fromVersion', 'retiredKey', 'reencrypt'].includes(k)) || (r.reencrypt !== undefined && r.reencrypt !== true)) bad()
     if (r.fromVersion !== c.masterKeyVersion - 1 || !hexOf(r.retiredKey, WRAPPED_KEY_BYTES)) bad()
   }
 }
@@ -291,7 +292,16 @@ function checkSlot (file: string, s: KeySlot): void {
 }
 
 export function writeConfig (cipherDir: string, config: VolumeConfig): void {
-  writeFileAtomic(path.join(cipherDir, CONFIG_FILE), JSON.stringify(config, null, 2) + '\n', 0o600)
+  const file = path.join(cipherDir, CONFIG_FILE)
+  // Root changing a user's volume (a key command, a rotation) leaves the config theirs.
+  let owner: { uid: number, gid: number } | undefined
+  if (process.geteuid?.() === 0) {
+    try {
+      const st = fs.lstatSync(file)
+      if (st.isFile()) owner = { uid: st.uid, gid: st.gid }
+    } catch { /* a new volume's first config */ }
+  }
+  writeFileAtomic(file, JSON.stringify(config, null, 2) + '\n', 0o600, owner)
 }
 
 /** The volume's own parameters, first in every slot's AAD. */

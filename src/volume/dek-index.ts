@@ -13,6 +13,25 @@ export interface DekRow {
   chunkWrites: number
 }
 
+/** The index's tables, made if missing; throws if the index is another volume's. */
+function createSchema (db: Database.Database, volumeId: string): void {
+  db.exec(`
+    CREATE TABLE IF NOT EXISTS volume (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS deks (
+      file_id BLOB PRIMARY KEY,
+      key_version INTEGER NOT NULL,
+      wrapped BLOB NOT NULL,
+      chunk_writes INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;`)
+  const stored = db.prepare('SELECT value FROM volume WHERE key = ?').get('volume_id') as { value: string } | undefined
+  if (stored === undefined) {
+    const ins = db.prepare('INSERT INTO volume (key, value) VALUES (?, ?)')
+    db.transaction(() => { ins.run('schema_version', String(SCHEMA_VERSION)); ins.run('volume_id', volumeId) })()
+  } else if (stored.value !== volumeId) {
+    throw new Error('the DEK index belongs to another volume')
+  }
+}
+
 /**
  * The SQLite index of wrapped DEKs, keyed by file ID. Each file's header carries the same
  * wrapped DEK, so the index can always be rebuilt from the files; the index is what lets
@@ -54,22 +73,7 @@ export class DekIndex {
     this.#db.pragma('journal_mode = TRUNCATE')
     this.#db.pragma('synchronous = FULL')
     this.#db.pragma('secure_delete = ON')
-    this.#db.exec(`
-      CREATE TABLE IF NOT EXISTS volume (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-      CREATE TABLE IF NOT EXISTS deks (
-        file_id BLOB PRIMARY KEY,
-        key_version INTEGER NOT NULL,
-        wrapped BLOB NOT NULL,
-        chunk_writes INTEGER NOT NULL DEFAULT 0
-      ) WITHOUT ROWID;`)
-    const meta = this.#db.prepare('SELECT value FROM volume WHERE key = ?')
-    const stored = meta.get('volume_id') as { value: string } | undefined
-    if (stored === undefined) {
-      const ins = this.#db.prepare('INSERT INTO volume (key, value) VALUES (?, ?)')
-      this.#db.transaction(() => { ins.run('schema_version', String(SCHEMA_VERSION)); ins.run('volume_id', volumeId) })()
-    } else if (stored.value !== volumeId) {
-      throw new Error('the DEK index belongs to another volume')
-    }
+    createSchema(this.#db, volumeId)
     this.#get = this.#db.prepare('SELECT key_version AS keyVersion, wrapped, chunk_writes AS chunkWrites FROM deks WHERE file_id = ?')
     const writer = new Worker(path.join(__dirname, 'index-writer.js'), { workerData: { file } })
     writer.on('message', (done: IndexBatchDone) => this.#committed(done))
@@ -161,7 +165,8 @@ export class DekIndex {
   }
 }
 
-export interface RewrappedRow { fileId: Buffer, keyVersion: number, wrapped: Buffer }
+/** A row a rotation writes; `chunkWrites` only for a new DEK (re-encryption), whose count starts again. */
+export interface RewrappedRow { fileId: Buffer, keyVersion: number, wrapped: Buffer, chunkWrites?: number }
 
 /**
  * The index as a key rotation rewrites it, with no mount running: rows rewrapped a batch at
@@ -173,11 +178,12 @@ export class DekIndexRewrite {
   readonly #get: Database.Statement
   readonly #apply: (rows: RewrappedRow[]) => void
 
+  /** Opens the index as a mount would, making it (empty) if it is missing: the walk fills it from the headers. */
   constructor (cipherDir: string, volumeId: string) {
     const file = path.join(cipherDir, INDEX_FILE)
     let fd: number
     try {
-      fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK)
+      fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK, 0o600)
     } catch (e) {
       throw new Error(`cannot open it (${(e as NodeJS.ErrnoException).code ?? 'error'})`)
     }
@@ -187,21 +193,28 @@ export class DekIndexRewrite {
       fs.closeSync(fd)
     }
     this.#db = new Database(file, { fileMustExist: true })
-    this.#db.pragma('busy_timeout = 10000')
-    this.#db.pragma('journal_mode = TRUNCATE')
-    this.#db.pragma('synchronous = FULL')
-    this.#db.pragma('secure_delete = ON')
-    const stored = this.#db.prepare('SELECT value FROM volume WHERE key = ?').get('volume_id') as { value: string } | undefined
-    if (stored?.value !== volumeId) {
+    try {
+      this.#db.pragma('busy_timeout = 10000')
+      this.#db.pragma('journal_mode = TRUNCATE')
+      this.#db.pragma('synchronous = FULL')
+      this.#db.pragma('secure_delete = ON')
+      createSchema(this.#db, volumeId)
+    } catch (e) {
       this.#db.close()
-      throw new Error('the DEK index belongs to another volume')
+      throw e
     }
     this.#get = this.#db.prepare('SELECT key_version AS keyVersion, wrapped FROM deks WHERE file_id = ?')
     const put = this.#db.prepare('INSERT INTO deks (file_id, key_version, wrapped) VALUES (?, ?, ?) ON CONFLICT(file_id) DO UPDATE SET key_version = excluded.key_version, wrapped = excluded.wrapped')
-    this.#apply = this.#db.transaction((rows: RewrappedRow[]) => { for (const r of rows) put.run(r.fileId, r.keyVersion, r.wrapped) })
+    const putNew = this.#db.prepare('INSERT INTO deks (file_id, key_version, wrapped, chunk_writes) VALUES (?, ?, ?, ?) ON CONFLICT(file_id) DO UPDATE SET key_version = excluded.key_version, wrapped = excluded.wrapped, chunk_writes = excluded.chunk_writes')
+    this.#apply = this.#db.transaction((rows: RewrappedRow[]) => {
+      for (const r of rows) {
+        if (r.chunkWrites === undefined) put.run(r.fileId, r.keyVersion, r.wrapped)
+        else putNew.run(r.fileId, r.keyVersion, r.wrapped, r.chunkWrites)
+      }
+    })
   }
 
-  /** Whether the index holds exactly this wrapped DEK for the file. */
+  /** Whether the index holds exactly this wrapped DEK for the file (chunk-write counts aside). */
   holds (row: RewrappedRow): boolean {
     const have = this.#get.get(row.fileId) as { keyVersion: number, wrapped: Buffer } | undefined
     return have !== undefined && have.keyVersion === row.keyVersion && Buffer.compare(have.wrapped, row.wrapped) === 0

@@ -1,5 +1,6 @@
 import path from 'path'
 import { AuthenticationError } from '../crypto/errors'
+import { ChunkCipher } from '../crypto/chunk-cipher'
 import { SecretKey } from '../crypto/secret-key'
 import { CONFIG_FILE, FORMAT_VERSION_NAME_KEYS, KeySlot, VolumeConfig, checkConfig, checkUnlockCost, readConfig, slotName, writeConfig } from './config'
 import { DekIndexRewrite, RewrappedRow } from './dek-index'
@@ -10,7 +11,8 @@ import { Credential, askKeyService, resealSlot, unlockSlot } from './key-slot'
 import { Unlock, removeStaleTemps } from './slot-changes'
 import { checkDir } from './volume'
 import { ConfigLock, VolumeLock } from './volume-lock'
-import { dekWrapKey, openNameKeys, openRetiredKey, wrapNameKeys, wrapRetiredKey } from './volume-keys'
+import { dekWrapKey, openNameKeys, openRetiredKey, rotationJournalKey, wrapNameKeys, wrapRetiredKey } from './volume-keys'
+import { mac, macMatches } from '../crypto/mac'
 
 export interface RotateOptions {
   /** What opens the volume (and its slot is rewrapped with it). */
@@ -19,6 +21,8 @@ export interface RotateOptions {
   also: Credential[]
   /** Remove the slots no credential opened (else they make the rotation refuse to start). */
   dropUnopened: boolean
+  /** A new rotation also gives every file a new DEK and re-encrypts its contents. */
+  reencrypt: boolean
 }
 
 /** What became of one file header. */
@@ -26,6 +30,9 @@ export type HeaderRewrap =
   | { kind: 'rewrapped', header: Buffer, row: RewrappedRow }
   | { kind: 'current', row: RewrappedRow }
   | { kind: 'damaged' }
+
+/** A file to re-encrypt: its old DEK, and its new identity (same file ID and flags, a new DEK). Dispose both keys. */
+export interface Reencryption { fileId: Buffer, flags: number, oldDek: SecretKey, newDek: SecretKey, header: Buffer, row: RewrappedRow }
 
 /**
  * A master-key rotation of an unmounted volume (docs/FORMAT.md §2.2): master key N+1 is made
@@ -38,22 +45,28 @@ export type HeaderRewrap =
 export class KeyRotation {
   readonly volumeId: Buffer
   readonly index: DekIndexRewrite
+  readonly chunks: ChunkCipher
   /** Slots removed because no credential opened them (dropUnopened). */
   readonly dropped: string[]
+  readonly to: number
+  /** Every file gets a new DEK and its contents are re-encrypted (key rotate --reencrypt). */
+  readonly reencrypt: boolean
   #retired: SecretKey | null
   #current: SecretKey | null
 
-  private constructor (readonly dir: string, readonly from: number, readonly to: number, readonly resumed: boolean, retired: SecretKey, current: SecretKey, volumeId: string, private readonly lock: VolumeLock, dropped: string[]) {
-    this.#retired = retired
-    this.#current = current
-    this.volumeId = Buffer.from(volumeId, 'hex')
+  #journalKey: SecretKey | null
+
+  /** Takes `index` and the keys (closed and disposed by close()). */
+  private constructor (readonly dir: string, config: VolumeConfig, readonly from: number, readonly resumed: boolean, keys: { retired: SecretKey, current: SecretKey, journal: SecretKey }, index: DekIndexRewrite, private readonly lock: VolumeLock, dropped: string[]) {
+    this.#retired = keys.retired
+    this.#current = keys.current
+    this.#journalKey = keys.journal
+    this.index = index
+    this.to = config.masterKeyVersion
+    this.reencrypt = config.rotation?.reencrypt === true
+    this.chunks = new ChunkCipher(config.chunkSize)
+    this.volumeId = Buffer.from(config.volumeId, 'hex')
     this.dropped = dropped
-    try {
-      this.index = new DekIndexRewrite(dir, volumeId)
-    } catch (e) {
-      this.#dispose()
-      throw new VolumeError('damaged-config', `${dir}/sealfs.index cannot be opened (${(e as Error).message.split('\n')[0]})`)
-    }
   }
 
   static async start (dir: string, opts: RotateOptions): Promise<KeyRotation> {
@@ -74,8 +87,14 @@ export class KeyRotation {
           // Resumed: the slots already open key N+1.
           const { masterKey } = await unlockSlot(config, opts.unlock.credential, opts.unlock.slot)
           try {
-            const retired = openRetiredKey(config, masterKey)
-            return new KeyRotation(dir, config.rotation.fromVersion, config.masterKeyVersion, true, retired, dekWrapKey(masterKey), config.volumeId, lock, [])
+            const index = openIndex(dir, config)
+            try {
+              const retired = openRetiredKey(config, masterKey)
+              return new KeyRotation(dir, config, config.rotation.fromVersion, true, { retired, current: dekWrapKey(masterKey), journal: rotationJournalKey(masterKey) }, index, lock, [])
+            } catch (e) {
+              index.close()
+              throw e
+            }
           } finally {
             masterKey.dispose()
           }
@@ -95,7 +114,9 @@ export class KeyRotation {
     const { masterKey: oldKey, slot: opened } = await unlockSlot(config, opts.unlock.credential, opts.unlock.slot)
     const newKey = SecretKey.random()
     let retired: SecretKey | null = null
+    let index: DekIndexRewrite | null = null
     try {
+      index = openIndex(dir, config)  // before anything is committed: an index that cannot be opened stops it here
       const next: VolumeConfig = { ...config, formatVersion: FORMAT_VERSION_NAME_KEYS, masterKeyVersion: config.masterKeyVersion + 1, slots: [] }
       const nameKeys = openNameKeys(config, oldKey)
       try {
@@ -104,7 +125,7 @@ export class KeyRotation {
         for (const k of Object.values(nameKeys)) k.dispose()
       }
       retired = dekWrapKey(oldKey)
-      next.rotation = wrapRetiredKey(next, newKey, config.masterKeyVersion, retired)
+      next.rotation = wrapRetiredKey(next, newKey, config.masterKeyVersion, retired, opts.reencrypt)
       const { slots, unopened } = await resealAll(config, next, opened, opts, newKey)
       if (unopened.length > 0 && !opts.dropUnopened) {
         throw new VolumeError('slots-unopened', `no credential was given for key slot${unopened.length > 1 ? 's' : ''} ${unopened.map(u => `'${u.name}'${u.why !== '' ? ` (${u.why})` : ''}`).join(', ')}: give ${unopened.length > 1 ? 'them' : 'it'} with --also-passfile or --also-keyfile, or remove ${unopened.length > 1 ? 'them' : 'it'} with --drop-unopened`)
@@ -112,11 +133,12 @@ export class KeyRotation {
       next.slots = slots
       checkConfig(next, path.join(dir, CONFIG_FILE))
       writeConfig(dir, next)
-      const current = dekWrapKey(newKey)
-      const rotation = new KeyRotation(dir, config.masterKeyVersion, next.masterKeyVersion, false, retired, current, config.volumeId, lock, unopened.map(u => u.name))
-      retired = null  // the rotation has it now
+      const rotation = new KeyRotation(dir, next, config.masterKeyVersion, false, { retired, current: dekWrapKey(newKey), journal: rotationJournalKey(newKey) }, index, lock, unopened.map(u => u.name))
+      retired = null  // the rotation has them now
+      index = null
       return rotation
     } finally {
+      index?.close()
       retired?.dispose()
       oldKey.dispose()
       newKey.dispose()
@@ -140,6 +162,65 @@ export class KeyRotation {
     if (wrapped === null) return { kind: 'damaged' }
     const header: FileHeader = { ...h, keyVersion: this.to, wrappedDek: wrapped }
     return { kind: 'rewrapped', header: encodeHeader(header), row: { fileId: h.fileId, keyVersion: this.to, wrapped } }
+  }
+
+  /**
+   * For a re-encrypting rotation: a header under key N opened (its DEK) and given a new DEK
+   * under key N+1, or already done, or damaged (as rewrapHeader says).
+   */
+  reencryptHeader (bytes: Buffer): Reencryption | HeaderRewrap {
+    const h = bytes.length === HEADER_BYTES ? decodeHeader(bytes) : null
+    if (h === null || h.keyVersion !== this.from) return this.rewrapHeader(bytes)
+    let oldDek: SecretKey
+    try {
+      oldDek = unwrapDek(this.#key(this.#retired), h.wrappedDek, this.volumeId, h.fileId, this.from, h.flags)
+    } catch (e) {
+      if (e instanceof AuthenticationError) return { kind: 'damaged' }
+      throw e
+    }
+    const newDek = SecretKey.random()
+    const wrapped = wrapDek(this.#key(this.#current), newDek, this.volumeId, h.fileId, this.to, h.flags)
+    return {
+      fileId: h.fileId,
+      flags: h.flags,
+      oldDek,
+      newDek,
+      header: encodeHeader({ ...h, keyVersion: this.to, wrappedDek: wrapped }),
+      row: { fileId: h.fileId, keyVersion: this.to, wrapped }
+    }
+  }
+
+  /** A header under key N+1 (a re-encrypted file's, in its staging copy): its row, or null if it does not authenticate. */
+  rowOf (bytes: Buffer): RewrappedRow | null {
+    const r = this.rewrapHeader(bytes)
+    return r.kind === 'current' ? r.row : null
+  }
+
+  /**
+   * The journal's bytes as stored: its body, a newline, and a MAC (hex) under this rotation's
+   * journal key binding the volume and the target version, so that a planted journal, or one
+   * left by another rotation, is never applied.
+   */
+  sealJournal (body: Buffer): Buffer {
+    return Buffer.concat([body, Buffer.from(`\n${mac(this.#key(this.#journalKey), this.#journalMessage(body)).toString('hex')}\n`)])
+  }
+
+  /** The body of a journal this rotation wrote, or null. */
+  openJournal (stored: Buffer): Buffer | null {
+    const text = stored.toString('latin1')
+    const m = /\n([0-9a-f]{64})\n$/.exec(text)
+    if (m === null) return null
+    const body = stored.subarray(0, stored.length - 66)
+    return macMatches(this.#key(this.#journalKey), this.#journalMessage(body), Buffer.from(m[1], 'hex')) ? body : null
+  }
+
+  #journalMessage (body: Buffer): Buffer {
+    return Buffer.concat([Buffer.from(`sealfs-rotation-journal-v1\nvolumeId=${this.volumeId.toString('hex')}\nmasterKeyVersion=${this.to}\n`, 'ascii'), body])
+  }
+
+  /** The chunk AAD prefix of a file: volume ID || file ID. */
+  aadPrefix (fileId: Buffer): Buffer {
+    return Buffer.concat([this.volumeId, fileId])
   }
 
   /**
@@ -190,8 +271,10 @@ export class KeyRotation {
   #dispose (): void {
     this.#retired?.dispose()
     this.#current?.dispose()
+    this.#journalKey?.dispose()
     this.#retired = null
     this.#current = null
+    this.#journalKey = null
   }
 
   #key (k: SecretKey | null): SecretKey {
@@ -223,6 +306,14 @@ export class KeyRotation {
     } finally {
       dek.dispose()
     }
+  }
+}
+
+function openIndex (dir: string, config: VolumeConfig): DekIndexRewrite {
+  try {
+    return new DekIndexRewrite(dir, config.volumeId)
+  } catch (e) {
+    throw new VolumeError('damaged-config', `${dir}/sealfs.index cannot be opened (${(e as Error).message.split('\n')[0]})`)
   }
 }
 

@@ -15,7 +15,8 @@ const SUBKEYS = {
   link: [4, 'sealfslk'],
   xattr: [5, 'sealfsxa'],
   nameKeyWrap: [6, 'sealfsnk'],
-  retiredWrap: [7, 'sealfsrt']
+  retiredWrap: [7, 'sealfsrt'],
+  rotationJournal: [8, 'sealfsrj']
 } as const
 
 type NameKeyName = typeof NAME_KEYS[number]
@@ -28,8 +29,14 @@ function nameKeyAad (config: VolumeConfig, which: NameKeyName): Buffer {
   return Buffer.from(`sealfs-namekey-v1\nvolumeId=${config.volumeId}\nmasterKeyVersion=${config.masterKeyVersion}\nkey=${which}\n`, 'ascii')
 }
 
-function retiredAad (config: VolumeConfig, fromVersion: number): Buffer {
-  return Buffer.from(`sealfs-retired-v1\nvolumeId=${config.volumeId}\nmasterKeyVersion=${config.masterKeyVersion}\nfromVersion=${fromVersion}\n`, 'ascii')
+/** Binds the retired key to its volume, both versions, and whether the rotation re-encrypts (which an edit must not turn off). */
+function retiredAad (config: VolumeConfig, fromVersion: number, reencrypt: boolean): Buffer {
+  return Buffer.from(`sealfs-retired-v1\nvolumeId=${config.volumeId}\nmasterKeyVersion=${config.masterKeyVersion}\nfromVersion=${fromVersion}\n${reencrypt ? 'reencrypt=true\n' : ''}`, 'ascii')
+}
+
+/** The key that authenticates a rotation's journal (docs/FORMAT.md §2.2). */
+export function rotationJournalKey (masterKey: SecretKey): SecretKey {
+  return derive(masterKey, SUBKEYS.rotationJournal)
 }
 
 /** The DEK-wrap key of a master key: what wraps every file's data key of its version. */
@@ -72,10 +79,10 @@ export function wrapNameKeys (next: VolumeConfig, masterKey: SecretKey, keys: Re
 }
 
 /** The `rotation` field of `next`: the retired version's DEK-wrap key, wrapped under `next`'s master key. */
-export function wrapRetiredKey (next: VolumeConfig, masterKey: SecretKey, fromVersion: number, retired: SecretKey): RotationField {
+export function wrapRetiredKey (next: VolumeConfig, masterKey: SecretKey, fromVersion: number, retired: SecretKey, reencrypt: boolean): RotationField {
   const kek = derive(masterKey, SUBKEYS.retiredWrap)
   try {
-    return { fromVersion, retiredKey: wrapKey(kek, retired, retiredAad(next, fromVersion)).toString('hex') }
+    return { fromVersion, retiredKey: wrapKey(kek, retired, retiredAad(next, fromVersion, reencrypt)).toString('hex'), ...(reencrypt ? { reencrypt: true as const } : {}) }
   } finally {
     kek.dispose()
   }
@@ -87,7 +94,7 @@ export function openRetiredKey (config: VolumeConfig, masterKey: SecretKey): Sec
   if (r === undefined) throw new Error('no rotation in progress')
   const kek = derive(masterKey, SUBKEYS.retiredWrap)
   try {
-    return unwrapKey(kek, Buffer.from(r.retiredKey, 'hex'), retiredAad(config, r.fromVersion), 'retired key')
+    return unwrapKey(kek, Buffer.from(r.retiredKey, 'hex'), retiredAad(config, r.fromVersion, r.reencrypt === true), 'retired key')
   } catch {
     throw new VolumeError('damaged-config', 'the volume config\'s unfinished rotation does not authenticate (the config was modified)')
   } finally {

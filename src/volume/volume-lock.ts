@@ -14,7 +14,7 @@ const LOCK_RETRY_MS = 100
  * A read-only mount never creates the file: it locks it only if it already exists.
  */
 export class VolumeLock {
-  private constructor (private readonly fd: number | null) {}
+  private constructor (private readonly fd: number | null, private readonly rotation = false) {}
 
   /**
    * `rotation`: taken by `key rotate`, which says so in the lock file, so that a mount or
@@ -53,11 +53,14 @@ export class VolumeLock {
       fs.ftruncateSync(fd, 0)
       fs.writeSync(fd, rotation ? `${process.pid} key-rotate\n` : `${process.pid}\n`, 0)
     }
-    return new VolumeLock(fd)
+    return new VolumeLock(fd, rotation)
   }
 
   release (): void {
-    if (this.fd !== null) fs.closeSync(this.fd)
+    if (this.fd === null) return
+    // A rotation's text goes with it: a later holder must not be taken for a rotation.
+    if (this.rotation) try { fs.ftruncateSync(this.fd, 0) } catch { /* the lock goes anyway */ }
+    fs.closeSync(this.fd)
   }
 }
 

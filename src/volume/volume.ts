@@ -213,16 +213,19 @@ export class Volume {
    */
   static async unlock (dir: string, credential: Credential, opts: { readOnly?: boolean, slot?: string, volumeId?: string } = {}): Promise<Volume> {
     checkDir(dir)
-    const config = readConfig(dir)
-    checkVolumeId(config, dir, opts.volumeId)  // on the config this unlock uses
+    checkVolumeId(readConfig(dir), dir, opts.volumeId)  // before the lock is even taken
     const readOnly = opts.readOnly === true
     const lock = VolumeLock.acquire(dir, readOnly)  // a rotation that is running holds it
-    if (config.rotation !== undefined) {
-      lock.release()
-      throw new VolumeError('rotation-in-progress', `a key rotation of ${dir} was interrupted; run 'sealfs key rotate ${dir}' to finish it before mounting`)
-    }
+    let config: VolumeConfig
     let masterKey: SecretKey
     try {
+      // Read again under the lock: a rotation that ended while the lock was awaited has
+      // replaced the master key, and this unlock must use its config.
+      config = readConfig(dir)
+      checkVolumeId(config, dir, opts.volumeId)  // on the config this unlock uses
+      if (config.rotation !== undefined) {
+        throw new VolumeError('rotation-in-progress', `a key rotation of ${dir} was interrupted; run 'sealfs key rotate ${dir}' to finish it before mounting`)
+      }
       masterKey = (await unlockSlot(config, credential, opts.slot)).masterKey
     } catch (e) {
       lock.release()
