@@ -13,7 +13,8 @@ import { CredentialOptions, fromKeyfile, fromPassfile, readPassphrase } from './
 import { chooseCredential } from './unlock'
 import { Credential } from '../volume/key-slot'
 import { KeyRotation } from '../volume/key-rotation'
-import { removeJournal, rewrapTree, WalkProgress } from '../filesystem/rotation-walk'
+import { VolumeLock } from '../volume/volume-lock'
+import { keepTimes, removeJournal, rewrapTree, WalkProgress } from '../filesystem/rotation-walk'
 
 const KEYFILE_BYTES = 32
 
@@ -197,22 +198,40 @@ function rotationProgress (json: boolean, doing: string): { update: (p: WalkProg
   return { update, end: () => { if (!json && tty && last > 0) process.stderr.write('\n') } }
 }
 
-/** One rotation, begun or resumed, to its end; whether it re-encrypted. */
-async function rotateOnce (cipher: string, unlock: Unlock, also: Credential[], o: RotateOptions): Promise<boolean> {
+/**
+ * One rotation, begun or resumed, to its end: whether it re-encrypted, and (`keepLock`) the
+ * mount lock, still held for the next one.
+ */
+async function rotateOnce (cipher: string, unlock: Unlock, also: Credential[], o: RotateOptions, held?: VolumeLock, keepLock = false): Promise<{ reencrypted: boolean, lock: VolumeLock | null }> {
   const started = Date.now()
-  const rotation = await KeyRotation.start(cipher, { unlock, also, dropUnopened: o.dropUnopened === true, reencrypt: o.reencrypt === true })
+  const rotation = await KeyRotation.start(cipher, { unlock, also, dropUnopened: o.dropUnopened === true, reencrypt: o.reencrypt === true }, held)
   let root = -1
+  let closed = false
   try {
     root = fs.openSync(cipher, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY)
+    const putRootTimesBack = keepTimes(root)
     const progress = rotationProgress(o.json === true, rotation.reencrypt ? 're-encrypting files' : 'rewrapping file keys')
-    const walked = rewrapTree(root, rotation, progress.update)
-    progress.end()
-    const [rowsRewrapped, rowsLeft] = rotation.finishIndex()
+    let walked: ReturnType<typeof rewrapTree>
+    let rowsRewrapped: number
+    let rowsLeft: number
+    try {
+      walked = rewrapTree(root, rotation, progress.update)
+      progress.end();
+      [rowsRewrapped, rowsLeft] = rotation.finishIndex()
+    } catch (e) {
+      progress.end()
+      if (e instanceof VolumeError) throw e
+      // A full disk, an I/O error: what failed, and that running it again finishes it.
+      const err = e as NodeJS.ErrnoException
+      throw new VolumeError('rotation-in-progress', `key rotation stopped: ${err.code ?? err.name} in ${err.syscall ?? 'the index'}; the volume does not mount until 'sealfs key rotate' is run again and finishes`)
+    }
     if (walked.unreadable.length > 0) {
       throw new VolumeError('rotation-in-progress', `key rotation not finished: ${walked.unreadable.length} file${walked.unreadable.length > 1 ? 's or directories' : ' or directory'} this user cannot read (${walked.unreadable[0]}${walked.unreadable.length > 1 ? ', ...' : ''}) may still need the old key; run 'sealfs key rotate' as root (or their owner) to finish it`)
     }
     removeJournal(root)  // synced; only then is the old key forgotten
     rotation.finish()
+    // The cipher dir's root is the mount's root directory: its times stay as they were.
+    putRootTimesBack()
     const seconds = (Date.now() - started) / 1000
     const summary = {
       masterKeyVersion: rotation.to, reencrypted: rotation.reencrypt, resumed: rotation.resumed, dropped: rotation.dropped, files: walked.files, rewrapped: walked.rewrapped,
@@ -225,9 +244,11 @@ async function rotateOnce (cipher: string, unlock: Unlock, also: Credential[], o
     for (const w of walked.damaged) lines.push(`warning: ${w}: damaged (its header or a chunk does not authenticate), left as it was; it opens through its index row, if that is intact`)
     for (const w of walked.unwritable) lines.push(`warning: ${w}: not writable by this user, left as it was (it opens through its index row; rotate as root or its owner to rewrite it)`)
     process.stderr.write(lines.join('\n') + '\n')
-    return rotation.reencrypt
+    const reencrypted = rotation.reencrypt
+    closed = true
+    return { reencrypted, lock: rotation.close(keepLock) }
   } finally {
-    rotation.close()
+    if (!closed) rotation.close()
     if (root >= 0) fs.closeSync(root)
   }
 }
@@ -241,8 +262,10 @@ async function runRotate (cipher: string, o: RotateOptions): Promise<void> {
     unlock = await unlockFrom(cipher, o)
     // An unfinished rotation is finished as it was begun; if it did not re-encrypt and
     // --reencrypt was asked for, a re-encrypting one follows.
-    const reencrypted = await rotateOnce(cipher, unlock, also, o)
-    if (o.reencrypt === true && !reencrypted) await rotateOnce(cipher, unlock, also, o)
+    // The mount lock is held from the first to the second: nothing mounts in between.
+    const first = await rotateOnce(cipher, unlock, also, o, undefined, o.reencrypt === true)
+    if (!first.reencrypted && first.lock !== null) await rotateOnce(cipher, unlock, also, o, first.lock)
+    else first.lock?.release()
   } finally {
     for (const c of also) c.secret.fill(0)
     unlock?.credential.secret.fill(0)

@@ -9,7 +9,7 @@ import { FLAG_SPARSE, HEADER_BYTES } from '../volume/file-header'
 import type { HeaderRewrap, Reencryption } from '../volume/key-rotation'
 import {
   backing, DIRENT_HEADER, DT_DIR, DT_REG, DT_UNKNOWN, HEADER_OUT_BYTES, HEADER_OUT_LENGTH, HEADER_OUT_SIZE, STAT_ATIME_NSEC, STAT_ATIME_SEC,
-  STAT_DEV, STAT_INO_HI, STAT_INO_LO, STAT_LENGTH, STAT_MODE, STAT_MTIME_NSEC, STAT_MTIME_SEC, STAT_UID, TYPE_DIR
+  STAT_DEV, STAT_INO_HI, STAT_INO_LO, STAT_LENGTH, STAT_MODE, STAT_MTIME_NSEC, STAT_MTIME_SEC, STAT_UID, STAT_GID, TYPE_DIR
 } from './backing-addon'
 
 const posix = loadAddon<PosixAddon>('posix')
@@ -21,6 +21,7 @@ const O_DIRECTORY = fs.constants.O_DIRECTORY
 const O_NOATIME = 0o1000000
 const EACCES = 13
 const ENOENT = 2
+const ENOTDIR = 20
 const S_IFMT = 0o170000
 const S_IFREG = 0o100000
 const S_IWUSR = 0o200
@@ -52,7 +53,8 @@ export interface RotationSteps {
   aadPrefix (fileId: Buffer): Buffer
   sealJournal (body: Buffer): Buffer
   openJournal (stored: Buffer): Buffer | null
-  readonly index: { holds (row: RewrappedRow): boolean, put (rows: RewrappedRow[]): void }
+  readonly from: number
+  readonly index: { holds (row: RewrappedRow): boolean, versionOf (fileId: Buffer): number | undefined, put (rows: RewrappedRow[]): void }
 }
 
 export interface WalkProgress { done: number, total: number }
@@ -120,27 +122,37 @@ function entries (dirfd: number): Array<{ name: Buffer, type: number }> {
  */
 function readJournal (root: number, rotation: RotationSteps): JournalEntry[] {
   const raw = backing.readSmallFileAt(root, Buffer.from(ROTATION_JOURNAL), JOURNAL_MAX)
-  if (typeof raw === 'number') return []
+  if (raw === -ENOENT) return []
+  // Any other failure stops the rotation: the journal may name staging copies that are the
+  // only way back to a file cut short, and they must not be swept away.
+  if (typeof raw === 'number') fail(`read ${ROTATION_JOURNAL}`, raw)
   const body = rotation.openJournal(raw)
   if (body === null) return []
+  let parsed: { files: JournalEntry[] }
   try {
-    const parsed = JSON.parse(body.toString('utf8')) as { files: JournalEntry[] }
+    parsed = JSON.parse(body.toString('utf8')) as { files: JournalEntry[] }
+    if (!Array.isArray(parsed.files)) throw new Error('no files')
+  } catch {
+    throw new VolumeError('rotation-in-progress', `key rotation stopped: ${ROTATION_JOURNAL} is authenticated but cannot be parsed`)
+  }
+  {
     return parsed.files.filter(f => typeof f.fileId === 'string' && /^[0-9a-f]{32}$/.test(f.fileId) && typeof f.path === 'string' && Array.isArray(f.atime) && Array.isArray(f.mtime) &&
       f.atime.length === 2 && f.mtime.length === 2 && [...f.atime, ...f.mtime].every(Number.isSafeInteger) && Number.isInteger(f.mode) && (f.mode & ~0o7777) === 0 &&
       (f.tmp === undefined || (typeof f.tmp === 'string' && STAGING.test(f.tmp))))
-  } catch {
-    return []
   }
 }
 
 /** Replaces the journal: a new file (never one already there) written whole, synced, renamed over, the directory synced. */
 function writeJournal (root: number, rotation: RotationSteps, batch: Pending[]): void {
   const files: JournalEntry[] = batch.map(p => ({ fileId: p.fileId, path: p.where, ...p.orig, ...(p.tmp !== null ? { tmp: p.tmp.name } : {}) }))
+  const sealed = rotation.sealJournal(Buffer.from(JSON.stringify({ files })))
+  if (sealed.length > JOURNAL_MAX) throw new VolumeError('rotation-in-progress', 'key rotation stopped: a batch\'s journal would be too large')
   const tmp = Buffer.from(`${ROTATION_JOURNAL}.tmp-${randomBytes(6).toString('hex')}`)
   const fd = backing.openAt(root, tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600, S_IFREG)
   if (fd < 0) fail('write the rotation journal', fd)
   try {
-    writeAllAt(fd, rotation.sealJournal(Buffer.from(JSON.stringify({ files }))), 0)
+    if (euid() === 0) fs.fchownSync(fd, rootOwner.uid, rootOwner.gid)
+    writeAllAt(fd, sealed, 0)
     fs.fdatasyncSync(fd)
   } finally {
     fs.closeSync(fd)
@@ -156,10 +168,20 @@ function writeJournal (root: number, rotation: RotationSteps, batch: Pending[]):
 
 /** Puts a file's times and mode back (the mode whatever it is now: a write may have cleared set-ID bits). */
 function restore (pathFd: number, orig: Original): void {
-  backing.utimensFd(pathFd, orig.atime[0], orig.atime[1], orig.mtime[0], orig.mtime[1])
+  const rc = backing.utimensFd(pathFd, orig.atime[0], orig.atime[1], orig.mtime[0], orig.mtime[1])
+  if (rc < 0) fail('put a file\'s times back', rc)  // the journal, still in place, keeps them
   const st = new Float64Array(STAT_LENGTH)
-  if (backing.statAt(pathFd, Buffer.alloc(0), st) >= 0 && (st[STAT_MODE] & 0o7777) !== orig.mode) backing.chmodFd(pathFd, orig.mode)
+  const sc = backing.statAt(pathFd, Buffer.alloc(0), st)
+  if (sc < 0) fail('stat a file', sc)
+  if ((st[STAT_MODE] & 0o7777) !== orig.mode) {
+    const cc = backing.chmodFd(pathFd, orig.mode)
+    if (cc < 0) fail('put a file\'s mode back', cc)
+  }
 }
+
+/** The owner of the cipher dir's root: what root gives the files it makes there (the journal, staging copies). */
+let rootOwner = { uid: 0, gid: 0 }
+function euid (): number { return process.geteuid?.() ?? -1 }
 
 function syncAll (root: number): void {
   const rc = posix.syncfs(root)
@@ -169,7 +191,7 @@ function syncAll (root: number): void {
 function writeAllAt (fd: number, buf: Buffer, pos: number): void {
   for (let off = 0; off < buf.length;) {
     const n = fs.writeSync(fd, buf, off, buf.length - off, pos + off)
-    if (n <= 0) throw new VolumeError('damaged-config', 'key rotation: a write came up short')
+    if (n <= 0) throw new VolumeError('rotation-in-progress', 'key rotation stopped: a write came up short (is the disk full?)')
     off += n
   }
 }
@@ -199,11 +221,15 @@ function isZero (b: Buffer): boolean {
  */
 export function rewrapTree (root: number, rotation: RotationSteps, onProgress: (p: WalkProgress) => void): WalkResult {
   posix.raiseFdLimit()
+  const rootSt = new Float64Array(STAT_LENGTH)
+  const rc = backing.statAt(root, Buffer.alloc(0), rootSt)
+  if (rc < 0) fail('stat the cipher dir', rc)
+  rootOwner = { uid: rootSt[STAT_UID], gid: rootSt[STAT_GID] }
+  const rootDev = rootSt[STAT_DEV]
   repairFromJournal(root, rotation, readJournal(root, rotation))
   const euid = process.geteuid?.() ?? -1
-  const rootDev = fstatDev(root)
   const result: WalkResult = { files: 0, rewrapped: 0, damaged: [], unwritable: [], unreadable: [] }
-  const total = countFiles(root, 0)
+  const total = countFiles(root, rootDev, 0)
   let batch: Pending[] = []
   let batchBytes = 0
   /** Inodes in the batch: a hard link's second name is not rewritten twice. */
@@ -224,7 +250,7 @@ export function rewrapTree (root: number, rotation: RotationSteps, onProgress: (
           fs.closeSync(readFd)
           p.fd = reopenWritable(p.pathFd, p.orig.mode)
         }
-        if (p.tmp !== null) copyInto(p.tmp.fd, p.fd, p.sparse, rotation.chunks.stride)
+        if (p.tmp !== null) p.row.chunkWrites = copyInto(p.tmp.fd, p.fd, p.sparse, rotation.chunks.stride)
         else writeAllAt(p.fd, p.header as Buffer, 0)
       }
       // Fault injection for the tests: killed with every file of the batch written and no
@@ -243,7 +269,7 @@ export function rewrapTree (root: number, rotation: RotationSteps, onProgress: (
       if (!rotation.reencrypt) syncAll(root)
       for (const p of batch) {
         closeAll(p)
-        if (p.tmp !== null) backing.unlinkAt(root, Buffer.from(p.tmp.name), 0)
+        if (p.tmp !== null) unlinkStaging(root, p.tmp.name)
       }
     }
     rotation.index.put(rows)
@@ -262,6 +288,10 @@ export function rewrapTree (root: number, rotation: RotationSteps, onProgress: (
     let keep = false
     try {
       if ((st[STAT_MODE] & S_IFMT) !== S_IFREG) return
+      if (st[STAT_DEV] !== rootDev) {
+        result.unreadable.push(`${where} (on another filesystem)`)  // a bind mount: syncfs of the cipher dir would not cover it
+        return
+      }
       result.files++
       const key = inodeKey(st)
       if (inBatch.has(key)) return  // another name of a file this batch rewrites
@@ -290,8 +320,14 @@ export function rewrapTree (root: number, rotation: RotationSteps, onProgress: (
           inBatch.add(key)
           keep = keepFd = true
         }
+        let reported = false
         if (rotation.reencrypt && writable) {
           const r = rotation.reencryptHeader(bytes)
+          if ('kind' in r && r.kind === 'current' && rotation.index.versionOf(r.row.fileId) === rotation.from) {
+            // A new header whose row still has the old DEK: a copy that was cut short, and its
+            // staging copy is gone. The row is the only way back to the old DEK: stop here.
+            throw new VolumeError('rotation-in-progress', `key rotation stopped: ${where} has its new header but its index row still has the old data key (a re-encryption cut short without its staging copy); restore the file from a backup of the cipher dir`)
+          }
           if (!('kind' in r)) {
             let tmp: Pending['tmp']
             try {
@@ -306,11 +342,12 @@ export function rewrapTree (root: number, rotation: RotationSteps, onProgress: (
             }
             // A chunk does not authenticate: the file keeps its DEK (rewrapped below) and is reported.
             result.damaged.push(where)
+            reported = true
           }
         }
         const r = rotation.rewrapHeader(bytes)
         if (r.kind === 'damaged') {
-          if (!rotation.reencrypt || !writable) result.damaged.push(where)
+          if (!reported) result.damaged.push(where)
         } else if (r.kind === 'current') {
           if (!rotation.index.holds(r.row)) rows.push(r.row)
         } else if (!writable) {
@@ -338,15 +375,18 @@ export function rewrapTree (root: number, rotation: RotationSteps, onProgress: (
       const here = where === '' ? name : `${where}/${name}`
       if (e.type === DT_DIR || (e.type === DT_UNKNOWN && isDirAt(dirfd, e.name))) {
         if (!DIR_NAME.test(name)) continue
-        const sub = backing.openAt(dirfd, e.name, O_RDONLY | O_DIRECTORY, 0, TYPE_DIR)
+        const sub = openSubdir(dirfd, e.name, rootDev)
+        if (sub === 'other') {
+          result.unreadable.push(`${here} (another filesystem is mounted there)`)
+          continue
+        }
         if (sub === -EACCES) {
           result.unreadable.push(here)
           continue
         }
         if (sub < 0) fail(`open the directory ${here}`, sub)
         try {
-          if (fstatDev(sub) !== rootDev) result.unreadable.push(`${here} (another filesystem is mounted there)`)
-          else visitDir(sub, here, depth + 1)
+          visitDir(sub, here, depth + 1)
         } finally {
           fs.closeSync(sub)
         }
@@ -369,11 +409,22 @@ export function rewrapTree (root: number, rotation: RotationSteps, onProgress: (
   return result
 }
 
-function fstatDev (fd: number): number {
+/**
+ * A subdirectory opened to list, if it is on the cipher dir's filesystem: looked at through
+ * an O_PATH descriptor first, so that a mount point there (a FUSE mount, an automount) is
+ * never opened. 'other' if it is another filesystem; a negative errno if it fails.
+ */
+function openSubdir (dirfd: number, name: Buffer, dev: number): number | 'other' {
   const st = new Float64Array(STAT_LENGTH)
-  const rc = backing.statAt(fd, Buffer.alloc(0), st)
-  if (rc < 0) fail('stat a directory', rc)
-  return st[STAT_DEV]
+  const pathFd = backing.lookupAt(dirfd, name, st)
+  if (pathFd < 0) return pathFd
+  try {
+    if ((st[STAT_MODE] & S_IFMT) !== 0o040000) return -ENOTDIR
+    if (st[STAT_DEV] !== dev) return 'other'
+    return backing.reopen(pathFd, O_RDONLY | O_DIRECTORY, TYPE_DIR)
+  } finally {
+    fs.closeSync(pathFd)
+  }
 }
 
 /**
@@ -397,16 +448,16 @@ function isDirAt (dirfd: number, name: Buffer): boolean {
 }
 
 /** Regular files below `dirfd`, from the directory listings alone (for the progress total). */
-function countFiles (dirfd: number, depth: number): number {
+function countFiles (dirfd: number, dev: number, depth: number): number {
   if (depth > MAX_DEPTH) return 0
   let n = 0
   for (const e of entries(dirfd)) {
     const name = e.name.toString('latin1')
     if (e.type === DT_DIR && DIR_NAME.test(name)) {
-      const sub = backing.openAt(dirfd, e.name, O_RDONLY | O_DIRECTORY, 0, TYPE_DIR)
-      if (sub < 0) continue
+      const sub = openSubdir(dirfd, e.name, dev)
+      if (sub === 'other' || sub < 0) continue
       try {
-        n += countFiles(sub, depth + 1)
+        n += countFiles(sub, dev, depth + 1)
       } finally {
         fs.closeSync(sub)
       }
@@ -431,6 +482,7 @@ function stage (root: number, rotation: RotationSteps, r: Reencryption, fd: numb
   const name = `sealfs.tmp.rotate-${randomBytes(12).toString('hex')}`
   const tfd = backing.openAt(root, Buffer.from(name), O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600, S_IFREG)
   if (tfd < 0) fail('create a staging file', tfd)
+  if (euid() === 0) fs.fchownSync(tfd, rootOwner.uid, rootOwner.gid)
   const prefix = rotation.aadPrefix(r.fileId)
   const sparse = (r.flags & FLAG_SPARSE) !== 0
   const C = chunks.chunkSize
@@ -480,24 +532,28 @@ function stage (root: number, rotation: RotationSteps, r: Reencryption, fd: numb
 let copyBuffer: Buffer | null = null
 
 /** The staging file's bytes over the file's: the header, then the chunks, a run at a time; a hole of a sparse file is left a hole. */
-function copyInto (from: number, to: number, sparse: boolean, stride: number): void {
+function copyInto (from: number, to: number, sparse: boolean, stride: number): number {
   const size = fs.fstatSync(from).size
   const header = Buffer.alloc(HEADER_BYTES)
-  if (readFullAt(from, header, 0) !== HEADER_BYTES) throw new VolumeError('damaged-config', 'key rotation: a staging file came up short')
+  if (readFullAt(from, header, 0) !== HEADER_BYTES) throw new VolumeError('rotation-in-progress', 'key rotation stopped: a staging copy came up short')
   writeAllAt(to, header, 0)
   // Fault injection for the tests: killed with the new header written over old chunks.
   if (process.env.SEALFS_FAULT === 'kill-mid-copy') process.kill(process.pid, 'SIGKILL')
   if (copyBuffer === null || copyBuffer.length !== Math.max(1, Math.floor(RUN_BYTES / stride)) * stride) copyBuffer = Buffer.alloc(Math.max(1, Math.floor(RUN_BYTES / stride)) * stride)
   const buf = copyBuffer
+  let chunks = 0
   for (let at = HEADER_BYTES; at < size;) {
     const n = readFullAt(from, buf.subarray(0, Math.min(buf.length, size - at)), at)
-    if (n === 0) throw new VolumeError('damaged-config', 'key rotation: a staging file came up short')
+    if (n === 0) throw new VolumeError('rotation-in-progress', 'key rotation stopped: a staging copy came up short')
     for (let off = 0; off < n; off += stride) {
       const chunk = buf.subarray(off, Math.min(n, off + stride))
-      if (!(sparse && isZero(chunk))) writeAllAt(to, chunk, at + off)
+      if (sparse && isZero(chunk)) continue
+      writeAllAt(to, chunk, at + off)
+      chunks++
     }
     at += n
   }
+  return chunks
 }
 
 /**
@@ -509,23 +565,32 @@ function copyInto (from: number, to: number, sparse: boolean, stride: number): v
 function repairFromJournal (root: number, rotation: RotationSteps, journal: JournalEntry[]): void {
   for (const j of journal) {
     const target = openByPath(root, j.path)
-    if (target === null) continue  // not there any more: nothing of it to repair
+    if (target === null) {
+      // Not there any more (only someone writing the cipher dir could do that): nothing to repair.
+      if (j.tmp !== undefined) unlinkStaging(root, j.tmp)
+      continue
+    }
     try {
       const header = Buffer.alloc(HEADER_BYTES)
       const out = new Float64Array(HEADER_OUT_LENGTH)
       const rfd = backing.openHeaderFd(target, O_RDONLY | O_NOATIME, header, out, false)
       if (rfd < 0) fail(`open ${j.path}`, rfd)
       fs.closeSync(rfd)
-      if (out[HEADER_OUT_BYTES] !== HEADER_BYTES || header.subarray(8, 24).toString('hex') !== j.fileId) continue  // another file by now
+      if (out[HEADER_OUT_BYTES] !== HEADER_BYTES || header.subarray(8, 24).toString('hex') !== j.fileId) {
+        if (j.tmp !== undefined) throw new VolumeError('rotation-in-progress', `key rotation stopped: ${j.path} is not the file its journal entry names; its staging copy ${j.tmp} is kept`)
+        continue
+      }
       if (j.tmp !== undefined) copyStagedAgain(root, rotation, j, target)
       restore(target, j)
     } finally {
       fs.closeSync(target)
     }
   }
+  const named = new Set(journal.map(j => j.tmp))
   for (const e of entries(root)) {
     const name = e.name.toString('latin1')
-    if (STAGING.test(name) || name.startsWith(`${ROTATION_JOURNAL}.tmp-`)) {
+    // Staging copies no verified journal names were never copied from: the files are whole.
+    if ((STAGING.test(name) && !named.has(name)) || name.startsWith(`${ROTATION_JOURNAL}.tmp-`)) {
       const st = new Float64Array(STAT_LENGTH)
       if (backing.statAt(root, e.name, st) >= 0 && (st[STAT_MODE] & S_IFMT) === S_IFREG) backing.unlinkAt(root, e.name, 0)
     }
@@ -548,7 +613,7 @@ function copyStagedAgain (root: number, rotation: RotationSteps, j: JournalEntry
     if (fd === -EACCES) fd = reopenWritable(target, j.mode)
     if (fd < 0) fail(`open ${j.path}`, fd)
     try {
-      copyInto(tfd, fd, (header.readUInt16BE(6) & FLAG_SPARSE) !== 0, rotation.chunks.stride)
+      row.chunkWrites = copyInto(tfd, fd, (header.readUInt16BE(6) & FLAG_SPARSE) !== 0, rotation.chunks.stride)
     } finally {
       fs.closeSync(fd)
     }
@@ -557,24 +622,34 @@ function copyStagedAgain (root: number, rotation: RotationSteps, j: JournalEntry
   } finally {
     fs.closeSync(tfd)
   }
-  backing.unlinkAt(root, Buffer.from(j.tmp as string), 0)
+  unlinkStaging(root, j.tmp as string)
+}
+
+/** Deletes a staging copy once nothing needs it (a leftover would keep a whole copy of the file). */
+function unlinkStaging (root: number, name: string): void {
+  const rc = backing.unlinkAt(root, Buffer.from(name), 0)
+  if (rc < 0 && rc !== -ENOENT) fail(`remove the staging copy ${name}`, rc)
 }
 
 /** The O_PATH descriptor of a regular file by its backing path, each step through a descriptor, no symlink followed; null if it is not there. */
 function openByPath (root: number, rel: string): number | null {
   const parts = rel.split('/')
-  if (parts.length > MAX_DEPTH || parts.slice(0, -1).some(p => !DIR_NAME.test(p)) || !FILE_NAME.test(parts[parts.length - 1])) return null
+  if (parts.length > MAX_DEPTH + 1 || parts.slice(0, -1).some(p => !DIR_NAME.test(p)) || !FILE_NAME.test(parts[parts.length - 1])) {
+    throw new VolumeError('rotation-in-progress', `key rotation stopped: the journal names '${rel.slice(0, 80)}', which is no file of the volume`)
+  }
   let dir = root
   try {
     for (const part of parts.slice(0, -1)) {
       const sub = backing.openAt(dir, Buffer.from(part, 'latin1'), O_RDONLY | O_DIRECTORY, 0, TYPE_DIR)
-      if (sub < 0) return null
+      if (sub === -ENOENT || sub === -ENOTDIR) return null
+      if (sub < 0) fail(`open the directory of ${rel}`, sub)
       if (dir !== root) fs.closeSync(dir)
       dir = sub
     }
     const st = new Float64Array(STAT_LENGTH)
     const pathFd = backing.lookupAt(dir, Buffer.from(parts[parts.length - 1], 'latin1'), st)
-    if (pathFd < 0) return null
+    if (pathFd === -ENOENT) return null
+    if (pathFd < 0) fail(`look up ${rel}`, pathFd)
     if ((st[STAT_MODE] & S_IFMT) !== S_IFREG) {
       fs.closeSync(pathFd)
       return null
@@ -586,11 +661,18 @@ function openByPath (root: number, rel: string): number | null {
 }
 
 function closeAll (p: Pending): void {
-  if (p.fd >= 0) fs.closeSync(p.fd)
-  if (p.pathFd >= 0) fs.closeSync(p.pathFd)
-  if (p.tmp !== null && p.tmp.fd >= 0) fs.closeSync(p.tmp.fd)
+  const fds = [p.fd, p.pathFd, p.tmp?.fd ?? -1]
   p.fd = p.pathFd = -1
   if (p.tmp !== null) p.tmp.fd = -1
+  for (const fd of fds) if (fd >= 0) fs.closeSync(fd)
+}
+
+/** The cipher dir root's times now, and a function that puts them back (it is the mount's root directory). */
+export function keepTimes (root: number): () => void {
+  const st = new Float64Array(STAT_LENGTH)
+  const rc = backing.statAt(root, Buffer.alloc(0), st)
+  if (rc < 0) fail('stat the cipher dir', rc)
+  return () => { backing.utimensFd(root, st[STAT_ATIME_SEC], st[STAT_ATIME_NSEC], st[STAT_MTIME_SEC], st[STAT_MTIME_NSEC]) }
 }
 
 /** Removes the journal once every batch is done and synced, before the rotation ends (a journal must never outlive its rotation). */

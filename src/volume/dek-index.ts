@@ -182,13 +182,25 @@ export class DekIndexRewrite {
   constructor (cipherDir: string, volumeId: string) {
     const file = path.join(cipherDir, INDEX_FILE)
     let fd: number
+    let made = false
     try {
-      fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK, 0o600)
+      try {
+        fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK, 0o600)
+        made = true
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e
+        fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK)
+      }
     } catch (e) {
       throw new Error(`cannot open it (${(e as NodeJS.ErrnoException).code ?? 'error'})`)
     }
     try {
       if (!fs.fstatSync(fd).isFile()) throw new Error('it is not a regular file')
+      // Made by root for a user's volume: the user's mounts must still write it.
+      if (made && process.geteuid?.() === 0) {
+        const owner = fs.statSync(cipherDir)
+        fs.fchownSync(fd, owner.uid, owner.gid)
+      }
     } finally {
       fs.closeSync(fd)
     }
@@ -218,6 +230,11 @@ export class DekIndexRewrite {
   holds (row: RewrappedRow): boolean {
     const have = this.#get.get(row.fileId) as { keyVersion: number, wrapped: Buffer } | undefined
     return have !== undefined && have.keyVersion === row.keyVersion && Buffer.compare(have.wrapped, row.wrapped) === 0
+  }
+
+  /** The master-key version of the file's row, if it has one. */
+  versionOf (fileId: Buffer): number | undefined {
+    return (this.#get.get(fileId) as { keyVersion: number } | undefined)?.keyVersion
   }
 
   /** Writes the rows in one transaction (committed and synced when this returns). */

@@ -69,11 +69,12 @@ export class KeyRotation {
     this.dropped = dropped
   }
 
-  static async start (dir: string, opts: RotateOptions): Promise<KeyRotation> {
+  /** `held`: the lock a previous rotation of this run handed on (close(true)). */
+  static async start (dir: string, opts: RotateOptions, held?: VolumeLock): Promise<KeyRotation> {
     checkDir(dir)
     let lock: VolumeLock
     try {
-      lock = VolumeLock.acquire(dir, false, true)
+      lock = held ?? VolumeLock.acquire(dir, false, true)
     } catch (e) {
       if (e instanceof VolumeError && e.kind === 'busy') throw new VolumeError('busy', `${e.message}; unmount it before rotating its master key`)
       throw e
@@ -179,14 +180,20 @@ export class KeyRotation {
       throw e
     }
     const newDek = SecretKey.random()
-    const wrapped = wrapDek(this.#key(this.#current), newDek, this.volumeId, h.fileId, this.to, h.flags)
-    return {
-      fileId: h.fileId,
-      flags: h.flags,
-      oldDek,
-      newDek,
-      header: encodeHeader({ ...h, keyVersion: this.to, wrappedDek: wrapped }),
-      row: { fileId: h.fileId, keyVersion: this.to, wrapped }
+    try {
+      const wrapped = wrapDek(this.#key(this.#current), newDek, this.volumeId, h.fileId, this.to, h.flags)
+      return {
+        fileId: h.fileId,
+        flags: h.flags,
+        oldDek,
+        newDek,
+        header: encodeHeader({ ...h, keyVersion: this.to, wrappedDek: wrapped }),
+        row: { fileId: h.fileId, keyVersion: this.to, wrapped }
+      }
+    } catch (e) {
+      oldDek.dispose()
+      newDek.dispose()
+      throw e
     }
   }
 
@@ -262,10 +269,13 @@ export class KeyRotation {
     }
   }
 
-  close (): void {
+  /** Forgets the keys and closes the index; releases the mount lock, or with `keepLock` hands it back (to start another rotation). */
+  close (keepLock = false): VolumeLock | null {
     this.index.close()
     this.#dispose()
+    if (keepLock) return this.lock
     this.lock.release()
+    return null
   }
 
   #dispose (): void {
