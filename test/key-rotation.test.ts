@@ -91,6 +91,28 @@ with open(m + '/sparse', 'wb') as f:
 print('null')`)
 }
 
+/** What users see of the volume, through a mount of its own. */
+async function mountedSnapshot (v: Vol): Promise<unknown> {
+  mount(v)
+  try {
+    return snapshot(v.mnt)
+  } finally {
+    await umount(v)
+  }
+}
+
+/** Fills the volume (populate, then `more`) through a mount, and returns what users see of it. */
+async function populated (v: Vol, files: number, more: (mnt: string) => void = () => undefined): Promise<unknown> {
+  mount(v)
+  try {
+    populate(v.mnt, files)
+    more(v.mnt)
+  } finally {
+    await umount(v)
+  }
+  return await mountedSnapshot(v)
+}
+
 describe('master-key rotation', () => {
   const vols: Vol[] = []
   const volume = (): Vol => { const v = makeVolume(); vols.push(v); return v }
@@ -100,20 +122,12 @@ describe('master-key rotation', () => {
 
   it('rewraps every file and the slots it is given, keeps what users see, and leaves a removed slot with an old config nothing to open', async () => {
     const v = volume()
-    mount(v)
-    try {
-      populate(v.mnt, 20)
-    } finally {
-      await umount(v)
-    }
+    const seen = await populated(v, 20)
     const p2 = file(v, 'p2', 'second passphrase\n')
     const kf = path.join(v.base, 'stick.key')
     expect(sealfs(['key', 'add', '--passfile', v.passfile, '--name', 'two', '--new-passfile', p2, ...FAST_KDF, v.cipher]).status).toBe(0)
     expect(sealfs(['key', 'add', '--passfile', v.passfile, '--name', 'stick', '--new-keyfile', kf, v.cipher]).status).toBe(0)
     const oldConfig = fs.readFileSync(path.join(v.cipher, CONFIG_FILE))
-    mount(v)
-    const seen = snapshot(v.mnt)
-    await umount(v)
     const times = backingTimes(v.cipher)
 
     // Slots it was given no credential for: refused, nothing changed.
@@ -188,15 +202,7 @@ describe('master-key rotation', () => {
     const files = Number(process.env.SEALFS_ROTATE_FILES ?? 2000)
     const rounds = Number(process.env.SEALFS_ROTATE_ROUNDS ?? 10)
     const random = rng(Number(process.env.SEALFS_ROTATE_SEED ?? 1))
-    mount(v)
-    try {
-      populate(v.mnt, files)
-    } finally {
-      await umount(v)
-    }
-    mount(v)
-    const seen = snapshot(v.mnt)
-    await umount(v)
+    const seen = await populated(v, files)
     const times = backingTimes(v.cipher)
     const outcomes: string[] = []
     let refusedMount = false
@@ -248,12 +254,7 @@ db = sqlite3.connect(${JSON.stringify(path.join(v.cipher, 'sealfs.index'))})
 print(json.dumps(db.execute('SELECT key_version, count(*) FROM deks GROUP BY key_version').fetchall()))`)
     expect(rows).toEqual([[version, files + 4]])
     expect(backingTimes(v.cipher), outcomes.join(' ')).toEqual(times)
-    mount(v)
-    try {
-      expect(snapshot(v.mnt)).toEqual(seen)
-    } finally {
-      await umount(v)
-    }
+    expect(await mountedSnapshot(v)).toEqual(seen)
   }, 300_000)
 
   it('tells a mount and a second rotation that a rotation is running (exit 18); an ephemeral volume has nothing to rotate', async () => {
@@ -301,15 +302,7 @@ print(json.dumps(db.execute('SELECT key_version, count(*) FROM deks GROUP BY key
 
   it('after key rotate an old header still opens the file as it is now; after --reencrypt it opens nothing (new data keys, contents rewritten, holes kept)', async () => {
     const v = volume()
-    mount(v)
-    try {
-      populate(v.mnt, 10)
-    } finally {
-      await umount(v)
-    }
-    mount(v)
-    const seen = snapshot(v.mnt)
-    await umount(v)
+    const seen = await populated(v, 10)
     const before = path.join(v.base, 'before')  // a backup of the cipher dir, with its sealfs.conf
     fs.cpSync(v.cipher, before, { recursive: true, preserveTimestamps: true })
     const blocks = (f: string): number => fs.lstatSync(f).blocks
@@ -366,25 +359,12 @@ print('null')`)
     // Mended (the byte flipped back, its times kept): it opens through its rewrapped index row.
     flip()
     expect(blocks(sparseBacking)).toBeLessThan(sparseBlocks + 64)  // its holes are still holes
-    mount(v)
-    try {
-      expect(snapshot(v.mnt)).toEqual(seen)
-    } finally {
-      await umount(v)
-    }
+    expect(await mountedSnapshot(v)).toEqual(seen)
   }, 120_000)
 
   it('rebuilds a lost index from the headers, and ignores a planted journal', async () => {
     const v = volume()
-    mount(v)
-    try {
-      populate(v.mnt, 10)
-    } finally {
-      await umount(v)
-    }
-    mount(v)
-    const seen = snapshot(v.mnt)
-    await umount(v)
+    const seen = await populated(v, 10)
     fs.rmSync(path.join(v.cipher, 'sealfs.index'))
     // A journal someone planted, naming a file with a set-ID mode and old times: never applied.
     const victim = walk(v.cipher).find(f => fs.lstatSync(f).isFile() && fs.lstatSync(f).size > 0 && !path.basename(f).includes('.')) as string
@@ -400,26 +380,12 @@ import sqlite3, json
 db = sqlite3.connect(${JSON.stringify(path.join(v.cipher, 'sealfs.index'))})
 print(json.dumps(db.execute('SELECT key_version, count(*) FROM deks GROUP BY key_version').fetchall()))`)
     expect(rows).toEqual([[2, 14]])
-    mount(v)
-    try {
-      expect(snapshot(v.mnt)).toEqual(seen)
-    } finally {
-      await umount(v)
-    }
+    expect(await mountedSnapshot(v)).toEqual(seen)
   }, 120_000)
 
   it('lets a user rotate a volume of their own with read-only files (as git keeps its objects): modes and times stay', async () => {
     const v = volume()
-    mount(v)
-    try {
-      populate(v.mnt, 10)
-      for (const f of ['d/f3', 'd/f4']) fs.chmodSync(path.join(v.mnt, f), 0o400)
-    } finally {
-      await umount(v)
-    }
-    mount(v)
-    const seen = snapshot(v.mnt)
-    await umount(v)
+    const seen = await populated(v, 10, mnt => { for (const f of ['d/f3', 'd/f4']) fs.chmodSync(path.join(mnt, f), 0o400) })
     spawnSync('chown', ['-R', 'nobody', v.cipher, v.passfile])
     fs.chmodSync(v.base, 0o755)
     // One file root keeps to itself: the user's rotation cannot read it, so it does not end.
@@ -441,11 +407,6 @@ print(json.dumps(db.execute('SELECT key_version, count(*) FROM deks GROUP BY key
     expect(backingTimes(v.cipher)).toEqual(times)
     expect([...headerVersions(v.cipher)]).toEqual([[2, 15]])
     expect(fs.lstatSync(path.join(v.cipher, CONFIG_FILE)).uid).toBe(fs.lstatSync(v.cipher).uid)  // still the user's
-    mount(v)
-    try {
-      expect(snapshot(v.mnt)).toEqual(seen)
-    } finally {
-      await umount(v)
-    }
+    expect(await mountedSnapshot(v)).toEqual(seen)
   }, 120_000)
 })
