@@ -43,6 +43,8 @@ export interface PosixAddon {
   raiseFdLimit (): number
   /** syncfs(2) of the filesystem holding fd: 0 or a negative errno. */
   syncfs (fd: number): number
+  /** RLIMIT_CORE 0 and PR_SET_DUMPABLE 0: PR_GET_DUMPABLE afterwards (0), or a negative errno. */
+  disableCoreDumps (): number
 }
 
 export const LOCK_SH = 1

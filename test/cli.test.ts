@@ -68,7 +68,37 @@ describe('sealfs command line', () => {
     fs.writeFileSync(conf, '{ not json')
     expect(sealfs(['mount', '--passfile', v.passfile, v.cipher, v.mnt]).status).toBe(6)
     fs.writeFileSync(conf, saved)
+    // Without the root directory's ID no name can be read: an error, not an empty volume.
+    const diriv = path.join(v.cipher, 'sealfs.diriv')
+    const id = fs.readFileSync(diriv)
+    fs.rmSync(diriv)
+    try {
+      for (const ro of [[], ['-o', 'ro']]) {
+        const r = sealfs(['mount', '--passfile', v.passfile, ...ro, v.cipher, v.mnt])
+        expect(r.status).toBe(6)
+        expect(r.stderr).toMatch(/sealfs\.diriv is missing or damaged: it holds the root directory's ID/)
+      }
+    } finally {
+      fs.writeFileSync(diriv, id, { mode: 0o400 })
+    }
     expect(isMounted(v.mnt)).toBe(false)
+  })
+
+  it('never dumps core: every sealfs process runs with a core limit of 0, which its children inherit', async () => {
+    // The extpass command is a child of the sealfs process: its limits are what sealfs set.
+    const seen = path.join(v.base, 'limits')
+    const r = sealfs(['key', 'list', v.cipher])
+    expect(r.status).toBe(0)
+    const m = sealfs(['mount', '--extpass', `grep 'Max core' /proc/self/limits > ${seen}; echo 'test passphrase'`, v.cipher, v.mnt])
+    try {
+      expect(m.status, m.stderr).toBe(0)
+      expect(fs.readFileSync(seen, 'utf8')).toMatch(/^Max core file size\s+0\s+0\s+bytes/)
+    } finally {
+      await umount(v)
+    }
+    // And not dumpable: what the call reports in a process of its own.
+    const c = spawnSync(process.execPath, ['-e', `const p = require(${JSON.stringify(path.join(ROOT, 'native-deps', 'build', 'Release', 'posix.node'))}); console.log(p.disableCoreDumps())`], { encoding: 'utf8' })
+    expect(c.stdout.trim()).toBe('0')
   })
 
   it('mounts (detached, ready on return), takes extpass, and unmounts with sealfs umount', async () => {

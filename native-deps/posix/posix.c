@@ -1,6 +1,6 @@
 // What node:fs cannot do for the daemon's own housekeeping (the backing store is reached
 // through native-deps/backing): flock(2) for the volume lock, syncfs(2) for a key rotation,
-// one AF_UNIX datagram for sd_notify and syslog, and the descriptor limit.
+// one AF_UNIX datagram for sd_notify and syslog, the descriptor limit, and no core dumps.
 
 #define _GNU_SOURCE
 #include <node_api.h>
@@ -9,6 +9,7 @@
 #include <string.h>
 #include <stdio.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -49,6 +50,21 @@ static napi_value Syncfs(napi_env env, napi_callback_info info) {
   int32_t fd;
   if (argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok) return bad_args(env, "syncfs: bad arguments");
   return int_result(env, syncfs(fd));
+}
+
+// disableCoreDumps(): the daemon holds keys; a core file must never hold them. RLIMIT_CORE
+// 0 (soft and hard, so no child can raise it) and PR_SET_DUMPABLE 0 (no core, no ptrace
+// attach by the same user). Returns PR_GET_DUMPABLE afterwards (0), or -errno.
+static napi_value DisableCoreDumps(napi_env env, napi_callback_info info) {
+  (void)info;
+  struct rlimit none = { 0, 0 };
+  napi_value res;
+  if (setrlimit(RLIMIT_CORE, &none) != 0 || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+    napi_create_int32(env, -errno, &res);
+    return res;
+  }
+  napi_create_int32(env, prctl(PR_GET_DUMPABLE, 0, 0, 0, 0), &res);
+  return res;
 }
 
 // sendDatagram(socketPath, message): one AF_UNIX datagram, for sd_notify (NOTIFY_SOCKET,
@@ -116,6 +132,7 @@ static napi_value Init(napi_env env, napi_value exports) {
     {"sendDatagram", NULL, SendDatagram, NULL, NULL, NULL, napi_default, NULL},
     {"raiseFdLimit", NULL, RaiseFdLimit, NULL, NULL, NULL, napi_default, NULL},
     {"syncfs", NULL, Syncfs, NULL, NULL, NULL, napi_default, NULL},
+    {"disableCoreDumps", NULL, DisableCoreDumps, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

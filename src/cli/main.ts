@@ -12,7 +12,7 @@ import { DekIndex } from '../volume/dek-index'
 import { VolumeError } from '../volume/errors'
 import { DEFAULT_CHUNK_SIZE, Volume } from '../volume/volume'
 import { CliError, EXIT, exitCodeOf, messageOf } from './exit-codes'
-import { daemonLogSink, notifySystemd, parseDuration } from './daemon-signals'
+import { daemonLogSink, forbidCoreDumps, notifySystemd, parseDuration } from './daemon-signals'
 import { parseMountOptions } from './mount-options'
 import { fromDescriptor, readPassphrase } from './passphrase'
 import { UnlockChoice, chooseCredential } from './unlock'
@@ -124,8 +124,8 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
     if (mount.requestCount !== seen || mount.busy) { seen = mount.requestCount; quietSince = Date.now(); return }
     if (Date.now() - quietSince >= idleMs) { logLine('idle: unmounting'); void stop(true) }
   }, Math.max(100, Math.min(idleMs / 4, 10_000)))
-  process.on('SIGINT', () => void stop(true))
-  process.on('SIGTERM', () => void stop(true))
+  // A hangup (the terminal of a foreground mount closed) ends the mount as cleanly as these.
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => void stop(true))
 }
 
 function credentialKind (kind: string | undefined): Credential['kind'] {
@@ -283,6 +283,9 @@ function program (): Command {
 const COMMANDS = new Set(['init', 'mount', 'umount', 'info', 'key', 'help'])
 
 export function main (argv: string[]): void {
+  // Every sealfs process may hold keys (the daemon, key commands, unlocking): none may dump
+  // core. Before anything is read or unlocked.
+  forbidCoreDumps()
   // mount(8) runs mount.fuse, which runs `sealfs CIPHER MNT -o OPTS`: that is `sealfs mount`.
   const [first, second] = [argv[2], argv[3]]
   const positional = (a: string | undefined): boolean => a !== undefined && !a.startsWith('-')

@@ -9,7 +9,7 @@ import { DEFAULT_COST, costIsAcceptable } from '../crypto/passphrase-kdf'
 import { SecretKey, randomBytes } from '../crypto/secret-key'
 import { CONFIG_FILE, CONTENT_CIPHER, FORMAT_VERSION, KEY_WRAP, NAME_CIPHER, VolumeConfig, checkVolumeId, readConfig, writeConfig } from './config'
 import { DekIndex } from './dek-index'
-import { newDirId, writeDirIdSync } from './dir-id'
+import { checkRootDirId, newDirId, writeDirIdSync } from './dir-id'
 import { VolumeError } from './errors'
 import { FILE_ID_BYTES, FileHeader, encodeHeader } from './file-header'
 import { Credential, createPassphraseSlot, unlockSlot } from './key-slot'
@@ -226,6 +226,7 @@ export class Volume {
       if (config.rotation !== undefined) {
         throw new VolumeError('rotation-in-progress', `a key rotation of ${dir} was interrupted; run 'sealfs key rotate ${dir}' to finish it before mounting`)
       }
+      checkRootDirId(dir)
       masterKey = (await unlockSlot(config, credential, opts.slot)).masterKey
     } catch (e) {
       lock.release()
