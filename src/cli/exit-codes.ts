@@ -21,7 +21,11 @@ export const EXIT = {
   VOLUME_MISMATCH: 16,
   EPHEMERAL: 17,
   ROTATION_IN_PROGRESS: 18,
-  SLOTS_UNOPENED: 19
+  SLOTS_UNOPENED: 19,
+  /** fsck found problems and left some (or was not asked to repair). */
+  FSCK_PROBLEMS: 20,
+  /** fsck --repair found problems and repaired every one. */
+  FSCK_REPAIRED: 21
 } as const
 
 export type CliErrorKind = 'usage' | 'passphrase-source' | 'mount-failed' | 'missing-dir' | 'not-empty'

@@ -17,6 +17,7 @@ import { parseMountOptions } from './mount-options'
 import { fromDescriptor, readPassphrase } from './passphrase'
 import { UnlockChoice, chooseCredential } from './unlock'
 import { defineKeyCommands, slotSummary } from './key-commands'
+import { defineFsckCommand } from './fsck-command'
 import type { Credential } from '../volume/key-slot'
 
 /** Fd 3 of a daemon child: one line back to the parent, "ready" or "error CODE MESSAGE". */
@@ -273,6 +274,7 @@ function program (): Command {
     .option('--json', 'print JSON')
     .action(runInfo)
   defineKeyCommands(p.command('key'))
+  defineFsckCommand(p)
   p.command('umount')
     .description('unmount a sealfs mount')
     .argument('<MNT>', 'mount point')
@@ -280,7 +282,7 @@ function program (): Command {
   return p
 }
 
-const COMMANDS = new Set(['init', 'mount', 'umount', 'info', 'key', 'help'])
+const COMMANDS = new Set(['init', 'mount', 'umount', 'info', 'key', 'fsck', 'help'])
 
 export function main (argv: string[]): void {
   // Every sealfs process may hold keys (the daemon, key commands, unlocking): none may dump

@@ -204,3 +204,16 @@ export const SYMLINK_TARGET_MAX = PATH_BYTES_MAX
 export const READLINK_BUFFER = 4096
 
 export const backing = loadAddon<BackingAddon>('backing')
+
+/** A directory's entries, read on this thread (tools that walk an unmounted volume): readdirFd's encoding taken apart, or -errno. */
+export function listDirSync (dirfd: number): Array<{ name: Buffer, type: number }> | number {
+  const raw = backing.readdirFd(dirfd)
+  if (typeof raw === 'number') return raw
+  const out: Array<{ name: Buffer, type: number }> = []
+  for (let at = 0; at + DIRENT_HEADER <= raw.length;) {
+    const len = raw[at + DIRENT_HEADER - 1]
+    out.push({ type: raw[at + 8], name: Buffer.from(raw.subarray(at + DIRENT_HEADER, at + DIRENT_HEADER + len)) })
+    at += DIRENT_HEADER + len
+  }
+  return out
+}

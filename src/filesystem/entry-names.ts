@@ -30,7 +30,7 @@ export interface BackingName {
 }
 
 
-function longHash (encrypted: string): string {
+export function longHash (encrypted: string): string {
   return crypto.createHash('sha256').update(encrypted).digest('base64url')
 }
 

@@ -30,3 +30,14 @@ export function writeFullAt (fd: number, buf: Buffer, pos: number): Promise<void
     step(0)
   })
 }
+
+/** Reads up to buf.length bytes at `pos`, on this thread (tools that walk an unmounted volume); the count, short only at the end of the file. */
+export function readFullAtSync (fd: number, buf: Buffer, pos: number): number {
+  let got = 0
+  while (got < buf.length) {
+    const n = fs.readSync(fd, buf, got, buf.length - got, pos + got)
+    if (n === 0) break
+    got += n
+  }
+  return got
+}

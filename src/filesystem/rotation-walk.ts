@@ -1,4 +1,5 @@
 import fs from 'fs'
+import { readFullAtSync } from './fd-io'
 import { ChunkCipher, CHUNK_OVERHEAD } from '../crypto/chunk-cipher'
 import { AuthenticationError } from '../crypto/errors'
 import { randomBytes } from '../crypto/secret-key'
@@ -8,7 +9,7 @@ import { VolumeError } from '../volume/errors'
 import { FLAG_SPARSE, HEADER_BYTES } from '../volume/file-header'
 import type { HeaderRewrap, Reencryption } from '../volume/key-rotation'
 import {
-  backing, DIRENT_HEADER, DT_DIR, DT_REG, DT_UNKNOWN, HEADER_OUT_BYTES, HEADER_OUT_LENGTH, HEADER_OUT_SIZE, STAT_ATIME_NSEC, STAT_ATIME_SEC,
+  backing, listDirSync, DT_DIR, DT_REG, DT_UNKNOWN, HEADER_OUT_BYTES, HEADER_OUT_LENGTH, HEADER_OUT_SIZE, STAT_ATIME_NSEC, STAT_ATIME_SEC,
   STAT_DEV, STAT_INO_HI, STAT_INO_LO, STAT_LENGTH, STAT_MODE, STAT_MTIME_NSEC, STAT_MTIME_SEC, STAT_UID, STAT_GID, TYPE_DIR
 } from './backing-addon'
 
@@ -104,15 +105,9 @@ function inodeKey (st: Float64Array): string {
 }
 
 function entries (dirfd: number): Array<{ name: Buffer, type: number }> {
-  const raw = backing.readdirFd(dirfd)
-  if (typeof raw === 'number') fail('list a directory', raw)
-  const out: Array<{ name: Buffer, type: number }> = []
-  for (let at = 0; at + DIRENT_HEADER <= raw.length;) {
-    const len = raw[at + DIRENT_HEADER - 1]
-    out.push({ type: raw[at + 8], name: Buffer.from(raw.subarray(at + DIRENT_HEADER, at + DIRENT_HEADER + len)) })
-    at += DIRENT_HEADER + len
-  }
-  return out
+  const list = listDirSync(dirfd)
+  if (typeof list === 'number') fail('list a directory', list)
+  return list
 }
 
 /**
@@ -196,15 +191,6 @@ function writeAllAt (fd: number, buf: Buffer, pos: number): void {
   }
 }
 
-function readFullAt (fd: number, buf: Buffer, pos: number): number {
-  let got = 0
-  while (got < buf.length) {
-    const n = fs.readSync(fd, buf, got, buf.length - got, pos + got)
-    if (n === 0) break
-    got += n
-  }
-  return got
-}
 
 function isZero (b: Buffer): boolean {
   for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false
@@ -500,7 +486,7 @@ function stage (root: number, rotation: RotationSteps, r: Reencryption, fd: numb
       const runPlain = Math.min(plainSize - first * C, n * C)
       const runSealed = chunks.sealedSize(runPlain)
       const at = HEADER_BYTES + first * chunks.stride
-      if (readFullAt(fd, sealed.subarray(0, runSealed), at) !== runSealed) throw new Error(SHORT)
+      if (readFullAtSync(fd, sealed.subarray(0, runSealed), at) !== runSealed) throw new Error(SHORT)
       // Chunk by chunk within the run: holes are skipped, the rest re-sealed in place.
       for (let i = 0; i < n; i++) {
         const len = Math.min(C, runPlain - i * C)
@@ -535,7 +521,7 @@ let copyBuffer: Buffer | null = null
 function copyInto (from: number, to: number, sparse: boolean, stride: number): number {
   const size = fs.fstatSync(from).size
   const header = Buffer.alloc(HEADER_BYTES)
-  if (readFullAt(from, header, 0) !== HEADER_BYTES) throw new VolumeError('rotation-in-progress', 'key rotation stopped: a staging copy came up short')
+  if (readFullAtSync(from, header, 0) !== HEADER_BYTES) throw new VolumeError('rotation-in-progress', 'key rotation stopped: a staging copy came up short')
   writeAllAt(to, header, 0)
   // Fault injection for the tests: killed with the new header written over old chunks.
   if (process.env.SEALFS_FAULT === 'kill-mid-copy') process.kill(process.pid, 'SIGKILL')
@@ -543,7 +529,7 @@ function copyInto (from: number, to: number, sparse: boolean, stride: number): n
   const buf = copyBuffer
   let chunks = 0
   for (let at = HEADER_BYTES; at < size;) {
-    const n = readFullAt(from, buf.subarray(0, Math.min(buf.length, size - at)), at)
+    const n = readFullAtSync(from, buf.subarray(0, Math.min(buf.length, size - at)), at)
     if (n === 0) throw new VolumeError('rotation-in-progress', 'key rotation stopped: a staging copy came up short')
     for (let off = 0; off < n; off += stride) {
       const chunk = buf.subarray(off, Math.min(n, off + stride))
@@ -605,7 +591,7 @@ function copyStagedAgain (root: number, rotation: RotationSteps, j: JournalEntry
   if (tfd < 0) fail(`open the staging copy ${j.tmp as string}`, tfd)
   try {
     const header = Buffer.alloc(HEADER_BYTES)
-    const row = readFullAt(tfd, header, 0) === HEADER_BYTES ? rotation.rowOf(header) : null
+    const row = readFullAtSync(tfd, header, 0) === HEADER_BYTES ? rotation.rowOf(header) : null
     if (row === null || row.fileId.toString('hex') !== j.fileId) {
       throw new VolumeError('rotation-in-progress', `key rotation stopped: the staging copy ${j.tmp as string} of ${j.path} is not what was journaled; it is kept`)
     }

@@ -1,7 +1,7 @@
 import fs from 'fs'
 import path from 'path'
 import { VolumeError } from '../volume/errors'
-import { AT_REMOVEDIR, DIRENT_HEADER, STAT_LENGTH, STAT_MODE, TYPE_DIR, backing } from './backing-addon'
+import { AT_REMOVEDIR, STAT_LENGTH, STAT_MODE, TYPE_DIR, backing, listDirSync } from './backing-addon'
 import { mountTable } from './mountinfo'
 
 const EISDIR = 21
@@ -16,15 +16,9 @@ function refuse (why: string): never {
 }
 
 function names (dirfd: number): Buffer[] {
-  const raw = backing.readdirFd(dirfd)
-  if (typeof raw === 'number') refuse(`cannot list a directory (errno ${-raw})`)
-  const out: Buffer[] = []
-  for (let at = 0; at + DIRENT_HEADER <= raw.length;) {
-    const len = raw[at + DIRENT_HEADER - 1]
-    out.push(Buffer.from(raw.subarray(at + DIRENT_HEADER, at + DIRENT_HEADER + len)))
-    at += DIRENT_HEADER + len
-  }
-  return out
+  const list = listDirSync(dirfd)
+  if (typeof list === 'number') refuse(`cannot list a directory (errno ${-list})`)
+  return list.map(e => e.name)
 }
 
 function openDir (dirfd: number, name: Buffer): number {

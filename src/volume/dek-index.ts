@@ -113,6 +113,11 @@ export class DekIndex {
     return { ...row, chunkWrites: Number(row.chunkWrites) + writes }
   }
 
+  /** Every file ID the index has a row for, as committed (what fsck compares with the files). */
+  fileIds (): Buffer[] {
+    return (this.#db.prepare('SELECT file_id AS id FROM deks').all() as Array<{ id: Buffer }>).map(r => r.id)
+  }
+
   get dirty (): boolean {
     return this.#pending.size > 0 || this.#writes.size > 0
   }

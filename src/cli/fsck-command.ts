@@ -1,0 +1,87 @@
+import { Command } from 'commander'
+import fs from 'fs'
+import path from 'path'
+import { checkVolume, CheckProgress } from '../filesystem/volume-check'
+import { INDEX_FILE } from '../volume/dek-index'
+import { checkDir } from '../volume/volume'
+import { Volume } from '../volume/volume'
+import { EXIT } from './exit-codes'
+import { CredentialOptions } from './passphrase'
+import { chooseCredential } from './unlock'
+
+interface FsckOptions extends CredentialOptions { slot?: string, repair?: boolean, json?: boolean }
+
+/** Progress on a terminal (entries, bytes, rate), else nothing. */
+function fsckProgress (): { update: (p: CheckProgress) => void, end: () => void } {
+  const started = Date.now()
+  let last = 0
+  const tty = process.stderr.isTTY
+  return {
+    update: p => {
+      const now = Date.now()
+      if (!tty || now - last < 100) return
+      last = now
+      const mb = p.bytes / 1e6
+      process.stderr.write(`\rchecking: ${p.entries.toLocaleString('en')} entries, ${mb.toFixed(0)} MB, ${(mb / Math.max(0.001, (now - started) / 1000)).toFixed(0)} MB/s   `)
+    },
+    end: () => { if (tty && last > 0) process.stderr.write('\n') }
+  }
+}
+
+async function runFsck (cipher: string, o: FsckOptions): Promise<void> {
+  checkDir(cipher)
+  const repair = o.repair === true
+  const started = Date.now()
+  // Without an index a read-only check cannot open the volume; --repair rebuilds it.
+  let indexMissing = false
+  try { fs.lstatSync(path.join(cipher, INDEX_FILE)) } catch { indexMissing = true }
+  if (indexMissing && !repair) {
+    const line = `${path.join(cipher, INDEX_FILE)} is missing: run 'sealfs fsck --repair' to rebuild it from the file headers`
+    if (o.json === true) process.stdout.write(JSON.stringify({ problems: [{ path: '(index)', what: 'missing', repaired: false }], clean: false }) + '\n')
+    process.stderr.write(`${line}\n`)
+    process.exitCode = EXIT.FSCK_PROBLEMS
+    return
+  }
+  const choice = await chooseCredential(cipher, o, o.slot)
+  let volume: Volume
+  try {
+    volume = await Volume.unlock(cipher, choice.credential, { readOnly: !repair, slot: choice.slot })
+  } finally {
+    choice.credential.secret.fill(0)
+  }
+  const root = fs.openSync(cipher, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY)
+  const progress = fsckProgress()
+  let result: ReturnType<typeof checkVolume>
+  try {
+    result = checkVolume(volume, root, repair, progress.update)
+  } finally {
+    progress.end()
+    fs.closeSync(root)
+    await volume.close()  // repaired index rows are committed here
+  }
+  if (indexMissing) result.problems.unshift({ path: '(index)', what: 'sealfs.index was missing; rebuilt from the file headers', repaired: true })
+  const seconds = (Date.now() - started) / 1000
+  const left = result.problems.filter(p => !p.repaired).length
+  if (o.json === true) {
+    process.stdout.write(JSON.stringify({ ...result, seconds: Math.round(seconds * 100) / 100, clean: result.problems.length === 0 }) + '\n')
+  }
+  const lines = result.problems.map(p => `${p.path}: ${p.what}${p.repaired ? ' (repaired)' : repair ? ' (not repaired)' : ''}`)
+  lines.push(`Checked ${result.directories.toLocaleString('en')} directories, ${result.files.toLocaleString('en')} files (${(result.bytes / 1e6).toFixed(1)} MB) and ${result.symlinks.toLocaleString('en')} symlinks in ${seconds.toFixed(1)} s: ` +
+    (result.problems.length === 0 ? 'no problems.' : `${result.problems.length} problem${result.problems.length > 1 ? 's' : ''}${repair ? `, ${result.problems.length - left} repaired` : ' (sealfs fsck --repair repairs what it can)'}.`))
+  process.stderr.write(lines.join('\n') + '\n')
+  if (result.problems.length > 0) process.exitCode = left > 0 ? EXIT.FSCK_PROBLEMS : EXIT.FSCK_REPAIRED
+}
+
+/** `sealfs fsck`: checks (and with --repair, mends) an unmounted or read-only-mounted volume. */
+export function defineFsckCommand (p: Command): void {
+  p.command('fsck')
+    .description('check every name, header, chunk and index row of a volume that is not mounted read-write; --repair rebuilds the index, removes crash leftovers and quarantines what does not decrypt')
+    .argument('<CIPHER>', 'cipher dir')
+    .option('--passfile <file>', 'unlock with the passphrase on the first line of a file')
+    .option('--extpass <command>', 'unlock with the passphrase a program prints')
+    .option('--keyfile <file>', 'unlock with a key file')
+    .option('--slot <name>', 'try only the key slot of this name')
+    .option('--repair', 'rebuild index rows from the headers, remove rows of deleted files and crash leftovers, move entries that do not decrypt to sealfs.quarantine (never deletes a file\'s contents)')
+    .option('--json', 'print a JSON summary on stdout')
+    .action(runFsck)
+}

@@ -1,0 +1,300 @@
+import fs from 'fs'
+import { readFullAtSync } from './fd-io'
+import { AuthenticationError } from '../crypto/errors'
+import { DIR_ID_BYTES } from '../crypto/name-cipher'
+import { randomBytes } from '../crypto/secret-key'
+import { DIR_ID_FILE } from '../volume/dir-id'
+import { decodeHeader, HEADER_BYTES } from '../volume/file-header'
+import type { Volume } from '../volume/volume'
+import {
+  backing, listDirSync, READLINK_BUFFER, STAT_DEV, STAT_INO_HI, STAT_INO_LO, STAT_LENGTH, STAT_MODE, TYPE_DIR
+} from './backing-addon'
+import { LONG_PREFIX, LONG_SIDECAR_SUFFIX, TEMP_PREFIX, longHash } from './entry-names'
+
+const O_RDONLY = 0
+const O_DIRECTORY = fs.constants.O_DIRECTORY
+const O_NOATIME = 0o1000000
+const S_IFMT = 0o170000
+const S_IFREG = 0o100000
+const S_IFDIR = 0o040000
+const S_IFLNK = 0o120000
+const AT_REMOVEDIR = 0x200
+const MAX_DEPTH = 2048
+const SIDECAR_MAX = 4096
+/** Plaintext bytes opened at a time. */
+const RUN_BYTES = 1 << 20
+/** Where --repair moves entries it cannot decrypt (in the cipher dir's root; listings skip it). */
+export const QUARANTINE = 'sealfs.quarantine'
+/** sealfs's own files in the cipher dir's root, none of them an entry. */
+const ROOT_FILES = new Set(['sealfs.conf', 'sealfs.index', 'sealfs.index-journal', 'sealfs.lock', 'sealfs.conf.lock', QUARANTINE])
+/** What a crash may leave: temporary entries, orphaned open-unlinked files, a rotation's leftovers, config temps. */
+const LEFTOVER = /^(sealfs\.tmp\..+|sealfs\.orphan\.[0-9a-f]+|sealfs\.rotation-journal.*|sealfs\.conf\.tmp-.+|sealfs\.long\.[A-Za-z0-9_-]+\.name\.tmp-.+)$/s
+
+export interface Problem {
+  /** The plaintext path (from the mount's root) where it is known, else the backing path. */
+  path: string
+  what: string
+  repaired: boolean
+}
+
+export interface CheckResult {
+  directories: number
+  files: number
+  symlinks: number
+  bytes: number
+  problems: Problem[]
+}
+
+export interface CheckProgress { entries: number, bytes: number }
+
+function join (dir: string, name: string): string {
+  return dir === '/' ? `/${name}` : `${dir}/${name}`
+}
+
+function printable (b: Buffer): string {
+  return b.toString('utf8').replace(/[\x00-\x1f\x7f]/g, '?')
+}
+
+/**
+ * Checks an unlocked, unmounted volume through descriptors below `root` (the cipher dir),
+ * never following a symlink: every directory ID, every name (long names against their
+ * sidecars), every file header and data key, every chunk's tag, every symlink target, the
+ * index against the headers (missing, stale and orphan rows), and what a crash leaves.
+ * With `repair`: index rows are rebuilt from the headers and orphan rows removed, crash
+ * leftovers are removed, and entries that do not decrypt are moved to QUARANTINE; no file's
+ * contents are changed or deleted.
+ */
+export function checkVolume (volume: Volume, root: number, repair: boolean, onProgress: (p: CheckProgress) => void): CheckResult {
+  const result: CheckResult = { directories: 0, files: 0, symlinks: 0, bytes: 0, problems: [] }
+  const problem = (path: string, what: string, fix?: () => boolean): void => {
+    const repaired = repair && fix !== undefined && fix()
+    result.problems.push({ path, what, repaired })
+  }
+  const rootSt = new Float64Array(STAT_LENGTH)
+  if (backing.statAt(root, Buffer.alloc(0), rootSt) < 0) throw new Error('cannot stat the cipher dir')
+  const rootDev = rootSt[STAT_DEV]
+  /** File ID (hex) → the inode that carries it: a second inode with the same ID has a copied header. */
+  const owners = new Map<string, { inode: string, path: string }>()
+  const checked = new Set<string>()
+  const sealed = Buffer.alloc(Math.max(1, Math.floor(RUN_BYTES / volume.chunks.chunkSize)) * volume.chunks.stride)
+  const plain = Buffer.alloc(Math.max(1, Math.floor(RUN_BYTES / volume.chunks.chunkSize)) * volume.chunks.chunkSize)
+  let quarantine = -1
+  let entries = 0
+  let lastProgress = 0
+  const progress = (): void => {
+    if (++entries - lastProgress < 256) return
+    lastProgress = entries
+    onProgress({ entries, bytes: result.bytes })
+  }
+
+  const moveToQuarantine = (dirfd: number, name: Buffer): boolean => {
+    if (quarantine < 0) {
+      const rc = backing.mkdirAt(root, Buffer.from(QUARANTINE), 0o700)
+      if (rc < 0 && rc !== -17) return false
+      quarantine = backing.openAt(root, Buffer.from(QUARANTINE), O_RDONLY | O_DIRECTORY, 0, TYPE_DIR)
+      if (quarantine < 0) return false
+    }
+    const to = Buffer.from(`${name.toString('latin1').slice(0, 200)}.${randomBytes(6).toString('hex')}`, 'latin1')
+    return backing.renameAt(dirfd, name, quarantine, to, 1 /* RENAME_NOREPLACE */) >= 0
+  }
+
+  const removeLeftover = (dirfd: number, name: Buffer, st: Float64Array): boolean => {
+    const type = st[STAT_MODE] & S_IFMT
+    if (type !== S_IFDIR) return backing.unlinkAt(dirfd, name, 0) >= 0
+    // A directory a crashed mkdir or rmdir left: removed only if it holds nothing but its ID.
+    const sub = backing.openAt(dirfd, name, O_RDONLY | O_DIRECTORY, 0, TYPE_DIR)
+    if (sub < 0) return false
+    try {
+      const list = listDirSync(sub)
+      if (typeof list === 'number' || list.some(e => e.name.toString('latin1') !== DIR_ID_FILE)) return false
+      if (list.length > 0 && backing.unlinkAt(sub, Buffer.from(DIR_ID_FILE), 0) < 0) return false
+    } finally {
+      fs.closeSync(sub)
+    }
+    return backing.unlinkAt(dirfd, name, AT_REMOVEDIR) >= 0
+  }
+
+  const checkFile = (dirfd: number, name: Buffer, path: string, st: Float64Array): void => {
+    result.files++
+    const inode = `${st[STAT_DEV]}:${st[STAT_INO_HI]}:${st[STAT_INO_LO]}`
+    if (checked.has(inode)) return  // another name of a file already checked
+    checked.add(inode)
+    const header = Buffer.alloc(HEADER_BYTES)
+    const out = new Float64Array(2)
+    const pathFd = backing.lookupAt(dirfd, name, new Float64Array(STAT_LENGTH))
+    if (pathFd < 0) return problem(path, `cannot be opened (errno ${-pathFd})`)
+    let fd: number
+    try {
+      fd = backing.openHeaderFd(pathFd, O_RDONLY | O_NOATIME, header, out, false)
+    } finally {
+      fs.closeSync(pathFd)
+    }
+    if (fd < 0) return problem(path, `cannot be opened (errno ${-fd})`)
+    try {
+      const size = out[1]
+      if (size === 0) return  // never written: no header, no data key
+      result.bytes += size
+      const h = out[0] === HEADER_BYTES ? decodeHeader(header) : null
+      if (h === null) return problem(path, 'its header is damaged: the file cannot be read')
+      const id = h.fileId.toString('hex')
+      const other = owners.get(id)
+      if (other !== undefined && other.inode !== inode) problem(path, `has the same file ID as ${other.path} (one header is a copy of the other's)`)
+      else owners.set(id, { inode, path })
+      let dek
+      try {
+        dek = volume.openDek(h)
+      } catch (e) {
+        if (!(e instanceof AuthenticationError)) throw e
+        return problem(path, 'its data key does not open (header or index row damaged, or from another volume)')
+      }
+      try {
+        const plainSize = volume.chunks.openedSize(size - HEADER_BYTES)
+        if (plainSize < 0) problem(path, 'its last chunk is torn (the file ends inside a chunk\'s nonce or tag)')
+        const whole = plainSize < 0 ? Math.floor((size - HEADER_BYTES) / volume.chunks.stride) * volume.chunks.chunkSize : plainSize
+        const bad = checkChunks(fd, h.fileId, dek, (h.flags & 1) !== 0, whole)
+        if (bad.length > 0) {
+          const C = volume.chunks.chunkSize
+          const ranges = bad.slice(0, 4).map(i => `${i * C}-${Math.min(whole, (i + 1) * C) - 1}`).join(', ')
+          problem(path, `${bad.length} chunk${bad.length > 1 ? 's do' : ' does'} not authenticate (bytes ${ranges}${bad.length > 4 ? ', ...' : ''})`)
+        }
+      } finally {
+        dek.dispose()
+      }
+      if (h.keyVersion === volume.config.masterKeyVersion) {
+        const row = volume.index.get(h.fileId)
+        if (row === undefined) {
+          problem(path, 'has no index row', () => { volume.index.put(h.fileId, h.keyVersion, h.wrappedDek); return true })
+        } else if (row.keyVersion !== h.keyVersion || !row.wrapped.equals(h.wrappedDek)) {
+          problem(path, 'its index row does not match its header', () => { volume.index.put(h.fileId, h.keyVersion, h.wrappedDek); return true })
+        }
+      }
+    } finally {
+      fs.closeSync(fd)
+    }
+  }
+
+  /** Indexes of the chunks (of `size` plaintext bytes) that do not authenticate. */
+  const checkChunks = (fd: number, fileId: Buffer, dek: ReturnType<Volume['openDek']>, sparse: boolean, size: number): number[] => {
+    const chunks = volume.chunks
+    const C = chunks.chunkSize
+    const perRun = sealed.length / chunks.stride
+    const prefix = volume.aadPrefix(fileId)
+    const count = Math.ceil(size / C)
+    const bad: number[] = []
+    for (let first = 0; first < count; first += perRun) {
+      const n = Math.min(perRun, count - first)
+      const runPlain = Math.min(size - first * C, n * C)
+      const runSealed = chunks.sealedSize(runPlain)
+      const got = readFullAtSync(fd, sealed.subarray(0, runSealed), HEADER_BYTES + first * chunks.stride)
+      try {
+        if (got !== runSealed) throw new AuthenticationError('chunk', { chunk: first + Math.floor(got / chunks.stride) })
+        chunks.openSync(dek, prefix, first, sealed.subarray(0, runSealed), plain.subarray(0, runPlain), sparse)
+      } catch (e) {
+        if (!(e instanceof AuthenticationError)) throw e
+        // Chunk by chunk, to name each one that fails.
+        for (let i = 0; i < n; i++) {
+          const len = Math.min(C, runPlain - i * C)
+          const s = sealed.subarray(i * chunks.stride, Math.min(got, i * chunks.stride + len + 28))
+          try {
+            if (s.length !== len + 28) throw new AuthenticationError('chunk')
+            chunks.openSync(dek, prefix, first + i, s, plain.subarray(0, len), sparse)
+          } catch (e2) {
+            if (!(e2 instanceof AuthenticationError)) throw e2
+            bad.push(first + i)
+          }
+        }
+      }
+    }
+    plain.fill(0)
+    return bad
+  }
+
+  const visitDir = (dirfd: number, path: string, backingPath: string, depth: number): void => {
+    result.directories++
+    if (depth > MAX_DEPTH) return problem(path, `is more than ${MAX_DEPTH} directories deep; not checked below`)
+    const idBuf = backing.readSmallFileAt(dirfd, Buffer.from(DIR_ID_FILE), DIR_ID_BYTES + 1)
+    if (typeof idBuf === 'number' || idBuf.length !== DIR_ID_BYTES) {
+      return problem(path, 'its directory ID (sealfs.diriv) is missing or damaged: none of its entries can be read')
+    }
+    const list = listDirSync(dirfd)
+    if (typeof list === 'number') return problem(path, `cannot be listed (errno ${-list})`)
+    const names = new Set(list.map(e => e.name.toString('latin1')))
+    for (const e of list) {
+      progress()
+      const raw = e.name.toString('latin1')
+      const here = backingPath === '' ? raw : `${backingPath}/${raw}`
+      const st = new Float64Array(STAT_LENGTH)
+      if (backing.statAt(dirfd, e.name, st) < 0) continue  // gone meanwhile
+      let encrypted: string | null = raw
+      if (raw.includes('.')) {
+        if (raw === DIR_ID_FILE || (depth === 0 && ROOT_FILES.has(raw))) continue
+        if (LEFTOVER.test(raw) || raw.startsWith(TEMP_PREFIX)) {
+          problem(join(path, `(${raw})`), 'is left over from a crash', () => removeLeftover(dirfd, e.name, st))
+          continue
+        }
+        if (raw.startsWith(LONG_PREFIX) && raw.endsWith(LONG_SIDECAR_SUFFIX)) {
+          const owner = raw.slice(0, -LONG_SIDECAR_SUFFIX.length)
+          if (!names.has(owner)) problem(join(path, `(${raw})`), 'is a long name\'s sidecar without its entry', () => (st[STAT_MODE] & S_IFMT) === S_IFREG && backing.unlinkAt(dirfd, e.name, 0) >= 0)
+          continue
+        }
+        if (!raw.startsWith(LONG_PREFIX)) {
+          problem(join(path, `(${raw})`), 'is not an entry of a sealfs volume; left as it is')
+          continue
+        }
+        const sidecar = backing.readSmallFileAt(dirfd, Buffer.from(raw + LONG_SIDECAR_SUFFIX, 'latin1'), SIDECAR_MAX)
+        encrypted = typeof sidecar === 'number' ? null : sidecar.toString('latin1')
+        if (encrypted !== null && LONG_PREFIX + longHash(encrypted) !== raw) encrypted = null
+      }
+      let plainName: Buffer | null = null
+      try {
+        if (encrypted !== null) plainName = volume.names.decrypt(idBuf, encrypted)
+      } catch { /* below */ }
+      if (plainName === null) {
+        problem(join(path, `(backing name ${raw.slice(0, 40)})`), 'does not decrypt (a stray file, a damaged name, or a long name without its sidecar)', () => moveToQuarantine(dirfd, e.name))
+        continue
+      }
+      const plainPath = join(path, printable(plainName))
+      const type = st[STAT_MODE] & S_IFMT
+      if (st[STAT_DEV] !== rootDev) {
+        problem(plainPath, 'is on another filesystem (a mount point inside the cipher dir); not checked')
+      } else if (type === S_IFDIR) {
+        const sub = backing.openAt(dirfd, e.name, O_RDONLY | O_DIRECTORY, 0, TYPE_DIR)
+        if (sub < 0) {
+          problem(plainPath, `cannot be opened (errno ${-sub})`)
+          continue
+        }
+        try {
+          visitDir(sub, plainPath, here, depth + 1)
+        } finally {
+          fs.closeSync(sub)
+        }
+      } else if (type === S_IFREG) {
+        checkFile(dirfd, e.name, plainPath, st)
+      } else if (type === S_IFLNK) {
+        result.symlinks++
+        const target = Buffer.alloc(READLINK_BUFFER)
+        const n = backing.readlinkAt(dirfd, e.name, target)
+        try {
+          if (n < 0) throw new Error('unreadable')
+          volume.links.decrypt(target.subarray(0, n).toString('latin1'))
+        } catch {
+          problem(plainPath, 'is a symlink whose target does not decrypt')
+        }
+      }
+    }
+  }
+
+  try {
+    visitDir(root, '/', '', 0)
+    // Rows of files that are gone: their wrapped keys should go with them.
+    const orphans = volume.index.fileIds().filter(id => !owners.has(id.toString('hex')))
+    if (orphans.length > 0) {
+      problem('(index)', `${orphans.length} row${orphans.length > 1 ? 's' : ''} of files that no longer exist`, () => { for (const id of orphans) volume.index.remove(id); return true })
+    }
+  } finally {
+    if (quarantine >= 0) fs.closeSync(quarantine)
+  }
+  onProgress({ entries, bytes: result.bytes })
+  return result
+}
+

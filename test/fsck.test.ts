@@ -1,0 +1,143 @@
+import fs from 'fs'
+import path from 'path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { HEADER_BYTES } from '../src/volume/file-header'
+import { cleanup, makeVolume, mount, py, sealfs, umount, Vol, walk } from './helpers'
+
+/** The backing file of the one plaintext file whose backing size is `size` (the tests give each a size of its own). */
+function backingOfSize (v: Vol, size: number): string {
+  const found = walk(v.cipher).filter(f => !path.basename(f).includes('.') && fs.lstatSync(f).isFile() && fs.lstatSync(f).size === size)
+  expect(found).toHaveLength(1)
+  return found[0]
+}
+
+/** Backing size of a plaintext file of n bytes (4 KiB chunks, 28 bytes each of nonce and tag). */
+function sealedSize (n: number): number {
+  return n === 0 ? 0 : HEADER_BYTES + n + Math.ceil(n / 4096) * 28
+}
+
+async function fill (v: Vol): Promise<void> {
+  mount(v)
+  try {
+    py(`
+import os
+m = ${JSON.stringify(v.mnt)}
+os.makedirs(m + '/d/e')
+for name, n in [('d/victim', 5000), ('d/gone', 7000), ('d/e/source', 9000), ('keep', 11000)]:
+    with open(m + '/' + name, 'wb') as f: f.write(os.urandom(n))
+open(m + '/d/empty', 'w').close()
+os.symlink('d/victim', m + '/lnk')
+os.link(m + '/keep', m + '/d/e/keep2')
+with open(m + '/' + 'L' * 220, 'w') as f: f.write('long name')
+with open(m + '/sparse', 'wb') as f:
+    f.truncate(1000000)
+    f.write(b'x')
+print('null')`)
+  } finally {
+    await umount(v)
+  }
+}
+
+function fsck (v: Vol, extra: string[] = []): { status: number, stderr: string, json: { problems: Array<{ path: string, what: string, repaired: boolean }>, files: number } } {
+  const r = sealfs(['fsck', '--passfile', v.passfile, '--json', ...extra, v.cipher])
+  return { status: r.status, stderr: r.stderr, json: JSON.parse(r.stdout.trim() === '' ? '{}' : r.stdout.trim().split('\n').pop() as string) }
+}
+
+describe('sealfs fsck', () => {
+  const vols: Vol[] = []
+  const volume = (): Vol => { const v = makeVolume(); vols.push(v); return v }
+  afterEach(async () => { for (const v of vols.splice(0)) await cleanup(v) })
+
+  it('names each problem by its plaintext path; --repair mends what it can and deletes no contents', async () => {
+    const v = volume()
+    await fill(v)
+    let r = fsck(v)
+    expect(r.status, r.stderr).toBe(0)
+    expect(r.json).toMatchObject({ problems: [], files: 8 })
+    expect(r.stderr).toMatch(/^Checked 3 directories, 8 files \([\d.]+ MB\) and 1 symlinks in [\d.]+ s: no problems\.\n$/)
+
+    // A flipped byte in a chunk, a file deleted behind sealfs's back (its row stays), a
+    // header copied onto an empty file, crash leftovers, a stray entry, a lone sidecar.
+    const victim = backingOfSize(v, sealedSize(5000))
+    py(`
+with open(${JSON.stringify(victim)}, 'r+b') as f:
+    f.seek(4300)
+    b = f.read(1)
+    f.seek(4300)
+    f.write(bytes([b[0] ^ 1]))
+print('null')`)
+    fs.rmSync(backingOfSize(v, sealedSize(7000)))
+    const source = fs.readFileSync(backingOfSize(v, sealedSize(9000))).subarray(0, HEADER_BYTES)
+    const empty = walk(v.cipher).find(f => !path.basename(f).includes('.') && fs.lstatSync(f).isFile() && fs.lstatSync(f).size === 0) as string
+    fs.writeFileSync(empty, source)
+    const dir = path.dirname(victim)
+    fs.writeFileSync(path.join(v.cipher, 'sealfs.tmp.0123abcd'), 'half a create')
+    fs.mkdirSync(path.join(dir, 'sealfs.tmp.4567'))
+    fs.writeFileSync(path.join(dir, 'sealfs.tmp.4567', 'sealfs.diriv'), Buffer.alloc(16))
+    fs.writeFileSync(path.join(v.cipher, 'strayname'), 'someone else\'s file')
+    fs.writeFileSync(path.join(dir, 'sealfs.long.abcdefgh.name'), 'a sidecar without its entry')
+
+    r = fsck(v)
+    expect(r.status).toBe(20)
+    // Which of the two files sharing an ID is named first depends on the listing order.
+    const found = r.json.problems.map(p => `${p.path}: ${p.what}`).map(l => l.replace(/^\/d\/e\/source: has the same file ID as \/d\/empty/, '/d/empty: has the same file ID as /d/e/source')).sort()
+    expect(found).toEqual([
+      '(index): 1 row of files that no longer exist',
+      '/(backing name strayname): does not decrypt (a stray file, a damaged name, or a long name without its sidecar)',
+      '/(sealfs.tmp.0123abcd): is left over from a crash',
+      '/d/(sealfs.long.abcdefgh.name): is a long name\'s sidecar without its entry',
+      '/d/(sealfs.tmp.4567): is left over from a crash',
+      '/d/empty: has the same file ID as /d/e/source (one header is a copy of the other\'s)',
+      '/d/victim: 1 chunk does not authenticate (bytes 4096-4999)'
+    ].sort())
+    expect(r.json.problems.every(p => !p.repaired)).toBe(true)
+
+    r = fsck(v, ['--repair'])
+    expect(r.status).toBe(20)  // the damaged chunk and the copied header are left
+    const left = (): string[] => r.json.problems.filter(p => !p.repaired).map(p => p.path.replace('/d/e/source', '/d/empty')).sort()
+    expect(left()).toEqual(['/d/empty', '/d/victim'])
+    expect(fs.existsSync(path.join(v.cipher, 'sealfs.tmp.0123abcd'))).toBe(false)
+    expect(fs.existsSync(path.join(dir, 'sealfs.long.abcdefgh.name'))).toBe(false)
+    const quarantined = fs.readdirSync(path.join(v.cipher, 'sealfs.quarantine'))
+    expect(quarantined).toHaveLength(1)
+    expect(fs.readFileSync(path.join(v.cipher, 'sealfs.quarantine', quarantined[0]), 'utf8')).toBe('someone else\'s file')
+    r = fsck(v)
+    expect(left()).toEqual(['/d/empty', '/d/victim'])
+
+    // The rest of the volume reads as before.
+    mount(v)
+    try {
+      expect(fs.readFileSync(path.join(v.mnt, 'd/e/source')).length).toBe(9000)
+      expect(fs.readFileSync(path.join(v.mnt, 'L'.repeat(220)), 'utf8')).toBe('long name')
+      expect(fs.readlinkSync(path.join(v.mnt, 'lnk'))).toBe('d/victim')
+      expect(() => fs.readFileSync(path.join(v.mnt, 'd/victim'))).toThrow(/EIO/)
+    } finally {
+      await umount(v)
+    }
+  }, 120_000)
+
+  it('rebuilds a deleted index from the headers (exit 21), after which the volume is clean; refuses a volume mounted read-write', async () => {
+    const v = volume()
+    await fill(v)
+    fs.rmSync(path.join(v.cipher, 'sealfs.index'))
+    let r = fsck(v)
+    expect(r.status).toBe(20)
+    expect(r.stderr).toMatch(/sealfs\.index is missing: run 'sealfs fsck --repair' to rebuild it from the file headers/)
+    r = fsck(v, ['--repair'])
+    expect(r.status, r.stderr).toBe(21)
+    expect(r.json.problems.filter(p => p.what === 'has no index row')).toHaveLength(6)  // keep and keep2 are one file; empty has none
+    expect(r.json.problems.every(p => p.repaired)).toBe(true)
+    expect(fsck(v).status).toBe(0)
+    const rows = py(`
+import sqlite3, json
+print(json.dumps(sqlite3.connect(${JSON.stringify(path.join(v.cipher, 'sealfs.index'))}).execute('SELECT count(*) FROM deks').fetchone()[0]))`)
+    expect(rows).toBe(6)
+    mount(v)
+    try {
+      const busy = sealfs(['fsck', '--passfile', v.passfile, v.cipher])
+      expect(busy.status).toBe(11)
+    } finally {
+      await umount(v)
+    }
+  }, 120_000)
+})
