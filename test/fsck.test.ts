@@ -132,6 +132,23 @@ print('null')`)
 import sqlite3, json
 print(json.dumps(sqlite3.connect(${JSON.stringify(path.join(v.cipher, 'sealfs.index'))}).execute('SELECT count(*) FROM deks').fetchone()[0]))`)
     expect(rows).toBe(6)
+
+    // A directory whose ID is gone hides its files: their rows are kept, not taken for orphans.
+    const source = backingOfSize(v, sealedSize(9000))
+    const idFile = path.join(path.dirname(source), 'sealfs.diriv')
+    const id = fs.readFileSync(idFile)
+    fs.rmSync(idFile)
+    r = fsck(v, ['--repair'])
+    expect(r.status).toBe(20)
+    expect(r.json.problems.map(p => `${p.path}: ${p.what}: ${String(p.repaired)}`).sort()).toEqual([
+      '(index): 1 row of files that no longer exist (or were not reached: kept until the rest is repaired): false',
+      '/d/e: its directory ID (sealfs.diriv) is missing or damaged: none of its entries can be read: false'
+    ])
+    expect(py(`
+import sqlite3, json
+print(json.dumps(sqlite3.connect(${JSON.stringify(path.join(v.cipher, 'sealfs.index'))}).execute('SELECT count(*) FROM deks').fetchone()[0]))`)).toBe(6)
+    fs.writeFileSync(idFile, id, { mode: 0o400 })
+    expect(fsck(v).status).toBe(0)
     mount(v)
     try {
       const busy = sealfs(['fsck', '--passfile', v.passfile, v.cipher])

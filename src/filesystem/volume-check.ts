@@ -76,6 +76,8 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
   /** File ID (hex) → the inode that carries it: a second inode with the same ID has a copied header. */
   const owners = new Map<string, { inode: string, path: string }>()
   const checked = new Set<string>()
+  /** Part of the tree was not walked: a row no file was seen for may still be a file's. */
+  let unreached = false
   const sealed = Buffer.alloc(Math.max(1, Math.floor(RUN_BYTES / volume.chunks.chunkSize)) * volume.chunks.stride)
   const plain = Buffer.alloc(Math.max(1, Math.floor(RUN_BYTES / volume.chunks.chunkSize)) * volume.chunks.chunkSize)
   let quarantine = -1
@@ -209,15 +211,51 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
     return bad
   }
 
+  /** The file ID of a file that is not checked (its name does not decrypt): its row is not an orphan's. */
+  const keepRowOf = (dirfd: number, name: Buffer): void => {
+    const pathFd = backing.lookupAt(dirfd, name, new Float64Array(STAT_LENGTH))
+    if (pathFd < 0) { unreached = true; return }
+    try {
+      const header = Buffer.alloc(HEADER_BYTES)
+      const out = new Float64Array(2)
+      const fd = backing.openHeaderFd(pathFd, O_RDONLY | O_NOATIME, header, out, false)
+      if (fd < 0) { unreached = true; return }
+      fs.closeSync(fd)
+      const h = out[0] === HEADER_BYTES ? decodeHeader(header) : null
+      if (h !== null && !owners.has(h.fileId.toString('hex'))) owners.set(h.fileId.toString('hex'), { inode: '', path: '(quarantined)' })
+    } finally {
+      fs.closeSync(pathFd)
+    }
+  }
+
+  /** Files an earlier --repair quarantined keep their rows (a directory there: every row is kept). */
+  const keepQuarantinedRows = (dirfd: number, name: Buffer): void => {
+    const q = backing.openAt(dirfd, name, O_RDONLY | O_DIRECTORY, 0, TYPE_DIR)
+    if (q < 0) { unreached = true; return }
+    try {
+      const list = listDirSync(q)
+      if (typeof list === 'number') { unreached = true; return }
+      for (const e of list) {
+        const st = new Float64Array(STAT_LENGTH)
+        if (backing.statAt(q, e.name, st) < 0) continue
+        if ((st[STAT_MODE] & S_IFMT) === S_IFDIR) unreached = true
+        else if ((st[STAT_MODE] & S_IFMT) === S_IFREG) keepRowOf(q, e.name)
+      }
+    } finally {
+      fs.closeSync(q)
+    }
+  }
+
   const visitDir = (dirfd: number, path: string, backingPath: string, depth: number): void => {
     result.directories++
-    if (depth > MAX_DEPTH) return problem(path, `is more than ${MAX_DEPTH} directories deep; not checked below`)
+    if (depth > MAX_DEPTH) { unreached = true; return problem(path, `is more than ${MAX_DEPTH} directories deep; not checked below`) }
     const idBuf = backing.readSmallFileAt(dirfd, Buffer.from(DIR_ID_FILE), DIR_ID_BYTES + 1)
     if (typeof idBuf === 'number' || idBuf.length !== DIR_ID_BYTES) {
+      unreached = true
       return problem(path, 'its directory ID (sealfs.diriv) is missing or damaged: none of its entries can be read')
     }
     const list = listDirSync(dirfd)
-    if (typeof list === 'number') return problem(path, `cannot be listed (errno ${-list})`)
+    if (typeof list === 'number') { unreached = true; return problem(path, `cannot be listed (errno ${-list})`) }
     const names = new Set(list.map(e => e.name.toString('latin1')))
     for (const e of list) {
       progress()
@@ -227,6 +265,10 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
       if (backing.statAt(dirfd, e.name, st) < 0) continue  // gone meanwhile
       let encrypted: string | null = raw
       if (raw.includes('.')) {
+        if (depth === 0 && raw === QUARANTINE) {
+          keepQuarantinedRows(dirfd, e.name)
+          continue
+        }
         if (raw === DIR_ID_FILE || (depth === 0 && ROOT_FILES.has(raw))) continue
         if (LEFTOVER.test(raw) || raw.startsWith(TEMP_PREFIX)) {
           problem(join(path, `(${raw})`), 'is left over from a crash', () => removeLeftover(dirfd, e.name, st))
@@ -250,16 +292,22 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
         if (encrypted !== null) plainName = volume.names.decrypt(idBuf, encrypted)
       } catch { /* below */ }
       if (plainName === null) {
+        // It may be a file of the volume whose name is damaged: its row is kept. A directory
+        // may hold any number of them.
+        if ((st[STAT_MODE] & S_IFMT) === S_IFDIR) unreached = true
+        else if ((st[STAT_MODE] & S_IFMT) === S_IFREG) keepRowOf(dirfd, e.name)
         problem(join(path, `(backing name ${raw.slice(0, 40)})`), 'does not decrypt (a stray file, a damaged name, or a long name without its sidecar)', () => moveToQuarantine(dirfd, e.name))
         continue
       }
       const plainPath = join(path, printable(plainName))
       const type = st[STAT_MODE] & S_IFMT
       if (st[STAT_DEV] !== rootDev) {
+        unreached = true
         problem(plainPath, 'is on another filesystem (a mount point inside the cipher dir); not checked')
       } else if (type === S_IFDIR) {
         const sub = backing.openAt(dirfd, e.name, O_RDONLY | O_DIRECTORY, 0, TYPE_DIR)
         if (sub < 0) {
+          unreached = true
           problem(plainPath, `cannot be opened (errno ${-sub})`)
           continue
         }
@@ -289,7 +337,10 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
     // Rows of files that are gone: their wrapped keys should go with them.
     const orphans = volume.index.fileIds().filter(id => !owners.has(id.toString('hex')))
     if (orphans.length > 0) {
-      problem('(index)', `${orphans.length} row${orphans.length > 1 ? 's' : ''} of files that no longer exist`, () => { for (const id of orphans) volume.index.remove(id); return true })
+      // Removed only after a walk that reached everything: a file below a directory that was
+      // not walked may have only its row left to open it.
+      const what = `${orphans.length} row${orphans.length > 1 ? 's' : ''} of files that no longer exist${unreached ? ' (or were not reached: kept until the rest is repaired)' : ''}`
+      problem('(index)', what, unreached ? undefined : () => { for (const id of orphans) volume.index.remove(id); return true })
     }
   } finally {
     if (quarantine >= 0) fs.closeSync(quarantine)
