@@ -23,7 +23,7 @@ async function fill (v: Vol): Promise<void> {
 import os
 m = ${JSON.stringify(v.mnt)}
 os.makedirs(m + '/d/e')
-for name, n in [('d/victim', 5000), ('d/gone', 7000), ('d/e/source', 9000), ('keep', 11000)]:
+for name, n in [('d/victim', 5000), ('d/gone', 7000), ('d/e/source', 9000), ('keep', 11000), ('d/orphaned', 3000)]:
     with open(m + '/' + name, 'wb') as f: f.write(os.urandom(n))
 open(m + '/d/empty', 'w').close()
 os.symlink('d/victim', m + '/lnk')
@@ -53,8 +53,8 @@ describe('sealfs fsck', () => {
     await fill(v)
     let r = fsck(v)
     expect(r.status, r.stderr).toBe(0)
-    expect(r.json).toMatchObject({ problems: [], files: 8 })
-    expect(r.stderr).toMatch(/^Checked 3 directories, 8 files \([\d.]+ MB\) and 1 symlinks in [\d.]+ s: no problems\.\n$/)
+    expect(r.json).toMatchObject({ problems: [], files: 9 })
+    expect(r.stderr).toMatch(/^Checked 3 directories, 9 files \([\d.]+ MB\) and 1 symlinks in [\d.]+ s: no problems\.\n$/)
 
     // A flipped byte in a chunk, a file deleted behind sealfs's back (its row stays), a
     // header copied onto an empty file, crash leftovers, a stray entry, a lone sidecar.
@@ -76,6 +76,8 @@ print('null')`)
     fs.writeFileSync(path.join(dir, 'sealfs.tmp.4567', 'sealfs.diriv'), Buffer.alloc(16))
     fs.writeFileSync(path.join(v.cipher, 'strayname'), 'someone else\'s file')
     fs.writeFileSync(path.join(dir, 'sealfs.long.abcdefgh.name'), 'a sidecar without its entry')
+    fs.writeFileSync(path.join(v.cipher, 'stray+file'), 'not a name sealfs makes: never ours to move')
+    fs.renameSync(backingOfSize(v, sealedSize(3000)), path.join(v.cipher, 'sealfs.orphan.00ff'))  // an orphan holds contents
 
     r = fsck(v)
     expect(r.status).toBe(20)
@@ -83,7 +85,9 @@ print('null')`)
     const found = r.json.problems.map(p => `${p.path}: ${p.what}`).map(l => l.replace(/^\/d\/e\/source: has the same file ID as \/d\/empty/, '/d/empty: has the same file ID as /d/e/source')).sort()
     expect(found).toEqual([
       '(index): 1 row of files that no longer exist',
-      '/(backing name strayname): does not decrypt (a stray file, a damaged name, or a long name without its sidecar)',
+      '/(stray+file): is not an entry of a sealfs volume; left as it is',
+      '/(sealfs.orphan.00ff): is left over from a crash',
+      '/(backing name strayname): does not decrypt (a damaged name, or a long name without its sidecar)',
       '/(sealfs.tmp.0123abcd): is left over from a crash',
       '/d/(sealfs.long.abcdefgh.name): is a long name\'s sidecar without its entry',
       '/d/(sealfs.tmp.4567): is left over from a crash',
@@ -95,14 +99,16 @@ print('null')`)
     r = fsck(v, ['--repair'])
     expect(r.status).toBe(20)  // the damaged chunk and the copied header are left
     const left = (): string[] => r.json.problems.filter(p => !p.repaired).map(p => p.path.replace('/d/e/source', '/d/empty')).sort()
-    expect(left()).toEqual(['/d/empty', '/d/victim'])
+    expect(left()).toEqual(['/(stray+file)', '/d/empty', '/d/victim'])
     expect(fs.existsSync(path.join(v.cipher, 'sealfs.tmp.0123abcd'))).toBe(false)
     expect(fs.existsSync(path.join(dir, 'sealfs.long.abcdefgh.name'))).toBe(false)
-    const quarantined = fs.readdirSync(path.join(v.cipher, 'sealfs.quarantine'))
-    expect(quarantined).toHaveLength(1)
-    expect(fs.readFileSync(path.join(v.cipher, 'sealfs.quarantine', quarantined[0]), 'utf8')).toBe('someone else\'s file')
+    const quarantined = fs.readdirSync(path.join(v.cipher, 'sealfs.quarantine')).sort()
+    expect(quarantined).toHaveLength(2)  // the orphan's contents are moved, not deleted
+    expect(quarantined[0]).toMatch(/^sealfs\.orphan\.00ff\.[0-9a-f]{12}$/)
+    expect(fs.readFileSync(path.join(v.cipher, 'sealfs.quarantine', quarantined[1]), 'utf8')).toBe('someone else\'s file')
+    expect(fs.existsSync(path.join(v.cipher, 'stray+file'))).toBe(true)
     r = fsck(v)
-    expect(left()).toEqual(['/d/empty', '/d/victim'])
+    expect(left()).toEqual(['/(stray+file)', '/d/empty', '/d/victim'])
 
     // The rest of the volume reads as before.
     mount(v)
@@ -125,13 +131,13 @@ print('null')`)
     expect(r.stderr).toMatch(/sealfs\.index is missing: run 'sealfs fsck --repair' to rebuild it from the file headers/)
     r = fsck(v, ['--repair'])
     expect(r.status, r.stderr).toBe(21)
-    expect(r.json.problems.filter(p => p.what === 'has no index row')).toHaveLength(6)  // keep and keep2 are one file; empty has none
+    expect(r.json.problems.filter(p => p.what === 'has no index row')).toHaveLength(7)  // keep and keep2 are one file; empty has none
     expect(r.json.problems.every(p => p.repaired)).toBe(true)
     expect(fsck(v).status).toBe(0)
     const rows = py(`
 import sqlite3, json
 print(json.dumps(sqlite3.connect(${JSON.stringify(path.join(v.cipher, 'sealfs.index'))}).execute('SELECT count(*) FROM deks').fetchone()[0]))`)
-    expect(rows).toBe(6)
+    expect(rows).toBe(7)
 
     // A directory whose ID is gone hides its files: their rows are kept, not taken for orphans.
     const source = backingOfSize(v, sealedSize(9000))
@@ -146,7 +152,7 @@ print(json.dumps(sqlite3.connect(${JSON.stringify(path.join(v.cipher, 'sealfs.in
     ])
     expect(py(`
 import sqlite3, json
-print(json.dumps(sqlite3.connect(${JSON.stringify(path.join(v.cipher, 'sealfs.index'))}).execute('SELECT count(*) FROM deks').fetchone()[0]))`)).toBe(6)
+print(json.dumps(sqlite3.connect(${JSON.stringify(path.join(v.cipher, 'sealfs.index'))}).execute('SELECT count(*) FROM deks').fetchone()[0]))`)).toBe(7)
     fs.writeFileSync(idFile, id, { mode: 0o400 })
     expect(fsck(v).status).toBe(0)
     mount(v)

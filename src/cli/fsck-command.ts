@@ -3,6 +3,8 @@ import fs from 'fs'
 import path from 'path'
 import { checkVolume, CheckProgress } from '../filesystem/volume-check'
 import { INDEX_FILE } from '../volume/dek-index'
+import { readConfig } from '../volume/config'
+import { VolumeError } from '../volume/errors'
 import { checkDir } from '../volume/volume'
 import { Volume } from '../volume/volume'
 import { EXIT } from './exit-codes'
@@ -30,11 +32,19 @@ function fsckProgress (): { update: (p: CheckProgress) => void, end: () => void 
 
 async function runFsck (cipher: string, o: FsckOptions): Promise<void> {
   checkDir(cipher)
+  readConfig(cipher)  // not a volume, or a damaged config: said (exit 5 or 6) before anything else
   const repair = o.repair === true
   const started = Date.now()
-  // Without an index a read-only check cannot open the volume; --repair rebuilds it.
+  // Without an index a read-only check cannot open the volume; --repair rebuilds it. One that
+  // is not a regular file (a planted FIFO, device or symlink) is never opened.
   let indexMissing = false
-  try { fs.lstatSync(path.join(cipher, INDEX_FILE)) } catch { indexMissing = true }
+  try {
+    const st = fs.lstatSync(path.join(cipher, INDEX_FILE))
+    if (!st.isFile()) throw new VolumeError('damaged-config', `${path.join(cipher, INDEX_FILE)} is not a regular file; move it away and run 'sealfs fsck --repair' to rebuild it`)
+  } catch (e) {
+    if (e instanceof VolumeError) throw e
+    indexMissing = true
+  }
   if (indexMissing && !repair) {
     const line = `${path.join(cipher, INDEX_FILE)} is missing: run 'sealfs fsck --repair' to rebuild it from the file headers`
     if (o.json === true) process.stdout.write(JSON.stringify({ problems: [{ path: '(index)', what: 'missing', repaired: false }], clean: false }) + '\n')
@@ -52,12 +62,19 @@ async function runFsck (cipher: string, o: FsckOptions): Promise<void> {
   const root = fs.openSync(cipher, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY)
   const progress = fsckProgress()
   let result: ReturnType<typeof checkVolume>
+  let indexFailed: string | null = null
+  volume.index.onError = message => { indexFailed ??= message }
   try {
     result = checkVolume(volume, root, repair, progress.update)
   } finally {
     progress.end()
     fs.closeSync(root)
     await volume.close()  // repaired index rows are committed here
+  }
+  if (indexFailed !== null) {
+    // Nothing queued for the index reached it: those repairs did not happen.
+    for (const p of result.problems) if (p.path === '(index)' || p.what.includes('index row')) p.repaired = false
+    result.problems.push({ path: '(index)', what: `could not be written: ${indexFailed}`, repaired: false })
   }
   if (indexMissing) result.problems.unshift({ path: '(index)', what: 'sealfs.index was missing; rebuilt from the file headers', repaired: true })
   const seconds = (Date.now() - started) / 1000

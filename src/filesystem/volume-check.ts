@@ -6,8 +6,10 @@ import { randomBytes } from '../crypto/secret-key'
 import { DIR_ID_FILE } from '../volume/dir-id'
 import { decodeHeader, HEADER_BYTES } from '../volume/file-header'
 import type { Volume } from '../volume/volume'
+import { VolumeError } from '../volume/errors'
+import { loadAddon, PosixAddon } from '../native'
 import {
-  backing, listDirSync, READLINK_BUFFER, STAT_DEV, STAT_INO_HI, STAT_INO_LO, STAT_LENGTH, STAT_MODE, TYPE_DIR
+  backing, listDirSync, READLINK_BUFFER, STAT_DEV, STAT_INO_HI, STAT_INO_LO, STAT_LENGTH, STAT_MODE, STAT_SIZE, STAT_UID, STAT_GID, TYPE_DIR
 } from './backing-addon'
 import { LONG_PREFIX, LONG_SIDECAR_SUFFIX, TEMP_PREFIX, longHash } from './entry-names'
 
@@ -28,6 +30,7 @@ export const QUARANTINE = 'sealfs.quarantine'
 /** sealfs's own files in the cipher dir's root, none of them an entry. */
 const ROOT_FILES = new Set(['sealfs.conf', 'sealfs.index', 'sealfs.index-journal', 'sealfs.lock', 'sealfs.conf.lock', QUARANTINE])
 /** What a crash may leave: temporary entries, orphaned open-unlinked files, a rotation's leftovers, config temps. */
+const BASE64URL = /^[A-Za-z0-9_-]+$/
 const LEFTOVER = /^(sealfs\.tmp\..+|sealfs\.orphan\.[0-9a-f]+|sealfs\.rotation-journal.*|sealfs\.conf\.tmp-.+|sealfs\.long\.[A-Za-z0-9_-]+\.name\.tmp-.+)$/s
 
 export interface Problem {
@@ -52,7 +55,7 @@ function join (dir: string, name: string): string {
 }
 
 function printable (b: Buffer): string {
-  return b.toString('utf8').replace(/[\x00-\x1f\x7f]/g, '?')
+  return b.toString('utf8').replace(/[\x00-\x1f\x7f-\x9f]/g, '?')
 }
 
 /**
@@ -65,17 +68,22 @@ function printable (b: Buffer): string {
  * contents are changed or deleted.
  */
 export function checkVolume (volume: Volume, root: number, repair: boolean, onProgress: (p: CheckProgress) => void): CheckResult {
+  loadAddon<PosixAddon>('posix').raiseFdLimit()  // a descriptor per directory level
   const result: CheckResult = { directories: 0, files: 0, symlinks: 0, bytes: 0, problems: [] }
   const problem = (path: string, what: string, fix?: () => boolean): void => {
     const repaired = repair && fix !== undefined && fix()
     result.problems.push({ path, what, repaired })
   }
   const rootSt = new Float64Array(STAT_LENGTH)
-  if (backing.statAt(root, Buffer.alloc(0), rootSt) < 0) throw new Error('cannot stat the cipher dir')
+  const rc = backing.statAt(root, Buffer.alloc(0), rootSt)
+  if (rc < 0) throw new VolumeError('missing-dir', `cannot stat the cipher dir (errno ${-rc})`)
   const rootDev = rootSt[STAT_DEV]
   /** File ID (hex) → the inode that carries it: a second inode with the same ID has a copied header. */
   const owners = new Map<string, { inode: string, path: string }>()
   const checked = new Set<string>()
+  /** File IDs on more than one inode. */
+  const duplicated = new Set<string>()
+  const seen = (id: string, inode: string, path: string): void => { if (!owners.has(id)) owners.set(id, { inode, path }) }
   /** Part of the tree was not walked: a row no file was seen for may still be a file's. */
   let unreached = false
   const sealed = Buffer.alloc(Math.max(1, Math.floor(RUN_BYTES / volume.chunks.chunkSize)) * volume.chunks.stride)
@@ -91,10 +99,12 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
 
   const moveToQuarantine = (dirfd: number, name: Buffer): boolean => {
     if (quarantine < 0) {
-      const rc = backing.mkdirAt(root, Buffer.from(QUARANTINE), 0o700)
-      if (rc < 0 && rc !== -17) return false
+      const made = backing.mkdirAt(root, Buffer.from(QUARANTINE), 0o700)
+      if (made < 0 && made !== -17) return false
       quarantine = backing.openAt(root, Buffer.from(QUARANTINE), O_RDONLY | O_DIRECTORY, 0, TYPE_DIR)
       if (quarantine < 0) return false
+      // Root repairing a user's volume: the quarantine is the user's, as the volume is.
+      if (made === 0 && process.geteuid?.() === 0) backing.chownFd(quarantine, rootSt[STAT_UID], rootSt[STAT_GID])
     }
     const to = Buffer.from(`${name.toString('latin1').slice(0, 200)}.${randomBytes(6).toString('hex')}`, 'latin1')
     return backing.renameAt(dirfd, name, quarantine, to, 1 /* RENAME_NOREPLACE */) >= 0
@@ -124,24 +134,34 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
     const header = Buffer.alloc(HEADER_BYTES)
     const out = new Float64Array(2)
     const pathFd = backing.lookupAt(dirfd, name, new Float64Array(STAT_LENGTH))
-    if (pathFd < 0) return problem(path, `cannot be opened (errno ${-pathFd})`)
+    if (pathFd < 0) { unreached = true; return problem(path, `cannot be opened (errno ${-pathFd})`) }
     let fd: number
     try {
       fd = backing.openHeaderFd(pathFd, O_RDONLY | O_NOATIME, header, out, false)
     } finally {
       fs.closeSync(pathFd)
     }
-    if (fd < 0) return problem(path, `cannot be opened (errno ${-fd})`)
+    // A file this user cannot read may be one that opens only through its row: keep them all.
+    if (fd < 0) { unreached = true; return problem(path, `cannot be opened (errno ${-fd})`) }
     try {
       const size = out[1]
       if (size === 0) return  // never written: no header, no data key
       result.bytes += size
       const h = out[0] === HEADER_BYTES ? decodeHeader(header) : null
-      if (h === null) return problem(path, 'its header is damaged: the file cannot be read')
+      if (h === null) {
+        // Its row is what may restore it: the file ID is kept from the raw bytes.
+        if (out[0] === HEADER_BYTES) seen(header.subarray(8, 24).toString('hex'), inode, path)
+        return problem(path, 'its header is damaged: the file cannot be read')
+      }
       const id = h.fileId.toString('hex')
       const other = owners.get(id)
-      if (other !== undefined && other.inode !== inode) problem(path, `has the same file ID as ${other.path} (one header is a copy of the other's)`)
-      else owners.set(id, { inode, path })
+      const shared = other !== undefined && other.inode !== inode
+      if (shared) {
+        duplicated.add(id)
+        problem(path, `has the same file ID as ${other.path} (one header is a copy of the other's)`)
+      } else {
+        owners.set(id, { inode, path })
+      }
       let dek
       try {
         dek = volume.openDek(h)
@@ -149,10 +169,12 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
         if (!(e instanceof AuthenticationError)) throw e
         return problem(path, 'its data key does not open (header or index row damaged, or from another volume)')
       }
+      let stored = 0
       try {
         const plainSize = volume.chunks.openedSize(size - HEADER_BYTES)
         if (plainSize < 0) problem(path, 'its last chunk is torn (the file ends inside a chunk\'s nonce or tag)')
         const whole = plainSize < 0 ? Math.floor((size - HEADER_BYTES) / volume.chunks.stride) * volume.chunks.chunkSize : plainSize
+        stored = Math.ceil(whole / volume.chunks.chunkSize)
         const bad = checkChunks(fd, h.fileId, dek, (h.flags & 1) !== 0, whole)
         if (bad.length > 0) {
           const C = volume.chunks.chunkSize
@@ -162,14 +184,21 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
       } finally {
         dek.dispose()
       }
-      if (h.keyVersion === volume.config.masterKeyVersion) {
+      // Rows of a file ID two inodes share are left alone: which header is right is unknown.
+      if (h.keyVersion === volume.config.masterKeyVersion && !shared && !duplicated.has(id)) {
         const row = volume.index.get(h.fileId)
         if (row === undefined) {
-          problem(path, 'has no index row', () => { volume.index.put(h.fileId, h.keyVersion, h.wrappedDek); return true })
+          // A rebuilt row's chunk-write count starts at the chunks stored: the nonce budget
+          // is never undercounted by more than the writes that overwrote chunks in place.
+          problem(path, 'has no index row', () => { volume.index.put(h.fileId, h.keyVersion, h.wrappedDek); volume.index.countChunkWrites(h.fileId, stored); return true })
         } else if (row.keyVersion !== h.keyVersion || !row.wrapped.equals(h.wrappedDek)) {
           problem(path, 'its index row does not match its header', () => { volume.index.put(h.fileId, h.keyVersion, h.wrappedDek); return true })
         }
       }
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === undefined) throw e
+      unreached = true
+      problem(path, `read error (${(e as NodeJS.ErrnoException).code as string})`)
     } finally {
       fs.closeSync(fd)
     }
@@ -183,10 +212,13 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
     const prefix = volume.aadPrefix(fileId)
     const count = Math.ceil(size / C)
     const bad: number[] = []
+    let used = 0
+    try {
     for (let first = 0; first < count; first += perRun) {
       const n = Math.min(perRun, count - first)
       const runPlain = Math.min(size - first * C, n * C)
       const runSealed = chunks.sealedSize(runPlain)
+      used = Math.max(used, runPlain)
       const got = readFullAtSync(fd, sealed.subarray(0, runSealed), HEADER_BYTES + first * chunks.stride)
       try {
         if (got !== runSealed) throw new AuthenticationError('chunk', { chunk: first + Math.floor(got / chunks.stride) })
@@ -207,12 +239,14 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
         }
       }
     }
-    plain.fill(0)
+    } finally {
+      plain.fill(0, 0, used)
+    }
     return bad
   }
 
   /** The file ID of a file that is not checked (its name does not decrypt): its row is not an orphan's. */
-  const keepRowOf = (dirfd: number, name: Buffer): void => {
+  const keepRowOf = (dirfd: number, name: Buffer, what = '(an entry whose name does not decrypt)'): void => {
     const pathFd = backing.lookupAt(dirfd, name, new Float64Array(STAT_LENGTH))
     if (pathFd < 0) { unreached = true; return }
     try {
@@ -221,8 +255,7 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
       const fd = backing.openHeaderFd(pathFd, O_RDONLY | O_NOATIME, header, out, false)
       if (fd < 0) { unreached = true; return }
       fs.closeSync(fd)
-      const h = out[0] === HEADER_BYTES ? decodeHeader(header) : null
-      if (h !== null && !owners.has(h.fileId.toString('hex'))) owners.set(h.fileId.toString('hex'), { inode: '', path: '(quarantined)' })
+      if (out[0] === HEADER_BYTES) seen(header.subarray(8, 24).toString('hex'), `unchecked:${name.toString('hex')}`, what)
     } finally {
       fs.closeSync(pathFd)
     }
@@ -257,12 +290,23 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
     const list = listDirSync(dirfd)
     if (typeof list === 'number') { unreached = true; return problem(path, `cannot be listed (errno ${-list})`) }
     const names = new Set(list.map(e => e.name.toString('latin1')))
+    // Names first: if none decrypts, the directory's ID is wrong, not its entries, and
+    // nothing is moved.
+    const resolved: Array<{ e: typeof list[number], raw: string, st: Float64Array, plainName: Buffer | null }> = []
+    let candidates = 0
     for (const e of list) {
       progress()
       const raw = e.name.toString('latin1')
-      const here = backingPath === '' ? raw : `${backingPath}/${raw}`
+      const shown = raw.replace(/[^\x20-\x7e]/g, '?').slice(0, 60)
       const st = new Float64Array(STAT_LENGTH)
-      if (backing.statAt(dirfd, e.name, st) < 0) continue  // gone meanwhile
+      const sc = backing.statAt(dirfd, e.name, st)
+      if (sc < 0) {
+        if (sc !== -2) { unreached = true; problem(join(path, `(${shown})`), `cannot be looked at (errno ${-sc})`) }
+        continue
+      }
+      const type = st[STAT_MODE] & S_IFMT
+      /** An entry that is not walked: what it may hold keeps its rows. */
+      const notWalked = (): void => { if (type === S_IFDIR) unreached = true; else if (type === S_IFREG) keepRowOf(dirfd, e.name) }
       let encrypted: string | null = raw
       if (raw.includes('.')) {
         if (depth === 0 && raw === QUARANTINE) {
@@ -271,32 +315,58 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
         }
         if (raw === DIR_ID_FILE || (depth === 0 && ROOT_FILES.has(raw))) continue
         if (LEFTOVER.test(raw) || raw.startsWith(TEMP_PREFIX)) {
-          problem(join(path, `(${raw})`), 'is left over from a crash', () => removeLeftover(dirfd, e.name, st))
+          // A leftover holding a file's contents (an orphan, a staging copy) is quarantined, never deleted.
+          const holdsData = type === S_IFREG && st[STAT_SIZE] >= HEADER_BYTES
+          if (holdsData) keepRowOf(dirfd, e.name, join(path, `(${shown})`))
+          problem(join(path, `(${shown})`), 'is left over from a crash', () => {
+            const done = holdsData ? moveToQuarantine(dirfd, e.name) : removeLeftover(dirfd, e.name, st)
+            if (!done && type === S_IFDIR) unreached = true
+            return done
+          })
           continue
         }
         if (raw.startsWith(LONG_PREFIX) && raw.endsWith(LONG_SIDECAR_SUFFIX)) {
           const owner = raw.slice(0, -LONG_SIDECAR_SUFFIX.length)
-          if (!names.has(owner)) problem(join(path, `(${raw})`), 'is a long name\'s sidecar without its entry', () => (st[STAT_MODE] & S_IFMT) === S_IFREG && backing.unlinkAt(dirfd, e.name, 0) >= 0)
+          if (!names.has(owner)) problem(join(path, `(${shown})`), 'is a long name\'s sidecar without its entry', () => type === S_IFREG && backing.unlinkAt(dirfd, e.name, 0) >= 0)
           continue
         }
         if (!raw.startsWith(LONG_PREFIX)) {
-          problem(join(path, `(${raw})`), 'is not an entry of a sealfs volume; left as it is')
+          notWalked()
+          problem(join(path, `(${shown})`), 'is not an entry of a sealfs volume; left as it is')
           continue
         }
         const sidecar = backing.readSmallFileAt(dirfd, Buffer.from(raw + LONG_SIDECAR_SUFFIX, 'latin1'), SIDECAR_MAX)
+        if (typeof sidecar === 'number' && sidecar !== -2) {
+          notWalked()
+          problem(join(path, `(${shown})`), `its long name's sidecar cannot be read (errno ${-sidecar}); left as it is`)
+          continue
+        }
         encrypted = typeof sidecar === 'number' ? null : sidecar.toString('latin1')
         if (encrypted !== null && LONG_PREFIX + longHash(encrypted) !== raw) encrypted = null
+      } else if (!BASE64URL.test(raw)) {
+        notWalked()  // lost+found, a file of someone else's: never ours to move
+        problem(join(path, `(${shown})`), 'is not an entry of a sealfs volume; left as it is')
+        continue
       }
+      candidates++
       let plainName: Buffer | null = null
       try {
         if (encrypted !== null) plainName = volume.names.decrypt(idBuf, encrypted)
       } catch { /* below */ }
+      resolved.push({ e, raw, st, plainName })
+    }
+    if (candidates > 1 && resolved.every(r => r.plainName === null)) {
+      unreached = true
+      return problem(path, `none of its ${candidates} entries decrypts: its directory ID (sealfs.diriv) is probably wrong; nothing was moved`)
+    }
+    for (const { e, raw, st, plainName } of resolved) {
+      const here = backingPath === '' ? raw : `${backingPath}/${raw}`
       if (plainName === null) {
         // It may be a file of the volume whose name is damaged: its row is kept. A directory
         // may hold any number of them.
         if ((st[STAT_MODE] & S_IFMT) === S_IFDIR) unreached = true
         else if ((st[STAT_MODE] & S_IFMT) === S_IFREG) keepRowOf(dirfd, e.name)
-        problem(join(path, `(backing name ${raw.slice(0, 40)})`), 'does not decrypt (a stray file, a damaged name, or a long name without its sidecar)', () => moveToQuarantine(dirfd, e.name))
+        problem(join(path, `(backing name ${raw.replace(/[^\x20-\x7e]/g, '?').slice(0, 40)})`), 'does not decrypt (a damaged name, or a long name without its sidecar)', () => moveToQuarantine(dirfd, e.name))
         continue
       }
       const plainPath = join(path, printable(plainName))
@@ -335,7 +405,9 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
   try {
     visitDir(root, '/', '', 0)
     // Rows of files that are gone: their wrapped keys should go with them.
-    const orphans = volume.index.fileIds().filter(id => !owners.has(id.toString('hex')))
+    // Only rows of the current key version: an older one may be all a file has left (a
+    // header a rotation could not rewrite); it opens nothing once its key is gone anyway.
+    const orphans = volume.index.rowVersions().filter(r => r.keyVersion === volume.config.masterKeyVersion && !owners.has(r.fileId.toString('hex'))).map(r => r.fileId)
     if (orphans.length > 0) {
       // Removed only after a walk that reached everything: a file below a directory that was
       // not walked may have only its row left to open it.

@@ -113,9 +113,9 @@ export class DekIndex {
     return { ...row, chunkWrites: Number(row.chunkWrites) + writes }
   }
 
-  /** Every file ID the index has a row for, as committed (what fsck compares with the files). */
-  fileIds (): Buffer[] {
-    return (this.#db.prepare('SELECT file_id AS id FROM deks').all() as Array<{ id: Buffer }>).map(r => r.id)
+  /** Every row's file ID and key version, as committed (what fsck compares with the files). */
+  rowVersions (): Array<{ fileId: Buffer, keyVersion: number }> {
+    return this.#db.prepare('SELECT file_id AS fileId, key_version AS keyVersion FROM deks').all() as Array<{ fileId: Buffer, keyVersion: number }>
   }
 
   get dirty (): boolean {

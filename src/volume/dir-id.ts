@@ -30,7 +30,9 @@ export function checkRootDirId (cipherDir: string): void {
   const file = path.join(cipherDir, DIR_ID_FILE)
   let ok = false
   try {
-    const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK)
+    // Looked at before it is opened: a planted device's driver never runs for us, and a tty never becomes our terminal.
+    if (!fs.lstatSync(file).isFile()) throw new Error('not a regular file')
+    const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK | fs.constants.O_NOCTTY)
     try {
       const buf = Buffer.alloc(DIR_ID_BYTES + 1)
       ok = fs.fstatSync(fd).isFile() && fs.readSync(fd, buf, 0, buf.length, 0) === DIR_ID_BYTES
