@@ -137,17 +137,53 @@ describe('sealfs command line', () => {
     await umount({ ...v, cipher: dir, mnt })
   })
 
-  it('exit 9 when the FUSE mount itself fails (no /dev/fuse), exit 6 for a damaged index, extpass= in -o', async () => {
+  it('exit 9 when the FUSE mount itself fails (no /dev/fuse); a damaged or missing index never stops a mount, is said, and fsck --repair rebuilds it; extpass= in -o', async () => {
     const r = spawnSync('unshare', ['-m', 'sh', '-c', `mount -t tmpfs tmpfs /dev && exec ${process.execPath} ${path.join(ROOT, 'bin/sealfs.js')} mount -f --passfile ${v.passfile} ${v.cipher} ${v.mnt}`], { encoding: 'utf8' })
     expect(r.status).toBe(9)
     expect(r.stderr).toMatch(/sealfs: cannot mount .*: fuse failed/)
     expect(isMounted(v.mnt)).toBe(false)
+    // A file to read back through every mount below.
+    mount(v)
+    fs.writeFileSync(path.join(v.mnt, 'kept'), 'read without the index')
+    await umount(v)
     const index = path.join(v.cipher, 'sealfs.index')
     const saved = fs.readFileSync(index)
-    fs.writeFileSync(index, 'this is not a database at all, not even close to one'.repeat(100))
-    const bad = sealfs(['mount', '--passfile', v.passfile, v.cipher, v.mnt])
-    expect(bad.status).toBe(6)
-    expect(bad.stderr).toMatch(/sealfs\.index cannot be opened/)
+    const garbage = 'this is not a database at all, not even close to one'.repeat(100)
+    // Read-only, damaged: mounted without it, and said.
+    fs.writeFileSync(index, garbage)
+    let m = sealfs(['mount', '--passfile', v.passfile, '-o', 'ro', v.cipher, v.mnt])
+    expect(m.status, m.stderr).toBe(0)
+    expect(m.stderr).toMatch(/^sealfs: warning: .*sealfs\.index cannot be opened \(.*\): mounted without it; .*run 'sealfs fsck --repair .*' when it is not mounted/m)
+    try {
+      expect(fs.readFileSync(path.join(v.mnt, 'kept'), 'utf8')).toBe('read without the index')
+    } finally {
+      await umount(v)
+    }
+    expect(fs.readFileSync(index, 'utf8')).toBe(garbage)  // a read-only mount changes nothing
+    // Read-write, damaged: moved aside (kept), a new one made, and said.
+    m = sealfs(['mount', '--passfile', v.passfile, v.cipher, v.mnt])
+    expect(m.status, m.stderr).toBe(0)
+    expect(m.stderr).toMatch(/^sealfs: warning: .*sealfs\.index could not be opened \(.*\): it was moved to sealfs\.index\.damaged-[0-9a-f]{8} and a new one made/m)
+    try {
+      expect(fs.readFileSync(path.join(v.mnt, 'kept'), 'utf8')).toBe('read without the index')
+    } finally {
+      await umount(v)
+    }
+    const aside = fs.readdirSync(v.cipher).filter(n => /^sealfs\.index\.damaged-[0-9a-f]{8}$/.test(n))
+    expect(aside).toHaveLength(1)  // (and its journal beside it)
+    expect(fs.readFileSync(path.join(v.cipher, aside[0]), 'utf8')).toBe(garbage)
+    // The new index lacks the rows of existing files: fsck --repair puts them back.
+    m = sealfs(['fsck', '--passfile', v.passfile, '--repair', v.cipher])
+    expect(m.status, m.stderr).toBe(21)
+    expect(m.stderr).toMatch(/^\/kept: has no index row \(repaired\)$/m)
+    expect(sealfs(['fsck', '--passfile', v.passfile, v.cipher]).status).toBe(0)
+    // Read-write, missing: made, and said.
+    fs.rmSync(index)
+    m = sealfs(['mount', '--passfile', v.passfile, v.cipher, v.mnt])
+    expect(m.status, m.stderr).toBe(0)
+    expect(m.stderr).toMatch(/^sealfs: warning: .*sealfs\.index was missing: a new, empty one was made/m)
+    await umount(v)
+    for (const n of fs.readdirSync(v.cipher).filter(n => n.startsWith('sealfs.index.damaged-'))) fs.rmSync(path.join(v.cipher, n))
     fs.writeFileSync(index, saved)
     expect(sealfs([v.cipher, v.mnt, '-o', `extpass=cat ${v.passfile}`]).status).toBe(0)
     expect(isMounted(v.mnt)).toBe(true)

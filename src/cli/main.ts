@@ -80,8 +80,10 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
   }
   if (!o.foreground && !daemonChild) return detach(cipher, mnt, o, chosen)
 
+  /** Warnings for the user (a detached daemon's parent prints them), then 'ready' or the error. */
+  const warnings: string[] = []
   const report = (line: string): void => {
-    if (daemonChild) { try { fs.writeSync(STATUS_FD, line + '\n'); fs.closeSync(STATUS_FD) } catch { /* parent gone */ } }
+    if (daemonChild) { try { fs.writeSync(STATUS_FD, [...warnings.map(w => `warning ${w}`), line].join('\n') + '\n'); fs.closeSync(STATUS_FD) } catch { /* parent gone */ } }
   }
   let volume: Volume
   if (chosen === null) {
@@ -92,6 +94,11 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
     } finally {
       chosen.credential.secret.fill(0)
     }
+  }
+  for (const notice of volume.notices) {
+    logLine(notice)
+    if (daemonChild) warnings.push(notice)
+    else process.stderr.write(`sealfs: warning: ${notice}\n`)
   }
   let mount: Mount
   try {
@@ -156,7 +163,9 @@ function detach (cipher: string, mnt: string, o: MountCliOptions, chosen: Unlock
     const statusPipe = child.stdio[STATUS_FD] as NodeJS.ReadableStream
     statusPipe.on('data', (d: Buffer) => { status += d.toString('utf8') })
     statusPipe.on('end', () => {
-      const line = status.trim()
+      const lines = status.trim().split('\n')
+      for (const w of lines.filter(l => l.startsWith('warning '))) process.stderr.write(`sealfs: warning: ${w.slice('warning '.length)}\n`)
+      const line = lines.filter(l => !l.startsWith('warning ')).join('\n').trim()
       if (line === 'ready') {
         child.unref()
         statusPipe.removeAllListeners()

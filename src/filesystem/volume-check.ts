@@ -313,7 +313,7 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
           keepQuarantinedRows(dirfd, e.name)
           continue
         }
-        if (raw === DIR_ID_FILE || (depth === 0 && ROOT_FILES.has(raw))) continue
+        if (raw === DIR_ID_FILE || (depth === 0 && (ROOT_FILES.has(raw) || raw.startsWith('sealfs.index.damaged-')))) continue
         if (LEFTOVER.test(raw) || raw.startsWith(TEMP_PREFIX)) {
           // A leftover holding a file's contents (an orphan, a staging copy) is quarantined, never deleted.
           const holdsData = type === S_IFREG && st[STAT_SIZE] >= HEADER_BYTES

@@ -45,12 +45,13 @@ function createSchema (db: Database.Database, volumeId: string): void {
  * file between transactions: creating and deleting it would change the root directory's mtime.
  */
 export class DekIndex {
-  readonly #db: Database.Database
+  /** Null for a read-only mount of a volume whose index is missing or damaged (reads need it only for old headers). */
+  readonly #db: Database.Database | null
   readonly #pending = new Map<string, DekRow | null>()
   readonly #writes = new Map<string, number>()
   /** Batches handed to the writer and not yet committed: still what reads must see. */
   readonly #inFlight = new Map<number, IndexBatch>()
-  readonly #get: Database.Statement
+  readonly #get: Database.Statement | null
   #writer: Worker | null = null
   #nextBatch = 1
   #closed: Promise<void> | null = null
@@ -58,23 +59,42 @@ export class DekIndex {
   onError: (message: string) => void = () => undefined
 
   /** `readOnly`: opened read-only and never written (a read-only mount writes nothing to the cipher dir). */
-  constructor (cipherDir: string, readonly volumeId: string, readonly readOnly = false) {
+  /** `cipherDir` null: no index at all (read-only, see #db). */
+  constructor (cipherDir: string | null, readonly volumeId: string, readonly readOnly = false) {
+    if (cipherDir === null) {
+      this.#db = null
+      this.#get = null
+      this.readOnly = true
+      return
+    }
     const file = path.join(cipherDir, INDEX_FILE)
     if (readOnly) {
-      this.#db = new Database(file, { readonly: true, fileMustExist: true })
-      this.#db.pragma('busy_timeout = 10000')
-      this.#get = this.#db.prepare('SELECT key_version AS keyVersion, wrapped, chunk_writes AS chunkWrites FROM deks WHERE file_id = ?')
+      const db = new Database(file, { readonly: true, fileMustExist: true })
+      try {
+        db.pragma('busy_timeout = 10000')
+        this.#get = db.prepare('SELECT key_version AS keyVersion, wrapped, chunk_writes AS chunkWrites FROM deks WHERE file_id = ?')
+      } catch (e) {
+        db.close()
+        throw e
+      }
+      this.#db = db
       return
     }
     const fresh = !fs.existsSync(file)
     if (fresh) fs.closeSync(fs.openSync(file, fs.constants.O_CREAT | fs.constants.O_WRONLY | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600))
-    this.#db = new Database(file)
-    this.#db.pragma('busy_timeout = 10000')
-    this.#db.pragma('journal_mode = TRUNCATE')
-    this.#db.pragma('synchronous = FULL')
-    this.#db.pragma('secure_delete = ON')
-    createSchema(this.#db, volumeId)
-    this.#get = this.#db.prepare('SELECT key_version AS keyVersion, wrapped, chunk_writes AS chunkWrites FROM deks WHERE file_id = ?')
+    const db = new Database(file)
+    try {
+      db.pragma('busy_timeout = 10000')
+      db.pragma('journal_mode = TRUNCATE')
+      db.pragma('synchronous = FULL')
+      db.pragma('secure_delete = ON')
+      createSchema(db, volumeId)
+    } catch (e) {
+      db.close()  // a damaged index: the caller moves it aside
+      throw e
+    }
+    this.#db = db
+    this.#get = db.prepare('SELECT key_version AS keyVersion, wrapped, chunk_writes AS chunkWrites FROM deks WHERE file_id = ?')
     const writer = new Worker(path.join(__dirname, 'index-writer.js'), { workerData: { file } })
     writer.on('message', (done: IndexBatchDone) => this.#committed(done))
     writer.on('error', e => this.onError(`index writer: ${e.name}`))
@@ -108,14 +128,14 @@ export class DekIndex {
       if (r !== undefined) row = r[1] === null ? null : { keyVersion: r[1].keyVersion, wrapped: Buffer.from(r[1].wrapped), chunkWrites: 0 }
     }
     if (row === null) return undefined
-    row ??= this.#get.get(fileId) as DekRow | undefined
+    row ??= this.#get?.get(fileId) as DekRow | undefined
     if (row === undefined) return undefined
     return { ...row, chunkWrites: Number(row.chunkWrites) + writes }
   }
 
   /** Every row's file ID and key version, as committed (what fsck compares with the files). */
   rowVersions (): Array<{ fileId: Buffer, keyVersion: number }> {
-    return this.#db.prepare('SELECT file_id AS fileId, key_version AS keyVersion FROM deks').all() as Array<{ fileId: Buffer, keyVersion: number }>
+    return (this.#db?.prepare('SELECT file_id AS fileId, key_version AS keyVersion FROM deks').all() ?? []) as Array<{ fileId: Buffer, keyVersion: number }>
   }
 
   get dirty (): boolean {
@@ -154,7 +174,7 @@ export class DekIndex {
           writer.postMessage('close')
         })
       }
-      this.#db.close()
+      this.#db?.close()
     })()
     return this.#closed
   }

@@ -8,7 +8,7 @@ import { XattrCipher } from '../crypto/xattr-cipher'
 import { DEFAULT_COST, costIsAcceptable } from '../crypto/passphrase-kdf'
 import { SecretKey, randomBytes } from '../crypto/secret-key'
 import { CONFIG_FILE, CONTENT_CIPHER, FORMAT_VERSION, KEY_WRAP, NAME_CIPHER, VolumeConfig, checkVolumeId, readConfig, writeConfig } from './config'
-import { DekIndex } from './dek-index'
+import { DekIndex, INDEX_FILE } from './dek-index'
 import { checkRootDirId, newDirId, writeDirIdSync } from './dir-id'
 import { VolumeError } from './errors'
 import { FILE_ID_BYTES, FileHeader, encodeHeader } from './file-header'
@@ -52,6 +52,44 @@ function ephemeralWipeRefusal (here: string): string | null {
   return null
 }
 
+/**
+ * The volume's index, for a mount: reads never need it (only headers of an older key version
+ * do), so a missing or damaged index never stops a mount, and is never silently replaced.
+ * Read-write: a damaged one is moved aside (kept, not deleted) and a new one made; a missing
+ * one is made. Read-only: the mount goes on without one. Each case is said in `notices`.
+ */
+function openIndex (dir: string, volumeId: string, readOnly: boolean, notices: string[]): DekIndex {
+  const file = path.join(dir, INDEX_FILE)
+  const repair = `run 'sealfs fsck --repair ${dir}' when it is not mounted, to rebuild the rows of existing files from their headers`
+  let missing = false
+  try { fs.lstatSync(file) } catch { missing = true }
+  if (missing && readOnly) {
+    notices.push(`${file} is missing: mounted without it; a file whose header a key rotation could not rewrite reads as EIO; ${repair}`)
+    return new DekIndex(null, volumeId)
+  }
+  if (missing) {
+    notices.push(`${file} was missing: a new, empty one was made; ${repair}`)
+    return new DekIndex(dir, volumeId, false)
+  }
+  if (!fs.lstatSync(file).isFile()) throw new Error('it is not a regular file')
+  try {
+    return new DekIndex(dir, volumeId, readOnly)
+  } catch (e) {
+    const why = (e as Error).message.split('\n')[0]
+    if (why.includes('another volume')) throw e
+    if (readOnly) {
+      notices.push(`${file} cannot be opened (${why}): mounted without it; a file whose header a key rotation could not rewrite reads as EIO; ${repair}`)
+      return new DekIndex(null, volumeId)
+    }
+    const aside = `${INDEX_FILE}.damaged-${randomBytes(4).toString('hex')}`
+    fs.renameSync(file, path.join(dir, aside))
+    // Its rollback journal goes with it: played back into the new index, it would damage that one too.
+    try { fs.renameSync(`${file}-journal`, path.join(dir, `${aside}-journal`)) } catch { /* none */ }
+    notices.push(`${file} could not be opened (${why}): it was moved to ${aside} and a new one made; ${repair}`)
+    return new DekIndex(dir, volumeId, false)
+  }
+}
+
 /** The name `init` gives the volume's first slot. */
 export const FIRST_SLOT_NAME = 'passphrase'
 
@@ -90,6 +128,8 @@ export class Volume {
   readonly #dekWrapKey: SecretKey
   readonly #keys: SecretKey[]
   readonly #lock: VolumeLock
+  /** What the user must be told about this unlock (an index that was missing or damaged). */
+  readonly notices: string[] = []
 
   private constructor (readonly dir: string, readonly config: VolumeConfig, masterKey: SecretKey, lock: VolumeLock, readonly readOnly: boolean) {
     this.#lock = lock
@@ -99,7 +139,7 @@ export class Volume {
     this.#dekWrapKey = dekWrapKey(masterKey)
     this.#keys = [this.#dekWrapKey, nameEnc, nameMac, link, xattr]
     try {
-      this.index = new DekIndex(dir, config.volumeId, readOnly)
+      this.index = openIndex(dir, config.volumeId, readOnly, this.notices)
     } catch (e) {
       for (const k of this.#keys) k.dispose()
       throw new VolumeError('damaged-config', `${dir}/sealfs.index cannot be opened (${(e as Error).message.split('\n')[0]})`)
