@@ -84,6 +84,15 @@ describe('sealfs command line', () => {
     expect(isMounted(v.mnt)).toBe(false)
   })
 
+  it('init is all or nothing: a cipher dir whose path is too long for the index is left empty (exit 2, said)', () => {
+    const deep = path.join(v.base, ...Array.from({ length: 9 }, () => 'x'.repeat(60)))
+    fs.mkdirSync(deep, { recursive: true })
+    const r = sealfs(['init', '--passfile', v.passfile, ...FAST_KDF, deep])
+    expect(r.status).toBe(2)
+    expect(r.stderr).toMatch(/: the path is too long for the SQLite index \(at most 512 bytes with its file name\); use a shorter one\n$/)
+    expect(fs.readdirSync(deep)).toEqual([])
+  })
+
   it('never dumps core: every sealfs process runs with a core limit of 0, which its children inherit', async () => {
     // The extpass command is a child of the sealfs process: its limits are what sealfs set.
     const seen = path.join(v.base, 'limits')

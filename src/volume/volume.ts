@@ -9,7 +9,7 @@ import { DEFAULT_COST, costIsAcceptable } from '../crypto/passphrase-kdf'
 import { SecretKey, randomBytes } from '../crypto/secret-key'
 import { CONFIG_FILE, CONTENT_CIPHER, FORMAT_VERSION, KEY_WRAP, NAME_CIPHER, VolumeConfig, checkVolumeId, readConfig, writeConfig } from './config'
 import { DekIndex, INDEX_FILE } from './dek-index'
-import { checkRootDirId, newDirId, writeDirIdSync } from './dir-id'
+import { DIR_ID_FILE, checkRootDirId, newDirId, writeDirIdSync } from './dir-id'
 import { VolumeError } from './errors'
 import { FILE_ID_BYTES, FileHeader, encodeHeader } from './file-header'
 import { Credential, createPassphraseSlot, unlockSlot } from './key-slot'
@@ -76,7 +76,10 @@ function openIndex (dir: string, volumeId: string, readOnly: boolean, notices: s
     return new DekIndex(dir, volumeId, readOnly)
   } catch (e) {
     const why = (e as Error).message.split('\n')[0]
-    if (why.includes('another volume')) throw e
+    // Only a file that is not a database, or a corrupt one, is damaged: any other failure
+    // (a path SQLite cannot open, a lock) leaves the index where it is.
+    const code = (e as { code?: string }).code ?? ''
+    if (why.includes('another volume') || !['SQLITE_NOTADB', 'SQLITE_CORRUPT'].includes(code)) throw e
     if (readOnly) {
       notices.push(`${file} cannot be opened (${why}): mounted without it; a file whose header a key rotation could not rewrite reads as EIO; ${repair}`)
       return new DekIndex(null, volumeId)
@@ -89,6 +92,9 @@ function openIndex (dir: string, volumeId: string, readOnly: boolean, notices: s
     return new DekIndex(dir, volumeId, false)
   }
 }
+
+/** SQLite's unix VFS opens no path longer than this (its journal's name included). */
+const SQLITE_PATH_MAX = 512
 
 /** The name `init` gives the volume's first slot. */
 export const FIRST_SLOT_NAME = 'passphrase'
@@ -176,9 +182,21 @@ export class Volume {
     } finally {
       masterKey.dispose()
     }
-    writeDirIdSync(dir, newDirId())
-    await new DekIndex(dir, config.volumeId).close()
-    writeConfig(dir, config)
+    // All or nothing: the directory was empty, and a failure half-way leaves it empty again
+    // (not a directory that is neither empty nor a volume).
+    try {
+      writeDirIdSync(dir, newDirId())
+      await new DekIndex(dir, config.volumeId).close()
+      writeConfig(dir, config)
+    } catch (e) {
+      for (const name of [CONFIG_FILE, INDEX_FILE, `${INDEX_FILE}-journal`, DIR_ID_FILE]) {
+        try { if (fs.lstatSync(path.join(dir, name)).isFile()) fs.rmSync(path.join(dir, name)) } catch { /* not made */ }
+      }
+      if (Buffer.byteLength(path.resolve(dir)) + INDEX_FILE.length + 9 > SQLITE_PATH_MAX) {
+        throw new VolumeError('bad-input', `${dir}: the path is too long for the SQLite index (at most ${SQLITE_PATH_MAX} bytes with its file name); use a shorter one`)
+      }
+      throw e
+    }
   }
 
   /**
