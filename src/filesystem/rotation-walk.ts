@@ -12,6 +12,7 @@ import {
   backing, listDirSync, DT_DIR, DT_REG, DT_UNKNOWN, HEADER_OUT_BYTES, HEADER_OUT_LENGTH, HEADER_OUT_SIZE, STAT_ATIME_NSEC, STAT_ATIME_SEC,
   STAT_DEV, STAT_INO_HI, STAT_INO_LO, STAT_LENGTH, STAT_MODE, STAT_MTIME_NSEC, STAT_MTIME_SEC, STAT_UID, STAT_GID, TYPE_DIR
 } from './backing-addon'
+import { S_IFDIR, S_IFMT, S_IFREG } from './inodes'
 
 const posix = loadAddon<PosixAddon>('posix')
 
@@ -23,8 +24,6 @@ const O_NOATIME = 0o1000000
 const EACCES = 13
 const ENOENT = 2
 const ENOTDIR = 20
-const S_IFMT = 0o170000
-const S_IFREG = 0o100000
 const S_IWUSR = 0o200
 const MAX_DEPTH = 2048
 /** Files rewritten between two syncs: what one journal write covers. */
@@ -405,7 +404,7 @@ function openSubdir (dirfd: number, name: Buffer, dev: number): number | 'other'
   const pathFd = backing.lookupAt(dirfd, name, st)
   if (pathFd < 0) return pathFd
   try {
-    if ((st[STAT_MODE] & S_IFMT) !== 0o040000) return -ENOTDIR
+    if ((st[STAT_MODE] & S_IFMT) !== S_IFDIR) return -ENOTDIR
     if (st[STAT_DEV] !== dev) return 'other'
     return backing.reopen(pathFd, O_RDONLY | O_DIRECTORY, TYPE_DIR)
   } finally {
@@ -430,7 +429,7 @@ function reopenWritable (pathFd: number, mode: number): number {
 
 function isDirAt (dirfd: number, name: Buffer): boolean {
   const st = new Float64Array(STAT_LENGTH)
-  return backing.statAt(dirfd, name, st) >= 0 && (st[STAT_MODE] & S_IFMT) === 0o040000
+  return backing.statAt(dirfd, name, st) >= 0 && (st[STAT_MODE] & S_IFMT) === S_IFDIR
 }
 
 /** Regular files below `dirfd`, from the directory listings alone (for the progress total). */

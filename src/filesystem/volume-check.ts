@@ -9,18 +9,14 @@ import type { Volume } from '../volume/volume'
 import { VolumeError } from '../volume/errors'
 import { loadAddon, PosixAddon } from '../native'
 import {
-  backing, listDirSync, READLINK_BUFFER, STAT_DEV, STAT_INO_HI, STAT_INO_LO, STAT_LENGTH, STAT_MODE, STAT_SIZE, STAT_UID, STAT_GID, TYPE_DIR
+  AT_REMOVEDIR, backing, listDirSync, READLINK_BUFFER, STAT_DEV, STAT_INO_HI, STAT_INO_LO, STAT_LENGTH, STAT_MODE, STAT_SIZE, STAT_UID, STAT_GID, TYPE_DIR
 } from './backing-addon'
+import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from './inodes'
 import { LONG_PREFIX, LONG_SIDECAR_SUFFIX, TEMP_PREFIX, longHash } from './entry-names'
 
 const O_RDONLY = 0
 const O_DIRECTORY = fs.constants.O_DIRECTORY
 const O_NOATIME = 0o1000000
-const S_IFMT = 0o170000
-const S_IFREG = 0o100000
-const S_IFDIR = 0o040000
-const S_IFLNK = 0o120000
-const AT_REMOVEDIR = 0x200
 const MAX_DEPTH = 2048
 const SIDECAR_MAX = 4096
 /** Plaintext bytes opened at a time. */
