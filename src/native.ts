@@ -12,17 +12,21 @@ export interface ChunkCipherAddon {
    * With a file: open reads `input` from fd at position first; seal writes its output there
    * after. A null callback runs the job on the calling thread and returns its result.
    */
-  sealAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, fd: number, position: number, cb: (n: number) => void): void
-  sealAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, fd: number, position: number, cb: null): number
+  sealAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, reserve: boolean, fd: number, position: number, newFrom: number, cb: (n: number) => void): void
+  sealAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, reserve: boolean, fd: number, position: number, newFrom: number, cb: null): number
   openAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, fd: number, position: number, cb: (n: number) => void): void
   openAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, fd: number, position: number, cb: null): number
   /**
    * Read-modify-write of a run: `input` holds the new bytes at [dataStart, dataEnd); the old
    * bytes around them in the first and last chunks (the run had oldLen bytes) are read from fd
-   * and opened first; then the run is sealed into `out` and written at position.
+   * and opened first; then the run is sealed into `out` and written at position. If that
+   * write fails part-way, the old edge chunks are written back.
+   * Writes with a file (seal and rewrite): `newFrom` is -1, or where in the sealed run the
+   * bytes past the old end of the file begin (written first); `reserve` allocates the run's
+   * space (fallocate, size kept) before anything is written.
    */
-  rewriteAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, fd: number, position: number, dataStart: number, dataEnd: number, oldLen: number, cb: (n: number) => void): void
-  rewriteAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, fd: number, position: number, dataStart: number, dataEnd: number, oldLen: number, cb: null): number
+  rewriteAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, fd: number, position: number, dataStart: number, dataEnd: number, oldLen: number, newFrom: number, reserve: boolean, cb: (n: number) => void): void
+  rewriteAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, fd: number, position: number, dataStart: number, dataEnd: number, oldLen: number, newFrom: number, reserve: boolean, cb: null): number
 }
 
 /** A handle on keyed OpenSSL contexts (native-deps/name-cipher). */

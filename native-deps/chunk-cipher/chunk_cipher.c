@@ -7,11 +7,13 @@
 // RAND_bytes symbols, so nothing is linked here. Work on a run can go to the libuv
 // thread pool so that the JS thread never spends time in AES.
 
+#define _GNU_SOURCE  // fallocate
 #include <node_api.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/crypto.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -199,6 +201,18 @@ typedef struct {
   // bytes) are read from fd, opened and merged before the run is sealed.
   int merge;
   size_t data_start, data_end, old_len;
+  // The old sealed bytes of the merged edge chunks (first, last), kept to be written back if
+  // the run's write fails part-way: a full disk or an I/O error must not tear a chunk that
+  // held data the write did not cover.
+  uint8_t *saved[2];
+  size_t saved_len[2];
+  off_t saved_pos[2];
+  // -1, or where in the sealed run the bytes past the old end of the file begin: they are
+  // written first, so that a full disk fails the job before any old byte has changed.
+  int64_t new_from;
+  // Allocate the run's space (fallocate, size kept) before writing anything: a run over holes
+  // of a sparse file needs new blocks anywhere in it.
+  int reserve;
   int64_t result;
   int here;          // run on the calling thread (a null callback), not queued
   napi_async_work work;
@@ -230,8 +244,9 @@ static int64_t write_full(int fd, const uint8_t *buf, size_t len, off_t pos) {
 }
 
 // Opens the old chunk c of the run into `scratch` and copies its bytes that the new data does
-// not cover into the input. 0, or an error as from open_run (chunk numbers relative to the run).
-static int64_t merge_chunk(job_t *job, size_t c, uint8_t *scratch, uint8_t *sealed) {
+// not cover into the input; its sealed bytes stay in job->saved[slot]. 0, or an error as from
+// open_run (chunk numbers relative to the run).
+static int64_t merge_chunk(job_t *job, size_t c, uint8_t *scratch, int slot) {
   run_t *r = &job->run;
   size_t C = r->chunk_size, stride = C + OVERHEAD;
   size_t c_start = c * C;
@@ -239,8 +254,13 @@ static int64_t merge_chunk(job_t *job, size_t c, uint8_t *scratch, uint8_t *seal
   if (c_start >= old_end) return 0;
   if (job->data_start <= c_start && job->data_end >= old_end) return 0;  // all covered
   size_t old_n = old_end - c_start;
+  uint8_t *sealed = malloc(old_n + OVERHEAD);
+  if (!sealed) return ERR_OPENSSL;
+  job->saved[slot] = sealed;
   int64_t rc = read_full(job->fd, sealed, old_n + OVERHEAD, job->position + (off_t)(c * stride));
   if (rc < 0) return rc;
+  job->saved_len[slot] = old_n + OVERHEAD;
+  job->saved_pos[slot] = job->position + (off_t)(c * stride);
   run_t one = { r->key, r->prefix, r->first_index + c, sealed, old_n + OVERHEAD, scratch, C, C, r->zero_is_hole };
   rc = open_run(&one);
   if (rc < 0) return rc > -1000000000LL ? rc - (int64_t)c : rc;
@@ -259,13 +279,43 @@ static int64_t merge_chunk(job_t *job, size_t c, uint8_t *scratch, uint8_t *seal
 static int64_t merge_old(job_t *job) {
   size_t C = job->run.chunk_size;
   size_t n_chunks = (job->run.in_len + C - 1) / C;
-  uint8_t *scratch = malloc(C), *sealed = malloc(C + OVERHEAD);
-  int64_t rc = scratch && sealed ? 0 : ERR_OPENSSL;
-  if (rc == 0) rc = merge_chunk(job, 0, scratch, sealed);
-  if (rc == 0 && n_chunks > 1) rc = merge_chunk(job, n_chunks - 1, scratch, sealed);
+  uint8_t *scratch = malloc(C);
+  int64_t rc = scratch ? 0 : ERR_OPENSSL;
+  if (rc == 0) rc = merge_chunk(job, 0, scratch, 0);
+  if (rc == 0 && n_chunks > 1) rc = merge_chunk(job, n_chunks - 1, scratch, 1);
   if (scratch) { OPENSSL_cleanse(scratch, C); free(scratch); }
-  free(sealed);
   return rc;
+}
+
+// Allocates [pos, pos + len) of fd without changing its size. 0 where the filesystem cannot
+// (network filesystems, some FUSE ones): the write goes ahead unreserved, as before.
+static int64_t reserve_space(int fd, off_t pos, off_t len) {
+  for (;;) {
+    if (fallocate(fd, FALLOC_FL_KEEP_SIZE, pos, len) == 0) return 0;
+    if (errno == EINTR) continue;
+    if (errno == ENOSPC || errno == EDQUOT || errno == EFBIG || errno == EIO) return ERR_IO_BASE - errno;
+    return 0;
+  }
+}
+
+// Writes the sealed run, its part past the old end of the file first (that is where a full
+// disk fails: overwriting allocated blocks needs no space, except on copy-on-write stores).
+// If the rest then fails part-way, the saved edge chunks are put back (best effort). Either
+// way the caller cuts off what the run added past the old end.
+static int64_t write_run(job_t *job, size_t len) {
+  int64_t rc;
+  if (job->reserve && (rc = reserve_space(job->fd, job->position, (off_t)len)) < 0) return rc;
+  size_t split = job->new_from > 0 && (size_t)job->new_from < len ? (size_t)job->new_from : 0;
+  if (split > 0 && (rc = write_full(job->fd, job->run.out + split, len - split, job->position + (off_t)split)) < 0) return rc;
+  rc = write_full(job->fd, job->run.out, split > 0 ? split : len, job->position);
+  if (rc < 0)
+    for (int i = 0; i < 2; i++)
+      if (job->saved_len[i] > 0) (void)write_full(job->fd, job->saved[i], job->saved_len[i], job->saved_pos[i]);
+  return rc;
+}
+
+static void free_saved(job_t *job) {
+  for (int i = 0; i < 2; i++) { free(job->saved[i]); job->saved[i] = NULL; job->saved_len[i] = 0; }
 }
 
 // With a file: open reads the sealed run first, seal writes it after (a rewrite merges the
@@ -275,7 +325,7 @@ static void job_execute(napi_env env, void *data) {
   job_t *job = data;
   if (job->merge) {
     int64_t rc = merge_old(job);
-    if (rc < 0) { job->result = rc; return; }
+    if (rc < 0) { job->result = rc; free_saved(job); return; }
   }
   if (job->fd >= 0 && job->fn == open_run) {
     int64_t rc = read_full(job->fd, (uint8_t *)job->run.in, job->run.in_len, job->position);
@@ -283,9 +333,10 @@ static void job_execute(napi_env env, void *data) {
   }
   job->result = job->fn(&job->run);
   if (job->fd >= 0 && job->fn == seal_run && job->result >= 0) {
-    int64_t rc = write_full(job->fd, job->run.out, (size_t)job->result, job->position);
+    int64_t rc = write_run(job, (size_t)job->result);
     if (rc < 0) job->result = rc;
   }
+  free_saved(job);
 }
 
 static void job_complete(napi_env env, napi_status status, void *data) {
@@ -324,6 +375,7 @@ static job_t *parse_job(napi_env env, napi_value *argv, size_t argc, run_fn fn) 
   job->fn = fn;
   job->fd = fd;
   job->position = (off_t)position;
+  job->new_from = -1;
   return job;
 }
 
@@ -358,23 +410,34 @@ static napi_value run_async(napi_env env, napi_callback_info info, run_fn fn) {
   return job->here ? run_here(env, job) : queue_job(env, job, argv, argc);
 }
 
-// args: key, prefix, firstIndex, input, chunkSize, output, zeroIsHole, fd, position, dataStart, dataEnd, oldLen, callback
+// A write placement (see job_t): newFrom, -1 (none) or a whole number of bytes, and reserve.
+static int get_placement(napi_env env, napi_value new_from, napi_value reserve, job_t *job) {
+  double d;
+  bool b;
+  if (napi_get_value_double(env, new_from, &d) != napi_ok || d < -1 || d > 9007199254740991.0 || d != (double)(int64_t)d ||
+      napi_get_value_bool(env, reserve, &b) != napi_ok) return 0;
+  job->new_from = (int64_t)d;
+  job->reserve = b ? 1 : 0;
+  return 1;
+}
+
+// args: key, prefix, firstIndex, input, chunkSize, output, zeroIsHole, fd, position, dataStart, dataEnd, oldLen, newFrom, reserve, callback
 static napi_value RewriteAsync(napi_env env, napi_callback_info info) {
-  size_t argc = 13; napi_value argv[13];
+  size_t argc = 15; napi_value argv[15];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   double v[3];
   for (int i = 0; i < 3; i++)
-    if (argc < 13 || napi_get_value_double(env, argv[9 + i], &v[i]) != napi_ok || v[i] < 0 || v[i] > 9007199254740991.0) {
+    if (argc < 15 || napi_get_value_double(env, argv[9 + i], &v[i]) != napi_ok || v[i] < 0 || v[i] > 9007199254740991.0) {
       napi_throw_type_error(env, NULL, "chunk cipher: bad arguments");
       return NULL;
     }
   // The sealAsync arguments with a file: the first nine, then the callback.
   napi_value args[10];
   for (int i = 0; i < 9; i++) args[i] = argv[i];
-  args[9] = argv[12];
+  args[9] = argv[14];
   job_t *job = parse_job(env, args, 10, seal_run);
   if (!job) return NULL;
-  if (v[0] > v[1] || v[1] > job->run.in_len || v[2] > job->run.in_len) {
+  if (v[0] > v[1] || v[1] > job->run.in_len || v[2] > job->run.in_len || !get_placement(env, argv[12], argv[13], job)) {
     free(job);
     napi_throw_type_error(env, NULL, "chunk cipher: bad arguments");
     return NULL;
@@ -387,7 +450,28 @@ static napi_value RewriteAsync(napi_env env, napi_callback_info info) {
   return job->here ? run_here(env, job) : queue_job(env, job, args, 10);
 }
 
-static napi_value SealAsync(napi_env env, napi_callback_info info) { return run_async(env, info, seal_run); }
+// args: key, prefix, firstIndex, input, chunkSize, output, false, callback
+//   or: key, prefix, firstIndex, input, chunkSize, output, reserve, fd, position, newFrom, callback
+static napi_value SealAsync(napi_env env, napi_callback_info info) {
+  size_t argc = 11; napi_value argv[11];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc <= 8) return run_async(env, info, seal_run);
+  napi_value args[10];
+  for (int i = 0; i < 9; i++) args[i] = argv[i];
+  args[9] = argv[argc >= 11 ? 10 : 9];
+  job_t *job = argc >= 11 ? parse_job(env, args, 10, seal_run) : NULL;
+  if (job == NULL) {
+    if (argc < 11) napi_throw_type_error(env, NULL, "chunk cipher: bad arguments");
+    return NULL;
+  }
+  job->run.zero_is_hole = 0;
+  if (!get_placement(env, argv[9], argv[6], job)) {
+    free(job);
+    napi_throw_type_error(env, NULL, "chunk cipher: bad arguments");
+    return NULL;
+  }
+  return job->here ? run_here(env, job) : queue_job(env, job, args, 10);
+}
 static napi_value OpenAsync(napi_env env, napi_callback_info info) { return run_async(env, info, open_run); }
 
 static napi_value Init(napi_env env, napi_value exports) {

@@ -25,6 +25,15 @@ export const AAD_PREFIX_BYTES = 32
  */
 export const SYNC_RUN_MAX = 64 * 1024
 
+/** How a sealed run is written over a file (ChunkCipher.sealAt). */
+export interface Placement {
+  /** -1, or where in the sealed run the bytes past the old end of the file begin. */
+  newFrom: number
+  /** Allocate the run's space before writing (fallocate, size kept). */
+  reserve: boolean
+}
+export const IN_PLACE: Placement = { newFrom: -1, reserve: false }
+
 export const MIN_CHUNK_SIZE = 4096
 export const MAX_CHUNK_SIZE = 1024 * 1024
 
@@ -110,11 +119,16 @@ export class ChunkCipher {
     })
   }
 
-  /** Seals `plain` into `out` and writes the sealed run at `position` of `fd`, as one pool job. */
-  sealAt (key: SecretKey, prefix: Buffer, firstIndex: number, plain: Buffer, out: Buffer, fd: number, position: number, here = false): Promise<number> {
-    if (here) return this.#here(addon.sealAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, false, fd, position, null), firstIndex)
+  /**
+   * Seals `plain` into `out` and writes the sealed run at `position` of `fd`, as one pool job.
+   * `place`: where the run's bytes past the old end of the file begin (written first, so that
+   * a full disk fails the job before an old byte changes), and whether to allocate the run's
+   * space before writing (a sparse file's holes).
+   */
+  sealAt (key: SecretKey, prefix: Buffer, firstIndex: number, plain: Buffer, out: Buffer, fd: number, position: number, here = false, place = IN_PLACE): Promise<number> {
+    if (here) return this.#here(addon.sealAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, place.reserve, fd, position, place.newFrom, null), firstIndex)
     return new Promise((resolve, reject) => {
-      addon.sealAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, false, fd, position, n => {
+      addon.sealAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, place.reserve, fd, position, place.newFrom, n => {
         try { resolve(this.#check(n, firstIndex)) } catch (e) { reject(e) }
       })
     })
@@ -123,13 +137,14 @@ export class ChunkCipher {
   /**
    * Read-modify-write as one pool job: `plain` (the whole run) holds the new bytes at
    * [dataStart, dataEnd) and zeros elsewhere; the run's old bytes outside that range (it had
-   * `oldLen`) are read from `fd` and opened, merged in, and the run is sealed and written.
+   * `oldLen`) are read from `fd` and opened, merged in, and the run is sealed and written. A
+   * write that fails part-way puts the old edge chunks back; `place` as for sealAt.
    */
   rewriteAt (key: SecretKey, prefix: Buffer, firstIndex: number, plain: Buffer, out: Buffer, fd: number, position: number,
-    dataStart: number, dataEnd: number, oldLen: number, zeroIsHole: boolean, here = false): Promise<number> {
-    if (here) return this.#here(addon.rewriteAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, zeroIsHole, fd, position, dataStart, dataEnd, oldLen, null), firstIndex)
+    dataStart: number, dataEnd: number, oldLen: number, zeroIsHole: boolean, here = false, place = IN_PLACE): Promise<number> {
+    if (here) return this.#here(addon.rewriteAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, zeroIsHole, fd, position, dataStart, dataEnd, oldLen, place.newFrom, place.reserve, null), firstIndex)
     return new Promise((resolve, reject) => {
-      addon.rewriteAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, zeroIsHole, fd, position, dataStart, dataEnd, oldLen, n => {
+      addon.rewriteAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, zeroIsHole, fd, position, dataStart, dataEnd, oldLen, place.newFrom, place.reserve, n => {
         try { resolve(this.#check(n, firstIndex)) } catch (e) { reject(e) }
       })
     })

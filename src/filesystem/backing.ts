@@ -38,7 +38,11 @@ export function isLocalFilesystem (fsType: number): boolean {
  * Failures throw FsError with the call's errno.
  */
 export class Backing {
-  constructor (readonly inline: boolean) {}
+  /**
+   * `blockSize`: the unit the backing store allocates in, at most (a write that ends in the
+   * block the file already ends in needs no new space; see FileContents).
+   */
+  constructor (readonly inline: boolean, readonly blockSize = 512) {}
 
   #run (name: string, args: unknown[], inline = this.inline): Promise<Result> {
     const fn = (addon as unknown as Record<string, Call>)[name]

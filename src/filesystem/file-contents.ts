@@ -1,4 +1,4 @@
-import { SYNC_RUN_MAX } from '../crypto/chunk-cipher'
+import { Placement, SYNC_RUN_MAX } from '../crypto/chunk-cipher'
 import { SecretKey } from '../crypto/secret-key'
 import { FLAG_SPARSE, HEADER_BYTES } from '../volume/file-header'
 import { Volume } from '../volume/volume'
@@ -39,7 +39,9 @@ export class FileContents {
     /** Header flags; FLAG_SPARSE once the file has been extended with holes. */
     private flags: number,
     /** The backing is a local disk: short runs are read or written on this thread (see #here). */
-    private readonly localIo = false
+    private readonly localIo = false,
+    /** The backing store's allocation block, at most (Backing.blockSize). */
+    private readonly blockSize = 512
   ) {
     this.prefix = volume.aadPrefix(fileId)
     this.#chunkWrites = chunkWritesSoFar
@@ -50,6 +52,13 @@ export class FileContents {
   }
 
   get #chunk (): number { return this.volume.chunks.chunkSize }
+
+  /**
+   * A write may fill holes (a sparse file), which needs new blocks anywhere in its run: its
+   * space is allocated first, so that a full disk fails it before it has changed a byte. A
+   * network backing is not asked (a round trip per write; its errors come at fsync or close).
+   */
+  get #holesMayFill (): boolean { return this.localIo && this.sparse }
 
   /**
    * Whether a run of `sealedLength` bytes is read or written on the JS thread: on a local disk
@@ -123,11 +132,22 @@ export class FileContents {
     return end - offset
   }
 
-  /** Writes `data` at `offset`, zero-filling any gap after the current end. */
+  /**
+   * Writes `data` at `offset`, zero-filling any gap after the current end. A write that fails
+   * leaves the file as it was, except that a gap's zeros in the old last chunk may stay.
+   */
   async write (fd: number, offset: number, data: Buffer): Promise<number> {
     if (data.length === 0) return 0
+    const before = this.size
     await this.#fillTo(fd, offset)
-    await this.#writeRange(fd, offset, data)
+    try {
+      await this.#writeRange(fd, offset, data)
+    } catch (err) {
+      // The holes #fillTo added go too (the zeros it sealed into the old last chunk stay: cutting them off would tear it).
+      const padded = offset > before ? Math.min(offset, Math.ceil(before / this.#chunk) * this.#chunk) : before
+      if (this.size > padded) await this.#cutBack(fd, padded)
+      throw err
+    }
     return data.length
   }
 
@@ -140,15 +160,45 @@ export class FileContents {
     const C = this.#chunk
     const keepChunks = Math.floor(newSize / C)
     const tail = newSize - keepChunks * C
-    let tailPlain: Buffer | null = null
     if (tail > 0) {
-      tailPlain = Buffer.alloc(Math.min(C, this.size - keepChunks * C))
-      await this.#readRun(fd, keepChunks * C, keepChunks * C + tailPlain.length, tailPlain)
-      tailPlain = tailPlain.subarray(0, tail)
+      // The shortened last chunk is sealed over the start of the old one, and only then is the
+      // file cut: the write needs no new space (what it needs of a hole is reserved first), so
+      // a full disk fails it with the file unchanged.
+      const plain = Buffer.alloc(Math.min(C, this.size - keepChunks * C))
+      await this.#readRun(fd, keepChunks * C, keepChunks * C + plain.length, plain)
+      await this.#sealRun(fd, keepChunks, plain.subarray(0, tail))
     }
-    await ftruncateFd(fd, this.#cipherOffset(keepChunks))
-    this.size = keepChunks * C
-    if (tailPlain !== null) await this.#writeRange(fd, this.size, tailPlain)
+    await ftruncateFd(fd, this.#cipherOffset(keepChunks) + this.volume.chunks.sealedSize(tail))
+    this.size = newSize
+  }
+
+  /** Cuts the file back to `size` (a chunk boundary, or its old end) after a failed write: less space, never more. */
+  async #cutBack (fd: number, size: number): Promise<void> {
+    await ftruncateFd(fd, HEADER_BYTES + this.volume.chunks.sealedSize(size)).catch(() => undefined)
+    this.size = size
+  }
+
+  /** Seals whole chunks from chunk `first` and writes them in place (counted against the nonce bound). */
+  async #sealRun (fd: number, first: number, plain: Buffer): Promise<void> {
+    const nChunks = Math.ceil(plain.length / this.#chunk)
+    this.#checkBound(nChunks)
+    const sealed = requestBuffers.take(this.volume.chunks.sealedSize(plain.length))
+    try {
+      await this.volume.chunks.sealAt(this.dek, this.prefix, first, plain, sealed, fd, this.#cipherOffset(first), this.#here(sealed.length), { newFrom: -1, reserve: this.#holesMayFill })
+    } finally {
+      requestBuffers.give(sealed)
+    }
+    this.#counted(nChunks)
+  }
+
+  #checkBound (nChunks: number): void {
+    this.#chunkWrites ??= this.volume.index.get(this.fileId)?.chunkWrites ?? 0
+    if (this.#chunkWrites + nChunks > CHUNK_WRITE_LIMIT) throw new FsError('EIO')
+  }
+
+  #counted (nChunks: number): void {
+    this.#chunkWrites = (this.#chunkWrites ?? 0) + nChunks
+    this.volume.index.countChunkWrites(this.fileId, nChunks)
   }
 
   /**
@@ -185,29 +235,41 @@ export class FileContents {
     const runStart = first * C
     const runEnd = Math.min((last + 1) * C, Math.max(this.size, end))
     const nChunks = last - first + 1
-    this.#chunkWrites ??= this.volume.index.get(this.fileId)?.chunkWrites ?? 0
-    if (this.#chunkWrites + nChunks > CHUNK_WRITE_LIMIT) throw new FsError('EIO')
+    this.#checkBound(nChunks)
+    const oldLen = Math.max(0, Math.min(this.size, runEnd) - runStart)
+    const place: Placement = { newFrom: -1, reserve: this.#holesMayFill }
+    if (end > this.size && oldLen > 0) {
+      // The run rewrites old bytes and extends the file: its part past the old end is written
+      // first, so that a full disk fails the write before any old byte has changed (unless the
+      // run ends in the block the file already ends in: that needs no new space).
+      const oldSealed = this.volume.chunks.sealedSize(oldLen)
+      const oldEnd = this.#cipherOffset(first) + oldSealed
+      if (this.#cipherOffset(first) + this.volume.chunks.sealedSize(runEnd - runStart) > Math.ceil(oldEnd / this.blockSize) * this.blockSize) place.newFrom = oldSealed
+    }
     const sealed = requestBuffers.take(this.volume.chunks.sealedSize(runEnd - runStart))
     try {
       if (runStart === start && runEnd === end) {
-        await this.volume.chunks.sealAt(this.dek, this.prefix, first, data, sealed, fd, this.#cipherOffset(first), this.#here(sealed.length))
+        await this.volume.chunks.sealAt(this.dek, this.prefix, first, data, sealed, fd, this.#cipherOffset(first), this.#here(sealed.length), place)
       } else {
-        // Partial first or last chunk: their old bytes are read, opened and merged in the same pool job.
+        // Partial first or last chunk: their old bytes are read, opened and merged in the same
+        // pool job (which writes them back if its write fails part-way).
         const plain = requestBuffers.take(runEnd - runStart).fill(0)
         data.copy(plain, start - runStart)
-        const oldLen = Math.max(0, Math.min(this.size, runEnd) - runStart)
         try {
           await this.volume.chunks.rewriteAt(this.dek, this.prefix, first, plain, sealed, fd, this.#cipherOffset(first),
-            start - runStart, end - runStart, oldLen, this.sparse, this.#here(sealed.length))
+            start - runStart, end - runStart, oldLen, this.sparse, this.#here(sealed.length), place)
         } finally {
           requestBuffers.give(plain)
         }
       }
+    } catch (err) {
+      // Whatever the run added past the old end goes (its old chunks are back in place).
+      if (end > this.size) await this.#cutBack(fd, this.size)
+      throw err
     } finally {
       requestBuffers.give(sealed)  // the job that sealed and wrote it has ended, failed or not
     }
-    this.#chunkWrites += nChunks
-    this.volume.index.countChunkWrites(this.fileId, nChunks)
+    this.#counted(nChunks)
     if (end > this.size) this.size = end
   }
 }

@@ -46,7 +46,7 @@ export class Filesystem {
     readonly cache: CacheTimes
   ) {
     this.names = new EntryNames(volume, backing)
-    this.files = new OpenFiles(volume, backing.inline)
+    this.files = new OpenFiles(volume, backing.inline, backing.blockSize)
   }
 
   /**

@@ -1,7 +1,7 @@
 import path from 'path'
 import { loadAddon, PosixAddon } from '../native'
 import { Volume } from '../volume/volume'
-import { backing as addon, O_PATH, STAT_ATIME_NSEC, STAT_ATIME_SEC, STAT_LENGTH, STAT_MTIME_NSEC, STAT_MTIME_SEC, STAT_NLINK, STATFS_LENGTH, STATFS_TYPE } from './backing-addon'
+import { backing as addon, O_PATH, STAT_ATIME_NSEC, STAT_ATIME_SEC, STAT_BLKSIZE, STAT_LENGTH, STAT_MTIME_NSEC, STAT_MTIME_SEC, STAT_NLINK, STATFS_LENGTH, STATFS_TYPE } from './backing-addon'
 import { Backing, isLocalFilesystem } from './backing'
 import { tempName } from './entry-names'
 import { EMPTY, Filesystem } from './filesystem'
@@ -72,7 +72,9 @@ export class Mount {
       addon.closeFd(rootFd)
       throw new FsError('EIO')
     }
-    const b = new Backing(isLocalFilesystem(counts[STATFS_TYPE]))
+    // st_blksize is the allocation block on ext4, XFS, btrfs and tmpfs; a larger one (ZFS's
+    // record size) is not taken at its word.
+    const b = new Backing(isLocalFilesystem(counts[STATFS_TYPE]), Math.min(rootStat[STAT_BLKSIZE] > 0 ? rootStat[STAT_BLKSIZE] : 512, 4096))
     // A file's attributes and pages are cached only where a change through one hard link
     // reaches the others (one inode per file).
     const cacheable = await linksAreVisible(b, rootFd, volume.readOnly)

@@ -27,7 +27,7 @@ export class OpenFiles {
   #nextHandle = 1
 
   /** `localIo`: the backing is a local disk (FileContents runs short I/O on the JS thread). */
-  constructor (private readonly volume: Volume, private readonly localIo = false) {}
+  constructor (private readonly volume: Volume, private readonly localIo = false, private readonly blockSize = 512) {}
 
   get (fh: number): Handle {
     const h = this.#handles.get(fh)
@@ -105,7 +105,7 @@ export class OpenFiles {
       return shared.contents
     }
     const dek = this.deks.pin(id, () => this.volume.openDek(parsed))
-    const contents = new FileContents(this.volume, parsed.fileId, dek, plainSize(this.volume, size), null, parsed.flags, this.localIo)
+    const contents = new FileContents(this.volume, parsed.fileId, dek, plainSize(this.volume, size), null, parsed.flags, this.localIo, this.blockSize)
     this.#contents.set(id, { contents, refs: 1 })
     return contents
   }
@@ -114,7 +114,7 @@ export class OpenFiles {
   adopt (file: NewFile): FileContents {
     const id = file.fileId.toString('hex')
     const dek = this.deks.pin(id, () => file.dek)
-    const contents = new FileContents(this.volume, file.fileId, dek, 0, 0, 0, this.localIo)
+    const contents = new FileContents(this.volume, file.fileId, dek, 0, 0, 0, this.localIo, this.blockSize)
     this.#contents.set(id, { contents, refs: 1 })
     return contents
   }

@@ -55,6 +55,8 @@ export class DekIndex {
   #writer: Worker | null = null
   #nextBatch = 1
   #closed: Promise<void> | null = null
+  /** A flush has failed and none has succeeded since (said once, not at every retry). */
+  #failing = false
   /** Where a failed flush is reported (the batch is queued again). */
   onError: (message: string) => void = () => undefined
 
@@ -155,11 +157,17 @@ export class DekIndex {
   #committed (done: IndexBatchDone): void {
     const batch = this.#inFlight.get(done.id)
     this.#inFlight.delete(done.id)
-    if (done.error === undefined || batch === undefined) return
+    if (batch === undefined) return
+    if (done.error === undefined) {
+      if (this.#failing) this.onError('index written again: the changes it could not write are in it now')
+      this.#failing = false
+      return
+    }
     // Not applied: queued again under anything newer, for the next flush.
     for (const [id, row] of batch.rows) if (!this.#pending.has(id)) this.#pending.set(id, row === null ? null : { ...row, wrapped: Buffer.from(row.wrapped), chunkWrites: 0 })
     for (const [id, n] of batch.writes) if (this.#pending.get(id) !== null) this.#writes.set(id, (this.#writes.get(id) ?? 0) + n)
-    this.onError(`index flush failed (${done.error.split(':')[0]}); will retry`)
+    if (!this.#failing) this.onError(`index flush failed (${done.error}); kept, and tried again every second`)
+    this.#failing = true
   }
 
   /** Flushes what is queued, waits until the writer has committed everything, and closes. */
@@ -173,6 +181,10 @@ export class DekIndex {
           writer.once('exit', () => resolve())
           writer.postMessage('close')
         })
+      }
+      if (this.dirty) {
+        // The last flush failed too (a full disk, say): the headers still hold every DEK.
+        this.onError(`${this.#pending.size} index rows could not be written before the index was closed; 'sealfs fsck --repair' writes them from the files' headers`)
       }
       this.#db?.close()
     })()
