@@ -1,3 +1,4 @@
+import crypto from 'crypto'
 import fs from 'fs'
 import path from 'path'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -121,6 +122,46 @@ print('null')`)
       await umount(v)
     }
   }, 120_000)
+
+  it('--salvage copies every readable byte of each damaged file out, bad chunks as zeros, and names the bytes lost', async () => {
+    const v = volume()
+    const big = crypto.randomBytes(50000)
+    const torn = crypto.randomBytes(9000)
+    mount(v)
+    try {
+      fs.mkdirSync(path.join(v.mnt, 'd'))
+      fs.writeFileSync(path.join(v.mnt, 'd/big'), big)
+      fs.writeFileSync(path.join(v.mnt, 'torn'), torn)
+      fs.writeFileSync(path.join(v.mnt, 'fine'), 'untouched')
+    } finally {
+      await umount(v)
+    }
+    const bBig = backingOfSize(v, sealedSize(50000))
+    const f = fs.readFileSync(bBig)
+    for (const chunk of [2, 3, 7]) f[HEADER_BYTES + chunk * 4124 + 500] ^= 1   // bytes 8192-16383 and 28672-32767
+    fs.writeFileSync(bBig, f)
+    fs.truncateSync(backingOfSize(v, sealedSize(9000)), HEADER_BYTES + 2 * 4124 + 20)  // the last chunk cut inside its nonce
+    const out = path.join(v.base, 'salvage')
+
+    expect(sealfs(['fsck', '--passfile', v.passfile, '--salvage', path.join(v.cipher, 'x'), v.cipher]).status).toBe(2)
+    const r = sealfs(['fsck', '--passfile', v.passfile, '--json', '--salvage', out, v.cipher])
+    expect(r.status, r.stderr).toBe(20)
+    const json = JSON.parse(r.stdout.trim()) as { salvaged: Array<{ path: string, to: string, size: number, lost: Array<[number, number | null]> }> }
+    expect(json.salvaged.sort((a, b) => a.path.localeCompare(b.path))).toEqual([
+      { path: '/d/big', to: 'd/big', size: 50000, lost: [[8192, 16383], [28672, 32767]] },
+      { path: '/torn', to: 'torn', size: 8192, lost: [[8192, null]] }
+    ])
+    expect(r.stderr).toContain(`/d/big: salvaged to ${out}/d/big (50,000 bytes; lost, as zeros: bytes 8192-16383, 28672-32767)`)
+    const expected = Buffer.from(big)
+    expected.fill(0, 8192, 16384)
+    expected.fill(0, 28672, 32768)
+    expect(fs.readFileSync(path.join(out, 'd/big')).equals(expected)).toBe(true)
+    expect(fs.readFileSync(path.join(out, 'torn')).equals(torn.subarray(0, 8192))).toBe(true)
+    expect(fs.readdirSync(out).sort()).toEqual(['d', 'torn'])  // undamaged files are not copied
+    // A second salvage never replaces the first copy.
+    expect(sealfs(['fsck', '--passfile', v.passfile, '--salvage', out, v.cipher]).status).toBe(20)
+    expect(fs.readdirSync(path.join(out, 'd')).sort()).toEqual(['big', 'big.salvaged-1'])
+  })
 
   it('rebuilds a deleted index from the headers (exit 21), after which the volume is clean; refuses a volume mounted read-write', async () => {
     const v = volume()

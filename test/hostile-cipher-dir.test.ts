@@ -313,4 +313,59 @@ describe('what a crash or a copy can leave in the cipher dir', () => {
     }
     expect(fs.readFileSync(f).toString('latin1')).toBe('AAAA' + '\0'.repeat(6) + 'BB')
   })
+
+  it('a header copied into another backing file never makes it read or take the first file\'s data: EIO, or a fresh identity', async () => {
+    const backingOf = (f: string): string => {
+      const ino = fs.statSync(f).ino
+      return path.join(v.cipher, fs.readdirSync(v.cipher).find(n => fs.lstatSync(path.join(v.cipher, n)).ino === ino)!)
+    }
+    const A = path.join(v.mnt, 'copy-a')
+    const B = path.join(v.mnt, 'copy-b')
+    const C = path.join(v.mnt, 'copy-c')
+    const E = path.join(v.mnt, 'copy-e')
+    const dataA = crypto.randomBytes(10000)
+    const dataC = crypto.randomBytes(10000)
+    fs.writeFileSync(A, dataA)
+    fs.writeFileSync(B, '')
+    fs.writeFileSync(C, dataC)
+    fs.writeFileSync(E, dataC)
+    const [bA, bB, bC, bE] = [backingOf(A), backingOf(B), backingOf(C), backingOf(E)]
+    await umount(v)
+    const headerA = fs.readFileSync(bA).subarray(0, 100)
+    fs.writeFileSync(bB, headerA)                              // B: header-only, with A's header
+    const c = fs.readFileSync(bC)
+    fs.writeFileSync(bC, Buffer.concat([headerA, c.subarray(100)]))  // C: A's header over C's chunks
+    const e = fs.readFileSync(bE)
+    e.writeUInt32BE(7, 24)                                     // E: a key version the volume never had
+    fs.writeFileSync(bE, e)
+    mount(v)
+    try {
+      expect(fs.statSync(B).size).toBe(0)
+      const a = fs.openSync(A, 'r')
+      const b = fs.openSync(B, 'r+')
+      try {
+        // Open at once: B has state of its own (size 0, not A's), and its first write gives it an identity of its own.
+        const dataB = crypto.randomBytes(5000)
+        fs.writeSync(b, dataB, 0, dataB.length, 0)
+        expect(fs.fstatSync(a).size).toBe(10000)
+        expect(fs.fstatSync(b).size).toBe(5000)
+        expect(fs.readFileSync(B).equals(dataB)).toBe(true)
+        expect(fs.readFileSync(A).equals(dataA)).toBe(true)
+      } finally {
+        fs.closeSync(a)
+        fs.closeSync(b)
+      }
+      expect(() => fs.readFileSync(C)).toThrow(/EIO/)
+      expect(() => fs.readFileSync(E)).toThrow(/EIO/)
+    } finally {
+      await umount(v)
+    }
+    const nowB = fs.readFileSync(bB)
+    expect(nowB.subarray(8, 24).equals(headerA.subarray(8, 24))).toBe(false)  // a file ID of its own
+    // B's first chunk moved into A's place must not read as A's data (it is under B's key and ID).
+    const nowA = fs.readFileSync(bA)
+    fs.writeFileSync(bA, Buffer.concat([nowA.subarray(0, 100), nowB.subarray(100, 100 + 4124), nowA.subarray(100 + 4124)]))
+    mount(v)
+    expect(() => fs.readFileSync(A)).toThrow(/EIO/)
+  })
 })

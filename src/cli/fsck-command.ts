@@ -7,11 +7,11 @@ import { readConfig } from '../volume/config'
 import { VolumeError } from '../volume/errors'
 import { checkDir } from '../volume/volume'
 import { Volume } from '../volume/volume'
-import { EXIT } from './exit-codes'
+import { CliError, EXIT } from './exit-codes'
 import { CredentialOptions } from './passphrase'
 import { chooseCredential } from './unlock'
 
-interface FsckOptions extends CredentialOptions { slot?: string, repair?: boolean, json?: boolean }
+interface FsckOptions extends CredentialOptions { slot?: string, repair?: boolean, json?: boolean, salvage?: string }
 
 /** Progress on a terminal (entries, bytes, rate), else nothing. */
 function fsckProgress (): { update: (p: CheckProgress) => void, end: () => void } {
@@ -30,9 +30,34 @@ function fsckProgress (): { update: (p: CheckProgress) => void, end: () => void 
   }
 }
 
+/**
+ * The --salvage directory, made (0700) if missing, opened: it must not be inside the cipher
+ * dir (copies of plaintext there would be in the clear, and walked as entries).
+ */
+function openSalvageDir (dir: string, cipher: string): number {
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
+  } catch (e) {
+    throw new CliError('usage', `--salvage: cannot make ${dir} (${(e as NodeJS.ErrnoException).code ?? 'error'})`)
+  }
+  const real = fs.realpathSync(dir)
+  const realCipher = fs.realpathSync(cipher)
+  if (real === realCipher || real.startsWith(realCipher + path.sep)) throw new CliError('usage', `--salvage: ${dir} is inside the cipher dir; give a directory outside it`)
+  return fs.openSync(real, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY)
+}
+
 async function runFsck (cipher: string, o: FsckOptions): Promise<void> {
   checkDir(cipher)
   readConfig(cipher)  // not a volume, or a damaged config: said (exit 5 or 6) before anything else
+  const salvageDir = o.salvage !== undefined ? openSalvageDir(o.salvage, cipher) : -1
+  try {
+    await checkAndReport(cipher, o, salvageDir)
+  } finally {
+    if (salvageDir >= 0) fs.closeSync(salvageDir)
+  }
+}
+
+async function checkAndReport (cipher: string, o: FsckOptions, salvageDir: number): Promise<void> {
   const repair = o.repair === true
   const started = Date.now()
   // Without an index a read-only check cannot open the volume; --repair rebuilds it. One that
@@ -65,7 +90,7 @@ async function runFsck (cipher: string, o: FsckOptions): Promise<void> {
   let indexFailed: string | null = null
   volume.index.onError = message => { indexFailed ??= message }
   try {
-    result = checkVolume(volume, root, repair, progress.update)
+    result = checkVolume(volume, root, repair, progress.update, salvageDir)
   } finally {
     progress.end()
     fs.closeSync(root)
@@ -83,6 +108,10 @@ async function runFsck (cipher: string, o: FsckOptions): Promise<void> {
     process.stdout.write(JSON.stringify({ ...result, seconds: Math.round(seconds * 100) / 100, clean: result.problems.length === 0 }) + '\n')
   }
   const lines = result.problems.map(p => `${p.path}: ${p.what}${p.repaired ? ' (repaired)' : repair ? ' (not repaired)' : ''}`)
+  for (const s of result.salvaged) {
+    const lost = s.lost.map(([a, b]) => b === null ? `${a} to the end (a torn last chunk)` : `${a}-${b}`).join(', ')
+    lines.push(`${s.path}: salvaged to ${path.join(o.salvage as string, s.to)} (${s.size.toLocaleString('en')} bytes; lost, as zeros: bytes ${lost})`)
+  }
   lines.push(`Checked ${result.directories.toLocaleString('en')} directories, ${result.files.toLocaleString('en')} files (${(result.bytes / 1e6).toFixed(1)} MB) and ${result.symlinks.toLocaleString('en')} symlinks in ${seconds.toFixed(1)} s: ` +
     (result.problems.length === 0 ? 'no problems.' : `${result.problems.length} problem${result.problems.length > 1 ? 's' : ''}${repair ? `, ${result.problems.length - left} repaired` : ' (sealfs fsck --repair repairs what it can)'}.`))
   process.stderr.write(lines.join('\n') + '\n')
@@ -99,6 +128,7 @@ export function defineFsckCommand (p: Command): void {
     .option('--keyfile <file>', 'unlock with a key file')
     .option('--slot <name>', 'try only the key slot of this name')
     .option('--repair', 'rebuild index rows from the headers, remove rows of deleted files and crash leftovers, move entries that do not decrypt to sealfs.quarantine (never deletes a file\'s contents)')
+    .option('--salvage <dir>', 'copy every readable byte of each damaged file to the same path under <dir> (outside the cipher dir), the bytes lost as zeros, and say which')
     .option('--json', 'print a JSON summary on stdout')
     .action(runFsck)
 }

@@ -84,8 +84,9 @@ export class Files {
     try {
       const parsed = sizes[0] === 0 ? null : sizes[0] === HEADER_BYTES ? decodeHeader(header) : undefined
       if (parsed === undefined || (parsed === null && sizes[1] > 0)) throw new FsError('EIO')
-      const contents = this.fs.files.contentsOf(parsed, sizes[1])
-      fh = this.fs.files.add({ fd, node, contents, append: (flags & O_APPEND) !== 0, writable })
+      const contents = this.fs.files.contentsOf(node, parsed, sizes[1])
+      const staleId = contents === null && parsed !== null ? parsed.fileId : undefined
+      fh = this.fs.files.add({ fd, node, contents, staleId, append: (flags & O_APPEND) !== 0, writable })
     } catch (err) {
       await this.#b.closeFd(fd).catch(() => undefined)
       throw err
@@ -100,11 +101,12 @@ export class Files {
   }
 
   /**
-   * The contents of a handle opened on a header-less (empty) file, once the file has them:
-   * another handle of the node may have given it its identity since, or written and closed
-   * (the header is then on disk); else, with `create`, a new identity (the first write).
-   * Null while the file is still empty. One decision per node at a time, so a file never gets
-   * two identities (one handle's chunks would be unreadable under the other's header).
+   * The contents of a handle opened on a file without an identity of its own (empty, or
+   * header-only), once the file has them: another handle of the node may have given it its
+   * identity since, or written and closed (the header is then on disk); else, with `create`,
+   * a new identity (the first write). Null while the file is still empty. One decision per
+   * node at a time, so a file never gets two identities (one handle's chunks would be
+   * unreadable under the other's header).
    */
   async #contentsFor (h: Handle, create: boolean): Promise<FileContents | null> {
     if (h.contents !== null) return h.contents
@@ -122,37 +124,50 @@ export class Files {
     const onNode = files.contentsOfNode(h.node)
     if (onNode !== undefined) return files.share(h, onNode)
     const inode = this.fs.inodes.get(h.node)
+    let staleId = h.staleId
     if (inode.identified) {
-      // Written through another handle of this node, which has closed since: the header is on disk.
+      // Written through another handle of this node, which has closed since: the header is on
+      // disk (rare: the file's other handles have all closed), unless it has been cut back to
+      // header-only since.
       const header = Buffer.alloc(HEADER_BYTES)
-      const got = await readAt(h.fd, header, 0)  // rare: the file's other handles have all closed
+      const got = await readAt(h.fd, header, 0)
       const parsed = got === HEADER_BYTES ? decodeHeader(header) : null
-      if (parsed === null) throw new FsError('EIO')
-      const contents = files.contentsOf(parsed, (await fstatFd(h.fd)).size) as FileContents
-      files.setContents(h, contents)
-      files.attachToNode(h.node, contents)
-      return contents
+      const size = (await fstatFd(h.fd)).size
+      if (got > 0 && parsed === null) throw new FsError('EIO')
+      const onNodeNow = files.contentsOfNode(h.node)  // the awaits above let other requests run
+      if (onNodeNow !== undefined) return files.share(h, onNodeNow)
+      const contents = files.contentsOf(h.node, parsed, size)
+      if (contents !== null) {
+        h.contents = contents
+        files.attachToNode(h.node, contents)
+        return contents
+      }
+      staleId = parsed?.fileId
     }
     if (!create) return null
     // Registered before the header reaches the disk, so that an open reading the new header
     // shares these contents rather than making a second FileContents; given to this node's
     // handles only once it is there, so that no chunk is written before its header.
     const file = this.fs.volume.newFile()
-    const contents = files.adopt(file)  // its reference becomes this handle's
+    const contents = files.adopt(h.node, file)  // its reference becomes this handle's
     inode.identified = true
     try {
+      // Over a header-only file's header too: whoever's header that was, this file's data
+      // will be under an identity of its own.
       await this.#b.writeAt(h.fd, file.header, 0)
     } catch (err) {
       // Back to an empty file with no identity (a partial header would make it unreadable).
       inode.identified = false
       await ftruncateFd(h.fd, 0).catch(() => undefined)
-      files.releaseContents(contents)
+      files.releaseContents(h.node, contents)
       files.deks.drop(file.fileId.toString('hex'))
       this.fs.volume.index.remove(file.fileId)
       throw err
     }
-    files.setContents(h, contents)
+    h.contents = contents
     files.attachToNode(h.node, contents)
+    // The identity the header-only file held before (its own, cut back to nothing) has no data left.
+    if (staleId !== undefined) this.fs.forgetFile(staleId)
     return contents
   }
 

@@ -134,7 +134,7 @@ export class Filesystem {
    * one would lose the file at the next master-key rotation).
    */
   forgetFile (fileId: Buffer | null): void {
-    if (fileId === null || !this.cache.linksVisible || this.files.find(fileId) !== undefined) return
+    if (fileId === null || !this.cache.linksVisible || this.files.hasFileOpen(fileId)) return
     this.volume.index.remove(fileId)
     this.files.deks.drop(fileId.toString('hex'))
   }

@@ -1,4 +1,4 @@
-import { FileHeader } from '../volume/file-header'
+import { FileHeader, HEADER_BYTES } from '../volume/file-header'
 import { NewFile, Volume } from '../volume/volume'
 import { DekCache } from './dek-cache'
 import { FileContents, plainSize } from './file-contents'
@@ -8,21 +8,24 @@ export interface Handle {
   fd: number
   /** The node it was opened through. */
   node: number
-  contents: FileContents | null  // null until the file has a header (a zero-length backing file)
+  /** null until the file has an identity: a zero-length or header-only backing file (see Files.open). */
+  contents: FileContents | null
+  /** The file ID in a header-only file's header when it was opened: its row goes when the file gets an identity of its own. */
+  staleId?: Buffer
   append: boolean
   writable: boolean
 }
 
 /**
  * Open files: FUSE file handles, each with its own backing descriptor, and the shared
- * FileContents of each file (by file ID, so every descriptor of a file sees the same size
- * and lock, also where a backing store shows hard links as separate inodes).
+ * FileContents (DEK, size, lock) of each open node. Contents are kept by node, that is by
+ * backing inode, never by file ID: a header copied into another backing file must not give
+ * that file this one's state (its size, its lock, its chunk count).
  */
 export class OpenFiles {
   readonly #handles = new Map<number, Handle>()
-  readonly #contents = new Map<string, { contents: FileContents, refs: number }>()
-  /** Contents by node, for the sizes getattr reports while a file is open. */
-  readonly #byNode = new Map<number, { contents: FileContents, handles: number }>()
+  /** Each open node's contents, with the number of handles (and pending identities) holding them. */
+  readonly #contents = new Map<number, { contents: FileContents, refs: number }>()
   readonly deks = new DekCache()
   #nextHandle = 1
 
@@ -35,30 +38,11 @@ export class OpenFiles {
     return h
   }
 
+  /** A new handle; its contents (if any) carry the reference contentsOf, adopt or share took for it. */
   add (handle: Handle): number {
     const fh = this.#nextHandle++
     this.#handles.set(fh, handle)
-    this.#attach(handle)
     return fh
-  }
-
-  #attach (h: Handle): void {
-    if (h.contents === null) return
-    const n = this.#byNode.get(h.node)
-    if (n !== undefined) n.handles++
-    else this.#byNode.set(h.node, { contents: h.contents, handles: 1 })
-  }
-
-  #detach (h: Handle): void {
-    if (h.contents === null) return
-    const n = this.#byNode.get(h.node)
-    if (n !== undefined && --n.handles === 0) this.#byNode.delete(h.node)
-  }
-
-  /** Gives a handle of a header-less file the contents it was just given an identity with. */
-  setContents (h: Handle, contents: FileContents): void {
-    h.contents = contents
-    this.#attach(h)
   }
 
   /** The nodes with open handles. */
@@ -73,14 +57,16 @@ export class OpenFiles {
     return false
   }
 
-  /** Gives a header-less handle contents another handle of its node has (one more reference). */
+  /** Gives a handle without contents its node's contents (one more reference). */
   share (h: Handle, contents: FileContents): FileContents {
-    this.#contents.get(contents.fileId.toString('hex'))!.refs++
-    this.setContents(h, contents)
+    const shared = this.#contents.get(h.node)
+    if (shared === undefined || shared.contents !== contents) throw new Error('share: not the contents of this node')
+    shared.refs++
+    h.contents = contents
     return contents
   }
 
-  /** Gives every header-less handle of a node the identity one of them just wrote (one reference each). */
+  /** Gives every handle of a node without contents the identity one of them was just given. */
   attachToNode (node: number, contents: FileContents): void {
     for (const h of this.#handles.values()) {
       if (h.node === node && h.contents === null) this.share(h, contents)
@@ -88,49 +74,52 @@ export class OpenFiles {
   }
 
   contentsOfNode (node: number): FileContents | undefined {
-    return this.#byNode.size > 0 ? this.#byNode.get(node)?.contents : undefined
+    return this.#contents.get(node)?.contents
   }
 
   /**
-   * The shared contents of a file with this header (null: a zero-length, header-less file) and
-   * backing size. Adds a reference. Synchronous: two opens racing must end up sharing one
-   * FileContents (one lock).
+   * The contents of an open of `node`, whose backing file has this header (null: shorter
+   * than one) and size, with a reference taken; null while the file has no identity of its
+   * own: empty, or header-only (it gets a fresh identity at its first write, whatever header
+   * it holds, as in gocryptfs: a header copied into it names another file's key). Synchronous:
+   * two opens racing must end up sharing one FileContents (one lock).
    */
-  contentsOf (parsed: FileHeader | null, size: number): FileContents | null {
-    if (parsed === null) return null
-    const id = parsed.fileId.toString('hex')
-    const shared = this.#contents.get(id)
+  contentsOf (node: number, parsed: FileHeader | null, size: number): FileContents | null {
+    const shared = this.#contents.get(node)
     if (shared !== undefined) {
       shared.refs++
       return shared.contents
     }
+    if (parsed === null || size <= HEADER_BYTES) return null
+    const id = parsed.fileId.toString('hex')
     const dek = this.deks.pin(id, () => this.volume.openDek(parsed))
     const contents = new FileContents(this.volume, parsed.fileId, dek, plainSize(this.volume, size), null, parsed.flags, this.localIo, this.blockSize)
-    this.#contents.set(id, { contents, refs: 1 })
+    this.#contents.set(node, { contents, refs: 1 })
     return contents
   }
 
-  /** Contents for a brand-new file identity (create, or first write to a header-less file). */
-  adopt (file: NewFile): FileContents {
+  /** Contents for a brand-new identity of `node` (its first write); the reference is the caller's. */
+  adopt (node: number, file: NewFile): FileContents {
     const id = file.fileId.toString('hex')
     const dek = this.deks.pin(id, () => file.dek)
     const contents = new FileContents(this.volume, file.fileId, dek, 0, 0, 0, this.localIo, this.blockSize)
-    this.#contents.set(id, { contents, refs: 1 })
+    this.#contents.set(node, { contents, refs: 1 })
     return contents
   }
 
-  /** The open contents of a file ID, if any descriptor has it open. */
-  find (fileId: Buffer): FileContents | undefined {
-    return this.#contents.get(fileId.toString('hex'))?.contents
+  /** Whether any open node has contents with this file ID. */
+  hasFileOpen (fileId: Buffer): boolean {
+    for (const { contents } of this.#contents.values()) if (contents.fileId.equals(fileId)) return true
+    return false
   }
 
-  releaseContents (contents: FileContents): void {
-    const id = contents.fileId.toString('hex')
-    const shared = this.#contents.get(id)
-    if (shared === undefined) return
+  /** Drops one reference to `node`'s contents. */
+  releaseContents (node: number, contents: FileContents): void {
+    const shared = this.#contents.get(node)
+    if (shared === undefined || shared.contents !== contents) return
     if (--shared.refs === 0) {
-      this.#contents.delete(id)
-      this.deks.unpin(id)
+      this.#contents.delete(node)
+      this.deks.unpin(contents.fileId.toString('hex'))
     }
   }
 
@@ -139,8 +128,7 @@ export class OpenFiles {
     const h = this.#handles.get(fh)
     if (h === undefined) return undefined
     this.#handles.delete(fh)
-    this.#detach(h)
-    if (h.contents !== null) this.releaseContents(h.contents)
+    if (h.contents !== null) this.releaseContents(h.node, h.contents)
     return h
   }
 

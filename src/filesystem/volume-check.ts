@@ -9,12 +9,15 @@ import type { Volume } from '../volume/volume'
 import { VolumeError } from '../volume/errors'
 import { loadAddon, PosixAddon } from '../native'
 import {
-  AT_REMOVEDIR, backing, listDirSync, READLINK_BUFFER, STAT_DEV, STAT_INO_HI, STAT_INO_LO, STAT_LENGTH, STAT_MODE, STAT_SIZE, STAT_UID, STAT_GID, TYPE_DIR
+  AT_REMOVEDIR, backing, listDirSync, READLINK_BUFFER, STAT_DEV, STAT_INO_HI, STAT_INO_LO, STAT_LENGTH, STAT_MODE, STAT_SIZE, STAT_UID, STAT_GID, TYPE_DIR, TYPE_REG
 } from './backing-addon'
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from './inodes'
 import { LONG_PREFIX, LONG_SIDECAR_SUFFIX, TEMP_PREFIX, longHash } from './entry-names'
 
 const O_RDONLY = 0
+const O_WRONLY = 1
+const O_CREAT = 0o100
+const O_EXCL = 0o200
 const O_DIRECTORY = fs.constants.O_DIRECTORY
 const O_NOATIME = 0o1000000
 const MAX_DEPTH = 2048
@@ -36,12 +39,24 @@ export interface Problem {
   repaired: boolean
 }
 
+/** A damaged file whose readable bytes --salvage copied out. */
+export interface Salvaged {
+  path: string
+  /** Its copy, relative to the salvage directory. */
+  to: string
+  /** Plaintext size of the copy (bytes that did not authenticate are zeros in it). */
+  size: number
+  /** Byte ranges [first, last] lost; `last` null: to the end of the file (a torn last chunk, whose length is unknown). */
+  lost: Array<[number, number | null]>
+}
+
 export interface CheckResult {
   directories: number
   files: number
   symlinks: number
   bytes: number
   problems: Problem[]
+  salvaged: Salvaged[]
 }
 
 export interface CheckProgress { entries: number, bytes: number }
@@ -63,9 +78,9 @@ function printable (b: Buffer): string {
  * leftovers are removed, and entries that do not decrypt are moved to QUARANTINE; no file's
  * contents are changed or deleted.
  */
-export function checkVolume (volume: Volume, root: number, repair: boolean, onProgress: (p: CheckProgress) => void): CheckResult {
+export function checkVolume (volume: Volume, root: number, repair: boolean, onProgress: (p: CheckProgress) => void, salvageDir = -1): CheckResult {
   loadAddon<PosixAddon>('posix').raiseFdLimit()  // a descriptor per directory level
-  const result: CheckResult = { directories: 0, files: 0, symlinks: 0, bytes: 0, problems: [] }
+  const result: CheckResult = { directories: 0, files: 0, symlinks: 0, bytes: 0, problems: [], salvaged: [] }
   const problem = (path: string, what: string, fix?: () => boolean): void => {
     const repaired = repair && fix !== undefined && fix()
     result.problems.push({ path, what, repaired })
@@ -177,6 +192,7 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
           const ranges = bad.slice(0, 4).map(i => `${i * C}-${Math.min(whole, (i + 1) * C) - 1}`).join(', ')
           problem(path, `${bad.length} chunk${bad.length > 1 ? 's do' : ' does'} not authenticate (bytes ${ranges}${bad.length > 4 ? ', ...' : ''})`)
         }
+        if (salvageDir >= 0 && (bad.length > 0 || plainSize < 0)) salvage(fd, h.fileId, dek, (h.flags & 1) !== 0, whole, bad, plainSize < 0, path)
       } finally {
         dek.dispose()
       }
@@ -200,8 +216,12 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
     }
   }
 
-  /** Indexes of the chunks (of `size` plaintext bytes) that do not authenticate. */
-  const checkChunks = (fd: number, fileId: Buffer, dek: ReturnType<Volume['openDek']>, sparse: boolean, size: number): number[] => {
+  /**
+   * Indexes of the chunks (of `size` plaintext bytes) that do not authenticate. `sink` is
+   * given the plaintext of every run or chunk that does, at its plaintext offset.
+   */
+  const checkChunks = (fd: number, fileId: Buffer, dek: ReturnType<Volume['openDek']>, sparse: boolean, size: number,
+    sink?: (offset: number, plain: Buffer) => void): number[] => {
     const chunks = volume.chunks
     const C = chunks.chunkSize
     const perRun = sealed.length / chunks.stride
@@ -219,6 +239,7 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
       try {
         if (got !== runSealed) throw new AuthenticationError('chunk', { chunk: first + Math.floor(got / chunks.stride) })
         chunks.openSync(dek, prefix, first, sealed.subarray(0, runSealed), plain.subarray(0, runPlain), sparse)
+        sink?.(first * C, plain.subarray(0, runPlain))
       } catch (e) {
         if (!(e instanceof AuthenticationError)) throw e
         // Chunk by chunk, to name each one that fails.
@@ -228,6 +249,7 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
           try {
             if (s.length !== len + 28) throw new AuthenticationError('chunk')
             chunks.openSync(dek, prefix, first + i, s, plain.subarray(0, len), sparse)
+            sink?.((first + i) * C, plain.subarray(0, len))
           } catch (e2) {
             if (!(e2 instanceof AuthenticationError)) throw e2
             bad.push(first + i)
@@ -239,6 +261,68 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
       plain.fill(0, 0, used)
     }
     return bad
+  }
+
+  /**
+   * --salvage: the damaged file's readable chunks are copied to the same plaintext path under
+   * the salvage directory (a new file, never one replaced); the chunks that do not
+   * authenticate are left as holes, which read as zeros.
+   */
+  const salvage = (fd: number, fileId: Buffer, dek: ReturnType<Volume['openDek']>, sparse: boolean, size: number, bad: number[], torn: boolean, path: string): void => {
+    const C = volume.chunks.chunkSize
+    const target = salvageTarget(path)
+    if (typeof target === 'string') return problem(path, `could not be salvaged: ${target}`)
+    try {
+      checkChunks(fd, fileId, dek, sparse, size, (offset, bytes) => {
+        let done = 0
+        while (done < bytes.length) done += fs.writeSync(target.fd, bytes, done, bytes.length - done, offset + done)
+      })
+      fs.ftruncateSync(target.fd, size)
+      fs.fsyncSync(target.fd)
+    } catch (e) {
+      return problem(path, `could not be salvaged: writing ${target.to} failed (${(e as NodeJS.ErrnoException).code ?? 'error'})`)
+    } finally {
+      fs.closeSync(target.fd)
+    }
+    const lost: Array<[number, number | null]> = []
+    for (const i of bad) {
+      const last = lost[lost.length - 1]
+      if (last !== undefined && last[1] === i * C - 1) last[1] = Math.min(size, (i + 1) * C) - 1
+      else lost.push([i * C, Math.min(size, (i + 1) * C) - 1])
+    }
+    if (torn) lost.push([size, null])
+    result.salvaged.push({ path, to: target.to, size, lost })
+  }
+
+  /**
+   * A new file for `path` under the salvage directory, its directories made as needed: through
+   * descriptors, never following a symlink; a name that is taken gets a suffix. Or why not.
+   */
+  const salvageTarget = (path: string): { fd: number, to: string } | string => {
+    const parts = path.split('/').filter(p => p !== '').map(p => p === '.' || p === '..' ? p.replace(/\./g, '_') : p)
+    let dir = salvageDir
+    const opened: number[] = []
+    try {
+      for (const part of parts.slice(0, -1)) {
+        const made = backing.mkdirAt(dir, Buffer.from(part), 0o700)
+        if (made < 0 && made !== -17) return `cannot make its directory (errno ${-made})`
+        const sub = backing.openAt(dir, Buffer.from(part), O_RDONLY | O_DIRECTORY, 0, TYPE_DIR)
+        if (sub < 0) return `cannot open its directory (errno ${-sub})`
+        opened.push(sub)
+        dir = sub
+      }
+      const base = parts[parts.length - 1] ?? 'file'
+      for (let n = 0; n < 100; n++) {
+        const name = n === 0 ? base : `${base}.salvaged-${n}`
+        const fd = backing.openAt(dir, Buffer.from(name), O_WRONLY | O_CREAT | O_EXCL, 0o600, TYPE_REG)
+        if (fd === -17) continue
+        if (fd < 0) return `cannot create its copy (errno ${-fd})`
+        return { fd, to: [...parts.slice(0, -1), name].join('/') }
+      }
+      return 'every name for its copy is taken'
+    } finally {
+      for (const d of opened) fs.closeSync(d)
+    }
   }
 
   /** The file ID of a file that is not checked (its name does not decrypt): its row is not an orphan's. */

@@ -326,6 +326,18 @@ export class Volume {
     let wrapped = header.wrappedDek
     let version = header.keyVersion
     if (version !== this.config.masterKeyVersion) {
+      // The version field is authenticated through the wrap's AAD: a header whose DEK opens
+      // under the current version was written under it, whatever its field now says.
+      let current: SecretKey | null = null
+      try {
+        current = unwrapDek(this.#dekWrapKey, wrapped, this.volumeId, header.fileId, this.config.masterKeyVersion, header.flags)
+      } catch (e) {
+        if (!(e instanceof AuthenticationError)) throw e
+      }
+      if (current !== null) {
+        current.dispose()
+        throw new AuthenticationError('file header')
+      }
       const row = this.index.get(header.fileId)
       if (row === undefined) throw new AuthenticationError('file header')
       wrapped = row.wrapped
