@@ -92,15 +92,14 @@ print('null')`)
       '/(sealfs.tmp.0123abcd): is left over from a crash',
       '/d/(sealfs.long.abcdefgh.name): is a long name\'s sidecar without its entry',
       '/d/(sealfs.tmp.4567): is left over from a crash',
-      '/d/empty: has the same file ID as /d/e/source (one header is a copy of the other\'s)',
       '/d/victim: 1 chunk does not authenticate (bytes 4096-4999)'
     ].sort())
     expect(r.json.problems.every(p => !p.repaired)).toBe(true)
 
     r = fsck(v, ['--repair'])
-    expect(r.status).toBe(20)  // the damaged chunk and the copied header are left
+    expect(r.status).toBe(20)  // the damaged chunk is left (a header copied onto an empty file is no problem: that file has no data)
     const left = (): string[] => r.json.problems.filter(p => !p.repaired).map(p => p.path.replace('/d/e/source', '/d/empty')).sort()
-    expect(left()).toEqual(['/(stray+file)', '/d/empty', '/d/victim'])
+    expect(left()).toEqual(['/(stray+file)', '/d/victim'])
     expect(fs.existsSync(path.join(v.cipher, 'sealfs.tmp.0123abcd'))).toBe(false)
     expect(fs.existsSync(path.join(dir, 'sealfs.long.abcdefgh.name'))).toBe(false)
     const quarantined = fs.readdirSync(path.join(v.cipher, 'sealfs.quarantine')).sort()
@@ -109,7 +108,7 @@ print('null')`)
     expect(fs.readFileSync(path.join(v.cipher, 'sealfs.quarantine', quarantined[1]), 'utf8')).toBe('someone else\'s file')
     expect(fs.existsSync(path.join(v.cipher, 'stray+file'))).toBe(true)
     r = fsck(v)
-    expect(left()).toEqual(['/(stray+file)', '/d/empty', '/d/victim'])
+    expect(left()).toEqual(['/(stray+file)', '/d/victim'])
 
     // The rest of the volume reads as before.
     mount(v)
@@ -122,6 +121,24 @@ print('null')`)
       await umount(v)
     }
   }, 120_000)
+
+  it('a file truncated to zero is cut to nothing at its last close, and its index row goes with its data', async () => {
+    const v = volume()
+    mount(v)
+    try {
+      fs.writeFileSync(path.join(v.mnt, 'emptied'), crypto.randomBytes(6000))
+      fs.writeFileSync(path.join(v.mnt, 'rewritten'), crypto.randomBytes(6000))
+      fs.truncateSync(path.join(v.mnt, 'emptied'), 0)
+      fs.writeFileSync(path.join(v.mnt, 'rewritten'), 'new contents')  // O_TRUNC, then a write: a new identity
+      expect(fs.readFileSync(path.join(v.mnt, 'rewritten'), 'utf8')).toBe('new contents')
+      expect(fs.statSync(path.join(v.mnt, 'emptied')).size).toBe(0)
+    } finally {
+      await umount(v)
+    }
+    expect(walk(v.cipher).filter(f => !path.basename(f).includes('.')).map(f => fs.statSync(f).size).sort((a, b) => a - b)).toEqual([0, sealedSize(12)])
+    const r = fsck(v)
+    expect(r.status, r.stderr).toBe(0)  // no row is left of the data that is gone
+  })
 
   it('--salvage copies every readable byte of each damaged file out, bad chunks as zeros, and names the bytes lost', async () => {
     const v = volume()
@@ -143,7 +160,10 @@ print('null')`)
     fs.truncateSync(backingOfSize(v, sealedSize(9000)), HEADER_BYTES + 2 * 4124 + 20)  // the last chunk cut inside its nonce
     const out = path.join(v.base, 'salvage')
 
-    expect(sealfs(['fsck', '--passfile', v.passfile, '--salvage', path.join(v.cipher, 'x'), v.cipher]).status).toBe(2)
+    // Never inside the cipher dir, nor around it (the copies are plaintext), and nothing made there.
+    expect(sealfs(['fsck', '--passfile', v.passfile, '--salvage', path.join(v.cipher, 'x', 'y'), v.cipher]).status).toBe(2)
+    expect(fs.existsSync(path.join(v.cipher, 'x'))).toBe(false)
+    expect(sealfs(['fsck', '--passfile', v.passfile, '--salvage', v.base, v.cipher]).status).toBe(2)
     const r = sealfs(['fsck', '--passfile', v.passfile, '--json', '--salvage', out, v.cipher])
     expect(r.status, r.stderr).toBe(20)
     const json = JSON.parse(r.stdout.trim()) as { salvaged: Array<{ path: string, to: string, size: number, lost: Array<[number, number | null]> }> }

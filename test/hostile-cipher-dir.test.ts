@@ -3,7 +3,7 @@ import crypto from 'crypto'
 import fs from 'fs'
 import path from 'path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { cleanup, makeVolume, mount, sleep, umount, Vol } from './helpers'
+import { cleanup, makeVolume, mount, py, sealfs, sleep, umount, Vol } from './helpers'
 
 // Whoever can write the cipher dir may plant symlinks and FIFOs in it. The daemon (root
 // here) must never write through them or block on them. Every victim file sits in the
@@ -367,5 +367,27 @@ describe('what a crash or a copy can leave in the cipher dir', () => {
     fs.writeFileSync(bA, Buffer.concat([nowA.subarray(0, 100), nowB.subarray(100, 100 + 4124), nowA.subarray(100 + 4124)]))
     mount(v)
     expect(() => fs.readFileSync(A)).toThrow(/EIO/)
+    // A header changed while mounted, after its key was cached (C read, then closed): opened again, not served from the cache.
+    fs.writeFileSync(bC, c)
+    expect(fs.readFileSync(C).equals(dataC)).toBe(true)
+    const sparse = Buffer.from(c)
+    sparse.writeUInt16BE(1, 6)  // the sparse flag
+    fs.writeFileSync(bC, sparse)
+    // Its pages are dropped from the kernel's cache, so that the read reaches the daemon.
+    expect(py(`
+import os, sys, errno, json
+try:
+    fd = os.open(sys.argv[1], os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+    open(sys.argv[1], 'rb').read(); print(json.dumps('read'))
+except OSError as e:
+    print(json.dumps(errno.errorcode[e.errno]))`, { args: [C] })).toBe('EIO')
+    await umount(v)
+    // Neither B's first write nor anything else took A's index row away.
+    const r = sealfs(['fsck', '--passfile', v.passfile, '--json', v.cipher])
+    const problems = (JSON.parse(r.stdout.trim()) as { problems: Array<{ path: string, what: string }> }).problems
+    expect(problems.filter(p => p.path === '/copy-a').map(p => p.what)).toEqual(['1 chunk does not authenticate (bytes 0-4095)'])
+    mount(v)
   })
 })

@@ -506,11 +506,12 @@ static int64_t open_header_fd(job_t *job) {
 static int64_t unlink_last_at(job_t *job) {
   ssize_t got = 0;
   struct stat st;
-  // Only a regular file's last link that can hold a header is opened: an empty file (or a
-  // symlink, or a link of several) has no key to forget, and costs just the unlink.
+  // Only a regular file's last link that holds data after its header is opened: an empty or
+  // header-only file (whose header may be a copy of another file's), a symlink or a link of
+  // several has no key to forget, and costs just the unlink.
   int pathfd = open_name(job->fd, job->name, O_PATH, 0);
   if (pathfd >= 0) {
-    if (fstat(pathfd, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1 && (size_t)st.st_size >= job->len) {
+    if (fstat(pathfd, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1 && (size_t)st.st_size > job->len) {
       int64_t fd = reopen_checked(pathfd, O_RDONLY, S_IFREG, &st);
       if (fd >= 0) {
         got = pread_full((int)fd, job->buf, job->len);

@@ -35,15 +35,21 @@ function fsckProgress (): { update: (p: CheckProgress) => void, end: () => void 
  * dir (copies of plaintext there would be in the clear, and walked as entries).
  */
 function openSalvageDir (dir: string, cipher: string): number {
+  // Checked before anything is made: the nearest existing ancestor stands for a new directory.
+  let existing = path.resolve(dir)
+  while (!fs.existsSync(existing) && path.dirname(existing) !== existing) existing = path.dirname(existing)
+  const rest = path.relative(existing, path.resolve(dir))
+  const real = path.join(fs.realpathSync(existing), rest)
+  const realCipher = fs.realpathSync(cipher)
+  const within = (a: string, b: string): boolean => a === b || a.startsWith(b.endsWith(path.sep) ? b : b + path.sep)
+  if (within(real, realCipher)) throw new CliError('usage', `--salvage: ${dir} is inside the cipher dir; give a directory outside it`)
+  if (within(realCipher, real)) throw new CliError('usage', `--salvage: the cipher dir is inside ${dir}; give a directory outside it`)
   try {
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
+    fs.mkdirSync(real, { recursive: true, mode: 0o700 })
   } catch (e) {
     throw new CliError('usage', `--salvage: cannot make ${dir} (${(e as NodeJS.ErrnoException).code ?? 'error'})`)
   }
-  const real = fs.realpathSync(dir)
-  const realCipher = fs.realpathSync(cipher)
-  if (real === realCipher || real.startsWith(realCipher + path.sep)) throw new CliError('usage', `--salvage: ${dir} is inside the cipher dir; give a directory outside it`)
-  return fs.openSync(real, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY)
+  return fs.openSync(real, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW)
 }
 
 async function runFsck (cipher: string, o: FsckOptions): Promise<void> {

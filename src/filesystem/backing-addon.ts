@@ -114,7 +114,7 @@ export interface BackingAddon {
   /** reopen(pathfd, flags, TYPE_REG), then up to header.length bytes at 0 read into `header`; out[HEADER_OUT_BYTES] = bytes read, out[HEADER_OUT_SIZE] = the file's size. `prefetch`: the file's first 128 KiB are asked for with the header (POSIX_FADV_WILLNEED), for an open that will read. */
   openHeaderFd (pathfd: number, flags: number, header: Buffer, out: Float64Array, prefetch: boolean): number
   openHeaderFd (pathfd: number, flags: number, header: Buffer, out: Float64Array, prefetch: boolean, cb: Done): void
-  /** unlinkat(dirfd, name, 0); a regular file's last link has up to header.length bytes at 0 read into `header` first. Bytes read (0: none), or -errno of the unlink. */
+  /** unlinkat(dirfd, name, 0); a regular file's last link longer than `header` has its first header.length bytes read into `header` first. Bytes read (0: none), or -errno of the unlink. */
   unlinkLastAt (dirfd: number, name: Buffer, header: Buffer): number
   unlinkLastAt (dirfd: number, name: Buffer, header: Buffer, cb: Done): void
   /** fstatfs (an O_PATH descriptor will do) into `out` (STATFS_LENGTH). */

@@ -3,7 +3,7 @@ import { SecretKey } from '../crypto/secret-key'
 interface Entry { key: SecretKey, pins: number }
 
 /**
- * Unwrapped DEKs by file ID. Keys of open files are pinned; unpinned keys stay for reuse
+ * Unwrapped DEKs by header (file ID and the header's fields: see dekCacheId). Keys of open files are pinned; unpinned keys stay for reuse
  * (stat-open-read-close loops) up to `maxIdle`, least recently used first out, and are
  * zeroed when evicted or when the cache is cleared at unmount.
  */
@@ -43,6 +43,11 @@ export class DekCache {
     this.#entries.delete(id)
     this.#idle--
     e.key.dispose()
+  }
+
+  /** Forgets every unpinned key whose id begins `prefix` (the ids of one file's headers). */
+  dropPrefix (prefix: string): void {
+    for (const id of [...this.#entries.keys()]) if (id.startsWith(prefix)) this.drop(id)
   }
 
   get size (): number {

@@ -1,5 +1,5 @@
-import { decodeHeader, HEADER_BYTES } from '../volume/file-header'
-import { STAT_LENGTH, STAT_NLINK } from './backing-addon'
+import { decodeHeader, FileHeader, HEADER_BYTES } from '../volume/file-header'
+import { STAT_LENGTH, STAT_NLINK, TYPE_REG } from './backing-addon'
 import { Entry } from './entries'
 import { Caller, EMPTY, Filesystem } from './filesystem'
 import { fstatFd, ftruncateFd, readAt } from './fd-io'
@@ -82,11 +82,11 @@ export class Files {
     }
     let fh: number
     try {
-      const parsed = sizes[0] === 0 ? null : sizes[0] === HEADER_BYTES ? decodeHeader(header) : undefined
-      if (parsed === undefined || (parsed === null && sizes[1] > 0)) throw new FsError('EIO')
+      // A header-only file is empty whatever its header says (see OpenFiles.contentsOf).
+      const parsed = sizes[0] === 0 || sizes[1] === HEADER_BYTES ? null : sizes[0] === HEADER_BYTES ? decodeHeader(header) : undefined
+      if (parsed === undefined || (parsed === null && sizes[1] > HEADER_BYTES)) throw new FsError('EIO')
       const contents = this.fs.files.contentsOf(node, parsed, sizes[1])
-      const staleId = contents === null && parsed !== null ? parsed.fileId : undefined
-      fh = this.fs.files.add({ fd, node, contents, staleId, append: (flags & O_APPEND) !== 0, writable })
+      fh = this.fs.files.add({ fd, node, contents, append: (flags & O_APPEND) !== 0, writable })
     } catch (err) {
       await this.#b.closeFd(fd).catch(() => undefined)
       throw err
@@ -110,12 +110,41 @@ export class Files {
    */
   async #contentsFor (h: Handle, create: boolean): Promise<FileContents | null> {
     if (h.contents !== null) return h.contents
-    const before = this.#identities.get(h.node) ?? Promise.resolve(null)
-    const run = before.catch(() => null).then(() => this.#settle(h, create))
-    const tail = run.catch(() => null)
-    this.#identities.set(h.node, tail)
-    void tail.then(() => { if (this.#identities.get(h.node) === tail) this.#identities.delete(h.node) })
+    return await this.#serial(h.node, () => this.#settle(h, create))
+  }
+
+  /** Runs `fn` after every identity decision of `node` before it (see #contentsFor). */
+  async #serial<T> (node: number, fn: () => Promise<T>): Promise<T> {
+    const before = this.#identities.get(node) ?? Promise.resolve(null)
+    const run = before.catch(() => null).then(fn)
+    const tail = run.then(() => null, () => null)
+    this.#identities.set(node, tail)
+    void tail.then(() => { if (this.#identities.get(node) === tail) this.#identities.delete(node) })
     return await run
+  }
+
+  /**
+   * After the last close of a file left empty (truncated to zero): its backing file, then only
+   * a header, is cut to nothing and its row removed, so that it is empty as a new file is (a
+   * header-only file's header is never trusted: see OpenFiles.contentsOf) and its DEK goes.
+   * In the node's identity order, so that a first write meanwhile is not undone.
+   */
+  async #dropIdentity (node: number, fileId: Buffer): Promise<void> {
+    await this.#serial(node, async () => {
+      if (this.fs.files.contentsOfNode(node) !== undefined) return  // opened and written again meanwhile
+      let inode
+      try { inode = this.fs.inodes.get(node) } catch { return }
+      const fd = await this.#b.reopen(inode.fd, O_WRONLY, TYPE_REG).catch(() => -1)
+      if (fd < 0) return  // not writable by the daemon: the header stays, and so does the row
+      try {
+        if ((await fstatFd(fd)).size !== HEADER_BYTES) return
+        await this.fs.keepingTimes(inode, () => ftruncateFd(fd, 0))
+        inode.identified = false
+        this.fs.forgetFile(fileId)
+      } finally {
+        await this.#b.closeFd(fd).catch(() => undefined)
+      }
+    }).catch(() => undefined)
   }
 
   async #settle (h: Handle, create: boolean): Promise<FileContents | null> {
@@ -124,7 +153,6 @@ export class Files {
     const onNode = files.contentsOfNode(h.node)
     if (onNode !== undefined) return files.share(h, onNode)
     const inode = this.fs.inodes.get(h.node)
-    let staleId = h.staleId
     if (inode.identified) {
       // Written through another handle of this node, which has closed since: the header is on
       // disk (rare: the file's other handles have all closed), unless it has been cut back to
@@ -133,7 +161,7 @@ export class Files {
       const got = await readAt(h.fd, header, 0)
       const parsed = got === HEADER_BYTES ? decodeHeader(header) : null
       const size = (await fstatFd(h.fd)).size
-      if (got > 0 && parsed === null) throw new FsError('EIO')
+      if (size > HEADER_BYTES && parsed === null) throw new FsError('EIO')
       const onNodeNow = files.contentsOfNode(h.node)  // the awaits above let other requests run
       if (onNodeNow !== undefined) return files.share(h, onNodeNow)
       const contents = files.contentsOf(h.node, parsed, size)
@@ -142,14 +170,13 @@ export class Files {
         files.attachToNode(h.node, contents)
         return contents
       }
-      staleId = parsed?.fileId
     }
     if (!create) return null
     // Registered before the header reaches the disk, so that an open reading the new header
     // shares these contents rather than making a second FileContents; given to this node's
     // handles only once it is there, so that no chunk is written before its header.
     const file = this.fs.volume.newFile()
-    const contents = files.adopt(h.node, file)  // its reference becomes this handle's
+    const contents = files.adopt(h.node, file, decodeHeader(file.header) as FileHeader)  // its reference becomes this handle's
     inode.identified = true
     try {
       // Over a header-only file's header too: whoever's header that was, this file's data
@@ -160,14 +187,15 @@ export class Files {
       inode.identified = false
       await ftruncateFd(h.fd, 0).catch(() => undefined)
       files.releaseContents(h.node, contents)
-      files.deks.drop(file.fileId.toString('hex'))
+      files.deks.dropPrefix(`${file.fileId.toString('hex')}:`)
       this.fs.volume.index.remove(file.fileId)
       throw err
     }
+    files.identified(h.node)
     h.contents = contents
     files.attachToNode(h.node, contents)
-    // The identity the header-only file held before (its own, cut back to nothing) has no data left.
-    if (staleId !== undefined) this.fs.forgetFile(staleId)
+    // A header-only file's old header may be a copy of another file's: its row is not ours to
+    // remove (one left over costs nothing; fsck --repair removes rows no file holds).
     return contents
   }
 
@@ -231,10 +259,12 @@ export class Files {
       const st = new Float64Array(STAT_LENGTH)
       unlinked = await this.#b.statAt(h.fd, EMPTY, st).then(() => st[STAT_NLINK] === 0, () => false)
     }
+    const emptied = !unlinked && h.contents !== null && h.contents.size === 0 && !this.fs.volume.readOnly && this.fs.files.lastReference(h)
     this.fs.files.remove(fh)
     await this.#b.closeFd(h.fd).catch(() => undefined)
     await this.fs.removeAside(h.node)
     if (unlinked && h.contents !== null) this.fs.forgetFile(h.contents.fileId)
+    else if (emptied && h.contents !== null) await this.#dropIdentity(h.node, h.contents.fileId)
   }
 
   async closeAll (): Promise<void> {

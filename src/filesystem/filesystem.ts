@@ -46,7 +46,7 @@ export class Filesystem {
     readonly cache: CacheTimes
   ) {
     this.names = new EntryNames(volume, backing)
-    this.files = new OpenFiles(volume, backing.inline, backing.blockSize)
+    this.files = new OpenFiles(volume, backing.inline, backing.blockSize, !cache.linksVisible)
   }
 
   /**
@@ -115,7 +115,7 @@ export class Filesystem {
     const fd = await this.backing.lookupAt(dir.fd, name, st).catch(() => null)
     if (fd === null) return null
     try {
-      if ((st[STAT_MODE] & S_IFMT) !== S_IFREG || st[STAT_NLINK] !== 1 || st[STAT_SIZE] < HEADER_BYTES) return null
+      if ((st[STAT_MODE] & S_IFMT) !== S_IFREG || st[STAT_NLINK] !== 1 || st[STAT_SIZE] <= HEADER_BYTES) return null  // header-only: see OpenFiles.contentsOf
       const header = Buffer.alloc(HEADER_BYTES)
       const sizes = new Float64Array(2)
       const io = await this.backing.openHeaderFd(fd, O_RDONLY | (this.root ? O_NOATIME : 0), header, sizes, false).catch(() => null)
@@ -136,7 +136,7 @@ export class Filesystem {
   forgetFile (fileId: Buffer | null): void {
     if (fileId === null || !this.cache.linksVisible || this.files.hasFileOpen(fileId)) return
     this.volume.index.remove(fileId)
-    this.files.deks.drop(fileId.toString('hex'))
+    this.files.deks.dropPrefix(`${fileId.toString('hex')}:`)
   }
 
   /**

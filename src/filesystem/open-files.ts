@@ -10,27 +10,52 @@ export interface Handle {
   node: number
   /** null until the file has an identity: a zero-length or header-only backing file (see Files.open). */
   contents: FileContents | null
-  /** The file ID in a header-only file's header when it was opened: its row goes when the file gets an identity of its own. */
-  staleId?: Buffer
   append: boolean
   writable: boolean
+}
+
+interface Shared {
+  contents: FileContents
+  /** Handles holding it (and an identity being given: see adopt). */
+  refs: number
+  /** Its DEK's DekCache entry. */
+  cacheId: string
+  /** Its header is not on disk yet (adopt): no open takes it until identified(). */
+  pending: boolean
+  /** The nodes it is the contents of: one, except where hard links show as separate inodes. */
+  nodes: Set<number>
+}
+
+/**
+ * The DekCache entry of a header: the file ID and every field the DEK was opened from, so
+ * that a header changed in the cipher dir (its flags, its key version, its wrapped DEK) is
+ * opened (and authenticated) again rather than served from the cache.
+ */
+export function dekCacheId (h: FileHeader): string {
+  return `${h.fileId.toString('hex')}:${h.keyVersion}:${h.flags}:${h.wrappedDek.toString('hex')}`
 }
 
 /**
  * Open files: FUSE file handles, each with its own backing descriptor, and the shared
  * FileContents (DEK, size, lock) of each open node. Contents are kept by node, that is by
- * backing inode, never by file ID: a header copied into another backing file must not give
- * that file this one's state (its size, its lock, its chunk count).
+ * backing inode, not by file ID: a header copied into another backing file must not give
+ * that file this one's state (its size, its lock, its chunk count). Only where the backing
+ * store shows a file's hard links as separate inodes (sshfs) are contents shared by file ID,
+ * so that writes through two of its names share one size and lock.
  */
 export class OpenFiles {
   readonly #handles = new Map<number, Handle>()
-  /** Each open node's contents, with the number of handles (and pending identities) holding them. */
-  readonly #contents = new Map<number, { contents: FileContents, refs: number }>()
+  readonly #byNode = new Map<number, Shared>()
+  /** Contents by file ID (hex): only with `shareByFileId`. */
+  readonly #byFile = new Map<string, Shared>()
   readonly deks = new DekCache()
   #nextHandle = 1
 
-  /** `localIo`: the backing is a local disk (FileContents runs short I/O on the JS thread). */
-  constructor (private readonly volume: Volume, private readonly localIo = false, private readonly blockSize = 512) {}
+  /**
+   * `localIo`: the backing is a local disk (FileContents runs short I/O on the JS thread);
+   * `shareByFileId`: the backing store hides hard links (see above).
+   */
+  constructor (private readonly volume: Volume, private readonly localIo = false, private readonly blockSize = 512, private readonly shareByFileId = false) {}
 
   get (fh: number): Handle {
     const h = this.#handles.get(fh)
@@ -59,7 +84,7 @@ export class OpenFiles {
 
   /** Gives a handle without contents its node's contents (one more reference). */
   share (h: Handle, contents: FileContents): FileContents {
-    const shared = this.#contents.get(h.node)
+    const shared = this.#byNode.get(h.node)
     if (shared === undefined || shared.contents !== contents) throw new Error('share: not the contents of this node')
     shared.refs++
     h.contents = contents
@@ -73,54 +98,87 @@ export class OpenFiles {
     }
   }
 
+  /** The contents of an open node (also while its new identity's header is being written). */
   contentsOfNode (node: number): FileContents | undefined {
-    return this.#contents.get(node)?.contents
+    return this.#byNode.get(node)?.contents
   }
 
   /**
    * The contents of an open of `node`, whose backing file has this header (null: shorter
    * than one) and size, with a reference taken; null while the file has no identity of its
    * own: empty, or header-only (it gets a fresh identity at its first write, whatever header
-   * it holds, as in gocryptfs: a header copied into it names another file's key). Synchronous:
-   * two opens racing must end up sharing one FileContents (one lock).
+   * it holds, as in gocryptfs: a header copied into it names another file's key), or while
+   * the identity another handle is giving it is not on disk yet. Synchronous: two opens
+   * racing must end up sharing one FileContents (one lock).
    */
   contentsOf (node: number, parsed: FileHeader | null, size: number): FileContents | null {
-    const shared = this.#contents.get(node)
-    if (shared !== undefined) {
-      shared.refs++
-      return shared.contents
+    const onNode = this.#byNode.get(node)
+    if (onNode !== undefined) {
+      if (onNode.pending) return null  // identified() gives it to this handle (attachToNode)
+      onNode.refs++
+      return onNode.contents
     }
     if (parsed === null || size <= HEADER_BYTES) return null
-    const id = parsed.fileId.toString('hex')
-    const dek = this.deks.pin(id, () => this.volume.openDek(parsed))
+    const fileKey = parsed.fileId.toString('hex')
+    const byFile = this.shareByFileId ? this.#byFile.get(fileKey) : undefined
+    if (byFile !== undefined && !byFile.pending) {
+      byFile.refs++
+      byFile.nodes.add(node)
+      this.#byNode.set(node, byFile)
+      return byFile.contents
+    }
+    const cacheId = dekCacheId(parsed)
+    const dek = this.deks.pin(cacheId, () => this.volume.openDek(parsed))
     const contents = new FileContents(this.volume, parsed.fileId, dek, plainSize(this.volume, size), null, parsed.flags, this.localIo, this.blockSize)
-    this.#contents.set(node, { contents, refs: 1 })
+    this.#register(node, { contents, refs: 1, cacheId, pending: false, nodes: new Set([node]) })
     return contents
   }
 
-  /** Contents for a brand-new identity of `node` (its first write); the reference is the caller's. */
-  adopt (node: number, file: NewFile): FileContents {
-    const id = file.fileId.toString('hex')
-    const dek = this.deks.pin(id, () => file.dek)
+  #register (node: number, shared: Shared): void {
+    this.#byNode.set(node, shared)
+    if (this.shareByFileId) this.#byFile.set(shared.contents.fileId.toString('hex'), shared)
+  }
+
+  /**
+   * Contents for a brand-new identity of `node` (its first write); the reference is the
+   * caller's. Pending until identified(): an open meanwhile gets no contents, so that no
+   * chunk is written before the header is on disk.
+   */
+  adopt (node: number, file: NewFile, header: FileHeader): FileContents {
+    const cacheId = dekCacheId(header)
+    const dek = this.deks.pin(cacheId, () => file.dek)
     const contents = new FileContents(this.volume, file.fileId, dek, 0, 0, 0, this.localIo, this.blockSize)
-    this.#contents.set(node, { contents, refs: 1 })
+    this.#register(node, { contents, refs: 1, cacheId, pending: true, nodes: new Set([node]) })
     return contents
+  }
+
+  /** The header of an adopted identity is on disk: opens may take it. */
+  identified (node: number): void {
+    const shared = this.#byNode.get(node)
+    if (shared !== undefined) shared.pending = false
+  }
+
+  /** Whether `h` holds the last reference to its contents (its release ends them). */
+  lastReference (h: Handle): boolean {
+    const shared = this.#byNode.get(h.node)
+    return h.contents !== null && shared !== undefined && shared.contents === h.contents && shared.refs === 1
   }
 
   /** Whether any open node has contents with this file ID. */
   hasFileOpen (fileId: Buffer): boolean {
-    for (const { contents } of this.#contents.values()) if (contents.fileId.equals(fileId)) return true
+    for (const { contents } of this.#byNode.values()) if (contents.fileId.equals(fileId)) return true
     return false
   }
 
   /** Drops one reference to `node`'s contents. */
   releaseContents (node: number, contents: FileContents): void {
-    const shared = this.#contents.get(node)
+    const shared = this.#byNode.get(node)
     if (shared === undefined || shared.contents !== contents) return
-    if (--shared.refs === 0) {
-      this.#contents.delete(node)
-      this.deks.unpin(contents.fileId.toString('hex'))
-    }
+    if (--shared.refs > 0) return
+    for (const n of shared.nodes) this.#byNode.delete(n)
+    const fileKey = contents.fileId.toString('hex')
+    if (this.#byFile.get(fileKey) === shared) this.#byFile.delete(fileKey)
+    this.deks.unpin(shared.cacheId)
   }
 
   /** Forgets a handle; returns it so the caller closes its descriptor. */

@@ -156,7 +156,9 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
     if (fd < 0) { unreached = true; return problem(path, `cannot be opened (errno ${-fd})`) }
     try {
       const size = out[1]
-      if (size === 0) return  // never written: no header, no data key
+      // Never written, or cut back to nothing: no data, and a header-only file's header names
+      // nothing (its first write gives it an identity of its own; it may be a copy).
+      if (size === 0 || size === HEADER_BYTES) return
       result.bytes += size
       const h = out[0] === HEADER_BYTES ? decodeHeader(header) : null
       if (h === null) {
