@@ -1,4 +1,6 @@
 import { spawnSync } from 'child_process'
+import fs from 'fs'
+import path from 'path'
 import { describe, expect, it } from 'vitest'
 import { cleanup, makeVolume, mount, py, removeTree, sealfs, takeDown, tempDir, umount, Vol } from './helpers'
 
@@ -145,6 +147,26 @@ describe('a full cipher dir', () => {
       }
       const check = sealfs(['fsck', '--passfile', v.passfile, v.cipher])
       expect(check.status, check.stdout + check.stderr).toBe(0)
+      // Full to the last byte, with an empty lock file: it still mounts read-write, so that
+      // its user can delete files to make room.
+      fs.truncateSync(path.join(v.cipher, 'sealfs.lock'), 0)
+      py(`
+import os, sys, errno
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o600)
+try:
+    while True: os.write(fd, os.urandom(4096))
+except OSError as e:
+    if e.errno != errno.ENOSPC: raise
+os.close(fd)
+print('null')`, { args: [path.join(small, 'fill')] })
+      mount(v)
+      try {
+        for (const n of fs.readdirSync(v.mnt).filter(n => /^f\d+$/.test(n))) fs.unlinkSync(path.join(v.mnt, n))
+        fs.writeFileSync(path.join(v.mnt, 'after'), 'room again')
+        expect(fs.readFileSync(path.join(v.mnt, 'after'), 'utf8')).toBe('room again')
+      } finally {
+        await umount(v)
+      }
     } finally {
       if (v !== null) await cleanup(v)
       await takeDown(small)

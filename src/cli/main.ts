@@ -119,8 +119,16 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
     notifySystemd('STOPPING=1')
     clearInterval(flusher)
     if (idler !== null) clearInterval(idler)
-    await mount.unmount(!unmount).catch(e => logLine(`unmount failed: ${(e as Error).message}`))
-    await volume.close()
+    const stalled = await mount.unmount(!unmount).catch(e => { logLine(`unmount failed: ${(e as Error).message}`); return 0 })
+    if (stalled === 0) {
+      await volume.close()
+    } else {
+      // Keys and descriptors stay until the process ends (with no core dump): zeroing or
+      // closing them under a running job could seal a chunk with a zeroed key, or write
+      // through a reused descriptor number.
+      logLine(`${stalled} operation${stalled > 1 ? 's were' : ' was'} still running 10 s after the unmount (a stalled backing store?); exiting without waiting: run 'sealfs fsck' on the volume`)
+      await volume.index.close()
+    }
     process.exit(EXIT.OK)
   }
   // Someone ran `sealfs umount` or fusermount -u: the kernel ended the session, so finish up.

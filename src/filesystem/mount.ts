@@ -1,7 +1,7 @@
 import path from 'path'
 import { loadAddon, PosixAddon } from '../native'
 import { Volume } from '../volume/volume'
-import { backing as addon, O_PATH, STAT_ATIME_NSEC, STAT_ATIME_SEC, STAT_BLKSIZE, STAT_LENGTH, STAT_MTIME_NSEC, STAT_MTIME_SEC, STAT_NLINK, STATFS_LENGTH, STATFS_TYPE } from './backing-addon'
+import { backing as addon, O_PATH, STAT_ATIME_NSEC, STAT_ATIME_SEC, STAT_BLKSIZE, STAT_LENGTH, STAT_MTIME_NSEC, STAT_MTIME_SEC, STAT_NLINK, STATFS_BSIZE, STATFS_LENGTH, STATFS_TYPE } from './backing-addon'
 import { Backing, isLocalFilesystem } from './backing'
 import { tempName } from './entry-names'
 import { EMPTY, Filesystem } from './filesystem'
@@ -72,9 +72,10 @@ export class Mount {
       addon.closeFd(rootFd)
       throw new FsError('EIO')
     }
-    // st_blksize is the allocation block on ext4, XFS, btrfs and tmpfs; a larger one (ZFS's
-    // record size) is not taken at its word.
-    const b = new Backing(isLocalFilesystem(counts[STATFS_TYPE]), Math.min(rootStat[STAT_BLKSIZE] > 0 ? rootStat[STAT_BLKSIZE] : 512, 4096))
+    // The allocation block, at most: the smaller of statfs's f_bsize and st_blksize (XFS may
+    // report a larger preferred I/O size; ZFS its record size), and never above 4 KiB.
+    const blockSize = Math.min(...[counts[STATFS_BSIZE], rootStat[STAT_BLKSIZE]].filter(n => n > 0), 4096)
+    const b = new Backing(isLocalFilesystem(counts[STATFS_TYPE]), blockSize)
     // A file's attributes and pages are cached only where a change through one hard link
     // reaches the others (one inode per file).
     const cacheable = await linksAreVisible(b, rootFd, volume.readOnly)
@@ -121,16 +122,21 @@ export class Mount {
   }
 
   /**
-   * Unmounts and closes every descriptor. `gone`: the kernel already ended the connection
-   * (unmounted from outside), so there is nothing left to unmount.
+   * Unmounts and, once no operation runs, closes every descriptor and forgets every data key.
+   * `gone`: the kernel already ended the connection (unmounted from outside), so there is
+   * nothing left to unmount. Resolves to the number of operations still running after
+   * `waitMs` (a stalled backing store): then nothing is closed or zeroed, since a pool job may
+   * still read or write through a descriptor (whose number could be reused) with a key;
+   * the caller exits instead, which ends those jobs with the process.
    */
-  async unmount (gone = false): Promise<void> {
-    if (this.#ended) return
+  async unmount (gone = false, waitMs = 10_000): Promise<number> {
+    if (this.#ended) return 0
     this.#ended = true
     if (gone) fuse.end(this.requests)
     else fuse.unmount(this.requests)
-    await this.requests.settled(10_000)
+    if (!await this.requests.settled(waitMs)) return this.requests.running
     await this.requests.files.closeAll()
     await this.requests.fs.inodes.closeAll()
+    return 0
   }
 }

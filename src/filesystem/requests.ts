@@ -68,15 +68,20 @@ export class Requests implements RequestHandlers {
   }
 
   /**
-   * Resolves when no operation is running, or after `ms`: at unmount, descriptors and keys
-   * must not go while a pool job still writes through them.
+   * Resolves to true when no operation is running, or to false after `ms`: at unmount,
+   * descriptors and keys must not go while a pool job still writes through them.
    */
-  settled (ms: number): Promise<void> {
-    if (this.#running === 0) return Promise.resolve()
+  settled (ms: number): Promise<boolean> {
+    if (this.#running === 0) return Promise.resolve(true)
     return new Promise(resolve => {
-      const timer = setTimeout(resolve, ms)
-      this.#idle = () => { clearTimeout(timer); resolve() }
+      const timer = setTimeout(() => resolve(false), ms)
+      this.#idle = () => { clearTimeout(timer); resolve(true) }
     })
+  }
+
+  /** Operations started and not yet answered. */
+  get running (): number {
+    return this.#running
   }
 
   #ok (id: number): () => void {

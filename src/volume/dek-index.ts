@@ -100,6 +100,8 @@ export class DekIndex {
     const writer = new Worker(path.join(__dirname, 'index-writer.js'), { workerData: { file } })
     writer.on('message', (done: IndexBatchDone) => this.#committed(done))
     writer.on('error', e => this.onError(`index writer: ${e.name}`))
+    // A writer that is gone commits nothing more: whoever waits for its batch stops waiting.
+    writer.on('exit', () => { this.#inFlight.clear(); this.#wakeDrained() })
     this.#writer = writer
   }
 
@@ -146,7 +148,15 @@ export class DekIndex {
 
   /** Hands all queued changes to the writer, to be applied in one transaction. Never waits. */
   flush (): void {
-    if (!this.dirty || this.#writer === null || this.#closed !== null) return
+    if (this.#closed === null) this.#send()
+  }
+
+  /**
+   * One batch at a time: a batch that fails is queued again under what changed since, and no
+   * later batch may have committed meanwhile (its rows would be older than those).
+   */
+  #send (): void {
+    if (!this.dirty || this.#writer === null || this.#inFlight.size > 0) return
     const batch: IndexBatch = { id: this.#nextBatch++, rows: [...this.#pending], writes: [...this.#writes] }
     this.#pending.clear()
     this.#writes.clear()
@@ -157,7 +167,25 @@ export class DekIndex {
   #committed (done: IndexBatchDone): void {
     const batch = this.#inFlight.get(done.id)
     this.#inFlight.delete(done.id)
-    if (batch === undefined) return
+    try {
+      if (batch !== undefined) this.#settle(batch, done)
+    } finally {
+      this.#wakeDrained()
+    }
+  }
+
+  readonly #drainWaiters: Array<() => void> = []
+
+  #wakeDrained (): void {
+    if (this.#inFlight.size === 0) for (const wake of this.#drainWaiters.splice(0)) wake()
+  }
+
+  /** Resolves when no batch is in flight. */
+  #drained (): Promise<void> {
+    return this.#inFlight.size === 0 ? Promise.resolve() : new Promise(resolve => this.#drainWaiters.push(resolve))
+  }
+
+  #settle (batch: IndexBatch, done: IndexBatchDone): void {
     if (done.error === undefined) {
       if (this.#failing) this.onError('index written again: the changes it could not write are in it now')
       this.#failing = false
@@ -173,10 +201,15 @@ export class DekIndex {
   /** Flushes what is queued, waits until the writer has committed everything, and closes. */
   close (): Promise<void> {
     if (this.#closed !== null) return this.#closed
-    this.flush()
     const writer = this.#writer
     this.#closed = (async () => {
       if (writer !== null) {
+        // The batch in flight, then what is left; a failed one is tried once more.
+        for (let attempt = 0; attempt < 2; attempt++) {
+          await this.#drained()
+          this.#send()
+        }
+        await this.#drained()
         await new Promise<void>(resolve => {
           writer.once('exit', () => resolve())
           writer.postMessage('close')

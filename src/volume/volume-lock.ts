@@ -50,8 +50,19 @@ export class VolumeLock {
       throw new VolumeError('busy', `${cipherDir} is already mounted${holder !== '' ? ` (daemon pid ${holder})` : ''}; a volume has one read-write mount at a time`)
     }
     if (!readOnly) {
-      fs.ftruncateSync(fd, 0)
-      fs.writeSync(fd, rotation ? `${process.pid} key-rotate\n` : `${process.pid}\n`, 0)
+      // Written over the old text, then cut to length: on a full disk the block the file
+      // already has is reused, so that a full cipher dir still mounts read-write (its user
+      // must be able to delete files). Where even that needs space (copy-on-write stores, an
+      // empty lock file), the text is left out: the flock is the lock, the text only says who.
+      const text = Buffer.from(rotation ? `${process.pid} key-rotate\n` : `${process.pid}\n`)
+      try {
+        fs.writeSync(fd, text, 0, text.length, 0)
+        fs.ftruncateSync(fd, text.length)
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code
+        if (code !== 'ENOSPC' && code !== 'EDQUOT') throw e
+        fs.ftruncateSync(fd, 0)
+      }
     }
     return new VolumeLock(fd, rotation)
   }
