@@ -414,7 +414,7 @@ static napi_value run_async(napi_env env, napi_callback_info info, run_fn fn) {
 static int get_placement(napi_env env, napi_value new_from, napi_value reserve, job_t *job) {
   double d;
   bool b;
-  if (napi_get_value_double(env, new_from, &d) != napi_ok || d < -1 || d > 9007199254740991.0 || d != (double)(int64_t)d ||
+  if (napi_get_value_double(env, new_from, &d) != napi_ok || !(d >= -1 && d <= 9007199254740991.0) || d != (double)(int64_t)d ||
       napi_get_value_bool(env, reserve, &b) != napi_ok) return 0;
   job->new_from = (int64_t)d;
   job->reserve = b ? 1 : 0;
