@@ -122,6 +122,39 @@ print('null')`)
     }
   }, 120_000)
 
+  it('names a file or directory whose extended attribute does not decrypt', async () => {
+    const v = volume()
+    mount(v)
+    try {
+      fs.mkdirSync(path.join(v.mnt, 'dir'))
+      fs.writeFileSync(path.join(v.mnt, 'dir/file'), 'x')
+      py(`
+import os, sys
+os.setxattr(sys.argv[1] + '/dir', 'user.color', b'blue')
+os.setxattr(sys.argv[1] + '/dir/file', 'user.color', b'red')
+os.setxattr(sys.argv[1] + '/dir/file', 'user.size', b'big')
+print('null')`, { args: [v.mnt] })
+    } finally {
+      await umount(v)
+    }
+    expect(fsck(v).status).toBe(0)
+    const file = walk(v.cipher).find(f => !path.basename(f).includes('.') && fs.lstatSync(f).isFile() && fs.lstatSync(f).size > 0) as string
+    const dir = path.dirname(file)
+    py(`
+import os, sys
+for p in sys.argv[1:]:
+    name = sorted(n for n in os.listxattr(p) if n.startswith('user.sealfs.'))[0]
+    v = bytearray(os.getxattr(p, name)); v[-1] ^= 1
+    os.setxattr(p, name, bytes(v))
+print('null')`, { args: [file, dir] })
+    const r = fsck(v)
+    expect(r.status).toBe(20)
+    expect(r.json.problems.map(p => `${p.path}: ${p.what.replace(/attribute .*\.\.\./, 'attribute ...')}`).sort()).toEqual([
+      '/dir/file: its extended attribute ... does not decrypt',
+      '/dir: its extended attribute ... does not decrypt'
+    ])
+  })
+
   it('a file truncated to zero is cut to nothing at its last close, and its index row goes with its data', async () => {
     const v = volume()
     mount(v)

@@ -2,7 +2,7 @@ import { Command } from 'commander'
 import fs from 'fs'
 import path from 'path'
 import { checkVolume, CheckProgress } from '../filesystem/volume-check'
-import { INDEX_FILE } from '../volume/dek-index'
+import { DekIndex, INDEX_FILE } from '../volume/dek-index'
 import { readConfig } from '../volume/config'
 import { VolumeError } from '../volume/errors'
 import { checkDir } from '../volume/volume'
@@ -13,8 +13,11 @@ import { chooseCredential } from './unlock'
 
 interface FsckOptions extends CredentialOptions { slot?: string, repair?: boolean, json?: boolean, salvage?: string }
 
-/** Progress on a terminal (entries, bytes, rate), else nothing. */
-function fsckProgress (): { update: (p: CheckProgress) => void, end: () => void } {
+/**
+ * Progress on a terminal (entries, files, bytes, rate, and the time left, reckoned by files
+ * against the index's row count: about one row per file), else nothing.
+ */
+function fsckProgress (expectedFiles: number): { update: (p: CheckProgress) => void, end: () => void } {
   const started = Date.now()
   let last = 0
   const tty = process.stderr.isTTY
@@ -24,7 +27,9 @@ function fsckProgress (): { update: (p: CheckProgress) => void, end: () => void 
       if (!tty || now - last < 100) return
       last = now
       const mb = p.bytes / 1e6
-      process.stderr.write(`\rchecking: ${p.entries.toLocaleString('en')} entries, ${mb.toFixed(0)} MB, ${(mb / Math.max(0.001, (now - started) / 1000)).toFixed(0)} MB/s   `)
+      const seconds = Math.max(0.001, (now - started) / 1000)
+      const left = expectedFiles > p.files && p.files > 0 ? `, about ${Math.ceil(seconds * (expectedFiles - p.files) / p.files)} s left` : ''
+      process.stderr.write(`\rchecking: ${p.entries.toLocaleString('en')} entries, ${p.files.toLocaleString('en')}${expectedFiles > 0 ? ` of ~${expectedFiles.toLocaleString('en')}` : ''} files, ${mb.toFixed(0)} MB, ${(mb / seconds).toFixed(0)} MB/s${left}   `)
     },
     end: () => { if (tty && last > 0) process.stderr.write('\n') }
   }
@@ -91,7 +96,7 @@ async function checkAndReport (cipher: string, o: FsckOptions, salvageDir: numbe
     choice.credential.secret.fill(0)
   }
   const root = fs.openSync(cipher, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY)
-  const progress = fsckProgress()
+  const progress = fsckProgress(indexMissing ? 0 : (() => { try { return DekIndex.countFiles(cipher) } catch { return 0 } })())
   let result: ReturnType<typeof checkVolume>
   let indexFailed: string | null = null
   volume.index.onError = message => { indexFailed ??= message }

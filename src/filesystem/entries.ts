@@ -11,11 +11,12 @@ const AT_REMOVEDIR = 0x200
 const RENAME_NOREPLACE = 1
 const RENAME_EXCHANGE = 2
 const DIR_ID_NAME = Buffer.from(DIR_ID_FILE)
-const XATTR_PREFIX = 'user.sealfs.'
+/** Backing attribute names: this, then the encrypted name. */
+export const XATTR_PREFIX = 'user.sealfs.'
 const XATTR_NAME_MAX = 255
 const XATTR_SIZE_MAX = 65536
 /** Room for the largest value we store: 64 KiB of ciphertext. */
-const XATTR_BUF = XATTR_SIZE_MAX
+export const XATTR_BUF = XATTR_SIZE_MAX
 const LINK_BUF = 4096
 
 export interface Entry { inode: Inode, st: Float64Array }

@@ -13,6 +13,7 @@ import {
 } from './backing-addon'
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from './inodes'
 import { LONG_PREFIX, LONG_SIDECAR_SUFFIX, TEMP_PREFIX, longHash } from './entry-names'
+import { XATTR_BUF, XATTR_PREFIX } from './entries'
 
 const O_RDONLY = 0
 const O_WRONLY = 1
@@ -59,7 +60,7 @@ export interface CheckResult {
   salvaged: Salvaged[]
 }
 
-export interface CheckProgress { entries: number, bytes: number }
+export interface CheckProgress { entries: number, files: number, bytes: number }
 
 function join (dir: string, name: string): string {
   return dir === '/' ? `/${name}` : `${dir}/${name}`
@@ -105,7 +106,7 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
   const progress = (): void => {
     if (++entries - lastProgress < 256) return
     lastProgress = entries
-    onProgress({ entries, bytes: result.bytes })
+    onProgress({ entries, files: result.files, bytes: result.bytes })
   }
 
   const moveToQuarantine = (dirfd: number, name: Buffer): boolean => {
@@ -137,6 +138,25 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
     return backing.unlinkAt(dirfd, name, AT_REMOVEDIR) >= 0
   }
 
+  const xattrList = Buffer.alloc(XATTR_BUF)
+  const xattrValue = Buffer.alloc(XATTR_BUF)
+  /** Every user.* attribute sealfs stored on the entry `fd` is (name and value) decrypts. */
+  const checkXattrs = (fd: number, path: string): void => {
+    const n = backing.listxattrFd(fd, xattrList)
+    if (n <= 0) return  // none, or the backing store has no xattrs
+    for (const name of xattrList.toString('latin1', 0, n).split('\0')) {
+      if (!name.startsWith(XATTR_PREFIX)) continue
+      try {
+        volume.xattrs.decryptName(name.slice(XATTR_PREFIX.length))
+        const got = backing.getxattrFd(fd, Buffer.from(name, 'latin1'), xattrValue)
+        if (got < 0) throw new Error('unreadable')
+        volume.xattrs.decryptValue(name, xattrValue.subarray(0, got)).fill(0)
+      } catch {
+        problem(path, `its extended attribute ${name.slice(0, 48).replace(/[^\x20-\x7e]/g, '?')}... does not decrypt`)
+      }
+    }
+  }
+
   const checkFile = (dirfd: number, name: Buffer, path: string, st: Float64Array): void => {
     result.files++
     const inode = `${st[STAT_DEV]}:${st[STAT_INO_HI]}:${st[STAT_INO_LO]}`
@@ -148,6 +168,7 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
     if (pathFd < 0) { unreached = true; return problem(path, `cannot be opened (errno ${-pathFd})`) }
     let fd: number
     try {
+      checkXattrs(pathFd, path)
       fd = backing.openHeaderFd(pathFd, O_RDONLY | O_NOATIME, header, out, false)
     } finally {
       fs.closeSync(pathFd)
@@ -371,6 +392,7 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
     }
     const list = listDirSync(dirfd)
     if (typeof list === 'number') { unreached = true; return problem(path, `cannot be listed (errno ${-list})`) }
+    checkXattrs(dirfd, path)
     const names = new Set(list.map(e => e.name.toString('latin1')))
     // Names first: if none decrypts, the directory's ID is wrong, not its entries, and
     // nothing is moved.
@@ -499,7 +521,7 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
   } finally {
     if (quarantine >= 0) fs.closeSync(quarantine)
   }
-  onProgress({ entries, bytes: result.bytes })
+  onProgress({ entries, files: result.files, bytes: result.bytes })
   return result
 }
 
