@@ -22,8 +22,9 @@ export interface ChunkCipherAddon {
    * and opened first; then the run is sealed into `out` and written at position. If that
    * write fails part-way, the old edge chunks are written back.
    * Writes with a file (seal and rewrite): `newFrom` is -1, or where in the sealed run the
-   * bytes past the old end of the file begin (written first); `reserve` allocates the run's
-   * space (fallocate, size kept) before anything is written.
+   * bytes past the old end of the file begin (the old bytes before them are kept and written
+   * back if the write fails); `reserve` allocates the run's space (fallocate, size kept)
+   * before anything is written.
    */
   rewriteAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, fd: number, position: number, dataStart: number, dataEnd: number, oldLen: number, newFrom: number, reserve: boolean, cb: (n: number) => void): void
   rewriteAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, fd: number, position: number, dataStart: number, dataEnd: number, oldLen: number, newFrom: number, reserve: boolean, cb: null): number

@@ -207,8 +207,8 @@ typedef struct {
   uint8_t *saved[2];
   size_t saved_len[2];
   off_t saved_pos[2];
-  // -1, or where in the sealed run the bytes past the old end of the file begin: they are
-  // written first, so that a full disk fails the job before any old byte has changed.
+  // -1, or where in the sealed run the bytes past the old end of the file begin: the old
+  // bytes before them are kept, to be written back if the write fails (see write_run).
   int64_t new_from;
   // Allocate the run's space (fallocate, size kept) before writing anything: a run over holes
   // of a sparse file needs new blocks anywhere in it.
@@ -298,19 +298,35 @@ static int64_t reserve_space(int fd, off_t pos, off_t len) {
   }
 }
 
-// Writes the sealed run, its part past the old end of the file first (that is where a full
-// disk fails: overwriting allocated blocks needs no space, except on copy-on-write stores).
-// If the rest then fails part-way, the saved edge chunks are put back (best effort). Either
+// Writes the sealed run in one pwrite where it can (a kill between two writes of one run
+// would leave a chunk half old, half new). A run that rewrites old bytes and extends the file
+// ([0, new_from) of it was there before) may fail in its extension on a full disk after its
+// old bytes were overwritten: those are kept first (the merge's copy of the first chunk when
+// that is all of them, else read) and written back, which needs no new space except on
+// copy-on-write stores. Any other failure part-way puts the saved edge chunks back. Either
 // way the caller cuts off what the run added past the old end.
 static int64_t write_run(job_t *job, size_t len) {
   int64_t rc;
   if (job->reserve && (rc = reserve_space(job->fd, job->position, (off_t)len)) < 0) return rc;
-  size_t split = job->new_from > 0 && (size_t)job->new_from < len ? (size_t)job->new_from : 0;
-  if (split > 0 && (rc = write_full(job->fd, job->run.out + split, len - split, job->position + (off_t)split)) < 0) return rc;
-  rc = write_full(job->fd, job->run.out, split > 0 ? split : len, job->position);
-  if (rc < 0)
-    for (int i = 0; i < 2; i++)
-      if (job->saved_len[i] > 0) (void)write_full(job->fd, job->saved[i], job->saved_len[i], job->saved_pos[i]);
+  uint8_t *old = NULL, *own = NULL;
+  size_t old_len = job->new_from > 0 && (size_t)job->new_from <= len ? (size_t)job->new_from : 0;
+  if (old_len > 0) {
+    if (job->saved[0] != NULL && job->saved_pos[0] == job->position && job->saved_len[0] == old_len) {
+      old = job->saved[0];
+    } else {
+      old = own = malloc(old_len);
+      if (own == NULL) return ERR_OPENSSL;
+      if ((rc = read_full(job->fd, own, old_len, job->position)) < 0) { free(own); return rc; }
+    }
+  }
+  rc = write_full(job->fd, job->run.out, len, job->position);
+  if (rc < 0) {
+    if (old != NULL) (void)write_full(job->fd, old, old_len, job->position);
+    else
+      for (int i = 0; i < 2; i++)
+        if (job->saved_len[i] > 0) (void)write_full(job->fd, job->saved[i], job->saved_len[i], job->saved_pos[i]);
+  }
+  free(own);
   return rc;
 }
 

@@ -27,7 +27,7 @@ export const SYNC_RUN_MAX = 64 * 1024
 
 /** How a sealed run is written over a file (ChunkCipher.sealAt). */
 export interface Placement {
-  /** -1, or where in the sealed run the bytes past the old end of the file begin. */
+  /** -1, or where in the sealed run the bytes past the old end of the file begin (the old bytes before them are kept, and written back if the write fails). */
   newFrom: number
   /** Allocate the run's space before writing (fallocate, size kept). */
   reserve: boolean
@@ -121,9 +121,9 @@ export class ChunkCipher {
 
   /**
    * Seals `plain` into `out` and writes the sealed run at `position` of `fd`, as one pool job.
-   * `place`: where the run's bytes past the old end of the file begin (written first, so that
-   * a full disk fails the job before an old byte changes), and whether to allocate the run's
-   * space before writing (a sparse file's holes).
+   * `place`: where the run's bytes past the old end of the file begin (the old bytes before
+   * them are kept and written back if the write fails part-way: a full disk fails it in its
+   * extension), and whether to allocate the run's space before writing (a sparse file's holes).
    */
   sealAt (key: SecretKey, prefix: Buffer, firstIndex: number, plain: Buffer, out: Buffer, fd: number, position: number, here = false, place = IN_PLACE): Promise<number> {
     if (here) return this.#here(addon.sealAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, place.reserve, fd, position, place.newFrom, null), firstIndex)

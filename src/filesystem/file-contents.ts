@@ -239,9 +239,10 @@ export class FileContents {
     const oldLen = Math.max(0, Math.min(this.size, runEnd) - runStart)
     const place: Placement = { newFrom: -1, reserve: this.#holesMayFill }
     if (end > this.size && oldLen > 0) {
-      // The run rewrites old bytes and extends the file: its part past the old end is written
-      // first, so that a full disk fails the write before any old byte has changed (unless the
-      // run ends in the block the file already ends in: that needs no new space).
+      // The run rewrites old bytes and extends the file: a full disk can fail it in its
+      // extension after it has overwritten them, so the write job keeps them and puts them
+      // back (not needed where the run ends in the block the file already ends in: that
+      // needs no new space).
       const oldSealed = this.volume.chunks.sealedSize(oldLen)
       const oldEnd = this.#cipherOffset(first) + oldSealed
       if (this.#cipherOffset(first) + this.volume.chunks.sealedSize(runEnd - runStart) > Math.ceil(oldEnd / this.blockSize) * this.blockSize) place.newFrom = oldSealed
