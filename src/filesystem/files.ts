@@ -110,10 +110,12 @@ export class Files {
    */
   async #contentsFor (h: Handle, create: boolean): Promise<FileContents | null> {
     if (h.contents !== null) return h.contents
-    return await this.#serial(h.node, () => this.#settle(h, create))
+    // Where hard links show as separate nodes, two names of one empty file are two nodes:
+    // their identity decisions are taken one at a time across the whole mount.
+    return await this.#serial(this.fs.files.shareByFileId ? 0 : h.node, () => this.#settle(h, create))
   }
 
-  /** Runs `fn` after every identity decision of `node` before it (see #contentsFor). */
+  /** Runs `fn` after every identity decision of `node` (0: all of them) before it (see #contentsFor). */
   async #serial<T> (node: number, fn: () => Promise<T>): Promise<T> {
     const before = this.#identities.get(node) ?? Promise.resolve(null)
     const run = before.catch(() => null).then(fn)
@@ -153,10 +155,11 @@ export class Files {
     const onNode = files.contentsOfNode(h.node)
     if (onNode !== undefined) return files.share(h, onNode)
     const inode = this.fs.inodes.get(h.node)
-    if (inode.identified) {
+    if (inode.identified || files.shareByFileId) {
       // Written through another handle of this node, which has closed since: the header is on
       // disk (rare: the file's other handles have all closed), unless it has been cut back to
-      // header-only since.
+      // header-only since. Where hard links show as separate nodes, another name may have
+      // given the file its identity: always looked at.
       const header = Buffer.alloc(HEADER_BYTES)
       const got = await readAt(h.fd, header, 0)
       const parsed = got === HEADER_BYTES ? decodeHeader(header) : null
@@ -259,7 +262,8 @@ export class Files {
       const st = new Float64Array(STAT_LENGTH)
       unlinked = await this.#b.statAt(h.fd, EMPTY, st).then(() => st[STAT_NLINK] === 0, () => false)
     }
-    const emptied = !unlinked && h.contents !== null && h.contents.size === 0 && !this.fs.volume.readOnly && this.fs.files.lastReference(h)
+    // (Not where hard links show as separate nodes: another name's handle may be writing.)
+    const emptied = !unlinked && h.contents !== null && h.contents.size === 0 && !this.fs.volume.readOnly && !this.fs.files.shareByFileId && this.fs.files.lastReference(h)
     this.fs.files.remove(fh)
     await this.#b.closeFd(h.fd).catch(() => undefined)
     await this.fs.removeAside(h.node)

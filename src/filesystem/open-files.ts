@@ -55,7 +55,7 @@ export class OpenFiles {
    * `localIo`: the backing is a local disk (FileContents runs short I/O on the JS thread);
    * `shareByFileId`: the backing store hides hard links (see above).
    */
-  constructor (private readonly volume: Volume, private readonly localIo = false, private readonly blockSize = 512, private readonly shareByFileId = false) {}
+  constructor (private readonly volume: Volume, private readonly localIo = false, private readonly blockSize = 512, readonly shareByFileId = false) {}
 
   get (fh: number): Handle {
     const h = this.#handles.get(fh)
@@ -121,7 +121,9 @@ export class OpenFiles {
     if (parsed === null || size <= HEADER_BYTES) return null
     const fileKey = parsed.fileId.toString('hex')
     const byFile = this.shareByFileId ? this.#byFile.get(fileKey) : undefined
-    if (byFile !== undefined && !byFile.pending) {
+    // Another name of this file is open: the same contents (a copy of its backing file, whose
+    // size differs, is not).
+    if (byFile !== undefined && !byFile.pending && byFile.contents.size === plainSize(this.volume, size)) {
       byFile.refs++
       byFile.nodes.add(node)
       this.#byNode.set(node, byFile)

@@ -100,8 +100,15 @@ export class DekIndex {
     const writer = new Worker(path.join(__dirname, 'index-writer.js'), { workerData: { file } })
     writer.on('message', (done: IndexBatchDone) => this.#committed(done))
     writer.on('error', e => this.onError(`index writer: ${e.name}`))
-    // A writer that is gone commits nothing more: whoever waits for its batch stops waiting.
-    writer.on('exit', () => { this.#inFlight.clear(); this.#wakeDrained() })
+    // A writer that is gone commits nothing more: its batch in flight is queued again (kept
+    // for reads, and for fsck's sake counted at close), and nothing waits for it.
+    writer.on('exit', () => {
+      this.#writer = null
+      for (const batch of this.#inFlight.values()) this.#requeue(batch)
+      this.#inFlight.clear()
+      this.#wakeDrained()
+      if (this.#closed === null) this.onError('index writer ended; the index is no longer written until the next mount')
+    })
     this.#writer = writer
   }
 
@@ -191,29 +198,35 @@ export class DekIndex {
       this.#failing = false
       return
     }
-    // Not applied: queued again under anything newer, for the next flush.
-    for (const [id, row] of batch.rows) if (!this.#pending.has(id)) this.#pending.set(id, row === null ? null : { ...row, wrapped: Buffer.from(row.wrapped), chunkWrites: 0 })
-    for (const [id, n] of batch.writes) if (this.#pending.get(id) !== null) this.#writes.set(id, (this.#writes.get(id) ?? 0) + n)
+    this.#requeue(batch)
     if (!this.#failing) this.onError(`index flush failed (${done.error}); kept, and tried again every second`)
     this.#failing = true
+  }
+
+  /** A batch not applied: queued again under anything newer, for the next flush. */
+  #requeue (batch: IndexBatch): void {
+    for (const [id, row] of batch.rows) if (!this.#pending.has(id)) this.#pending.set(id, row === null ? null : { ...row, wrapped: Buffer.from(row.wrapped), chunkWrites: 0 })
+    for (const [id, n] of batch.writes) if (this.#pending.get(id) !== null) this.#writes.set(id, (this.#writes.get(id) ?? 0) + n)
   }
 
   /** Flushes what is queued, waits until the writer has committed everything, and closes. */
   close (): Promise<void> {
     if (this.#closed !== null) return this.#closed
-    const writer = this.#writer
     this.#closed = (async () => {
-      if (writer !== null) {
+      if (this.#writer !== null) {
         // The batch in flight, then what is left; a failed one is tried once more.
         for (let attempt = 0; attempt < 2; attempt++) {
           await this.#drained()
           this.#send()
         }
         await this.#drained()
-        await new Promise<void>(resolve => {
-          writer.once('exit', () => resolve())
-          writer.postMessage('close')
-        })
+        const writer = this.#writer
+        if (writer !== null) {
+          await new Promise<void>(resolve => {
+            writer.once('exit', () => resolve())
+            writer.postMessage('close')
+          })
+        }
       }
       if (this.dirty) {
         // The last flush failed too (a full disk, say): the headers still hold every DEK.
