@@ -103,7 +103,9 @@ for p, h in sorted(want.items()):
         if got != h: bad.append('%s: different contents' % p)
     except OSError as e:
         bad.append('%s: %s' % (p, os.strerror(e.errno)))
-for root, ds, fs in os.walk(m):
+def unlistable(e):
+    bad.append('%s: cannot be listed: %s' % (e.filename, os.strerror(e.errno)))
+for root, ds, fs in os.walk(m, onerror=unlistable):
     for n in fs:
         try: open(os.path.join(root, n), 'rb').read(1)
         except OSError as e:
@@ -148,7 +150,7 @@ const KEPT = Buffer.alloc(10000, 'k')
 const CRASH_OPS: CrashOp[] = [
   { name: 'mkdir', setup: d => fs.writeFileSync(path.join(d, 'kept'), KEPT), run: d => fs.mkdirSync(path.join(d, 'new')), durable: d => ({ [`${d}/kept`]: sha(KEPT) }) },
   { name: 'rmdir', setup: d => { fs.writeFileSync(path.join(d, 'kept'), KEPT); fs.mkdirSync(path.join(d, 'old')) }, run: d => fs.rmdirSync(path.join(d, 'old')), durable: d => ({ [`${d}/kept`]: sha(KEPT) }) },
-  { name: 'create', setup: d => fs.writeFileSync(path.join(d, 'kept'), KEPT), run: d => fs.writeFileSync(path.join(d, 'new'), 'new file'), durable: d => ({ [`${d}/kept`]: sha(KEPT) }) },
+  { name: 'create', setup: d => fs.writeFileSync(path.join(d, 'kept'), KEPT), run: d => fs.writeFileSync(path.join(d, 'new'), 'new file'), durable: d => ({ [`${d}/kept`]: sha(KEPT) }), oneOf: d => [[`${d}/new`, ABSENT], [`${d}/new`, sha('')], [`${d}/new`, sha('new file')]] },
   { name: 'unlink', setup: d => { fs.writeFileSync(path.join(d, 'kept'), KEPT); fs.writeFileSync(path.join(d, 'gone'), 'x') }, run: d => fs.unlinkSync(path.join(d, 'gone')), durable: d => ({ [`${d}/kept`]: sha(KEPT) }) },
   { name: 'link', setup: d => fs.writeFileSync(path.join(d, 'kept'), KEPT), run: d => fs.linkSync(path.join(d, 'kept'), path.join(d, 'link')), durable: d => ({ [`${d}/kept`]: sha(KEPT) }) },
   { name: 'rename of a file', setup: d => fs.writeFileSync(path.join(d, 'kept'), KEPT), run: d => fs.renameSync(path.join(d, 'kept'), path.join(d, 'moved')), durable: () => ({}), oneOf: d => [[`${d}/kept`, sha(KEPT)], [`${d}/moved`, sha(KEPT)]] },
@@ -180,7 +182,11 @@ async function traceDaemon (v: Vol, args: string[], out: string): Promise<{ exit
   let attached = ''
   tracer.stderr.on('data', (d: Buffer) => { attached += d.toString() })
   for (let i = 0; i < 250 && !/attached/.test(attached) && tracer.exitCode === null; i++) await sleep(20)
-  expect(attached, 'strace did not attach to the daemon').toMatch(/attached/)
+  if (!/attached/.test(attached)) {
+    tracer.kill('SIGKILL')  // never left to attach later, armed
+    await exited
+    expect(attached, 'strace did not attach to the daemon').toMatch(/attached/)
+  }
   return {
     exited,
     stop: async () => {
@@ -277,9 +283,14 @@ describe('kill -9 of the daemon', () => {
       op.setup(dry)
       await sleep(1100)  // the set-up's index rows are written first
       const tracer = await traceDaemon(v, ['-e', `trace=${MUTATING}`], path.join(v.base, 'dry.out'))
-      op.run(dry)
-      await sleep(200)  // a close's RELEASE reaches the daemon after close(2) returns
-      for (const line of (await tracer.stop()).split('\n')) {
+      let trace: string
+      try {
+        op.run(dry)
+        await sleep(200)  // a close's RELEASE reaches the daemon after close(2) returns
+      } finally {
+        trace = await tracer.stop()
+      }
+      for (const line of trace.split('\n')) {
         const call = /^\d+ +(\w+)\(/.exec(line)?.[1]
         if (call !== undefined && MUTATING.split(',').includes(call)) counts.set(call, (counts.get(call) ?? 0) + 1)
       }

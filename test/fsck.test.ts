@@ -155,6 +155,46 @@ print('null')`, { args: [file, dir] })
     ])
   })
 
+  it('an empty directory that lost its ID (a crash inside rmdir) gets a new one from the mount or from fsck --repair; one with entries is named', async () => {
+    const v = volume()
+    mount(v)
+    try {
+      for (const d of ['a', 'b', 'full']) fs.mkdirSync(path.join(v.mnt, d))
+      fs.writeFileSync(path.join(v.mnt, 'full', 'f'), 'x')
+    } finally {
+      await umount(v)
+    }
+    const dirs = walk(v.cipher).filter(f => path.basename(f) === 'sealfs.diriv' && path.dirname(f) !== v.cipher).map(path.dirname)
+    expect(dirs).toHaveLength(3)
+    for (const d of dirs) fs.rmSync(path.join(d, 'sealfs.diriv'))
+    const r = fsck(v)
+    expect(r.status).toBe(20)
+    expect(r.json.problems.map(p => `${p.path}: ${p.what}`).sort()).toEqual([
+      '(index): 1 row of files that no longer exist (or were not reached: kept until the rest is repaired)',
+      '/a: its directory ID (sealfs.diriv) is missing, and it holds no entry (a crash during rmdir?)',
+      '/b: its directory ID (sealfs.diriv) is missing, and it holds no entry (a crash during rmdir?)',
+      '/full: its directory ID (sealfs.diriv) is missing or damaged: none of its entries can be read'
+    ])
+    // The mount mends one by itself when it is first listed; fsck --repair the other.
+    mount(v)
+    try {
+      expect(fs.readdirSync(path.join(v.mnt, 'a'))).toEqual([])
+      fs.writeFileSync(path.join(v.mnt, 'a', 'new'), 'y')
+      expect(() => fs.readdirSync(path.join(v.mnt, 'full'))).toThrow(/EIO/)
+    } finally {
+      await umount(v)
+    }
+    expect(fsck(v, ['--repair']).json.problems.filter(p => !p.repaired).map(p => p.path).sort()).toEqual(['(index)', '/full'])
+    mount(v)
+    try {
+      expect(fs.readdirSync(path.join(v.mnt, 'b'))).toEqual([])
+      fs.rmdirSync(path.join(v.mnt, 'b'))
+      expect(fs.readFileSync(path.join(v.mnt, 'a', 'new'), 'utf8')).toBe('y')
+    } finally {
+      await umount(v)
+    }
+  })
+
   it('a file truncated to zero is cut to nothing at its last close, and its index row goes with its data', async () => {
     const v = volume()
     mount(v)

@@ -127,10 +127,14 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
       // closing them under a running job could seal a chunk with a zeroed key, or write
       // through a reused descriptor number.
       logLine(`${stalled} operation${stalled > 1 ? 's were' : ' was'} still running 10 s after the unmount (a stalled backing store?); exiting without waiting: run 'sealfs fsck' on the volume`)
-      // The index lives on the same store: its rows get 5 s. Then the process ends by SIGKILL,
-      // since process.exit() would wait for the stuck pool threads (no core: RLIMIT_CORE is 0).
-      await Promise.race([volume.index.close(), new Promise(resolve => setTimeout(resolve, 5000))])
-      process.kill(process.pid, 'SIGKILL')
+      // The index lives on the same store: its queued rows get 5 s (its connection is not
+      // closed: that could block this thread). Then the process ends by SIGKILL, since
+      // process.exit() would wait for the stuck pool threads (no core: RLIMIT_CORE is 0).
+      try {
+        await volume.index.settle(5000)
+      } finally {
+        process.kill(process.pid, 'SIGKILL')
+      }
     }
     process.exit(EXIT.OK)
   }

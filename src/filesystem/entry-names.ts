@@ -1,7 +1,7 @@
 import crypto from 'crypto'
 import { DIR_ID_BYTES, NAME_MAX } from '../crypto/name-cipher'
 import { logLine } from '../log'
-import { DIR_ID_FILE } from '../volume/dir-id'
+import { DIR_ID_FILE, newDirId } from '../volume/dir-id'
 import { Volume } from '../volume/volume'
 import { Backing, Dirent } from './backing'
 import { FsError } from './fs-error'
@@ -50,16 +50,40 @@ export class EntryNames {
 
   constructor (private readonly volume: Volume, private readonly backing: Backing) {}
 
-  /** The directory ID of a directory node, read from its sealfs.diriv once. */
+  /**
+   * The directory ID of a directory node, read from its sealfs.diriv once. A directory whose
+   * ID file is missing or empty but which holds no entry (what a crash between the two steps
+   * of rmdir, or inside the write of a new ID, leaves) gets a new one on a read-write mount:
+   * no name depends on it. Otherwise EIO, and `sealfs fsck` names the directory.
+   */
   async dirId (dir: Inode): Promise<Buffer> {
     if (dir.dirId !== null) return dir.dirId
-    const id = await this.backing.readSmallFileAt(dir.fd, DIR_ID_NAME, DIR_ID_BYTES + 1).catch(() => null)
+    let id: Buffer | null = null
+    let lost = false
+    try {
+      id = await this.backing.readSmallFileAt(dir.fd, DIR_ID_NAME, DIR_ID_BYTES + 1)
+      lost = id.length === 0
+    } catch (e) {
+      lost = (e as FsError).code === 'ENOENT'
+    }
+    if (lost && !this.volume.readOnly) id = await this.#remake(dir).catch(() => null)
     if (id === null || id.length !== DIR_ID_BYTES) {
-      logLine('a directory\'s ID file is missing or damaged; returning EIO')
+      logLine('a directory\'s ID file is missing or damaged; returning EIO (sealfs fsck names it)')
       throw new FsError('EIO')
     }
     dir.dirId = id
     return id
+  }
+
+  /** A new ID for a directory that lost its own and holds no entry; null if it holds one. */
+  async #remake (dir: Inode): Promise<Buffer | null> {
+    const names = (await this.backing.listDir(dir.fd)).map(e => e.name.toString('latin1'))
+    // An encrypted name, or a long name's entry or sidecar: names that need the lost ID.
+    if (names.some(n => !n.includes('.') || n.startsWith(LONG_PREFIX))) return null
+    if (names.includes(DIR_ID_FILE)) await this.backing.unlinkAt(dir.fd, DIR_ID_NAME, 0)  // empty: never written whole
+    await this.backing.writeFileAt(dir.fd, DIR_ID_NAME, newDirId(), 0o400, true).catch((e: FsError) => { if (e.code !== 'EEXIST') throw e })
+    logLine('a directory\'s ID file was missing and the directory held no entry (a crash during rmdir?): it has a new one')
+    return await this.backing.readSmallFileAt(dir.fd, DIR_ID_NAME, DIR_ID_BYTES + 1)  // whoever made it first
   }
 
   async backingName (dir: Inode, plain: Buffer): Promise<BackingName> {

@@ -118,17 +118,19 @@ export class OpenFiles {
       onNode.refs++
       return onNode.contents
     }
-    if (parsed === null || size <= HEADER_BYTES) return null
+    if (parsed === null) return null
     const fileKey = parsed.fileId.toString('hex')
     const byFile = this.shareByFileId ? this.#byFile.get(fileKey) : undefined
-    // Another name of this file is open: the same contents (a copy of its backing file, whose
-    // size differs, is not).
-    if (byFile !== undefined && !byFile.pending && byFile.contents.size === plainSize(this.volume, size)) {
+    // Another name of this file is open (its header may be on disk before its first chunk):
+    // the same contents. (A copy of the backing file is taken for a link too: such a store
+    // cannot tell them apart.)
+    if (byFile !== undefined && !byFile.pending) {
       byFile.refs++
       byFile.nodes.add(node)
       this.#byNode.set(node, byFile)
       return byFile.contents
     }
+    if (size <= HEADER_BYTES) return null
     const cacheId = dekCacheId(parsed)
     const dek = this.deks.pin(cacheId, () => this.volume.openDek(parsed))
     const contents = new FileContents(this.volume, parsed.fileId, dek, plainSize(this.volume, size), null, parsed.flags, this.localIo, this.blockSize)

@@ -3,7 +3,7 @@ import { readFullAtSync } from './fd-io'
 import { AuthenticationError } from '../crypto/errors'
 import { DIR_ID_BYTES } from '../crypto/name-cipher'
 import { randomBytes } from '../crypto/secret-key'
-import { DIR_ID_FILE } from '../volume/dir-id'
+import { DIR_ID_FILE, newDirId } from '../volume/dir-id'
 import { decodeHeader, HEADER_BYTES } from '../volume/file-header'
 import type { Volume } from '../volume/volume'
 import { VolumeError } from '../volume/errors'
@@ -387,6 +387,16 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
     if (depth > MAX_DEPTH) { unreached = true; return problem(path, `is more than ${MAX_DEPTH} directories deep; not checked below`) }
     const idBuf = backing.readSmallFileAt(dirfd, Buffer.from(DIR_ID_FILE), DIR_ID_BYTES + 1)
     if (typeof idBuf === 'number' || idBuf.length !== DIR_ID_BYTES) {
+      // Missing or empty in a directory that holds no entry (a crash inside rmdir): a new one
+      // loses nothing. Anything else: its entries' names need the ID that is gone.
+      const lost = idBuf === -2 || (typeof idBuf !== 'number' && idBuf.length === 0)
+      const names = lost ? listDirSync(dirfd) : -1
+      if (typeof names !== 'number' && !names.some(e => { const n = e.name.toString('latin1'); return !n.includes('.') || n.startsWith(LONG_PREFIX) })) {
+        return problem(path, 'its directory ID (sealfs.diriv) is missing, and it holds no entry (a crash during rmdir?)', () => {
+          if (typeof idBuf !== 'number' && backing.unlinkAt(dirfd, Buffer.from(DIR_ID_FILE), 0) < 0) return false
+          return backing.writeFileAt(dirfd, Buffer.from(DIR_ID_FILE), newDirId(), 0o400, true) >= 0
+        })
+      }
       unreached = true
       return problem(path, 'its directory ID (sealfs.diriv) is missing or damaged: none of its entries can be read')
     }

@@ -203,6 +203,19 @@ export class DekIndex {
     this.#failing = true
   }
 
+  /**
+   * Hands what is queued to the writer and waits, at most `ms`, for it to be committed, the
+   * connection left open (an exit on a stalled store, where closing it could block).
+   */
+  async settle (ms: number): Promise<void> {
+    const done = (async () => {
+      await this.#drained()
+      this.#send()
+      await this.#drained()
+    })()
+    await Promise.race([done, new Promise(resolve => setTimeout(resolve, ms).unref())])
+  }
+
   /** A batch not applied: queued again under anything newer, for the next flush. */
   #requeue (batch: IndexBatch): void {
     for (const [id, row] of batch.rows) if (!this.#pending.has(id)) this.#pending.set(id, row === null ? null : { ...row, wrapped: Buffer.from(row.wrapped), chunkWrites: 0 })
