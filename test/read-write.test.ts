@@ -130,4 +130,14 @@ describe('the nonce bound of a DEK', () => {
     }
     expect(fs.readFileSync(f, 'utf8')).toBe('ABaled many times')
   })
+
+  it('keeps the count when the file is made sparse before its first write in a mount (the header is rewrapped)', async () => {
+    const f = path.join(v.mnt, 'worn-sparse')
+    fs.writeFileSync(f, 'sealed many times')
+    await umount(v)
+    execFileSync('python3', ['-c', `import sqlite3; c = sqlite3.connect('${v.cipher}/sealfs.index'); c.execute('update deks set chunk_writes = ${2 ** 31 - 1}'); c.commit()`])
+    mount(v)
+    fs.truncateSync(f, 100_000)  // holes: the sparse flag is set, and the DEK wrapped again, before any write
+    expect(() => { const fd = fs.openSync(f, 'r+'); try { fs.writeSync(fd, 'X', 0) } finally { fs.closeSync(fd) } }).toThrow(/EIO/)
+  })
 })

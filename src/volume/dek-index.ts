@@ -139,9 +139,12 @@ export class DekIndex {
       if (r !== undefined) row = r[1] === null ? null : { keyVersion: r[1].keyVersion, wrapped: Buffer.from(r[1].wrapped), chunkWrites: 0 }
     }
     if (row === null) return undefined
-    row ??= this.#get?.get(fileId) as DekRow | undefined
+    const committed = this.#get?.get(fileId) as DekRow | undefined
+    row ??= committed
     if (row === undefined) return undefined
-    return { ...row, chunkWrites: Number(row.chunkWrites) + writes }
+    // A queued put keeps the committed count (the upsert leaves chunk_writes as it is): the
+    // rewrap that sets the sparse flag must not start the nonce count again.
+    return { ...row, chunkWrites: Number(committed?.chunkWrites ?? 0) + writes }
   }
 
   /** Every row's file ID and key version, as committed (what fsck compares with the files). */
