@@ -110,13 +110,18 @@ describe('the nonce bound of a DEK', () => {
   beforeAll(() => { v = makeVolume(); mount(v) })
   afterAll(async () => { await cleanup(v) })
 
-  it('refuses writes (EIO) once a file has sealed 2^31 chunks, counting the writes of earlier mounts; reads still work', async () => {
-    const f = path.join(v.mnt, 'worn')
+  /** A file written, then (unmounted) recorded as if `sealed` chunks had been sealed under its DEK before; mounted again. */
+  const worn = async (name: string, sealed: number): Promise<string> => {
+    const f = path.join(v.mnt, name)
     fs.writeFileSync(f, 'sealed many times')
     await umount(v)
-    // As if 2^31 - 2 chunks had been sealed under this file's DEK before.
-    execFileSync('python3', ['-c', `import sqlite3; c = sqlite3.connect('${v.cipher}/sealfs.index'); c.execute('update deks set chunk_writes = ${2 ** 31 - 2}'); c.commit()`])
+    execFileSync('python3', ['-c', `import sqlite3; c = sqlite3.connect('${v.cipher}/sealfs.index'); c.execute('update deks set chunk_writes = ${sealed}'); c.commit()`])
     mount(v)
+    return f
+  }
+
+  it('refuses writes (EIO) once a file has sealed 2^31 chunks, counting the writes of earlier mounts; reads still work', async () => {
+    const f = await worn('worn', 2 ** 31 - 2)
     expect(fs.readFileSync(f, 'utf8')).toBe('sealed many times')
     const fd = fs.openSync(f, 'r+')
     try {
@@ -132,11 +137,7 @@ describe('the nonce bound of a DEK', () => {
   })
 
   it('keeps the count when the file is made sparse before its first write in a mount (the header is rewrapped)', async () => {
-    const f = path.join(v.mnt, 'worn-sparse')
-    fs.writeFileSync(f, 'sealed many times')
-    await umount(v)
-    execFileSync('python3', ['-c', `import sqlite3; c = sqlite3.connect('${v.cipher}/sealfs.index'); c.execute('update deks set chunk_writes = ${2 ** 31 - 1}'); c.commit()`])
-    mount(v)
+    const f = await worn('worn-sparse', 2 ** 31 - 1)
     fs.truncateSync(f, 100_000)  // holes: the sparse flag is set, and the DEK wrapped again, before any write
     expect(() => { const fd = fs.openSync(f, 'r+'); try { fs.writeSync(fd, 'X', 0) } finally { fs.closeSync(fd) } }).toThrow(/EIO/)
   })
