@@ -11,11 +11,13 @@ export interface ChunkCipherAddon {
   /**
    * With a file: open reads `input` from fd at position first; seal writes its output there
    * after. A null callback runs the job on the calling thread and returns its result.
+   * `tail`: open reads that many bytes more after the run into `input` (its last bytes) and
+   * does not open them; seal writes that many bytes of `out` after the sealed run with it.
    */
-  sealAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, reserve: boolean, fd: number, position: number, newFrom: number, cb: (n: number) => void): void
-  sealAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, reserve: boolean, fd: number, position: number, newFrom: number, cb: null): number
-  openAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, fd: number, position: number, cb: (n: number) => void): void
-  openAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, fd: number, position: number, cb: null): number
+  sealAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, reserve: boolean, fd: number, position: number, newFrom: number, tail: number, cb: (n: number) => void): void
+  sealAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, reserve: boolean, fd: number, position: number, newFrom: number, tail: number, cb: null): number
+  openAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, fd: number, position: number, tail: number, cb: (n: number) => void): void
+  openAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, fd: number, position: number, tail: number, cb: null): number
   /**
    * Read-modify-write of a run: `input` holds the new bytes at [dataStart, dataEnd); the old
    * bytes around them in the first and last chunks (the run had oldLen bytes) are read from fd
@@ -26,8 +28,8 @@ export interface ChunkCipherAddon {
    * back if the write fails); `reserve` allocates the run's space (fallocate, size kept)
    * before anything is written.
    */
-  rewriteAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, fd: number, position: number, dataStart: number, dataEnd: number, oldLen: number, newFrom: number, reserve: boolean, cb: (n: number) => void): void
-  rewriteAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, fd: number, position: number, dataStart: number, dataEnd: number, oldLen: number, newFrom: number, reserve: boolean, cb: null): number
+  rewriteAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, fd: number, position: number, dataStart: number, dataEnd: number, oldLen: number, newFrom: number, reserve: boolean, tail: number, cb: (n: number) => void): void
+  rewriteAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, fd: number, position: number, dataStart: number, dataEnd: number, oldLen: number, newFrom: number, reserve: boolean, tail: number, cb: null): number
 }
 
 /** A handle on keyed OpenSSL contexts (native-deps/name-cipher). */

@@ -3,6 +3,7 @@ import path from 'path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { cleanup, makeVolume, mount, mountForeground, sleep, takeDown, umount, Vol, walk } from './helpers'
 import { HEADER_BYTES } from '../src/volume/file-header'
+import { END_TAG_BYTES } from '../src/crypto/end-tag'
 
 const MARKER = 'SEALFS-MARKER-7f3a9c'
 
@@ -46,7 +47,7 @@ describe('tampering with chunks gives EIO, never wrong data', () => {
   function backingOf (name: string): string {
     // The one regular file in the root whose plaintext name is `name`: find by size.
     const size = fs.statSync(path.join(v.mnt, name)).size
-    const want = HEADER_BYTES + size + Math.ceil(size / C) * 28
+    const want = HEADER_BYTES + size + Math.ceil(size / C) * 28 + END_TAG_BYTES
     const hits = fs.readdirSync(v.cipher).filter(n => !n.includes('.') && fs.statSync(path.join(v.cipher, n)).size === want)
     expect(hits.length).toBe(1)
     return path.join(v.cipher, hits[0])

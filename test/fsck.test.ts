@@ -3,6 +3,7 @@ import fs from 'fs'
 import path from 'path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { HEADER_BYTES } from '../src/volume/file-header'
+import { END_TAG_BYTES } from '../src/crypto/end-tag'
 import { cleanup, makeVolume, mount, py, sealfs, umount, Vol, walk } from './helpers'
 
 /** The backing file of the one plaintext file whose backing size is `size` (the tests give each a size of its own). */
@@ -14,7 +15,7 @@ function backingOfSize (v: Vol, size: number): string {
 
 /** Backing size of a plaintext file of n bytes (4 KiB chunks, 28 bytes each of nonce and tag). */
 function sealedSize (n: number): number {
-  return n === 0 ? 0 : HEADER_BYTES + n + Math.ceil(n / 4096) * 28
+  return n === 0 ? 0 : HEADER_BYTES + n + Math.ceil(n / 4096) * 28 + END_TAG_BYTES
 }
 
 async function fill (v: Vol): Promise<void> {

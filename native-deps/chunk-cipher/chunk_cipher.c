@@ -213,6 +213,10 @@ typedef struct {
   // Allocate the run's space (fallocate, size kept) before writing anything: a run over holes
   // of a sparse file needs new blocks anywhere in it.
   int reserve;
+  // Bytes after the run (a file's end tag, docs/FORMAT.md §6.3): open reads them with the run
+  // into the input buffer without opening them; seal writes the output's bytes after the
+  // sealed run with it, in the same pwrite.
+  size_t tail;
   int64_t result;
   int here;          // run on the calling thread (a null callback), not queued
   napi_async_work work;
@@ -311,12 +315,16 @@ static int64_t write_run(job_t *job, size_t len) {
   uint8_t *old = NULL, *own = NULL;
   size_t old_len = job->new_from > 0 && (size_t)job->new_from <= len ? (size_t)job->new_from : 0;
   if (old_len > 0) {
-    if (job->saved[0] != NULL && job->saved_pos[0] == job->position && job->saved_len[0] == old_len) {
+    // The merge's copy of the first chunk, when it starts the old bytes: only what follows it
+    // (the old end tag) is read.
+    size_t have = job->saved[0] != NULL && job->saved_pos[0] == job->position && job->saved_len[0] <= old_len ? job->saved_len[0] : 0;
+    if (have == old_len) {
       old = job->saved[0];
     } else {
       old = own = malloc(old_len);
       if (own == NULL) return ERR_OPENSSL;
-      if ((rc = read_full(job->fd, own, old_len, job->position)) < 0) { free(own); return rc; }
+      if (have > 0) memcpy(own, job->saved[0], have);
+      if ((rc = read_full(job->fd, own + have, old_len - have, job->position + (off_t)have)) < 0) { free(own); return rc; }
     }
   }
   rc = write_full(job->fd, job->run.out, len, job->position);
@@ -344,12 +352,12 @@ static void job_execute(napi_env env, void *data) {
     if (rc < 0) { job->result = rc; free_saved(job); return; }
   }
   if (job->fd >= 0 && job->fn == open_run) {
-    int64_t rc = read_full(job->fd, (uint8_t *)job->run.in, job->run.in_len, job->position);
+    int64_t rc = read_full(job->fd, (uint8_t *)job->run.in, job->run.in_len + job->tail, job->position);
     if (rc < 0) { job->result = rc; return; }
   }
   job->result = job->fn(&job->run);
   if (job->fd >= 0 && job->fn == seal_run && job->result >= 0) {
-    int64_t rc = write_run(job, (size_t)job->result);
+    int64_t rc = write_run(job, (size_t)job->result + job->tail);
     if (rc < 0) job->result = rc;
   }
   free_saved(job);
@@ -426,6 +434,24 @@ static napi_value run_async(napi_env env, napi_callback_info info, run_fn fn) {
   return job->here ? run_here(env, job) : queue_job(env, job, argv, argc);
 }
 
+// The tail (see job_t): a whole number of bytes that fits the job's buffers. Open: the input
+// holds the run and then the tail; seal: the output has room for the sealed run and the tail.
+static int get_tail(napi_env env, napi_value v, job_t *job) {
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok || !(d >= 0 && d <= 4096) || d != (double)(size_t)d) return 0;
+  size_t tail = (size_t)d;
+  run_t *r = &job->run;
+  if (job->fn == open_run) {
+    if (tail > r->in_len) return 0;
+    r->in_len -= tail;
+  } else {
+    size_t n_chunks = (r->in_len + r->chunk_size - 1) / r->chunk_size;
+    if (r->out_len < r->in_len + n_chunks * OVERHEAD + tail) return 0;
+  }
+  job->tail = tail;
+  return 1;
+}
+
 // A write placement (see job_t): newFrom, -1 (none) or a whole number of bytes, and reserve.
 static int get_placement(napi_env env, napi_value new_from, napi_value reserve, job_t *job) {
   double d;
@@ -437,23 +463,23 @@ static int get_placement(napi_env env, napi_value new_from, napi_value reserve, 
   return 1;
 }
 
-// args: key, prefix, firstIndex, input, chunkSize, output, zeroIsHole, fd, position, dataStart, dataEnd, oldLen, newFrom, reserve, callback
+// args: key, prefix, firstIndex, input, chunkSize, output, zeroIsHole, fd, position, dataStart, dataEnd, oldLen, newFrom, reserve, tail, callback
 static napi_value RewriteAsync(napi_env env, napi_callback_info info) {
-  size_t argc = 15; napi_value argv[15];
+  size_t argc = 16; napi_value argv[16];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   double v[3];
   for (int i = 0; i < 3; i++)
-    if (argc < 15 || napi_get_value_double(env, argv[9 + i], &v[i]) != napi_ok || v[i] < 0 || v[i] > 9007199254740991.0) {
+    if (argc < 16 || napi_get_value_double(env, argv[9 + i], &v[i]) != napi_ok || v[i] < 0 || v[i] > 9007199254740991.0) {
       napi_throw_type_error(env, NULL, "chunk cipher: bad arguments");
       return NULL;
     }
   // The sealAsync arguments with a file: the first nine, then the callback.
   napi_value args[10];
   for (int i = 0; i < 9; i++) args[i] = argv[i];
-  args[9] = argv[14];
+  args[9] = argv[15];
   job_t *job = parse_job(env, args, 10, seal_run);
   if (!job) return NULL;
-  if (v[0] > v[1] || v[1] > job->run.in_len || v[2] > job->run.in_len || !get_placement(env, argv[12], argv[13], job)) {
+  if (v[0] > v[1] || v[1] > job->run.in_len || v[2] > job->run.in_len || !get_placement(env, argv[12], argv[13], job) || !get_tail(env, argv[14], job)) {
     free(job);
     napi_throw_type_error(env, NULL, "chunk cipher: bad arguments");
     return NULL;
@@ -467,28 +493,48 @@ static napi_value RewriteAsync(napi_env env, napi_callback_info info) {
 }
 
 // args: key, prefix, firstIndex, input, chunkSize, output, false, callback
-//   or: key, prefix, firstIndex, input, chunkSize, output, reserve, fd, position, newFrom, callback
+//   or: key, prefix, firstIndex, input, chunkSize, output, reserve, fd, position, newFrom, tail, callback
 static napi_value SealAsync(napi_env env, napi_callback_info info) {
-  size_t argc = 11; napi_value argv[11];
+  size_t argc = 12; napi_value argv[12];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc <= 8) return run_async(env, info, seal_run);
   napi_value args[10];
   for (int i = 0; i < 9; i++) args[i] = argv[i];
-  args[9] = argv[argc >= 11 ? 10 : 9];
-  job_t *job = argc >= 11 ? parse_job(env, args, 10, seal_run) : NULL;
+  args[9] = argv[argc >= 12 ? 11 : 9];
+  job_t *job = argc >= 12 ? parse_job(env, args, 10, seal_run) : NULL;
   if (job == NULL) {
-    if (argc < 11) napi_throw_type_error(env, NULL, "chunk cipher: bad arguments");
+    if (argc < 12) napi_throw_type_error(env, NULL, "chunk cipher: bad arguments");
     return NULL;
   }
   job->run.zero_is_hole = 0;
-  if (!get_placement(env, argv[9], argv[6], job)) {
+  if (!get_placement(env, argv[9], argv[6], job) || !get_tail(env, argv[10], job)) {
     free(job);
     napi_throw_type_error(env, NULL, "chunk cipher: bad arguments");
     return NULL;
   }
   return job->here ? run_here(env, job) : queue_job(env, job, args, 10);
 }
-static napi_value OpenAsync(napi_env env, napi_callback_info info) { return run_async(env, info, open_run); }
+// args: key, prefix, firstIndex, input, chunkSize, output, zeroIsHole, callback
+//   or: key, prefix, firstIndex, input, chunkSize, output, zeroIsHole, fd, position, tail, callback
+static napi_value OpenAsync(napi_env env, napi_callback_info info) {
+  size_t argc = 11; napi_value argv[11];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc <= 8) return run_async(env, info, open_run);
+  napi_value args[10];
+  for (int i = 0; i < 9; i++) args[i] = argv[i];
+  args[9] = argv[argc >= 11 ? 10 : 9];
+  job_t *job = argc >= 11 ? parse_job(env, args, 10, open_run) : NULL;
+  if (job == NULL) {
+    if (argc < 11) napi_throw_type_error(env, NULL, "chunk cipher: bad arguments");
+    return NULL;
+  }
+  if (!get_tail(env, argv[9], job)) {
+    free(job);
+    napi_throw_type_error(env, NULL, "chunk cipher: bad arguments");
+    return NULL;
+  }
+  return job->here ? run_here(env, job) : queue_job(env, job, args, 10);
+}
 
 static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {

@@ -25,7 +25,9 @@ export const EXIT = {
   /** fsck found problems and left some (or was not asked to repair). */
   FSCK_PROBLEMS: 20,
   /** fsck --repair found problems and repaired every one. */
-  FSCK_REPAIRED: 21
+  FSCK_REPAIRED: 21,
+  /** An upgrade (fsck --repair --upgrade) is unfinished: the volume does not mount until it is finished. */
+  UPGRADE_IN_PROGRESS: 22
 } as const
 
 export type CliErrorKind = 'usage' | 'passphrase-source' | 'mount-failed' | 'missing-dir' | 'not-empty'
@@ -55,7 +57,8 @@ const volumeCodes: Record<VolumeErrorKind, number> = {
   'volume-mismatch': EXIT.VOLUME_MISMATCH,
   ephemeral: EXIT.EPHEMERAL,
   'rotation-in-progress': EXIT.ROTATION_IN_PROGRESS,
-  'slots-unopened': EXIT.SLOTS_UNOPENED
+  'slots-unopened': EXIT.SLOTS_UNOPENED,
+  'upgrade-in-progress': EXIT.UPGRADE_IN_PROGRESS
 }
 
 const cliCodes: Record<CliErrorKind, number> = {

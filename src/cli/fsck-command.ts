@@ -8,10 +8,11 @@ import { VolumeError } from '../volume/errors'
 import { checkDir } from '../volume/volume'
 import { Volume } from '../volume/volume'
 import { CliError, EXIT } from './exit-codes'
+import { loadAddon, PosixAddon } from '../native'
 import { CredentialOptions } from './passphrase'
 import { chooseCredential } from './unlock'
 
-interface FsckOptions extends CredentialOptions { slot?: string, repair?: boolean, json?: boolean, salvage?: string }
+interface FsckOptions extends CredentialOptions { slot?: string, repair?: boolean, json?: boolean, salvage?: string, upgrade?: boolean }
 
 /**
  * Progress on a terminal (entries, files, bytes, rate, and the time left, reckoned by files
@@ -58,6 +59,7 @@ function openSalvageDir (dir: string, cipher: string): number {
 }
 
 async function runFsck (cipher: string, o: FsckOptions): Promise<void> {
+  if (o.upgrade === true && o.repair !== true) throw new CliError('usage', '--upgrade changes the volume: give it with --repair')
   checkDir(cipher)
   readConfig(cipher)  // not a volume, or a damaged config: said (exit 5 or 6) before anything else
   const salvageDir = o.salvage !== undefined ? openSalvageDir(o.salvage, cipher) : -1
@@ -91,17 +93,28 @@ async function checkAndReport (cipher: string, o: FsckOptions, salvageDir: numbe
   const choice = await chooseCredential(cipher, o, o.slot)
   let volume: Volume
   try {
-    volume = await Volume.unlock(cipher, choice.credential, { readOnly: !repair, slot: choice.slot })
+    volume = await Volume.unlock(cipher, choice.credential, { readOnly: !repair, slot: choice.slot, upgrading: o.upgrade === true })
   } finally {
     choice.credential.secret.fill(0)
   }
+  // --upgrade: the config says so before the first file changes, until the last has.
+  const upgrade = o.upgrade === true && volume.config.endTags !== true
+  let upgraded: 'finished' | 'unfinished' | 'not needed' = 'not needed'
   const root = fs.openSync(cipher, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY)
   const progress = fsckProgress(indexMissing ? 0 : (() => { try { return DekIndex.countFiles(cipher) } catch { return 0 } })())
   let result: ReturnType<typeof checkVolume>
   let indexFailed: string | null = null
   volume.index.onError = message => { indexFailed ??= message }
   try {
-    result = checkVolume(volume, root, repair, progress.update, salvageDir)
+    if (upgrade) volume.beginUpgrade()
+    result = checkVolume(volume, root, repair, progress.update, salvageDir, upgrade)
+    if (upgrade) {
+      upgraded = 'unfinished'
+      if (result.upgradeLeft === 0 && indexFailed === null) {
+        const rc = loadAddon<PosixAddon>('posix').syncfs(root)  // every tag and header on disk before the config requires them
+        if (rc >= 0) { volume.finishUpgrade(); upgraded = 'finished' }
+      }
+    }
   } finally {
     progress.end()
     fs.closeSync(root)
@@ -116,17 +129,21 @@ async function checkAndReport (cipher: string, o: FsckOptions, salvageDir: numbe
   const seconds = (Date.now() - started) / 1000
   const left = result.problems.filter(p => !p.repaired).length
   if (o.json === true) {
-    process.stdout.write(JSON.stringify({ ...result, seconds: Math.round(seconds * 100) / 100, clean: result.problems.length === 0 }) + '\n')
+    process.stdout.write(JSON.stringify({ ...result, ...(o.upgrade === true ? { upgrade: upgraded } : {}), seconds: Math.round(seconds * 100) / 100, clean: result.problems.length === 0 }) + '\n')
   }
   const lines = result.problems.map(p => `${p.path}: ${p.what}${p.repaired ? ' (repaired)' : repair ? ' (not repaired)' : ''}`)
   for (const s of result.salvaged) {
-    const lost = s.lost.map(([a, b]) => b === null ? `${a} to the end (a torn last chunk)` : `${a}-${b}`).join(', ')
+    const lost = s.lost.map(([a, b]) => b === null ? `${a} to the end (the file was cut short or torn there)` : `${a}-${b}`).join(', ')
     lines.push(`${s.path}: salvaged to ${path.join(o.salvage as string, s.to)} (${s.size.toLocaleString('en')} bytes; lost, as zeros: bytes ${lost})`)
   }
   lines.push(`Checked ${result.directories.toLocaleString('en')} directories, ${result.files.toLocaleString('en')} files (${(result.bytes / 1e6).toFixed(1)} MB) and ${result.symlinks.toLocaleString('en')} symlinks in ${seconds.toFixed(1)} s: ` +
     (result.problems.length === 0 ? 'no problems.' : `${result.problems.length} problem${result.problems.length > 1 ? 's' : ''}${repair ? `, ${result.problems.length - left} repaired` : ' (sealfs fsck --repair repairs what it can)'}.`))
+  if (upgraded === 'finished') lines.push(`Upgraded: ${result.upgraded.toLocaleString('en')} file${result.upgraded === 1 ? '' : 's'} given an end tag; every file's end is now authenticated.`)
+  if (upgraded === 'unfinished') lines.push(`Upgrade unfinished: ${result.upgraded.toLocaleString('en')} file${result.upgraded === 1 ? '' : 's'} given an end tag, some not (named above). The volume does not mount until it is finished: mend what is named and run 'sealfs fsck --repair --upgrade ${cipher}' again.`)
+  if (o.upgrade === true && upgraded === 'not needed') lines.push('Upgrade: not needed (this volume has end tags).')
   process.stderr.write(lines.join('\n') + '\n')
-  if (result.problems.length > 0) process.exitCode = left > 0 ? EXIT.FSCK_PROBLEMS : EXIT.FSCK_REPAIRED
+  if (upgraded === 'unfinished') process.exitCode = EXIT.UPGRADE_IN_PROGRESS
+  else if (result.problems.length > 0) process.exitCode = left > 0 ? EXIT.FSCK_PROBLEMS : EXIT.FSCK_REPAIRED
 }
 
 /** `sealfs fsck`: checks (and with --repair, mends) an unmounted or read-only-mounted volume. */
@@ -140,6 +157,7 @@ export function defineFsckCommand (p: Command): void {
     .option('--slot <name>', 'try only the key slot of this name')
     .option('--repair', 'rebuild index rows from the headers, remove rows of deleted files and crash leftovers, move entries that do not decrypt to sealfs.quarantine (never deletes a file\'s contents)')
     .option('--salvage <dir>', 'copy every readable byte of each damaged file to the same path under <dir> (outside the cipher dir), the bytes lost as zeros, and say which')
+    .option('--upgrade', 'with --repair: give every file of a volume made before end tags its end tag, so that a file cut short reads as EIO (resumable; the volume does not mount until it has finished)')
     .option('--json', 'print a JSON summary on stdout')
     .action(runFsck)
 }

@@ -31,8 +31,10 @@ export interface Placement {
   newFrom: number
   /** Allocate the run's space before writing (fallocate, size kept). */
   reserve: boolean
+  /** Bytes of the output after the sealed run written with it (a file's end tag), 0 if none. */
+  tail: number
 }
-export const IN_PLACE: Placement = { newFrom: -1, reserve: false }
+export const IN_PLACE: Placement = { newFrom: -1, reserve: false, tail: 0 }
 
 export const MIN_CHUNK_SIZE = 4096
 export const MAX_CHUNK_SIZE = 1024 * 1024
@@ -106,14 +108,15 @@ export class ChunkCipher {
   }
 
   /**
-   * Reads the sealed run at `position` of `fd` into `scratch` (its length says how much) and
-   * opens it into `out`: the read and the decryption are one job on the libuv pool.
-   * A file that ends early is EIO; I/O errors carry their errno name as `code`.
+   * Reads the sealed run at `position` of `fd` into `scratch` (its length, less `tail`, says
+   * how much) and opens it into `out`: the read and the decryption are one job on the libuv
+   * pool. `tail` bytes more are read after the run into the end of `scratch`, not opened (a
+   * file's end tag). A file that ends early is EIO; I/O errors carry their errno name as `code`.
    */
-  openAt (key: SecretKey, prefix: Buffer, firstIndex: number, fd: number, position: number, scratch: Buffer, out: Buffer, zeroIsHole = false, here = false): Promise<number> {
-    if (here) return this.#here(addon.openAsync(key.bytes, prefix, firstIndex, scratch, this.chunkSize, out, zeroIsHole, fd, position, null), firstIndex)
+  openAt (key: SecretKey, prefix: Buffer, firstIndex: number, fd: number, position: number, scratch: Buffer, out: Buffer, zeroIsHole = false, here = false, tail = 0): Promise<number> {
+    if (here) return this.#here(addon.openAsync(key.bytes, prefix, firstIndex, scratch, this.chunkSize, out, zeroIsHole, fd, position, tail, null), firstIndex)
     return new Promise((resolve, reject) => {
-      addon.openAsync(key.bytes, prefix, firstIndex, scratch, this.chunkSize, out, zeroIsHole, fd, position, n => {
+      addon.openAsync(key.bytes, prefix, firstIndex, scratch, this.chunkSize, out, zeroIsHole, fd, position, tail, n => {
         try { resolve(this.#check(n, firstIndex)) } catch (e) { reject(e) }
       })
     })
@@ -123,12 +126,13 @@ export class ChunkCipher {
    * Seals `plain` into `out` and writes the sealed run at `position` of `fd`, as one pool job.
    * `place`: where the run's bytes past the old end of the file begin (the old bytes before
    * them are kept and written back if the write fails part-way: a full disk fails it in its
-   * extension), and whether to allocate the run's space before writing (a sparse file's holes).
+   * extension), whether to allocate the run's space before writing (a sparse file's holes),
+   * and how many bytes of `out` after the sealed run to write with it (`out` has room for them).
    */
   sealAt (key: SecretKey, prefix: Buffer, firstIndex: number, plain: Buffer, out: Buffer, fd: number, position: number, here = false, place = IN_PLACE): Promise<number> {
-    if (here) return this.#here(addon.sealAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, place.reserve, fd, position, place.newFrom, null), firstIndex)
+    if (here) return this.#here(addon.sealAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, place.reserve, fd, position, place.newFrom, place.tail, null), firstIndex)
     return new Promise((resolve, reject) => {
-      addon.sealAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, place.reserve, fd, position, place.newFrom, n => {
+      addon.sealAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, place.reserve, fd, position, place.newFrom, place.tail, n => {
         try { resolve(this.#check(n, firstIndex)) } catch (e) { reject(e) }
       })
     })
@@ -142,9 +146,9 @@ export class ChunkCipher {
    */
   rewriteAt (key: SecretKey, prefix: Buffer, firstIndex: number, plain: Buffer, out: Buffer, fd: number, position: number,
     dataStart: number, dataEnd: number, oldLen: number, zeroIsHole: boolean, here = false, place = IN_PLACE): Promise<number> {
-    if (here) return this.#here(addon.rewriteAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, zeroIsHole, fd, position, dataStart, dataEnd, oldLen, place.newFrom, place.reserve, null), firstIndex)
+    if (here) return this.#here(addon.rewriteAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, zeroIsHole, fd, position, dataStart, dataEnd, oldLen, place.newFrom, place.reserve, place.tail, null), firstIndex)
     return new Promise((resolve, reject) => {
-      addon.rewriteAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, zeroIsHole, fd, position, dataStart, dataEnd, oldLen, place.newFrom, place.reserve, n => {
+      addon.rewriteAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, zeroIsHole, fd, position, dataStart, dataEnd, oldLen, place.newFrom, place.reserve, place.tail, n => {
         try { resolve(this.#check(n, firstIndex)) } catch (e) { reject(e) }
       })
     })

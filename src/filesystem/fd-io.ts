@@ -41,3 +41,8 @@ export function readFullAtSync (fd: number, buf: Buffer, pos: number): number {
   }
   return got
 }
+
+/** Writes all of `buf` at `pos`, on this thread (tools that walk an unmounted volume). */
+export function writeAllAtSync (fd: number, buf: Buffer, pos: number): void {
+  for (let done = 0; done < buf.length;) done += fs.writeSync(fd, buf, done, buf.length - done, pos + done)
+}

@@ -1,6 +1,8 @@
 import { Placement, SYNC_RUN_MAX } from '../crypto/chunk-cipher'
+import { END_TAG_BYTES, endTag, endTagMatches } from '../crypto/end-tag'
+import { AuthenticationError } from '../crypto/errors'
 import { SecretKey } from '../crypto/secret-key'
-import { FLAG_SPARSE, HEADER_BYTES } from '../volume/file-header'
+import { FLAG_END_TAG, FLAG_SPARSE, HEADER_BYTES } from '../volume/file-header'
 import { Volume } from '../volume/volume'
 import { fdatasyncFd, ftruncateFd, writeFullAt } from './fd-io'
 import { FsError } from './fs-error'
@@ -9,14 +11,6 @@ import { requestBuffers } from './request-buffers'
 
 /** Chunk writes under one DEK are stopped here, well inside GCM's 2^32 random-nonce bound. */
 export const CHUNK_WRITE_LIMIT = 2 ** 31
-
-/** Plaintext size of a backing regular file of `backingSize` bytes (a torn tail counts as absent). */
-export function plainSize (volume: Volume, backingSize: number): number {
-  if (backingSize <= HEADER_BYTES) return 0
-  const n = volume.chunks.openedSize(backingSize - HEADER_BYTES)
-  if (n >= 0) return n
-  return Math.floor((backingSize - HEADER_BYTES) / volume.chunks.stride) * volume.chunks.chunkSize
-}
 
 /**
  * The contents of one file (all its names and descriptors share it): its DEK, plaintext
@@ -28,6 +22,8 @@ export class FileContents {
   readonly prefix: Buffer
   /** Chunks sealed under this DEK so far; looked up in the index at the first write, not at open. */
   #chunkWrites: number | null
+  /** Bytes after the last chunk: the end tag (FLAG_END_TAG), or none (a volume from before them). */
+  readonly #tail: number
 
   constructor (
     private readonly volume: Volume,
@@ -45,6 +41,7 @@ export class FileContents {
   ) {
     this.prefix = volume.aadPrefix(fileId)
     this.#chunkWrites = chunkWritesSoFar
+    this.#tail = (flags & FLAG_END_TAG) !== 0 ? END_TAG_BYTES : 0
   }
 
   get sparse (): boolean {
@@ -74,12 +71,27 @@ export class FileContents {
     return HEADER_BYTES + chunkIndex * this.volume.chunks.stride
   }
 
-  /** Decrypts plaintext [start, end) — chunk-aligned start, end <= size — of chunks from `fd`. */
+  /** Where the backing file ends when the plaintext has `size` bytes: after the end tag, if any. */
+  #end (size: number): number {
+    return size === 0 ? HEADER_BYTES : HEADER_BYTES + this.volume.chunks.sealedSize(size) + this.#tail
+  }
+
+  /**
+   * Decrypts plaintext [start, end) — chunk-aligned start, end <= size — of chunks from `fd`.
+   * A run that reaches the end of the file reads the end tag with it, in the same pread, and
+   * checks it: a file cut short (whole chunks dropped, or its last chunk cut into) is EIO.
+   */
   async #readRun (fd: number, start: number, end: number, out: Buffer): Promise<void> {
     const first = start / this.#chunk
-    const sealed = requestBuffers.take(this.volume.chunks.sealedSize(end - start))
+    const sealedLength = this.volume.chunks.sealedSize(end - start)
+    const tail = end === this.size ? this.#tail : 0
+    const sealed = requestBuffers.take(sealedLength + tail)
     try {
-      await this.volume.chunks.openAt(this.dek, this.prefix, first, fd, this.#cipherOffset(first), sealed, out, this.sparse, this.#here(sealed.length))
+      await this.volume.chunks.openAt(this.dek, this.prefix, first, fd, this.#cipherOffset(first), sealed, out, this.sparse, this.#here(sealed.length), tail)
+      if (tail > 0 && !endTagMatches(this.dek, this.prefix, end, sealed.subarray(sealedLength))) {
+        out.fill(0, 0, end - start)
+        throw new AuthenticationError('end of file', { size: end })
+      }
     } finally {
       requestBuffers.give(sealed)  // the job that read into it has ended, failed or not
     }
@@ -134,57 +146,64 @@ export class FileContents {
 
   /**
    * Writes `data` at `offset`, zero-filling any gap after the current end. A write that fails
-   * leaves the file as it was, except that a gap's zeros in the old last chunk may stay.
+   * leaves the file as it was (its chunks resealed, at most).
    */
   async write (fd: number, offset: number, data: Buffer): Promise<number> {
     if (data.length === 0) return 0
-    const before = this.size
-    await this.#fillTo(fd, offset)
-    try {
-      await this.#writeRange(fd, offset, data)
-    } catch (err) {
-      // The holes #fillTo added go too (the zeros it sealed into the old last chunk stay: cutting them off would tear it).
-      const padded = offset > before ? Math.min(offset, Math.ceil(before / this.#chunk) * this.#chunk) : before
-      if (this.size > padded) await this.#cutBack(fd, padded)
-      throw err
-    }
+    await this.#extendTo(fd, offset, () => this.#writeRange(fd, offset, data))
     return data.length
   }
 
   async truncate (fd: number, newSize: number): Promise<void> {
     if (newSize === this.size) return
-    if (newSize > this.size) {
-      await this.#fillTo(fd, newSize)
-      return
-    }
+    if (newSize > this.size) return this.#extendTo(fd, newSize)
+
     const C = this.#chunk
     const keepChunks = Math.floor(newSize / C)
     const tail = newSize - keepChunks * C
     if (tail > 0) {
-      // The shortened last chunk is sealed over the start of the old one, and only then is the
-      // file cut: the write needs no new space (what it needs of a hole is reserved first), so
-      // a full disk fails it with the file unchanged.
+      // The shortened last chunk (and the end tag of the new size) is sealed over the start of
+      // the old one, and only then is the file cut: the write needs no new space (what it
+      // needs of a hole is reserved first, and a few bytes past the old end are kept and put
+      // back), so a full disk fails it with the file unchanged.
       const plain = Buffer.alloc(Math.min(C, this.size - keepChunks * C))
       await this.#readRun(fd, keepChunks * C, keepChunks * C + plain.length, plain)
-      await this.#sealRun(fd, keepChunks, plain.subarray(0, tail))
+      await this.#sealRun(fd, keepChunks, plain.subarray(0, tail), newSize)
+    } else if (newSize > 0 && this.#tail > 0) {
+      // Cut at a chunk boundary: the new end's tag over the start of the first chunk cut off.
+      await writeFullAt(fd, endTag(this.dek, this.prefix, newSize), this.#cipherOffset(keepChunks))
     }
-    await ftruncateFd(fd, this.#cipherOffset(keepChunks) + this.volume.chunks.sealedSize(tail))
+    await ftruncateFd(fd, this.#end(newSize))
     this.size = newSize
   }
 
   /** Cuts the file back to `size` (a chunk boundary, or its old end) after a failed write: less space, never more. */
   async #cutBack (fd: number, size: number): Promise<void> {
-    await ftruncateFd(fd, HEADER_BYTES + this.volume.chunks.sealedSize(size)).catch(() => undefined)
+    await ftruncateFd(fd, this.#end(size)).catch(() => undefined)
+    // The write may have gone over the old end tag: it is written again (over bytes the file
+    // had, so no new space is needed).
+    if (this.#tail > 0 && size > 0) await writeFullAt(fd, endTag(this.dek, this.prefix, size), this.#end(size) - this.#tail).catch(() => undefined)
     this.size = size
   }
 
-  /** Seals whole chunks from chunk `first` and writes them in place (counted against the nonce bound). */
-  async #sealRun (fd: number, first: number, plain: Buffer): Promise<void> {
+  /**
+   * Seals the last chunk of a file being shortened to `newSize` from chunk `first`, with the
+   * end tag of that size, and writes them in place (counted against the nonce bound).
+   */
+  async #sealRun (fd: number, first: number, plain: Buffer, newSize: number): Promise<void> {
     const nChunks = Math.ceil(plain.length / this.#chunk)
     this.#checkBound(nChunks)
-    const sealed = requestBuffers.take(this.volume.chunks.sealedSize(plain.length))
+    const sealedLength = this.volume.chunks.sealedSize(plain.length)
+    const sealed = requestBuffers.take(sealedLength + this.#tail)
+    // With the tag, the run can reach a few bytes past the old end: those are new, the rest kept.
+    const oldBytes = this.#end(this.size) - this.#cipherOffset(first)
+    const place: Placement = { newFrom: sealed.length > oldBytes ? oldBytes : -1, reserve: this.#holesMayFill, tail: this.#tail }
     try {
-      await this.volume.chunks.sealAt(this.dek, this.prefix, first, plain, sealed, fd, this.#cipherOffset(first), this.#here(sealed.length), { newFrom: -1, reserve: this.#holesMayFill })
+      if (this.#tail > 0) endTag(this.dek, this.prefix, newSize, sealed.subarray(sealedLength))
+      await this.volume.chunks.sealAt(this.dek, this.prefix, first, plain, sealed, fd, this.#cipherOffset(first), this.#here(sealed.length), place)
+    } catch (err) {
+      if (sealed.length > oldBytes) await ftruncateFd(fd, this.#end(this.size)).catch(() => undefined)
+      throw err
     } finally {
       requestBuffers.give(sealed)
     }
@@ -202,6 +221,22 @@ export class FileContents {
   }
 
   /**
+   * Zero-fills the file to `target` (#fillTo), then runs `then`. If either fails, the file is
+   * cut back to its old size by a shrinking truncate (which needs no new space): the zeros
+   * sealed into its old last chunk go too, and the chunk is whole at every step.
+   */
+  async #extendTo (fd: number, target: number, then?: () => Promise<void>): Promise<void> {
+    const before = this.size
+    try {
+      await this.#fillTo(fd, target)
+      await then?.()
+    } catch (err) {
+      if (this.size > before) await this.truncate(fd, before).catch(() => undefined)
+      throw err
+    }
+  }
+
+  /**
    * Extends the file with zeros to `target`: the current last chunk is padded with real
    * zeros; whole chunks beyond it become holes (the backing file is extended sparsely) once
    * the header says the file is sparse.
@@ -213,8 +248,17 @@ export class FileContents {
     if (boundary > this.size) await this.#writeRange(fd, this.size, Buffer.alloc(boundary - this.size))
     if (target <= boundary) return
     if (!this.sparse) await this.#markSparse(fd)
-    await ftruncateFd(fd, HEADER_BYTES + this.volume.chunks.sealedSize(target))
+    if (this.#tail === 0) {
+      await ftruncateFd(fd, this.#end(target))
+      this.size = target
+      return
+    }
+    // The new end's tag first (the file grows by a hole up to it), then the old end's tag is
+    // zeroed, making its chunk a hole: a crash between leaves that one new chunk unreadable,
+    // never a file whose end does not authenticate.
+    await writeFullAt(fd, endTag(this.dek, this.prefix, target), this.#end(target) - this.#tail)
     this.size = target
+    if (boundary > 0) await writeFullAt(fd, Buffer.alloc(this.#tail), this.#end(boundary) - this.#tail)
   }
 
   /** Sets the sparse flag in the header (the DEK is wrapped again) and makes it durable before any hole exists. */
@@ -237,17 +281,21 @@ export class FileContents {
     const nChunks = last - first + 1
     this.#checkBound(nChunks)
     const oldLen = Math.max(0, Math.min(this.size, runEnd) - runStart)
-    const place: Placement = { newFrom: -1, reserve: this.#holesMayFill }
-    if (end > this.size && oldLen > 0) {
+    // A write that moves the end writes the new end tag after its run, in the same pwrite.
+    const extending = end > this.size
+    const sealedLength = this.volume.chunks.sealedSize(runEnd - runStart)
+    const place: Placement = { newFrom: -1, reserve: this.#holesMayFill, tail: extending ? this.#tail : 0 }
+    const oldSealed = this.#end(this.size) - this.#cipherOffset(first)  // the old chunks and end tag the run goes over, if it extends
+    if (extending && oldSealed > 0) {
       // The run rewrites old bytes and extends the file: a full disk can fail it in its
       // extension after it has overwritten them, so the write job keeps them and puts them
       // back (not needed where the run ends in the block the file already ends in: that
       // needs no new space).
-      const oldSealed = this.volume.chunks.sealedSize(oldLen)
       const oldEnd = this.#cipherOffset(first) + oldSealed
-      if (this.#cipherOffset(first) + this.volume.chunks.sealedSize(runEnd - runStart) > Math.ceil(oldEnd / this.blockSize) * this.blockSize) place.newFrom = oldSealed
+      if (this.#cipherOffset(first) + sealedLength + place.tail > Math.ceil(oldEnd / this.blockSize) * this.blockSize) place.newFrom = oldSealed
     }
-    const sealed = requestBuffers.take(this.volume.chunks.sealedSize(runEnd - runStart))
+    const sealed = requestBuffers.take(sealedLength + place.tail)
+    if (place.tail > 0) endTag(this.dek, this.prefix, end, sealed.subarray(sealedLength))
     try {
       if (runStart === start && runEnd === end) {
         await this.volume.chunks.sealAt(this.dek, this.prefix, first, data, sealed, fd, this.#cipherOffset(first), this.#here(sealed.length), place)

@@ -4,7 +4,6 @@ import { Volume } from '../volume/volume'
 import { STAT_ATIME_NSEC, STAT_ATIME_SEC, STAT_GID, STAT_LENGTH, STAT_MODE, STAT_MTIME_NSEC, STAT_MTIME_SEC, STAT_NLINK, STAT_SIZE } from './backing-addon'
 import { Backing } from './backing'
 import { EntryNames } from './entry-names'
-import { plainSize } from './file-contents'
 import { FsError } from './fs-error'
 import { identityOf, Inode, InodeTable, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from './inodes'
 import { OpenFiles } from './open-files'
@@ -55,7 +54,7 @@ export class Filesystem {
    */
   plainAttrs (st: Float64Array): Float64Array {
     const type = st[STAT_MODE] & S_IFMT
-    if (type === S_IFREG) st[STAT_SIZE] = plainSize(this.volume, st[STAT_SIZE])
+    if (type === S_IFREG) st[STAT_SIZE] = this.volume.layout.plainSize(st[STAT_SIZE])
     else if (type === S_IFLNK) st[STAT_SIZE] = Math.max(0, Math.floor(st[STAT_SIZE] * 3 / 4) - 40)
     return st
   }

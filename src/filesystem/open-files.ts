@@ -1,7 +1,7 @@
 import { FileHeader, HEADER_BYTES } from '../volume/file-header'
 import { NewFile, Volume } from '../volume/volume'
 import { DekCache } from './dek-cache'
-import { FileContents, plainSize } from './file-contents'
+import { FileContents } from './file-contents'
 import { FsError } from './fs-error'
 
 export interface Handle {
@@ -133,7 +133,7 @@ export class OpenFiles {
     if (size <= HEADER_BYTES) return null
     const cacheId = dekCacheId(parsed)
     const dek = this.deks.pin(cacheId, () => this.volume.openDek(parsed))
-    const contents = new FileContents(this.volume, parsed.fileId, dek, plainSize(this.volume, size), null, parsed.flags, this.localIo, this.blockSize)
+    const contents = new FileContents(this.volume, parsed.fileId, dek, this.volume.layout.plainSize(size), null, parsed.flags, this.localIo, this.blockSize)
     this.#register(node, { contents, refs: 1, cacheId, pending: false, nodes: new Set([node]) })
     return contents
   }
@@ -151,7 +151,7 @@ export class OpenFiles {
   adopt (node: number, file: NewFile, header: FileHeader): FileContents {
     const cacheId = dekCacheId(header)
     const dek = this.deks.pin(cacheId, () => file.dek)
-    const contents = new FileContents(this.volume, file.fileId, dek, 0, 0, 0, this.localIo, this.blockSize)
+    const contents = new FileContents(this.volume, file.fileId, dek, 0, 0, file.flags, this.localIo, this.blockSize)
     this.#register(node, { contents, refs: 1, cacheId, pending: true, nodes: new Set([node]) })
     return contents
   }

@@ -6,7 +6,9 @@ import { randomBytes } from '../crypto/secret-key'
 import { loadAddon, PosixAddon } from '../native'
 import type { RewrappedRow } from '../volume/dek-index'
 import { VolumeError } from '../volume/errors'
-import { FLAG_SPARSE, HEADER_BYTES } from '../volume/file-header'
+import { FLAG_END_TAG, FLAG_SPARSE, HEADER_BYTES } from '../volume/file-header'
+import { FileLayout } from '../volume/file-layout'
+import { END_TAG_BYTES, endTag, endTagMatches } from '../crypto/end-tag'
 import type { HeaderRewrap, Reencryption } from '../volume/key-rotation'
 import {
   backing, listDirSync, DT_DIR, DT_REG, DT_UNKNOWN, HEADER_OUT_BYTES, HEADER_OUT_LENGTH, HEADER_OUT_SIZE, STAT_ATIME_NSEC, STAT_ATIME_SEC,
@@ -462,7 +464,8 @@ let runBuffers: { sealed: Buffer, plain: Buffer } | null = null
  */
 function stage (root: number, rotation: RotationSteps, r: Reencryption, fd: number, size: number): Pending['tmp'] {
   const chunks = rotation.chunks
-  const plainSize = chunks.openedSize(size - HEADER_BYTES)
+  const layout = new FileLayout(chunks, (r.flags & FLAG_END_TAG) !== 0)
+  const plainSize = layout.exactPlainSize(size)
   if (size < HEADER_BYTES || plainSize < 0) return null
   const name = `sealfs.tmp.rotate-${randomBytes(12).toString('hex')}`
   const tfd = backing.openAt(root, Buffer.from(name), O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600, S_IFREG)
@@ -498,6 +501,13 @@ function stage (root: number, rotation: RotationSteps, r: Reencryption, fd: numb
         writeAllAt(tfd, s, at + i * chunks.stride)
         chunkWrites++
       }
+    }
+    // The end tag is keyed by the DEK: the new one's, checked first under the old one (a file
+    // cut short is left as it was, as one whose chunk does not authenticate).
+    if (layout.endTags && plainSize > 0) {
+      const tag = Buffer.alloc(END_TAG_BYTES)
+      if (readFullAtSync(fd, tag, size - END_TAG_BYTES) !== END_TAG_BYTES || !endTagMatches(r.oldDek, prefix, plainSize, tag)) throw new AuthenticationError('end of file')
+      writeAllAt(tfd, endTag(r.newDek, prefix, plainSize), size - END_TAG_BYTES)
     }
     fs.ftruncateSync(tfd, size)
     plain.fill(0, 0, used)

@@ -1,15 +1,17 @@
 import fs from 'fs'
-import { readFullAtSync } from './fd-io'
+import { readFullAtSync, writeAllAtSync } from './fd-io'
 import { AuthenticationError } from '../crypto/errors'
 import { DIR_ID_BYTES } from '../crypto/name-cipher'
 import { randomBytes } from '../crypto/secret-key'
 import { DIR_ID_FILE, newDirId } from '../volume/dir-id'
-import { decodeHeader, HEADER_BYTES } from '../volume/file-header'
+import { decodeHeader, FileHeader, FLAG_END_TAG, FLAG_SPARSE, HEADER_BYTES } from '../volume/file-header'
+import { FileLayout } from '../volume/file-layout'
+import { END_TAG_BYTES, endTag, endTagMatches } from '../crypto/end-tag'
 import type { Volume } from '../volume/volume'
 import { VolumeError } from '../volume/errors'
 import { loadAddon, PosixAddon } from '../native'
 import {
-  AT_REMOVEDIR, backing, listDirSync, READLINK_BUFFER, STAT_DEV, STAT_INO_HI, STAT_INO_LO, STAT_LENGTH, STAT_MODE, STAT_SIZE, STAT_UID, STAT_GID, TYPE_DIR, TYPE_REG
+  AT_REMOVEDIR, backing, listDirSync, READLINK_BUFFER, STAT_ATIME_NSEC, STAT_ATIME_SEC, STAT_DEV, STAT_MTIME_NSEC, STAT_MTIME_SEC, STAT_INO_HI, STAT_INO_LO, STAT_LENGTH, STAT_MODE, STAT_SIZE, STAT_UID, STAT_GID, TYPE_DIR, TYPE_REG
 } from './backing-addon'
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from './inodes'
 import { LONG_PREFIX, LONG_SIDECAR_SUFFIX, TEMP_PREFIX, longHash } from './entry-names'
@@ -17,6 +19,7 @@ import { XATTR_BUF, XATTR_PREFIX } from './entries'
 
 const O_RDONLY = 0
 const O_WRONLY = 1
+const O_RDWR = 2
 const O_CREAT = 0o100
 const O_EXCL = 0o200
 const O_DIRECTORY = fs.constants.O_DIRECTORY
@@ -58,6 +61,10 @@ export interface CheckResult {
   bytes: number
   problems: Problem[]
   salvaged: Salvaged[]
+  /** --upgrade: files given their end tag in this run. */
+  upgraded: number
+  /** --upgrade: files that have contents and still no end tag (the upgrade cannot finish). */
+  upgradeLeft: number
 }
 
 export interface CheckProgress { entries: number, files: number, bytes: number }
@@ -79,9 +86,9 @@ function printable (b: Buffer): string {
  * leftovers are removed, and entries that do not decrypt are moved to QUARANTINE; no file's
  * contents are changed or deleted.
  */
-export function checkVolume (volume: Volume, root: number, repair: boolean, onProgress: (p: CheckProgress) => void, salvageDir = -1): CheckResult {
+export function checkVolume (volume: Volume, root: number, repair: boolean, onProgress: (p: CheckProgress) => void, salvageDir = -1, upgrade = false): CheckResult {
   loadAddon<PosixAddon>('posix').raiseFdLimit()  // a descriptor per directory level
-  const result: CheckResult = { directories: 0, files: 0, symlinks: 0, bytes: 0, problems: [], salvaged: [] }
+  const result: CheckResult = { directories: 0, files: 0, symlinks: 0, bytes: 0, problems: [], salvaged: [], upgraded: 0, upgradeLeft: 0 }
   const problem = (path: string, what: string, fix?: () => boolean): void => {
     const repaired = repair && fix !== undefined && fix()
     result.problems.push({ path, what, repaired })
@@ -157,6 +164,37 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
     }
   }
 
+  /** Whether the last END_TAG_BYTES of the file (`size` bytes) are the end tag of `plainSize` bytes. */
+  const endTagAt = (fd: number, dek: ReturnType<Volume['openDek']>, fileId: Buffer, size: number, plainSize: number): boolean => {
+    const tag = Buffer.alloc(END_TAG_BYTES)
+    return readFullAtSync(fd, tag, size - END_TAG_BYTES) === END_TAG_BYTES && endTagMatches(dek, volume.aadPrefix(fileId), plainSize, tag)
+  }
+
+  /**
+   * --upgrade: gives a file of an older volume its end tag (after its `whole` readable bytes:
+   * a torn end, less than a chunk's nonce and tag, held no data), makes that durable, then
+   * writes its header with FLAG_END_TAG (the DEK wrapped again; the index row follows). A kill
+   * between the two leaves a tag the next run recognizes. Its times are put back after each
+   * write (before the sync a kill may stop at).
+   */
+  const upgradeFile = (fd: number, h: FileHeader, dek: ReturnType<Volume['openDek']>, size: number, whole: number, tagOnDisk: boolean, st: Float64Array): boolean => {
+    const timesBack = (): boolean => backing.utimensFd(fd, st[STAT_ATIME_SEC], st[STAT_ATIME_NSEC], st[STAT_MTIME_SEC], st[STAT_MTIME_NSEC]) >= 0
+    try {
+      if (!tagOnDisk) {
+        const at = HEADER_BYTES + volume.chunks.sealedSize(whole)
+        if (whole > 0) writeAllAtSync(fd, endTag(dek, volume.aadPrefix(h.fileId), whole), at)
+        if (size > at + (whole > 0 ? END_TAG_BYTES : 0)) fs.ftruncateSync(fd, at + (whole > 0 ? END_TAG_BYTES : 0))
+        if (!timesBack()) return false
+        fs.fdatasyncSync(fd)
+      }
+      if (whole > 0) writeAllAtSync(fd, volume.rewrapHeader(h.fileId, dek, h.flags | FLAG_END_TAG), 0)
+      return timesBack()
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === undefined) throw e
+      return false
+    }
+  }
+
   const checkFile = (dirfd: number, name: Buffer, path: string, st: Float64Array): void => {
     result.files++
     const inode = `${st[STAT_DEV]}:${st[STAT_INO_HI]}:${st[STAT_INO_LO]}`
@@ -169,7 +207,7 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
     let fd: number
     try {
       checkXattrs(pathFd, path)
-      fd = backing.openHeaderFd(pathFd, O_RDONLY | O_NOATIME, header, out, false)
+      fd = backing.openHeaderFd(pathFd, (upgrade ? O_RDWR : O_RDONLY) | O_NOATIME, header, out, false)
     } finally {
       fs.closeSync(pathFd)
     }
@@ -203,32 +241,50 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
         if (!(e instanceof AuthenticationError)) throw e
         return problem(path, 'its data key does not open (header or index row damaged, or from another volume)')
       }
-      let stored = 0
       try {
-        const plainSize = volume.chunks.openedSize(size - HEADER_BYTES)
-        if (plainSize < 0) problem(path, 'its last chunk is torn (the file ends inside a chunk\'s nonce or tag)')
-        const whole = plainSize < 0 ? Math.floor((size - HEADER_BYTES) / volume.chunks.stride) * volume.chunks.chunkSize : plainSize
-        stored = Math.ceil(whole / volume.chunks.chunkSize)
-        const bad = checkChunks(fd, h.fileId, dek, (h.flags & 1) !== 0, whole)
+        const tagged = (h.flags & FLAG_END_TAG) !== 0
+        let layout = new FileLayout(volume.chunks, tagged)
+        let tagOnDisk = false
+        if (upgrade && !tagged) {
+          // An upgrade killed between this file's end tag and its header left the tag.
+          const asTagged = new FileLayout(volume.chunks, true)
+          const p = asTagged.exactPlainSize(size)
+          if (p > 0 && endTagAt(fd, dek, h.fileId, size, p)) { layout = asTagged; tagOnDisk = true }
+        }
+        const plainSize = layout.exactPlainSize(size)
+        if (plainSize < 0) problem(path, layout.endTags ? 'its end is torn (the file ends inside a chunk\'s nonce or tag, or its end tag)' : 'its last chunk is torn (the file ends inside a chunk\'s nonce or tag)')
+        const whole = plainSize < 0 ? layout.plainSize(size) : plainSize
+        const stored = Math.ceil(whole / volume.chunks.chunkSize)
+        const bad = checkChunks(fd, h.fileId, dek, (h.flags & FLAG_SPARSE) !== 0, whole)
         if (bad.length > 0) {
           const C = volume.chunks.chunkSize
           const ranges = bad.slice(0, 4).map(i => `${i * C}-${Math.min(whole, (i + 1) * C) - 1}`).join(', ')
           problem(path, `${bad.length} chunk${bad.length > 1 ? 's do' : ' does'} not authenticate (bytes ${ranges}${bad.length > 4 ? ', ...' : ''})`)
         }
-        if (salvageDir >= 0 && (bad.length > 0 || plainSize < 0)) salvage(fd, h.fileId, dek, (h.flags & 1) !== 0, whole, bad, plainSize < 0, path)
+        // The end tag: a file cut short at a chunk boundary, or changed while it was copied.
+        let cut = plainSize < 0
+        if (!cut && layout.endTags && !endTagAt(fd, dek, h.fileId, size, plainSize)) {
+          cut = true
+          problem(path, `its end does not authenticate: it was cut short (or changed while it was being copied), or its last ${END_TAG_BYTES} bytes were changed`)
+        }
+        if (salvageDir >= 0 && (bad.length > 0 || cut)) salvage(fd, h.fileId, dek, (h.flags & FLAG_SPARSE) !== 0, whole, bad, cut, path)
+        // Rows of a file ID two inodes share are left alone: which header is right is unknown.
+        if (h.keyVersion === volume.config.masterKeyVersion && !shared && !duplicated.has(id)) {
+          const row = volume.index.get(h.fileId)
+          if (row === undefined) {
+            // A rebuilt row's chunk-write count starts at the chunks stored: the nonce budget
+            // is never undercounted by more than the writes that overwrote chunks in place.
+            problem(path, 'has no index row', () => { volume.index.put(h.fileId, h.keyVersion, h.wrappedDek); volume.index.countChunkWrites(h.fileId, stored); return true })
+          } else if (row.keyVersion !== h.keyVersion || !row.wrapped.equals(h.wrappedDek)) {
+            problem(path, 'its index row does not match its header', () => { volume.index.put(h.fileId, h.keyVersion, h.wrappedDek); return true })
+          }
+        }
+        if (upgrade && !tagged) {
+          if (upgradeFile(fd, h, dek, size, whole, tagOnDisk, st)) result.upgraded++
+          else { result.upgradeLeft++; problem(path, 'could not be given its end tag (the upgrade is unfinished)') }
+        }
       } finally {
         dek.dispose()
-      }
-      // Rows of a file ID two inodes share are left alone: which header is right is unknown.
-      if (h.keyVersion === volume.config.masterKeyVersion && !shared && !duplicated.has(id)) {
-        const row = volume.index.get(h.fileId)
-        if (row === undefined) {
-          // A rebuilt row's chunk-write count starts at the chunks stored: the nonce budget
-          // is never undercounted by more than the writes that overwrote chunks in place.
-          problem(path, 'has no index row', () => { volume.index.put(h.fileId, h.keyVersion, h.wrappedDek); volume.index.countChunkWrites(h.fileId, stored); return true })
-        } else if (row.keyVersion !== h.keyVersion || !row.wrapped.equals(h.wrappedDek)) {
-          problem(path, 'its index row does not match its header', () => { volume.index.put(h.fileId, h.keyVersion, h.wrappedDek); return true })
-        }
       }
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === undefined) throw e
@@ -532,6 +588,8 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
     if (quarantine >= 0) fs.closeSync(quarantine)
   }
   onProgress({ entries, files: result.files, bytes: result.bytes })
+  // Files not reached may have no end tag: the upgrade cannot finish without them.
+  if (upgrade && unreached) result.upgradeLeft++
   return result
 }
 

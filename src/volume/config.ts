@@ -113,6 +113,14 @@ export interface VolumeConfig {
   rotation?: RotationField
   /** A throwaway volume: its master key lived only in the daemon that made it; no slots. */
   ephemeral?: true
+  /**
+   * Every file with contents ends in its end tag (docs/FORMAT.md §6.3): true in volumes made
+   * since, absent in older ones; 'upgrading' while `fsck --repair --upgrade` adds them to an
+   * older volume's files (it does not mount meanwhile). Not part of the slots' AAD (an upgrade
+   * cannot rewrap slots it has no credential for): each file's header says, authenticated,
+   * whether it has one, and a file that disagrees with the volume reads as EIO.
+   */
+  endTags?: true | 'upgrading'
   slots: KeySlot[]
 }
 
@@ -211,13 +219,15 @@ export function checkConfig (parsed: unknown, file: string): VolumeConfig {
   return c
 }
 
-const TOP_FIELDS = ['format', 'formatVersion', 'volumeId', 'contentCipher', 'chunkSize', 'nameCipher', 'keyWrap', 'masterKeyVersion', 'nameKeys', 'rotation', 'ephemeral', 'slots']
+const TOP_FIELDS = ['format', 'formatVersion', 'volumeId', 'contentCipher', 'chunkSize', 'nameCipher', 'keyWrap', 'masterKeyVersion', 'nameKeys', 'rotation', 'ephemeral', 'endTags', 'slots']
 
 /** The fields of format version 2 and of an unfinished rotation: present exactly when they must be, each of one spelling. */
 function checkKeyFields (c: VolumeConfig, file: string): void {
   const bad = (): never => { throw new VolumeError('damaged-config', `${file} has an invalid field`) }
   if (Object.keys(c).some(k => !TOP_FIELDS.includes(k))) bad()
   if ((c.nameKeys !== undefined) !== (c.formatVersion === FORMAT_VERSION_NAME_KEYS)) bad()
+  if (c.endTags !== undefined && c.endTags !== true && c.endTags !== 'upgrading') bad()
+  if (c.endTags === 'upgrading' && c.rotation !== undefined) bad()
   if (c.nameKeys !== undefined) {
     const n = c.nameKeys as unknown as Record<string, unknown>
     if (n === null || typeof n !== 'object' || Array.isArray(n) || Object.keys(n).length !== NAME_KEYS.length || NAME_KEYS.some(k => !hexOf(n[k], WRAPPED_KEY_BYTES))) bad()
@@ -341,4 +351,13 @@ export function slotAad (config: VolumeConfig, slot: KeySlot): Buffer {
     `salt=${p.salt}`
   ]
   return Buffer.from(lines.join('\n') + '\n', 'ascii')
+}
+
+/** Temp files of config writes that a crash interrupted (written only under the key-slot lock). */
+export function removeStaleTemps (dir: string): void {
+  for (const name of fs.readdirSync(dir)) {
+    if (!name.startsWith(`${CONFIG_FILE}.tmp-`)) continue
+    const file = path.join(dir, name)
+    if (fs.lstatSync(file).isFile()) fs.rmSync(file, { force: true })  // anything else is not ours
+  }
 }

@@ -19,10 +19,16 @@ export type VolumeErrorKind =
   | 'ephemeral'          // an ephemeral volume: nothing can open it
   | 'rotation-in-progress' // a key rotation is running, or was interrupted and must be finished first
   | 'slots-unopened'     // a rotation cannot rewrap slots whose credentials were not given
+  | 'upgrade-in-progress' // fsck --repair --upgrade was interrupted and must be finished first
 
 export class VolumeError extends Error {
   constructor (readonly kind: VolumeErrorKind, message: string) {
     super(message)
     this.name = 'VolumeError'
   }
+}
+
+/** What to say of a volume whose upgrade to end tags is unfinished. */
+export function upgradeUnfinished (dir: string): string {
+  return `an upgrade of ${dir} to end tags was interrupted; run 'sealfs fsck --repair --upgrade ${dir}' to finish it before mounting`
 }

@@ -7,7 +7,8 @@ const HEADER_VERSION = 1
  * Every regular file's backing file starts with this header, then its chunks:
  *   0   4  magic "SLFS"
  *   4   2  header version (u16 BE) = 1
- *   6   2  flags (u16 BE): bit 0 = sparse (all-zero chunks are holes); other bits zero
+ *   6   2  flags (u16 BE): bit 0 = sparse (all-zero chunks are holes); bit 1 = end tag
+ *          (the chunks are followed by the file's end tag); other bits zero
  *   8  16  file ID (random)
  *  24   4  master-key version that wrapped the DEK (u32 BE)
  *  28  72  wrapped DEK
@@ -15,7 +16,9 @@ const HEADER_VERSION = 1
 export const HEADER_BYTES = 28 + WRAPPED_KEY_BYTES
 
 export const FLAG_SPARSE = 1
-const KNOWN_FLAGS = FLAG_SPARSE
+/** The file ends in its end tag (format version 3, docs/FORMAT.md §6.3); set in every file of such a volume, in none of an older one. */
+export const FLAG_END_TAG = 2
+const KNOWN_FLAGS = FLAG_SPARSE | FLAG_END_TAG
 
 export interface FileHeader {
   fileId: Buffer

@@ -2,13 +2,13 @@ import path from 'path'
 import { AuthenticationError } from '../crypto/errors'
 import { ChunkCipher } from '../crypto/chunk-cipher'
 import { SecretKey } from '../crypto/secret-key'
-import { CONFIG_FILE, FORMAT_VERSION_NAME_KEYS, KeySlot, VolumeConfig, checkConfig, checkUnlockCost, readConfig, slotName, writeConfig } from './config'
+import { CONFIG_FILE, FORMAT_VERSION_NAME_KEYS, KeySlot, removeStaleTemps, VolumeConfig, checkConfig, checkUnlockCost, readConfig, slotName, writeConfig } from './config'
 import { DekIndexRewrite, RewrappedRow } from './dek-index'
 import { unwrapDek, wrapDek } from './dek-wrap'
-import { VolumeError } from './errors'
-import { FLAG_SPARSE, FileHeader, HEADER_BYTES, decodeHeader, encodeHeader } from './file-header'
+import { VolumeError, upgradeUnfinished } from './errors'
+import { FLAG_END_TAG, FLAG_SPARSE, FileHeader, HEADER_BYTES, decodeHeader, encodeHeader } from './file-header'
 import { Credential, askKeyService, resealSlot, unlockSlot } from './key-slot'
-import { Unlock, removeStaleTemps } from './slot-changes'
+import { Unlock } from './slot-changes'
 import { checkDir } from './volume'
 import { ConfigLock, VolumeLock } from './volume-lock'
 import { dekWrapKey, openNameKeys, openRetiredKey, rotationJournalKey, wrapNameKeys, wrapRetiredKey } from './volume-keys'
@@ -111,6 +111,7 @@ export class KeyRotation {
   }
 
   static async #begin (dir: string, config: VolumeConfig, opts: RotateOptions, lock: VolumeLock): Promise<KeyRotation> {
+    if (config.endTags === 'upgrading') throw new VolumeError('upgrade-in-progress', upgradeUnfinished(dir))
     if (config.masterKeyVersion >= 0xffffffff) throw new VolumeError('unsupported', 'the master key has been rotated as often as the format can count')
     const { masterKey: oldKey, slot: opened } = await unlockSlot(config, opts.unlock.credential, opts.unlock.slot)
     const newKey = SecretKey.random()
@@ -232,15 +233,16 @@ export class KeyRotation {
 
   /**
    * Rewraps the index rows still under key N: those of files the walk did not reach (a
-   * damaged header, whose row is what can restore it). A row keeps no flags, so both values
-   * are tried. Rows no key opens are left as they are. Returns [rewrapped, left].
+   * damaged header, whose row is what can restore it). A row keeps no flags, so every value
+   * is tried. Rows no key opens are left as they are. Returns [rewrapped, left].
    */
   finishIndex (): [number, number] {
     let done = 0
     let left = 0
     const rows: RewrappedRow[] = []
     for (const row of this.index.rowsAt(this.from)) {
-      const wrapped = this.#rewrap(row.wrapped, row.fileId, 0) ?? this.#rewrap(row.wrapped, row.fileId, FLAG_SPARSE)
+      let wrapped: Buffer | null = null
+      for (const flags of [0, FLAG_SPARSE, FLAG_END_TAG, FLAG_SPARSE | FLAG_END_TAG]) if ((wrapped = this.#rewrap(row.wrapped, row.fileId, flags)) !== null) break
       if (wrapped === null) { left++; continue }
       rows.push({ fileId: row.fileId, keyVersion: this.to, wrapped })
       done++

@@ -1,6 +1,6 @@
 import fs from 'fs'
 import path from 'path'
-import { CONFIG_FILE, MAX_SLOTS, MAX_UNWRAP_CMD, KeySlot, PassphraseSlot, VolumeConfig, checkConfig, checkUnlockCost, isValidSlotName, readConfig, slotName, writeConfig } from './config'
+import { CONFIG_FILE, MAX_SLOTS, MAX_UNWRAP_CMD, KeySlot, PassphraseSlot, VolumeConfig, checkConfig, checkUnlockCost, isValidSlotName, readConfig, removeStaleTemps, slotName, writeConfig } from './config'
 import { costIsAcceptable } from '../crypto/passphrase-kdf'
 import { SecretKey } from '../crypto/secret-key'
 import { VolumeError } from './errors'
@@ -37,15 +37,6 @@ async function changeConfig (dir: string, unlock: Unlock, change: (config: Volum
     }
   } finally {
     lock.release()
-  }
-}
-
-/** Temp files of config writes that a crash interrupted (only key commands write them, under the lock). */
-export function removeStaleTemps (dir: string): void {
-  for (const name of fs.readdirSync(dir)) {
-    if (!name.startsWith(`${CONFIG_FILE}.tmp-`)) continue
-    const file = path.join(dir, name)
-    if (fs.lstatSync(file).isFile()) fs.rmSync(file, { force: true })  // anything else is not ours
   }
 }
 

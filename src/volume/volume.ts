@@ -7,13 +7,14 @@ import { NameCipher } from '../crypto/name-cipher'
 import { XattrCipher } from '../crypto/xattr-cipher'
 import { DEFAULT_COST, costIsAcceptable } from '../crypto/passphrase-kdf'
 import { SecretKey, randomBytes } from '../crypto/secret-key'
-import { CONFIG_FILE, CONTENT_CIPHER, FORMAT_VERSION, KEY_WRAP, NAME_CIPHER, VolumeConfig, checkVolumeId, readConfig, writeConfig } from './config'
+import { CONFIG_FILE, CONTENT_CIPHER, FORMAT_VERSION, KEY_WRAP, NAME_CIPHER, VolumeConfig, checkVolumeId, readConfig, removeStaleTemps, writeConfig } from './config'
 import { DekIndex, INDEX_FILE } from './dek-index'
 import { DIR_ID_FILE, checkRootDirId, newDirId, writeDirIdSync } from './dir-id'
-import { VolumeError } from './errors'
-import { FILE_ID_BYTES, FileHeader, encodeHeader } from './file-header'
+import { VolumeError, upgradeUnfinished } from './errors'
+import { FILE_ID_BYTES, FLAG_END_TAG, FileHeader, encodeHeader } from './file-header'
+import { FileLayout } from './file-layout'
 import { Credential, createPassphraseSlot, unlockSlot } from './key-slot'
-import { LOCK_FILE, VolumeLock } from './volume-lock'
+import { ConfigLock, LOCK_FILE, VolumeLock } from './volume-lock'
 import { dekWrapKey, openNameKeys } from './volume-keys'
 import { unwrapDek, wrapDek } from './dek-wrap'
 
@@ -107,6 +108,8 @@ export interface InitOptions {
 export interface NewFile {
   fileId: Buffer
   dek: SecretKey
+  /** Its header's flags. */
+  flags: number
   header: Buffer
 }
 
@@ -127,6 +130,8 @@ export function checkDir (dir: string): void {
 export class Volume {
   readonly volumeId: Buffer
   readonly chunks: ChunkCipher
+  /** Where a regular file's header, chunks and end tag lie (an upgrade in progress: as before it). */
+  readonly layout: FileLayout
   readonly names: NameCipher
   readonly links: LinkCipher
   readonly xattrs: XattrCipher
@@ -136,9 +141,12 @@ export class Volume {
   readonly #lock: VolumeLock
   /** What the user must be told about this unlock (an index that was missing or damaged). */
   readonly notices: string[] = []
+  /** An upgrade to end tags is under way (fsck --repair --upgrade): files of both layouts open. */
+  #upgrading: boolean
 
   private constructor (readonly dir: string, readonly config: VolumeConfig, masterKey: SecretKey, lock: VolumeLock, readonly readOnly: boolean) {
     this.#lock = lock
+    this.#upgrading = config.endTags === 'upgrading'
     // The name keys first (a modified config fails here), then the index: if either fails,
     // the keys made so far are zeroed before the error goes up.
     const { nameEnc, nameMac, link, xattr } = openNameKeys(config, masterKey)
@@ -152,6 +160,8 @@ export class Volume {
     }
     this.volumeId = Buffer.from(config.volumeId, 'hex')
     this.chunks = new ChunkCipher(config.chunkSize)
+    this.layout = new FileLayout(this.chunks, config.endTags === true)
+    if (config.endTags === undefined) this.notices.push(`the files of this volume have no end tags (it was made before sealfs had them): a file cut short at a chunk boundary reads as shorter, without an error; 'sealfs fsck --repair --upgrade ${dir}' adds them`)
     this.names = new NameCipher(nameEnc, nameMac)
     this.links = new LinkCipher(link, this.volumeId)
     this.xattrs = new XattrCipher(this.names, xattr, this.volumeId)
@@ -174,6 +184,7 @@ export class Volume {
       nameCipher: NAME_CIPHER,
       keyWrap: KEY_WRAP,
       masterKeyVersion: 1,
+      endTags: true,
       slots: []
     }
     const masterKey = SecretKey.random()
@@ -247,6 +258,7 @@ export class Volume {
         keyWrap: KEY_WRAP,
         masterKeyVersion: 1,
         ephemeral: true,
+        endTags: true,
         slots: []
       }
       writeConfig(here, config)
@@ -269,7 +281,7 @@ export class Volume {
    * Unlocks the volume for one mount: takes the mount lock first (before any KDF work).
    * `slot`: only the slot of that name is tried. `volumeId`: the volume the user pinned.
    */
-  static async unlock (dir: string, credential: Credential, opts: { readOnly?: boolean, slot?: string, volumeId?: string } = {}): Promise<Volume> {
+  static async unlock (dir: string, credential: Credential, opts: { readOnly?: boolean, slot?: string, volumeId?: string, upgrading?: boolean } = {}): Promise<Volume> {
     checkDir(dir)
     checkVolumeId(readConfig(dir), dir, opts.volumeId)  // before the lock is even taken
     const readOnly = opts.readOnly === true
@@ -281,6 +293,7 @@ export class Volume {
       // replaced the master key, and this unlock must use its config.
       config = readConfig(dir)
       checkVolumeId(config, dir, opts.volumeId)  // on the config this unlock uses
+      if (config.endTags === 'upgrading' && opts.upgrading !== true) throw new VolumeError('upgrade-in-progress', upgradeUnfinished(dir))
       if (config.rotation !== undefined) {
         throw new VolumeError('rotation-in-progress', `a key rotation of ${dir} was interrupted; run 'sealfs key rotate ${dir}' to finish it before mounting`)
       }
@@ -313,9 +326,10 @@ export class Volume {
     const fileId = randomBytes(FILE_ID_BYTES)
     const dek = SecretKey.random()
     const keyVersion = this.config.masterKeyVersion
-    const wrappedDek = wrapDek(this.#dekWrapKey, dek, this.volumeId, fileId, keyVersion, 0)
+    const flags = this.layout.endTags ? FLAG_END_TAG : 0
+    const wrappedDek = wrapDek(this.#dekWrapKey, dek, this.volumeId, fileId, keyVersion, flags)
     this.index.put(fileId, keyVersion, wrappedDek)
-    return { fileId, dek, header: encodeHeader({ fileId, keyVersion, flags: 0, wrappedDek }) }
+    return { fileId, dek, flags, header: encodeHeader({ fileId, keyVersion, flags, wrappedDek }) }
   }
 
   /**
@@ -323,6 +337,10 @@ export class Volume {
    * version, from the index. Throws AuthenticationError if neither authenticates.
    */
   openDek (header: FileHeader): SecretKey {
+    // Every file of a volume with end tags has one, and no file of an older volume: a header
+    // that says otherwise (an older copy of it, or a config edited to drop end tags) would
+    // let a file cut short read as whole.
+    if (((header.flags & FLAG_END_TAG) !== 0) !== this.layout.endTags && !this.#upgrading) throw new AuthenticationError('file header')
     let wrapped = header.wrappedDek
     let version = header.keyVersion
     if (version !== this.config.masterKeyVersion) {
@@ -344,6 +362,35 @@ export class Volume {
       version = row.keyVersion
     }
     return unwrapDek(this.#dekWrapKey, wrapped, this.volumeId, header.fileId, version, header.flags)
+  }
+
+  /**
+   * Begins or resumes the upgrade to end tags (docs/FORMAT.md §6.3): the config says so, and
+   * the volume does not mount, until finishUpgrade(). The caller holds the mount lock.
+   */
+  beginUpgrade (): void {
+    this.#changeEndTags('upgrading')
+    this.#upgrading = true
+  }
+
+  /** Every file with contents has its end tag, durably: new mounts require them. */
+  finishUpgrade (): void {
+    this.#changeEndTags(true)
+  }
+
+  #changeEndTags (to: true | 'upgrading'): void {
+    if (this.readOnly) throw new Error('upgrade of a volume opened read-only')
+    const lock = ConfigLock.acquire(this.dir)
+    try {
+      removeStaleTemps(this.dir)
+      const config = readConfig(this.dir)
+      if (config.volumeId !== this.config.volumeId || config.masterKeyVersion !== this.config.masterKeyVersion || config.rotation !== undefined) {
+        throw new VolumeError('damaged-config', `${this.dir}/${CONFIG_FILE} changed while it was being upgraded`)
+      }
+      if (config.endTags !== to) writeConfig(this.dir, { ...config, endTags: to })
+    } finally {
+      lock.release()
+    }
   }
 
   /** The chunk AAD prefix of a file: volume ID || file ID. */
