@@ -1,5 +1,5 @@
 import { Placement, SYNC_RUN_MAX } from '../crypto/chunk-cipher'
-import { END_TAG_BYTES, endTag, endTagMatches } from '../crypto/end-tag'
+import { END_TAG_BYTES, endTag, endTagKey, endTagMatches } from '../crypto/end-tag'
 import { AuthenticationError } from '../crypto/errors'
 import { SecretKey } from '../crypto/secret-key'
 import { FLAG_END_TAG, FLAG_SPARSE, HEADER_BYTES } from '../volume/file-header'
@@ -24,6 +24,8 @@ export class FileContents {
   #chunkWrites: number | null
   /** Bytes after the last chunk: the end tag (FLAG_END_TAG), or none (a volume from before them). */
   readonly #tail: number
+  /** The end tags' key, derived from the DEK at first use (an append computes one tag). */
+  #endTagKey: SecretKey | null = null
 
   constructor (
     private readonly volume: Volume,
@@ -49,6 +51,17 @@ export class FileContents {
   }
 
   get #chunk (): number { return this.volume.chunks.chunkSize }
+
+  get #endKey (): SecretKey {
+    this.#endTagKey ??= endTagKey(this.dek)
+    return this.#endTagKey
+  }
+
+  /** Zeroes the keys derived here: the contents are no longer shared by any open file (the DEK is the cache's). */
+  forgetKeys (): void {
+    this.#endTagKey?.dispose()
+    this.#endTagKey = null
+  }
 
   /**
    * A write may fill holes (a sparse file), which needs new blocks anywhere in its run: its
@@ -88,7 +101,7 @@ export class FileContents {
     const sealed = requestBuffers.take(sealedLength + tail)
     try {
       await this.volume.chunks.openAt(this.dek, this.prefix, first, fd, this.#cipherOffset(first), sealed, out, this.sparse, this.#here(sealed.length), tail)
-      if (tail > 0 && !endTagMatches(this.dek, this.prefix, end, sealed.subarray(sealedLength))) {
+      if (tail > 0 && !endTagMatches(this.#endKey, this.prefix, end, sealed.subarray(sealedLength))) {
         out.fill(0, 0, end - start)
         throw new AuthenticationError('end of file', { size: end })
       }
@@ -171,7 +184,7 @@ export class FileContents {
       await this.#sealRun(fd, keepChunks, plain.subarray(0, tail), newSize)
     } else if (newSize > 0 && this.#tail > 0) {
       // Cut at a chunk boundary: the new end's tag over the start of the first chunk cut off.
-      await writeFullAt(fd, endTag(this.dek, this.prefix, newSize), this.#cipherOffset(keepChunks))
+      await writeFullAt(fd, endTag(this.#endKey, this.prefix, newSize), this.#cipherOffset(keepChunks))
     }
     await ftruncateFd(fd, this.#end(newSize))
     this.size = newSize
@@ -182,7 +195,7 @@ export class FileContents {
     await ftruncateFd(fd, this.#end(size)).catch(() => undefined)
     // The write may have gone over the old end tag: it is written again (over bytes the file
     // had, so no new space is needed).
-    if (this.#tail > 0 && size > 0) await writeFullAt(fd, endTag(this.dek, this.prefix, size), this.#end(size) - this.#tail).catch(() => undefined)
+    if (this.#tail > 0 && size > 0) await writeFullAt(fd, endTag(this.#endKey, this.prefix, size), this.#end(size) - this.#tail).catch(() => undefined)
     this.size = size
   }
 
@@ -199,7 +212,7 @@ export class FileContents {
     const oldBytes = this.#end(this.size) - this.#cipherOffset(first)
     const place: Placement = { newFrom: sealed.length > oldBytes ? oldBytes : -1, reserve: this.#holesMayFill, tail: this.#tail }
     try {
-      if (this.#tail > 0) endTag(this.dek, this.prefix, newSize, sealed.subarray(sealedLength))
+      if (this.#tail > 0) endTag(this.#endKey, this.prefix, newSize, sealed.subarray(sealedLength))
       await this.volume.chunks.sealAt(this.dek, this.prefix, first, plain, sealed, fd, this.#cipherOffset(first), this.#here(sealed.length), place)
     } catch (err) {
       if (sealed.length > oldBytes) await ftruncateFd(fd, this.#end(this.size)).catch(() => undefined)
@@ -256,7 +269,7 @@ export class FileContents {
     // The new end's tag first (the file grows by a hole up to it), then the old end's tag is
     // zeroed, making its chunk a hole: a crash between leaves that one new chunk unreadable,
     // never a file whose end does not authenticate.
-    await writeFullAt(fd, endTag(this.dek, this.prefix, target), this.#end(target) - this.#tail)
+    await writeFullAt(fd, endTag(this.#endKey, this.prefix, target), this.#end(target) - this.#tail)
     this.size = target
     if (boundary > 0) await writeFullAt(fd, Buffer.alloc(this.#tail), this.#end(boundary) - this.#tail)
   }
@@ -295,7 +308,7 @@ export class FileContents {
       if (this.#cipherOffset(first) + sealedLength + place.tail > Math.ceil(oldEnd / this.blockSize) * this.blockSize) place.newFrom = oldSealed
     }
     const sealed = requestBuffers.take(sealedLength + place.tail)
-    if (place.tail > 0) endTag(this.dek, this.prefix, end, sealed.subarray(sealedLength))
+    if (place.tail > 0) endTag(this.#endKey, this.prefix, end, sealed.subarray(sealedLength))
     try {
       if (runStart === start && runEnd === end) {
         await this.volume.chunks.sealAt(this.dek, this.prefix, first, data, sealed, fd, this.#cipherOffset(first), this.#here(sealed.length), place)

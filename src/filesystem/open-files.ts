@@ -182,6 +182,7 @@ export class OpenFiles {
     for (const n of shared.nodes) this.#byNode.delete(n)
     const fileKey = contents.fileId.toString('hex')
     if (this.#byFile.get(fileKey) === shared) this.#byFile.delete(fileKey)
+    contents.forgetKeys()
     this.deks.unpin(shared.cacheId)
   }
 

@@ -6,7 +6,7 @@ import { randomBytes } from '../crypto/secret-key'
 import { DIR_ID_FILE, newDirId } from '../volume/dir-id'
 import { decodeHeader, FileHeader, FLAG_END_TAG, FLAG_SPARSE, HEADER_BYTES } from '../volume/file-header'
 import { FileLayout } from '../volume/file-layout'
-import { END_TAG_BYTES, endTag, endTagMatches } from '../crypto/end-tag'
+import { END_TAG_BYTES, endTag, endTagMatches, withEndTagKey } from '../crypto/end-tag'
 import type { Volume } from '../volume/volume'
 import { VolumeError } from '../volume/errors'
 import { loadAddon, PosixAddon } from '../native'
@@ -167,7 +167,7 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
   /** Whether the last END_TAG_BYTES of the file (`size` bytes) are the end tag of `plainSize` bytes. */
   const endTagAt = (fd: number, dek: ReturnType<Volume['openDek']>, fileId: Buffer, size: number, plainSize: number): boolean => {
     const tag = Buffer.alloc(END_TAG_BYTES)
-    return readFullAtSync(fd, tag, size - END_TAG_BYTES) === END_TAG_BYTES && endTagMatches(dek, volume.aadPrefix(fileId), plainSize, tag)
+    return readFullAtSync(fd, tag, size - END_TAG_BYTES) === END_TAG_BYTES && withEndTagKey(dek, k => endTagMatches(k, volume.aadPrefix(fileId), plainSize, tag))
   }
 
   /**
@@ -182,7 +182,7 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
     try {
       if (!tagOnDisk) {
         const at = HEADER_BYTES + volume.chunks.sealedSize(whole)
-        if (whole > 0) writeAllAtSync(fd, endTag(dek, volume.aadPrefix(h.fileId), whole), at)
+        if (whole > 0) writeAllAtSync(fd, withEndTagKey(dek, k => endTag(k, volume.aadPrefix(h.fileId), whole)), at)
         if (size > at + (whole > 0 ? END_TAG_BYTES : 0)) fs.ftruncateSync(fd, at + (whole > 0 ? END_TAG_BYTES : 0))
         if (!timesBack()) return false
         fs.fdatasyncSync(fd)
