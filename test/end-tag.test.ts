@@ -94,7 +94,7 @@ describe('the authenticated end of a file', () => {
   const volume = (): Vol => { const v = makeVolume(); vols.push(v); return v }
   afterEach(async () => { for (const v of vols.splice(0)) await cleanup(v) })
 
-  it('a file cut short (whole chunks dropped, its end tag moved or cut into) reads as EIO and fsck names it; the rest reads as a plain directory does', async () => {
+  it('a file cut short (whole chunks dropped, its end tag moved or cut into) reads as EIO, is not made whole by a write, and fsck names it; the rest reads as a plain directory does', async () => {
     const v = volume()
     const plain = plainBeside(v)
     const seed = crypto.randomBytes(4093)
@@ -129,16 +129,22 @@ describe('the authenticated end of a file', () => {
     fs.truncateSync(part, backingSize(3 * C + 500) - 1)  // into the end tag
     const log = backingOfSize(v, backingSize(150 * 97))
     fs.truncateSync(log, HEADER_BYTES + 3 * STRIDE)  // at a chunk boundary: the tag goes too
+    const past = backingOfSize(v, backingSize(5 * C + 303))
+    fs.truncateSync(past, HEADER_BYTES + 5 * STRIDE + END_TAG_BYTES)  // a size a file could have, ending in 16 bytes that are no tag
     const fg = await mountForeground(v)
     try {
-      for (const name of ['whole', 'sparse', 'part', 'log']) expectEio(path.join(v.mnt, name))
+      for (const name of ['whole', 'sparse', 'part', 'log', 'past']) expectEio(path.join(v.mnt, name))
+      // An append does not write a new tag over a wrong one (which would make the cut file whole).
+      expect(() => fs.appendFileSync(path.join(v.mnt, 'past'), 'more'), 'append to a cut file').toThrow(/EIO/)
+      expect(() => fs.truncateSync(path.join(v.mnt, 'past'), 6 * C), 'truncate of a cut file').toThrow(/EIO/)
+      expectEio(path.join(v.mnt, 'past'))
       // What precedes the cut still reads.
       const fd = fs.openSync(path.join(v.mnt, 'whole'), 'r')
       const first = Buffer.alloc(C)
       expect(fs.readSync(fd, first, 0, C, 0)).toBe(C)
       fs.closeSync(fd)
       expect(first.equals(fs.readFileSync(path.join(plain, 'whole')).subarray(0, C))).toBe(true)
-      for (const name of ['shrunk', 'grown', 'past', 'cut']) expect(fs.readFileSync(path.join(v.mnt, name)).equals(fs.readFileSync(path.join(plain, name))), name).toBe(true)
+      for (const name of ['shrunk', 'grown', 'cut']) expect(fs.readFileSync(path.join(v.mnt, name)).equals(fs.readFileSync(path.join(plain, name))), name).toBe(true)
     } finally {
       await umount(v)
     }
@@ -146,7 +152,7 @@ describe('the authenticated end of a file', () => {
     const r = fsckJson(v)
     expect(r.status, r.stderr).toBe(20)
     const named = new Set(r.json.problems.filter(p => /end does not authenticate|end is torn/.test(p.what)).map(p => p.path))
-    expect([...named].sort()).toEqual(['/log', '/part', '/sparse', '/whole'])
+    expect([...named].sort()).toEqual(['/log', '/part', '/past', '/sparse', '/whole'])
   })
 
   it('a config edited to drop end tags makes every file EIO, not a file whose cut goes unseen', async () => {
@@ -186,6 +192,7 @@ describe('the authenticated end of a file', () => {
     const m = sealfs(['mount', '--passfile', v.passfile, v.cipher, v.mnt])
     expect(m.status, m.stderr).toBe(0)
     expect(m.stderr).toMatch(/no end tags .*sealfs fsck --repair --upgrade/)
+    expect(sealfs(['info', v.cipher]).stdout).toMatch(/end tags: +no \(made before them\)/)
     let sizes: Record<string, number>
     let times: Record<string, number>
     try {
@@ -201,6 +208,7 @@ describe('the authenticated end of a file', () => {
     }
     const withContents = Object.entries(sizes).filter(([, n]) => n > 0)
     for (const [, n] of withContents) expect(headerFlags(backingOfSize(v, backingSize(n, false))) & FLAG_END_TAG).toBe(0)
+    const oldLogHeader = fs.readFileSync(backingOfSize(v, backingSize(150 * 97, false))).subarray(0, HEADER_BYTES)
 
     // Killed part-way: at the main thread's second fdatasync, the one after the second
     // file's tag is written and before its header is.
@@ -208,6 +216,7 @@ describe('the authenticated end of a file', () => {
       process.execPath, path.join(__dirname, '..', 'bin', 'sealfs.js'), 'fsck', '--passfile', v.passfile, '--repair', '--upgrade', v.cipher], { encoding: 'utf8' })
     expect(killed.signal, killed.stderr).toBe('SIGKILL')  // strace ends itself with the tracee's signal
     expect(JSON.parse(fs.readFileSync(conf, 'utf8')).endTags).toBe('upgrading')
+    expect(sealfs(['info', v.cipher]).stdout).toMatch(/end tags: +upgrade unfinished/)
     const refused = sealfs(['mount', '--passfile', v.passfile, v.cipher, v.mnt])
     expect(refused.status).toBe(22)
     expect(refused.stderr).toMatch(/sealfs fsck --repair --upgrade/)
@@ -224,6 +233,7 @@ describe('the authenticated end of a file', () => {
     expect(r.json.upgraded).toBe(withContents.length - 1)  // the first was done before the kill
     expect(r.stderr).toMatch(/every file's end is now authenticated/)
     expect(JSON.parse(fs.readFileSync(conf, 'utf8')).endTags).toBe(true)
+    expect(sealfs(['info', v.cipher]).stdout).toMatch(/end tags: +yes/)
     for (const [, n] of withContents) expect(headerFlags(backingOfSize(v, backingSize(n))) & FLAG_END_TAG).toBe(FLAG_END_TAG)
     expect(fsckJson(v).status).toBe(0)
     expect(fsckJson(v, ['--repair', '--upgrade']).json.upgrade).toBe('not needed')
@@ -245,6 +255,19 @@ describe('the authenticated end of a file', () => {
     mount(v)
     try {
       expectEio(path.join(v.mnt, 'part'))
+    } finally {
+      await umount(v)
+    }
+    // A header from before the upgrade, put back over a file cut to an older layout's size,
+    // with the config set back to 'upgrading': the index row says the header is older.
+    const log = backingOfSize(v, backingSize(150 * 97 + 4))
+    fs.writeFileSync(log, Buffer.concat([oldLogHeader, fs.readFileSync(log).subarray(HEADER_BYTES, HEADER_BYTES + 2 * STRIDE)]))
+    fs.writeFileSync(conf, JSON.stringify({ ...JSON.parse(fs.readFileSync(conf, 'utf8')), endTags: 'upgrading' }))
+    const replay = fsckJson(v, ['--repair', '--upgrade'])
+    expect(replay.json.problems.filter(p => p.path === '/log').map(p => p.what).join('\n')).toMatch(/header is older than its index row/)
+    mount(v)
+    try {
+      expectEio(path.join(v.mnt, 'log'))
     } finally {
       await umount(v)
     }

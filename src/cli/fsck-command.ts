@@ -2,6 +2,7 @@ import { Command } from 'commander'
 import fs from 'fs'
 import path from 'path'
 import { checkVolume, CheckProgress } from '../filesystem/volume-check'
+import { backing, STAT_ATIME_NSEC, STAT_ATIME_SEC, STAT_LENGTH, STAT_MTIME_NSEC, STAT_MTIME_SEC } from '../filesystem/backing-addon'
 import { DekIndex, INDEX_FILE } from '../volume/dek-index'
 import { readConfig } from '../volume/config'
 import { VolumeError } from '../volume/errors'
@@ -106,14 +107,21 @@ async function checkAndReport (cipher: string, o: FsckOptions, salvageDir: numbe
   let indexFailed: string | null = null
   volume.index.onError = message => { indexFailed ??= message }
   try {
-    if (upgrade) volume.beginUpgrade()
-    result = checkVolume(volume, root, repair, progress.update, salvageDir, upgrade)
-    if (upgrade) {
-      upgraded = 'unfinished'
-      if (result.upgradeLeft === 0 && indexFailed === null) {
-        const rc = loadAddon<PosixAddon>('posix').syncfs(root)  // every tag and header on disk before the config requires them
-        if (rc >= 0) { volume.finishUpgrade(); upgraded = 'finished' }
+    // The config's writes change the root's times, which are the mount's root directory's.
+    const rootSt = new Float64Array(STAT_LENGTH)
+    const rootTimes = upgrade && backing.statAt(root, Buffer.alloc(0), rootSt) >= 0
+    try {
+      if (upgrade) volume.beginUpgrade()
+      result = checkVolume(volume, root, repair, progress.update, salvageDir, upgrade)
+      if (upgrade) {
+        upgraded = 'unfinished'
+        if (result.upgradeLeft === 0 && indexFailed === null) {
+          const rc = loadAddon<PosixAddon>('posix').syncfs(root)  // every tag and header on disk before the config requires them
+          if (rc >= 0) { volume.finishUpgrade(); upgraded = 'finished' }
+        }
       }
+    } finally {
+      if (rootTimes) backing.utimensFd(root, rootSt[STAT_ATIME_SEC], rootSt[STAT_ATIME_NSEC], rootSt[STAT_MTIME_SEC], rootSt[STAT_MTIME_NSEC])
     }
   } finally {
     progress.end()

@@ -4,7 +4,7 @@ import { AuthenticationError } from '../crypto/errors'
 import { SecretKey } from '../crypto/secret-key'
 import { FLAG_END_TAG, FLAG_SPARSE, HEADER_BYTES } from '../volume/file-header'
 import { Volume } from '../volume/volume'
-import { fdatasyncFd, ftruncateFd, writeFullAt } from './fd-io'
+import { fdatasyncFd, ftruncateFd, readAt, writeFullAt } from './fd-io'
 import { FsError } from './fs-error'
 import { ChunkRangeLock, WHOLE_FILE } from './chunk-range-lock'
 import { requestBuffers } from './request-buffers'
@@ -26,6 +26,8 @@ export class FileContents {
   readonly #tail: number
   /** The end tags' key, derived from the DEK at first use (an append computes one tag). */
   #endTagKey: SecretKey | null = null
+  /** The end tag on disk was found right (#checkEnd); from then on this writes it. */
+  #endChecked = false
 
   constructor (
     private readonly volume: Volume,
@@ -44,6 +46,7 @@ export class FileContents {
     this.prefix = volume.aadPrefix(fileId)
     this.#chunkWrites = chunkWritesSoFar
     this.#tail = (flags & FLAG_END_TAG) !== 0 ? END_TAG_BYTES : 0
+    this.#endChecked = size === 0  // empty when opened: every tag it will have, this writes
   }
 
   get sparse (): boolean {
@@ -163,12 +166,14 @@ export class FileContents {
    */
   async write (fd: number, offset: number, data: Buffer): Promise<number> {
     if (data.length === 0) return 0
+    if (offset + data.length > this.size) await this.#checkEnd(fd)
     await this.#extendTo(fd, offset, () => this.#writeRange(fd, offset, data))
     return data.length
   }
 
   async truncate (fd: number, newSize: number): Promise<void> {
     if (newSize === this.size) return
+    await this.#checkEnd(fd)
     if (newSize > this.size) return this.#extendTo(fd, newSize)
 
     const C = this.#chunk
@@ -184,10 +189,31 @@ export class FileContents {
       await this.#sealRun(fd, keepChunks, plain.subarray(0, tail), newSize)
     } else if (newSize > 0 && this.#tail > 0) {
       // Cut at a chunk boundary: the new end's tag over the start of the first chunk cut off.
-      await writeFullAt(fd, endTag(this.#endKey, this.prefix, newSize), this.#cipherOffset(keepChunks))
+      // (In a sparse file that chunk may be a hole, which needs a block: if the disk is full,
+      // its zeros are put back and the file is as it was.)
+      const at = this.#cipherOffset(keepChunks)
+      try {
+        await writeFullAt(fd, endTag(this.#endKey, this.prefix, newSize), at)
+      } catch (err) {
+        if (this.sparse) await writeFullAt(fd, Buffer.alloc(this.#tail), at).catch(() => undefined)
+        throw err
+      }
     }
     await ftruncateFd(fd, this.#end(newSize))
     this.size = newSize
+  }
+
+  /**
+   * Checks the end tag once before the first write that moves it: the file's end may have been
+   * cut (to a size whose last 16 bytes are not its tag) while it was closed, and a new tag
+   * written over them would make the cut file read as whole. Reads check it anyway.
+   */
+  async #checkEnd (fd: number): Promise<void> {
+    if (this.#endChecked || this.#tail === 0 || this.size === 0) return
+    const tag = Buffer.alloc(this.#tail)
+    const got = await readAt(fd, tag, this.#end(this.size) - this.#tail)
+    if (got !== this.#tail || !endTagMatches(this.#endKey, this.prefix, this.size, tag)) throw new AuthenticationError('end of file', { size: this.size })
+    this.#endChecked = true
   }
 
   /** Cuts the file back to `size` (a chunk boundary, or its old end) after a failed write: less space, never more. */
@@ -269,7 +295,12 @@ export class FileContents {
     // The new end's tag first (the file grows by a hole up to it), then the old end's tag is
     // zeroed, making its chunk a hole: a crash between leaves that one new chunk unreadable,
     // never a file whose end does not authenticate.
-    await writeFullAt(fd, endTag(this.#endKey, this.prefix, target), this.#end(target) - this.#tail)
+    try {
+      await writeFullAt(fd, endTag(this.#endKey, this.prefix, target), this.#end(target) - this.#tail)
+    } catch (err) {
+      await ftruncateFd(fd, this.#end(this.size)).catch(() => undefined)  // what a short write left past the end
+      throw err
+    }
     this.size = target
     if (boundary > 0) await writeFullAt(fd, Buffer.alloc(this.#tail), this.#end(boundary) - this.#tail)
   }

@@ -20,6 +20,7 @@ import { XATTR_BUF, XATTR_PREFIX } from './entries'
 const O_RDONLY = 0
 const O_WRONLY = 1
 const O_RDWR = 2
+const EACCES = 13
 const O_CREAT = 0o100
 const O_EXCL = 0o200
 const O_DIRECTORY = fs.constants.O_DIRECTORY
@@ -178,7 +179,8 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
    * write (before the sync a kill may stop at).
    */
   const upgradeFile = (fd: number, h: FileHeader, dek: ReturnType<Volume['openDek']>, size: number, whole: number, tagOnDisk: boolean, st: Float64Array): boolean => {
-    const timesBack = (): boolean => backing.utimensFd(fd, st[STAT_ATIME_SEC], st[STAT_ATIME_NSEC], st[STAT_MTIME_SEC], st[STAT_MTIME_NSEC]) >= 0
+    // Not fatal: a user who may write a file but does not own it cannot set its times.
+    const timesBack = (): boolean => { backing.utimensFd(fd, st[STAT_ATIME_SEC], st[STAT_ATIME_NSEC], st[STAT_MTIME_SEC], st[STAT_MTIME_NSEC]); return true }
     try {
       if (!tagOnDisk) {
         const at = HEADER_BYTES + volume.chunks.sealedSize(whole)
@@ -208,6 +210,18 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
     try {
       checkXattrs(pathFd, path)
       fd = backing.openHeaderFd(pathFd, (upgrade ? O_RDWR : O_RDONLY) | O_NOATIME, header, out, false)
+      if (fd === -EACCES && upgrade) {
+        // A read-only file of the user running the upgrade (git keeps its objects so): made
+        // writable for the moment it takes to open it, as key rotation does.
+        const mode = st[STAT_MODE] & 0o7777
+        if (backing.chmodFd(pathFd, mode | 0o600) >= 0) {
+          try {
+            fd = backing.openHeaderFd(pathFd, O_RDWR | O_NOATIME, header, out, false)
+          } finally {
+            backing.chmodFd(pathFd, mode)
+          }
+        }
+      }
     } finally {
       fs.closeSync(pathFd)
     }
@@ -268,8 +282,13 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
           problem(path, `its end does not authenticate: it was cut short (or changed while it was being copied), or its last ${END_TAG_BYTES} bytes were changed`)
         }
         if (salvageDir >= 0 && (bad.length > 0 || cut)) salvage(fd, h.fileId, dek, (h.flags & FLAG_SPARSE) !== 0, whole, bad, cut, path)
+        // Upgrading: a header without the flag whose row was wrapped with it is older than the
+        // row, put back from before an earlier upgrade (with the file cut, perhaps): neither
+        // tagged nor taken as the row's truth. It reads as EIO once the upgrade has finished.
+        const putBack = upgrade && !tagged && volume.rowHasEndTag(h.fileId)
+        if (putBack) problem(path, 'its header is older than its index row (a header from before the upgrade to end tags was put back; the file may have been cut short): not upgraded, and it will read as EIO')
         // Rows of a file ID two inodes share are left alone: which header is right is unknown.
-        if (h.keyVersion === volume.config.masterKeyVersion && !shared && !duplicated.has(id)) {
+        if (h.keyVersion === volume.config.masterKeyVersion && !shared && !duplicated.has(id) && !putBack) {
           const row = volume.index.get(h.fileId)
           if (row === undefined) {
             // A rebuilt row's chunk-write count starts at the chunks stored: the nonce budget
@@ -279,7 +298,7 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
             problem(path, 'its index row does not match its header', () => { volume.index.put(h.fileId, h.keyVersion, h.wrappedDek); return true })
           }
         }
-        if (upgrade && !tagged) {
+        if (upgrade && !tagged && !putBack) {
           if (upgradeFile(fd, h, dek, size, whole, tagOnDisk, st)) result.upgraded++
           else { result.upgradeLeft++; problem(path, 'could not be given its end tag (the upgrade is unfinished)') }
         }

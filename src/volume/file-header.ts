@@ -16,7 +16,7 @@ const HEADER_VERSION = 1
 export const HEADER_BYTES = 28 + WRAPPED_KEY_BYTES
 
 export const FLAG_SPARSE = 1
-/** The file ends in its end tag (format version 3, docs/FORMAT.md §6.3); set in every file of such a volume, in none of an older one. */
+/** The file ends in its end tag (docs/FORMAT.md §6.3); set in every file of a volume with `endTags`, in none of an older one. */
 export const FLAG_END_TAG = 2
 const KNOWN_FLAGS = FLAG_SPARSE | FLAG_END_TAG
 

@@ -4,7 +4,7 @@ import { HEADER_BYTES } from './file-header'
 
 /**
  * Where a backing regular file's parts lie (docs/FORMAT.md §6): the header, the chunks, and in
- * a volume of format version 3 the end tag after the last chunk. A file with no plaintext is
+ * a volume with end tags (config `endTags`) the end tag after the last chunk. A file with no plaintext is
  * empty or its header alone, and has no end tag.
  */
 export class FileLayout {

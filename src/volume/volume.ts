@@ -11,7 +11,7 @@ import { CONFIG_FILE, CONTENT_CIPHER, FORMAT_VERSION, KEY_WRAP, NAME_CIPHER, Vol
 import { DekIndex, INDEX_FILE } from './dek-index'
 import { DIR_ID_FILE, checkRootDirId, newDirId, writeDirIdSync } from './dir-id'
 import { VolumeError, upgradeUnfinished } from './errors'
-import { FILE_ID_BYTES, FLAG_END_TAG, FileHeader, encodeHeader } from './file-header'
+import { FILE_ID_BYTES, FLAG_END_TAG, FLAG_SPARSE, FileHeader, encodeHeader } from './file-header'
 import { FileLayout } from './file-layout'
 import { Credential, createPassphraseSlot, unlockSlot } from './key-slot'
 import { ConfigLock, LOCK_FILE, VolumeLock } from './volume-lock'
@@ -362,6 +362,25 @@ export class Volume {
       version = row.keyVersion
     }
     return unwrapDek(this.#dekWrapKey, wrapped, this.volumeId, header.fileId, version, header.flags)
+  }
+
+  /**
+   * Whether the index row of a file (at the current key version) was wrapped for a header with
+   * an end tag: a header without one, of the same file, is older than the row (put back from
+   * before an upgrade).
+   */
+  rowHasEndTag (fileId: Buffer): boolean {
+    const row = this.index.get(fileId)
+    if (row === undefined || row.keyVersion !== this.config.masterKeyVersion) return false
+    for (const flags of [FLAG_END_TAG, FLAG_END_TAG | FLAG_SPARSE]) {
+      try {
+        unwrapDek(this.#dekWrapKey, row.wrapped, this.volumeId, fileId, row.keyVersion, flags).dispose()
+        return true
+      } catch (e) {
+        if (!(e instanceof AuthenticationError)) throw e
+      }
+    }
+    return false
   }
 
   /**
