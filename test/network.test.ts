@@ -2,7 +2,7 @@ import { ChildProcess, execFileSync, spawn, spawnSync } from 'child_process'
 import fs from 'fs'
 import path from 'path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { cleanup, makeVolume, mount, mountForeground, removeTree, sleep, tempDir, umount, Vol } from './helpers'
+import { cleanup, isMounted, makeVolume, mount, mountForeground, removeTree, sealfs, sleep, tempDir, umount, Vol } from './helpers'
 import { CHUNK, modelSeeds, modelSteps, modelTimeoutMs, runModel } from './model'
 
 /** Every process descending from `pid` (from /proc: the parent pid in each process's stat). */
@@ -241,5 +241,66 @@ print(1 + sum(1 for _ in it)); sys.stdout.flush()`, listed], { stdio: ['pipe', '
     expect(bEnd, 'B\'s read did not complete after SIGCONT').toBeGreaterThan(0)
     expect(bEnd).toBeGreaterThanOrEqual(resumed)  // it really waited on sshd
     expect(bOut).toBe('b'.repeat(100_000))
+  }, 90_000)
+
+  it('one read-write mount across clients: a second sshfs client is refused while the lease is renewed; a dead writer\'s lease is taken over at once, another host\'s once it stops being renewed', async () => {
+    // A second sshfs mount of the same directory is a client of its own, with its own flock
+    // table: flock(2) alone let both mount the volume read-write.
+    const sshfs2 = path.join(base, 'sshfs2')
+    const mnt2 = path.join(base, 'mnt2')
+    fs.mkdirSync(sshfs2)
+    fs.mkdirSync(mnt2)
+    execFileSync('sshfs', [`root@127.0.0.1:${remote}`, sshfs2, '-p', String(port), '-o',
+      `IdentityFile=${path.join(base, 'client_key')},StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,LogLevel=ERROR,dir_cache=no,attr_timeout=0`], { stdio: 'ignore' })
+    const v2: Vol = { ...v, cipher: path.join(sshfs2, path.relative(sshfsMnt, v.cipher)), mnt: mnt2 }
+    const leaseFile = path.join(v.cipher, 'sealfs.lease')
+    const lease = (): { pid: number, seq: number, host: string } => JSON.parse(fs.readFileSync(leaseFile, 'utf8'))
+    const tryMount = (w: Vol): ReturnType<typeof sealfs> => sealfs(['mount', '--passfile', w.passfile, w.cipher, w.mnt])
+    let renewing: ChildProcess | null = null
+    try {
+      if (!isMounted(v.mnt)) mount(v)
+      const first = lease()
+      let r = tryMount(v2)
+      expect(r.status, r.stderr).toBe(11)
+      expect(r.stderr).toMatch(/mounted read-write by another client \(host .*, pid \d+, per sealfs.lease\)/)
+      expect(isMounted(mnt2)).toBe(false)
+      await sleep(5500)
+      expect(lease().seq, 'renewed every 5 s').toBeGreaterThan(first.seq)
+      // A clean unmount gives the lease back: the other client may write now, and this one not.
+      await umount(v)
+      expect(fs.existsSync(leaseFile)).toBe(false)
+      mount(v2)
+      r = tryMount(v)
+      expect(r.status, r.stderr).toBe(11)
+      fs.writeFileSync(path.join(mnt2, 'from-second-client'), 'hello')
+      // The second client's daemon killed: its lease names a process of this host and boot that is gone.
+      const dead = lease().pid
+      process.kill(dead, 'SIGKILL')
+      for (let i = 0; i < 100 && fs.existsSync(`/proc/${dead}`); i++) await sleep(50)
+      spawnSync('fusermount3', ['-uz', mnt2])
+      mount(v)
+      expect(fs.readFileSync(path.join(v.mnt, 'from-second-client'), 'utf8')).toBe('hello')
+      await umount(v)
+      // Another host's lease, renewed (by a process of its own: the mount below blocks this
+      // one): refused. Not renewed: taken over after two periods.
+      renewing = spawn('sh', ['-c', 'i=0; while :; do printf \'{"host":"elsewhere.example","boot":"b","pid":4242,"token":"aa","seq":%d}\\n\' $i > "$0"; i=$((i+1)); sleep 1; done', leaseFile], { stdio: 'ignore' })
+      await sleep(500)
+      r = tryMount(v)
+      expect(r.status, r.stderr).toBe(11)
+      expect(r.stderr).toMatch(/host elsewhere\.example, pid 4242/)
+      renewing.kill()
+      await new Promise(resolve => renewing!.exitCode !== null || renewing!.signalCode !== null ? resolve(null) : renewing!.once('exit', resolve))
+      renewing = null
+      const t0 = Date.now()
+      r = tryMount(v)
+      expect(r.status, r.stderr).toBe(0)
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(10_000)
+      expect(lease().host).not.toBe('elsewhere.example')
+    } finally {
+      renewing?.kill()
+      await umount(v2).catch(() => undefined)
+      spawnSync('fusermount3', ['-uz', mnt2])
+      spawnSync('fusermount3', ['-u', sshfs2])
+    }
   }, 90_000)
 })

@@ -32,7 +32,7 @@ const RUN_BYTES = 1 << 20
 /** Where --repair moves entries it cannot decrypt (in the cipher dir's root; listings skip it). */
 export const QUARANTINE = 'sealfs.quarantine'
 /** sealfs's own files in the cipher dir's root, none of them an entry. */
-const ROOT_FILES = new Set(['sealfs.conf', 'sealfs.index', 'sealfs.index-journal', 'sealfs.lock', 'sealfs.conf.lock', QUARANTINE])
+const ROOT_FILES = new Set(['sealfs.conf', 'sealfs.index', 'sealfs.index-journal', 'sealfs.lock', 'sealfs.conf.lock', 'sealfs.lease', QUARANTINE])
 /** What a crash may leave: temporary entries, orphaned open-unlinked files, a rotation's leftovers, config temps. */
 const BASE64URL = /^[A-Za-z0-9_-]+$/
 const LEFTOVER = /^(sealfs\.tmp\..+|sealfs\.orphan\.[0-9a-f]+|sealfs\.rotation-journal.*|sealfs\.conf\.tmp-.+|sealfs\.long\.[A-Za-z0-9_-]+\.name\.tmp-.+)$/s
