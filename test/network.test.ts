@@ -264,6 +264,7 @@ print(1 + sum(1 for _ in it)); sys.stdout.flush()`, listed], { stdio: ['pipe', '
       expect(r.status, r.stderr).toBe(11)
       expect(r.stderr).toMatch(/mounted read-write by another client \(host .*, pid \d+, per sealfs.lease\)/)
       expect(isMounted(mnt2)).toBe(false)
+      expect(lease()).toEqual(first)  // the refused mount wrote nothing
       await sleep(5500)
       expect(lease().seq, 'renewed every 5 s').toBeGreaterThan(first.seq)
       // A clean unmount gives the lease back: the other client may write now, and this one not.
@@ -275,6 +276,7 @@ print(1 + sum(1 for _ in it)); sys.stdout.flush()`, listed], { stdio: ['pipe', '
       fs.writeFileSync(path.join(mnt2, 'from-second-client'), 'hello')
       // The second client's daemon killed: its lease names a process of this host and boot that is gone.
       const dead = lease().pid
+      expect(fs.readFileSync(`/proc/${dead}/cmdline`, 'latin1')).toMatch(/sealfs\.js\0mount\0/)  // our daemon, nothing else
       process.kill(dead, 'SIGKILL')
       for (let i = 0; i < 100 && fs.existsSync(`/proc/${dead}`); i++) await sleep(50)
       spawnSync('fusermount3', ['-uz', mnt2])
@@ -283,7 +285,7 @@ print(1 + sum(1 for _ in it)); sys.stdout.flush()`, listed], { stdio: ['pipe', '
       await umount(v)
       // Another host's lease, renewed (by a process of its own: the mount below blocks this
       // one): refused. Not renewed: taken over after two periods.
-      renewing = spawn('sh', ['-c', 'i=0; while :; do printf \'{"host":"elsewhere.example","boot":"b","pid":4242,"token":"aa","seq":%d}\\n\' $i > "$0"; i=$((i+1)); sleep 1; done', leaseFile], { stdio: 'ignore' })
+      renewing = spawn('sh', ['-c', 'i=0; while :; do printf \'{"host":"elsewhere.example","boot":"b","pidns":"pid:[1]","pid":4242,"start":"7","token":"aa","seq":%d}\\n\' $i > "$0"; i=$((i+1)); sleep 1; done', leaseFile], { stdio: 'ignore' })
       await sleep(500)
       r = tryMount(v)
       expect(r.status, r.stderr).toBe(11)
@@ -296,6 +298,10 @@ print(1 + sum(1 for _ in it)); sys.stdout.flush()`, listed], { stdio: ['pipe', '
       expect(r.status, r.stderr).toBe(0)
       expect(Date.now() - t0).toBeGreaterThanOrEqual(10_000)
       expect(lease().host).not.toBe('elsewhere.example')
+      // A mount whose lease is gone (taken over, or removed) unmounts itself at its next renewal.
+      fs.unlinkSync(leaseFile)
+      for (let i = 0; i < 80 && isMounted(v.mnt); i++) await sleep(100)
+      expect(isMounted(v.mnt), 'unmounted itself').toBe(false)
     } finally {
       renewing?.kill()
       await umount(v2).catch(() => undefined)

@@ -94,7 +94,9 @@ async function checkAndReport (cipher: string, o: FsckOptions, salvageDir: numbe
   const choice = await chooseCredential(cipher, o, o.slot)
   let volume: Volume
   try {
-    volume = await Volume.unlock(cipher, choice.credential, { readOnly: !repair, slot: choice.slot, upgrading: o.upgrade === true })
+    // A repair takes the volume lease where flock may not reach other clients (it does not
+    // renew it: a long repair is not protected past its first 11 s).
+    volume = await Volume.unlock(cipher, choice.credential, { readOnly: !repair, slot: choice.slot, upgrading: o.upgrade === true, lease: line => process.stderr.write(`sealfs: ${line}\n`) })
   } finally {
     choice.credential.secret.fill(0)
   }

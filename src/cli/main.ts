@@ -11,8 +11,7 @@ import { checkVolumeId, readConfig } from '../volume/config'
 import { DekIndex } from '../volume/dek-index'
 import { VolumeError } from '../volume/errors'
 import { DEFAULT_CHUNK_SIZE, Volume } from '../volume/volume'
-import { LEASE_FILE, LEASE_PERIOD_MS, VolumeLease } from '../volume/volume-lease'
-import { isLocalFilesystem } from '../filesystem/backing'
+import { LEASE_FILE, LEASE_PERIOD_MS } from '../volume/volume-lease'
 import { CliError, EXIT, exitCodeOf, messageOf } from './exit-codes'
 import { daemonLogSink, forbidCoreDumps, notifySystemd, parseDuration } from './daemon-signals'
 import { parseMountOptions } from './mount-options'
@@ -92,7 +91,12 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
     volume = await Volume.ephemeral(cipher, wipeTree)
   } else {
     try {
-      volume = await Volume.unlock(cipher, chosen.credential, { readOnly: parsed.readOnly, slot: chosen.slot, volumeId: o.volumeId ?? parsed.volumeId })
+      volume = await Volume.unlock(cipher, chosen.credential, {
+        readOnly: parsed.readOnly,
+        slot: chosen.slot,
+        volumeId: o.volumeId ?? parsed.volumeId,
+        lease: line => { logLine(line); if (!daemonChild) process.stderr.write(`sealfs: ${line}\n`) }
+      })
     } finally {
       chosen.credential.secret.fill(0)
     }
@@ -102,35 +106,25 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
     if (daemonChild) warnings.push(notice)
     else process.stderr.write(`sealfs: warning: ${notice}\n`)
   }
-  // On a network filesystem flock may not reach other clients: the lease refuses a second writer.
-  let lease: VolumeLease | null = null
-  if (!volume.readOnly && !isLocalFilesystem(fs.statfsSync(cipher).type)) {
-    try {
-      lease = await VolumeLease.acquire(cipher, line => { logLine(line); if (!daemonChild) process.stderr.write(`sealfs: ${line}\n`) })
-    } catch (e) {
-      await volume.close()
-      throw e
-    }
-  }
   let mount: Mount
   try {
     mount = await Mount.start(volume, mountpoint, { options: parsed.fuse, fsname: path.resolve(cipher) })
   } catch (e) {
     await volume.close()
-    lease?.release()
     throw new CliError('mount-failed', `cannot mount ${mnt}: ${(e as Error).message}`)
   }
   volume.index.onError = logLine
   const flusher = setInterval(() => volume.index.flush(), 1000)
   let renewFailing = false
+  const lease = volume.lease
   const renewer = lease === null ? null : setInterval(() => {
-    lease!.renew().then(() => {
+    lease.renew().then(() => {
       if (renewFailing) logLine('the volume lease is renewed again')
       renewFailing = false
-      if (!lease!.lost) return
+      if (!lease.lost) return
       // This mount could not renew it for two periods, and another client took it: two
       // writers would corrupt the index and race on files. This one steps down.
-      logLine(`another client took over the volume lease (${LEASE_FILE}) while this mount could not renew it: unmounting, so that the volume never has two writers`)
+      logLine(`the volume lease (${LEASE_FILE}) is not this mount's any more (another client took it over while this mount could not renew it, or it was removed): unmounting, so that the volume never has two writers`)
       void stop(true)
     }, e => {
       if (!renewFailing) logLine(`cannot renew the volume lease (${(e as NodeJS.ErrnoException).code ?? 'error'}); trying again every ${LEASE_PERIOD_MS / 1000} s`)
@@ -146,12 +140,11 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
     stopping = true
     notifySystemd('STOPPING=1')
     clearInterval(flusher)
-    if (renewer !== null) clearInterval(renewer)
     if (idler !== null) clearInterval(idler)
     const stalled = await mount.unmount(!unmount).catch(e => { logLine(`unmount failed: ${(e as Error).message}`); return 0 })
     if (stalled === 0) {
-      await volume.close()
-      lease?.release()
+      await volume.close()  // the lease is renewed until it is given back here
+      if (renewer !== null) clearInterval(renewer)
     } else {
       // Keys and descriptors stay until the process ends (with no core dump): zeroing or
       // closing them under a running job could seal a chunk with a zeroed key, or write

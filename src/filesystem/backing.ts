@@ -12,22 +12,7 @@ type Result = number | Buffer
 type Callback = (r: number, b?: Buffer) => void
 type Call = (...args: unknown[]) => Result
 
-/** statfs f_type of filesystems whose metadata calls answer from local memory or disk. */
-const LOCAL_TYPES = new Set([
-  0xef53, // ext2/3/4
-  0x58465342, // xfs
-  0x9123683e, // btrfs
-  0x01021994, // tmpfs
-  0xf2f52010, // f2fs
-  0x2fc12fc1, // zfs
-  0x794c7630, // overlayfs
-  0x4d44 // vfat
-])
-
-/** Whether a filesystem (by statfs f_type) is local: its metadata calls may run on the JS thread. */
-export function isLocalFilesystem (fsType: number): boolean {
-  return LOCAL_TYPES.has(fsType)
-}
+export { isLocalFilesystem } from '../volume/local-disk'
 
 /**
  * The cipher dir's backing store, reached only through descriptors (native-deps/backing).

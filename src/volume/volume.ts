@@ -15,6 +15,7 @@ import { FILE_ID_BYTES, FLAG_END_TAG, FLAG_SPARSE, FileHeader, encodeHeader } fr
 import { FileLayout } from './file-layout'
 import { Credential, createPassphraseSlot, unlockSlot } from './key-slot'
 import { ConfigLock, LOCK_FILE, VolumeLock } from './volume-lock'
+import { VolumeLease } from './volume-lease'
 import { dekWrapKey, openNameKeys } from './volume-keys'
 import { unwrapDek, wrapDek } from './dek-wrap'
 
@@ -144,7 +145,9 @@ export class Volume {
   /** An upgrade to end tags is under way (fsck --repair --upgrade): files of both layouts open. */
   #upgrading: boolean
 
-  private constructor (readonly dir: string, readonly config: VolumeConfig, masterKey: SecretKey, lock: VolumeLock, readonly readOnly: boolean) {
+  private constructor (readonly dir: string, readonly config: VolumeConfig, masterKey: SecretKey, lock: VolumeLock, readonly readOnly: boolean,
+    /** The volume lease (VolumeLease), held while a read-write mount on a network filesystem lasts: the caller renews it. */
+    readonly lease: VolumeLease | null = null) {
     this.#lock = lock
     this.#upgrading = config.endTags === 'upgrading'
     // The name keys first (a modified config fails here), then the index: if either fails,
@@ -281,7 +284,7 @@ export class Volume {
    * Unlocks the volume for one mount: takes the mount lock first (before any KDF work).
    * `slot`: only the slot of that name is tried. `volumeId`: the volume the user pinned.
    */
-  static async unlock (dir: string, credential: Credential, opts: { readOnly?: boolean, slot?: string, volumeId?: string, upgrading?: boolean } = {}): Promise<Volume> {
+  static async unlock (dir: string, credential: Credential, opts: { readOnly?: boolean, slot?: string, volumeId?: string, upgrading?: boolean, lease?: (line: string) => void } = {}): Promise<Volume> {
     checkDir(dir)
     checkVolumeId(readConfig(dir), dir, opts.volumeId)  // before the lock is even taken
     const readOnly = opts.readOnly === true
@@ -303,9 +306,14 @@ export class Volume {
       lock.release()
       throw e
     }
+    let lease: VolumeLease | null = null
     try {
-      return new Volume(dir, config, masterKey, lock, readOnly)
+      // `lease`: where flock may not reach other clients (a network filesystem), the lease
+      // refuses a second writer; taken before the index is opened or anything is written.
+      if (!readOnly && opts.lease !== undefined && VolumeLease.needed(dir)) lease = await VolumeLease.acquire(dir, opts.lease)
+      return new Volume(dir, config, masterKey, lock, readOnly, lease)
     } catch (e) {
+      await lease?.release()
       lock.release()
       throw e
     } finally {
@@ -422,6 +430,7 @@ export class Volume {
     await this.index.close()
     this.names.dispose()
     for (const k of this.#keys) k.dispose()
+    await this.lease?.release()
     this.#lock.release()
   }
 }
