@@ -2,7 +2,7 @@ import { execFileSync } from 'child_process'
 import fs from 'fs'
 import path from 'path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Vol, cleanup, makeVolume, mount, plainBeside, rng, umount } from './helpers'
+import { Vol, cleanup, makeVolume, mount, plainBeside, rng, sealfs, umount } from './helpers'
 
 // Random writes and truncates at random offsets, done the same way on a plain directory
 // and on a sealfs mount; the two must read back identical, also after a remount.
@@ -134,6 +134,20 @@ describe('the nonce bound of a DEK', () => {
       fs.closeSync(fd)
     }
     expect(fs.readFileSync(f, 'utf8')).toBe('ABaled many times')
+  })
+
+  it('keeps the count when the index is lost: the end tag\'s write epoch bounds it, at the next mount and after fsck --repair', async () => {
+    const f = await worn('worn-lost', 2 ** 31 - 3)
+    const writeAt0 = (): void => { const fd = fs.openSync(f, 'r+'); try { fs.writeSync(fd, 'X', 0); fs.fsyncSync(fd) } finally { fs.closeSync(fd) } }
+    writeAt0()  // 2^31 - 2 chunks: a new epoch, which the end tag records before the write is made
+    for (const after of ['a mount that makes a new index', 'fsck --repair']) {
+      await umount(v)
+      for (const name of ['sealfs.index', 'sealfs.index-journal']) fs.rmSync(path.join(v.cipher, name), { force: true })
+      if (after === 'fsck --repair') expect(sealfs(['fsck', '--passfile', v.passfile, '--repair', v.cipher]).status).toBe(21)
+      mount(v)
+      expect(fs.readFileSync(f, 'utf8'), after).toBe('Xealed many times')
+      expect(writeAt0, after).toThrow(/EIO/)
+    }
   })
 
   it('keeps the count when the file is made sparse before its first write in a mount (the header is rewrapped)', async () => {

@@ -1,5 +1,6 @@
 import { Placement, SYNC_RUN_MAX } from '../crypto/chunk-cipher'
-import { END_TAG_BYTES, endTag, endTagKey, endTagMatches } from '../crypto/end-tag'
+import { END_TAG_BYTES, EPOCH_CHUNKS, endTag, endTagKey, openEndTag } from '../crypto/end-tag'
+import { logLine } from '../log'
 import { AuthenticationError } from '../crypto/errors'
 import { SecretKey } from '../crypto/secret-key'
 import { FLAG_END_TAG, FLAG_SPARSE, HEADER_BYTES } from '../volume/file-header'
@@ -26,8 +27,13 @@ export class FileContents {
   readonly #tail: number
   /** The end tags' key, derived from the DEK at first use (an append computes one tag). */
   #endTagKey: SecretKey | null = null
-  /** The end tag on disk was found right (#checkEnd); from then on this writes it. */
-  #endChecked = false
+  /**
+   * The write epoch in the end tag on disk (chunk writes under this DEK, in EPOCH_CHUNKS), once
+   * known: the tag was found right by a read or #checkEnd, or the file was empty when opened.
+   * From then on this writes the tag.
+   */
+  #epoch: number | null
+  #limitLogged = false
 
   constructor (
     private readonly volume: Volume,
@@ -46,7 +52,7 @@ export class FileContents {
     this.prefix = volume.aadPrefix(fileId)
     this.#chunkWrites = chunkWritesSoFar
     this.#tail = (flags & FLAG_END_TAG) !== 0 ? END_TAG_BYTES : 0
-    this.#endChecked = size === 0  // empty when opened: every tag it will have, this writes
+    this.#epoch = size === 0 ? 0 : null  // empty when opened: every tag it will have, this writes
   }
 
   get sparse (): boolean {
@@ -104,9 +110,13 @@ export class FileContents {
     const sealed = requestBuffers.take(sealedLength + tail)
     try {
       await this.volume.chunks.openAt(this.dek, this.prefix, first, fd, this.#cipherOffset(first), sealed, out, this.sparse, this.#here(sealed.length), tail)
-      if (tail > 0 && !endTagMatches(this.#endKey, this.prefix, end, sealed.subarray(sealedLength))) {
-        out.fill(0, 0, end - start)
-        throw new AuthenticationError('end of file', { size: end })
+      if (tail > 0) {
+        const epoch = openEndTag(this.#endKey, this.prefix, end, sealed.subarray(sealedLength))
+        if (epoch === null) {
+          out.fill(0, 0, end - start)
+          throw new AuthenticationError('end of file', { size: end })
+        }
+        this.#epoch ??= epoch
       }
     } finally {
       requestBuffers.give(sealed)  // the job that read into it has ended, failed or not
@@ -193,7 +203,7 @@ export class FileContents {
       // its zeros are put back and the file is as it was.)
       const at = this.#cipherOffset(keepChunks)
       try {
-        await writeFullAt(fd, endTag(this.#endKey, this.prefix, newSize), at)
+        await writeFullAt(fd, this.#tagOf(newSize), at)
       } catch (err) {
         if (this.sparse) await writeFullAt(fd, Buffer.alloc(this.#tail), at).catch(() => undefined)
         throw err
@@ -205,15 +215,22 @@ export class FileContents {
 
   /**
    * Checks the end tag once before the first write that moves it: the file's end may have been
-   * cut (to a size whose last 16 bytes are not its tag) while it was closed, and a new tag
+   * cut (to a size whose last bytes are not its tag) while it was closed, and a new tag
    * written over them would make the cut file read as whole. Reads check it anyway.
    */
   async #checkEnd (fd: number): Promise<void> {
-    if (this.#endChecked || this.#tail === 0 || this.size === 0) return
+    if (this.#epoch !== null || this.#tail === 0) return
     const tag = Buffer.alloc(this.#tail)
     const got = await readAt(fd, tag, this.#end(this.size) - this.#tail)
-    if (got !== this.#tail || !endTagMatches(this.#endKey, this.prefix, this.size, tag)) throw new AuthenticationError('end of file', { size: this.size })
-    this.#endChecked = true
+    const epoch = got === this.#tail ? openEndTag(this.#endKey, this.prefix, this.size, tag) : null
+    if (epoch === null) throw new AuthenticationError('end of file', { size: this.size })
+    this.#epoch = epoch
+  }
+
+  /** The end tag of `size` bytes in the current write epoch (known: see #epoch). */
+  #tagOf (size: number, out?: Buffer): Buffer {
+    if (this.#epoch === null) throw new Error('end tag written before it was read')
+    return endTag(this.#endKey, this.prefix, size, this.#epoch, out)
   }
 
   /** Cuts the file back to `size` (a chunk boundary, or its old end) after a failed write: less space, never more. */
@@ -221,7 +238,7 @@ export class FileContents {
     await ftruncateFd(fd, this.#end(size)).catch(() => undefined)
     // The write may have gone over the old end tag: it is written again (over bytes the file
     // had, so no new space is needed).
-    if (this.#tail > 0 && size > 0) await writeFullAt(fd, endTag(this.#endKey, this.prefix, size), this.#end(size) - this.#tail).catch(() => undefined)
+    if (this.#tail > 0 && size > 0 && this.#epoch !== null) await writeFullAt(fd, this.#tagOf(size), this.#end(size) - this.#tail).catch(() => undefined)
     this.size = size
   }
 
@@ -231,14 +248,14 @@ export class FileContents {
    */
   async #sealRun (fd: number, first: number, plain: Buffer, newSize: number): Promise<void> {
     const nChunks = Math.ceil(plain.length / this.#chunk)
-    this.#checkBound(nChunks)
+    await this.#reserve(fd, nChunks)
     const sealedLength = this.volume.chunks.sealedSize(plain.length)
     const sealed = requestBuffers.take(sealedLength + this.#tail)
     // With the tag, the run can reach a few bytes past the old end: those are new, the rest kept.
     const oldBytes = this.#end(this.size) - this.#cipherOffset(first)
     const place: Placement = { newFrom: sealed.length > oldBytes ? oldBytes : -1, reserve: this.#holesMayFill, tail: this.#tail }
     try {
-      if (this.#tail > 0) endTag(this.#endKey, this.prefix, newSize, sealed.subarray(sealedLength))
+      if (this.#tail > 0) this.#tagOf(newSize, sealed.subarray(sealedLength))
       await this.volume.chunks.sealAt(this.dek, this.prefix, first, plain, sealed, fd, this.#cipherOffset(first), this.#here(sealed.length), place)
     } catch (err) {
       if (sealed.length > oldBytes) await ftruncateFd(fd, this.#end(this.size)).catch(() => undefined)
@@ -249,9 +266,33 @@ export class FileContents {
     this.#counted(nChunks)
   }
 
-  #checkBound (nChunks: number): void {
-    this.#chunkWrites ??= this.volume.index.get(this.fileId)?.chunkWrites ?? 0
-    if (this.#chunkWrites + nChunks > CHUNK_WRITE_LIMIT) throw new FsError('EIO')
+  /**
+   * Counts `nChunks` about to be sealed against the nonce bound: refused (EIO, logged once) past
+   * it. The count is the index row's, but never below what the end tag's write epoch says (an
+   * index lost or rebuilt since); before the writes that enter a new epoch, the tag says so,
+   * durably, so that no later index loss can make the count start lower.
+   */
+  async #reserve (fd: number, nChunks: number): Promise<void> {
+    if (this.#chunkWrites === null) {
+      const row = this.volume.index.get(this.fileId)
+      await this.#checkEnd(fd)
+      // Without a row the writes of the current epoch are unknown: all of it is counted.
+      const fromTag = this.#tail > 0 && this.#epoch !== null ? (row === undefined ? this.#epoch + 1 : this.#epoch) * EPOCH_CHUNKS : 0
+      this.#chunkWrites ??= Math.max(row?.chunkWrites ?? 0, fromTag)
+    }
+    if (this.#chunkWrites + nChunks > CHUNK_WRITE_LIMIT) {
+      if (!this.#limitLogged) logLine(`file ${this.fileId.toString('hex')}: ${this.#chunkWrites} chunks sealed under its data key, the most the nonce bound allows (${CHUNK_WRITE_LIMIT}): writes refused (EIO); a copy of the file gets a new key`)
+      this.#limitLogged = true
+      throw new FsError('EIO')
+    }
+    if (this.#tail === 0 || this.#epoch === null) return
+    const next = Math.floor((this.#chunkWrites + nChunks) / EPOCH_CHUNKS)
+    if (next <= this.#epoch) return
+    if (this.size > 0) {
+      await writeFullAt(fd, endTag(this.#endKey, this.prefix, this.size, next), this.#end(this.size) - this.#tail)
+      await fdatasyncFd(fd)
+    }
+    this.#epoch = next
   }
 
   #counted (nChunks: number): void {
@@ -296,7 +337,7 @@ export class FileContents {
     // zeroed, making its chunk a hole: a crash between leaves that one new chunk unreadable,
     // never a file whose end does not authenticate.
     try {
-      await writeFullAt(fd, endTag(this.#endKey, this.prefix, target), this.#end(target) - this.#tail)
+      await writeFullAt(fd, this.#tagOf(target), this.#end(target) - this.#tail)
     } catch (err) {
       await ftruncateFd(fd, this.#end(this.size)).catch(() => undefined)  // what a short write left past the end
       throw err
@@ -323,7 +364,7 @@ export class FileContents {
     const runStart = first * C
     const runEnd = Math.min((last + 1) * C, Math.max(this.size, end))
     const nChunks = last - first + 1
-    this.#checkBound(nChunks)
+    await this.#reserve(fd, nChunks)
     const oldLen = Math.max(0, Math.min(this.size, runEnd) - runStart)
     // A write that moves the end writes the new end tag after its run, in the same pwrite.
     const extending = end > this.size
@@ -339,7 +380,7 @@ export class FileContents {
       if (this.#cipherOffset(first) + sealedLength + place.tail > Math.ceil(oldEnd / this.blockSize) * this.blockSize) place.newFrom = oldSealed
     }
     const sealed = requestBuffers.take(sealedLength + place.tail)
-    if (place.tail > 0) endTag(this.#endKey, this.prefix, end, sealed.subarray(sealedLength))
+    if (place.tail > 0) this.#tagOf(end, sealed.subarray(sealedLength))
     try {
       if (runStart === start && runEnd === end) {
         await this.volume.chunks.sealAt(this.dek, this.prefix, first, data, sealed, fd, this.#cipherOffset(first), this.#here(sealed.length), place)

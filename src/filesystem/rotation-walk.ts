@@ -8,7 +8,7 @@ import type { RewrappedRow } from '../volume/dek-index'
 import { VolumeError } from '../volume/errors'
 import { FLAG_END_TAG, FLAG_SPARSE, HEADER_BYTES } from '../volume/file-header'
 import { FileLayout } from '../volume/file-layout'
-import { END_TAG_BYTES, endTag, endTagMatches, withEndTagKey } from '../crypto/end-tag'
+import { END_TAG_BYTES, EPOCH_CHUNKS, endTag, openEndTag, withEndTagKey } from '../crypto/end-tag'
 import type { HeaderRewrap, Reencryption } from '../volume/key-rotation'
 import {
   backing, listDirSync, DT_DIR, DT_REG, DT_UNKNOWN, HEADER_OUT_BYTES, HEADER_OUT_LENGTH, HEADER_OUT_SIZE, STAT_ATIME_NSEC, STAT_ATIME_SEC,
@@ -506,8 +506,9 @@ function stage (root: number, rotation: RotationSteps, r: Reencryption, fd: numb
     // cut short is left as it was, as one whose chunk does not authenticate).
     if (layout.endTags && plainSize > 0) {
       const tag = Buffer.alloc(END_TAG_BYTES)
-      if (readFullAtSync(fd, tag, size - END_TAG_BYTES) !== END_TAG_BYTES || !withEndTagKey(r.oldDek, k => endTagMatches(k, prefix, plainSize, tag))) throw new AuthenticationError('end of file')
-      writeAllAt(tfd, withEndTagKey(r.newDek, k => endTag(k, prefix, plainSize)), size - END_TAG_BYTES)
+      if (readFullAtSync(fd, tag, size - END_TAG_BYTES) !== END_TAG_BYTES || withEndTagKey(r.oldDek, k => openEndTag(k, prefix, plainSize, tag)) === null) throw new AuthenticationError('end of file')
+      // A new DEK starts a new count: the chunks sealed here.
+      writeAllAt(tfd, withEndTagKey(r.newDek, k => endTag(k, prefix, plainSize, Math.floor(chunkWrites / EPOCH_CHUNKS))), size - END_TAG_BYTES)
     }
     fs.ftruncateSync(tfd, size)
     plain.fill(0, 0, used)

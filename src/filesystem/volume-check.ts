@@ -6,7 +6,7 @@ import { randomBytes } from '../crypto/secret-key'
 import { DIR_ID_FILE, newDirId } from '../volume/dir-id'
 import { decodeHeader, FileHeader, FLAG_END_TAG, FLAG_SPARSE, HEADER_BYTES } from '../volume/file-header'
 import { FileLayout } from '../volume/file-layout'
-import { END_TAG_BYTES, endTag, endTagMatches, withEndTagKey } from '../crypto/end-tag'
+import { END_TAG_BYTES, EPOCH_CHUNKS, endTag, openEndTag, withEndTagKey } from '../crypto/end-tag'
 import type { Volume } from '../volume/volume'
 import { VolumeError } from '../volume/errors'
 import { loadAddon, PosixAddon } from '../native'
@@ -165,10 +165,11 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
     }
   }
 
-  /** Whether the last END_TAG_BYTES of the file (`size` bytes) are the end tag of `plainSize` bytes. */
-  const endTagAt = (fd: number, dek: ReturnType<Volume['openDek']>, fileId: Buffer, size: number, plainSize: number): boolean => {
+  /** The write epoch of the end tag in the last END_TAG_BYTES of the file (`size` bytes), if it is that of `plainSize` bytes; else null. */
+  const endTagAt = (fd: number, dek: ReturnType<Volume['openDek']>, fileId: Buffer, size: number, plainSize: number): number | null => {
     const tag = Buffer.alloc(END_TAG_BYTES)
-    return readFullAtSync(fd, tag, size - END_TAG_BYTES) === END_TAG_BYTES && withEndTagKey(dek, k => endTagMatches(k, volume.aadPrefix(fileId), plainSize, tag))
+    if (readFullAtSync(fd, tag, size - END_TAG_BYTES) !== END_TAG_BYTES) return null
+    return withEndTagKey(dek, k => openEndTag(k, volume.aadPrefix(fileId), plainSize, tag))
   }
 
   /**
@@ -178,13 +179,13 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
    * between the two leaves a tag the next run recognizes. Its times are put back after each
    * write (before the sync a kill may stop at).
    */
-  const upgradeFile = (fd: number, h: FileHeader, dek: ReturnType<Volume['openDek']>, size: number, whole: number, tagOnDisk: boolean, st: Float64Array): boolean => {
+  const upgradeFile = (fd: number, h: FileHeader, dek: ReturnType<Volume['openDek']>, size: number, whole: number, tagOnDisk: boolean, st: Float64Array, epoch: number): boolean => {
     // Not fatal: a user who may write a file but does not own it cannot set its times.
     const timesBack = (): boolean => { backing.utimensFd(fd, st[STAT_ATIME_SEC], st[STAT_ATIME_NSEC], st[STAT_MTIME_SEC], st[STAT_MTIME_NSEC]); return true }
     try {
       if (!tagOnDisk) {
         const at = HEADER_BYTES + volume.chunks.sealedSize(whole)
-        if (whole > 0) writeAllAtSync(fd, withEndTagKey(dek, k => endTag(k, volume.aadPrefix(h.fileId), whole)), at)
+        if (whole > 0) writeAllAtSync(fd, withEndTagKey(dek, k => endTag(k, volume.aadPrefix(h.fileId), whole, epoch)), at)
         if (size > at + (whole > 0 ? END_TAG_BYTES : 0)) fs.ftruncateSync(fd, at + (whole > 0 ? END_TAG_BYTES : 0))
         if (!timesBack()) return false
         fs.fdatasyncSync(fd)
@@ -263,7 +264,7 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
           // An upgrade killed between this file's end tag and its header left the tag.
           const asTagged = new FileLayout(volume.chunks, true)
           const p = asTagged.exactPlainSize(size)
-          if (p > 0 && endTagAt(fd, dek, h.fileId, size, p)) { layout = asTagged; tagOnDisk = true }
+          if (p > 0 && endTagAt(fd, dek, h.fileId, size, p) !== null) { layout = asTagged; tagOnDisk = true }
         }
         const plainSize = layout.exactPlainSize(size)
         if (plainSize < 0) problem(path, layout.endTags ? 'its end is torn (the file ends inside a chunk\'s nonce or tag, or its end tag)' : 'its last chunk is torn (the file ends inside a chunk\'s nonce or tag)')
@@ -277,7 +278,8 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
         }
         // The end tag: a file cut short at a chunk boundary, or changed while it was copied.
         let cut = plainSize < 0
-        if (!cut && layout.endTags && !endTagAt(fd, dek, h.fileId, size, plainSize)) {
+        const epoch = !cut && layout.endTags ? endTagAt(fd, dek, h.fileId, size, plainSize) : null
+        if (!cut && layout.endTags && epoch === null) {
           cut = true
           problem(path, `its end does not authenticate: it was cut short (or changed while it was being copied), or its last ${END_TAG_BYTES} bytes were changed`)
         }
@@ -291,15 +293,18 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
         if (h.keyVersion === volume.config.masterKeyVersion && !shared && !duplicated.has(id) && !putBack) {
           const row = volume.index.get(h.fileId)
           if (row === undefined) {
-            // A rebuilt row's chunk-write count starts at the chunks stored: the nonce budget
-            // is never undercounted by more than the writes that overwrote chunks in place.
-            problem(path, 'has no index row', () => { volume.index.put(h.fileId, h.keyVersion, h.wrappedDek); volume.index.countChunkWrites(h.fileId, stored); return true })
+            // A rebuilt row's chunk-write count starts at the chunks stored and, with an end
+            // tag, above every write its epoch may hide (its writes are unknown: all counted).
+            const count = Math.max(stored, epoch !== null ? (epoch + 1) * EPOCH_CHUNKS : 0)
+            problem(path, 'has no index row', () => { volume.index.put(h.fileId, h.keyVersion, h.wrappedDek); volume.index.countChunkWrites(h.fileId, count); return true })
           } else if (row.keyVersion !== h.keyVersion || !row.wrapped.equals(h.wrappedDek)) {
             problem(path, 'its index row does not match its header', () => { volume.index.put(h.fileId, h.keyVersion, h.wrappedDek); return true })
           }
         }
         if (upgrade && !tagged && !putBack) {
-          if (upgradeFile(fd, h, dek, size, whole, tagOnDisk, st)) result.upgraded++
+          // The epoch of what the row (or the chunks stored) says was written so far.
+          const known = Math.max(volume.index.get(h.fileId)?.chunkWrites ?? 0, stored)
+          if (upgradeFile(fd, h, dek, size, whole, tagOnDisk, st, Math.floor(known / EPOCH_CHUNKS))) result.upgraded++
           else { result.upgradeLeft++; problem(path, 'could not be given its end tag (the upgrade is unfinished)') }
         }
       } finally {
