@@ -139,7 +139,7 @@ describe('the nonce bound of a DEK', () => {
   it('keeps the count when the index is lost: the end tag\'s write epoch bounds it, at the next mount and after fsck --repair', async () => {
     const f = await worn('worn-lost', 2 ** 31 - 3)
     const writeAt0 = (): void => { const fd = fs.openSync(f, 'r+'); try { fs.writeSync(fd, 'X', 0); fs.fsyncSync(fd) } finally { fs.closeSync(fd) } }
-    writeAt0()  // 2^31 - 2 chunks: a new epoch, which the end tag records before the write is made
+    writeAt0()  // 2^31 - 2 chunks: past the end tag's epoch (0), so the tag records the new one first
     for (const after of ['a mount that makes a new index', 'fsck --repair']) {
       await umount(v)
       for (const name of ['sealfs.index', 'sealfs.index-journal']) fs.rmSync(path.join(v.cipher, name), { force: true })
@@ -148,6 +148,24 @@ describe('the nonce bound of a DEK', () => {
       expect(fs.readFileSync(f, 'utf8'), after).toBe('Xealed many times')
       expect(writeAt0, after).toThrow(/EIO/)
     }
+  })
+
+  it('gives a file whose index row was lost a row at its next write: its writes go on being counted, and its epoch does not grow at every open', async () => {
+    const f = path.join(v.mnt, 'rowless')
+    fs.writeFileSync(f, 'abc')
+    await umount(v)
+    for (const name of ['sealfs.index', 'sealfs.index-journal']) fs.rmSync(path.join(v.cipher, name), { force: true })
+    mount(v)
+    for (let i = 0; i < 3; i++) fs.appendFileSync(f, 'x')  // three opens, one write each
+    await umount(v)
+    const backing = fs.readdirSync(v.cipher).map(n => path.join(v.cipher, n)).filter(p => fs.statSync(p).size === 100 + 6 + 28 + 20)
+    expect(backing).toHaveLength(1)
+    const tag = fs.readFileSync(backing[0]).subarray(-20)
+    expect(tag.readUInt32BE(0), 'the end tag\'s epoch').toBe(1)  // counted from the end of epoch 0, once
+    const rows = execFileSync('python3', ['-c', `import sqlite3; print(sqlite3.connect('${v.cipher}/sealfs.index').execute('select count(*), max(chunk_writes) from deks').fetchone())`]).toString().trim()
+    expect(rows).toBe(`(1, ${2 ** 20 + 3})`)
+    mount(v)
+    expect(fs.readFileSync(f, 'utf8')).toBe('abcxxx')
   })
 
   it('keeps the count when the file is made sparse before its first write in a mount (the header is rewrapped)', async () => {

@@ -3,7 +3,7 @@ import { END_TAG_BYTES, EPOCH_CHUNKS, endTag, endTagKey, openEndTag } from '../c
 import { logLine } from '../log'
 import { AuthenticationError } from '../crypto/errors'
 import { SecretKey } from '../crypto/secret-key'
-import { FLAG_END_TAG, FLAG_SPARSE, HEADER_BYTES } from '../volume/file-header'
+import { FileHeader, FLAG_END_TAG, FLAG_SPARSE, HEADER_BYTES } from '../volume/file-header'
 import { Volume } from '../volume/volume'
 import { fdatasyncFd, ftruncateFd, readAt, writeFullAt } from './fd-io'
 import { FsError } from './fs-error'
@@ -47,7 +47,9 @@ export class FileContents {
     /** The backing is a local disk: short runs are read or written on this thread (see #here). */
     private readonly localIo = false,
     /** The backing store's allocation block, at most (Backing.blockSize). */
-    private readonly blockSize = 512
+    private readonly blockSize = 512,
+    /** The header it was opened with: what its index row is made from if it has none. */
+    private readonly header: Pick<FileHeader, 'keyVersion' | 'wrappedDek'> | null = null
   ) {
     this.prefix = volume.aadPrefix(fileId)
     this.#chunkWrites = chunkWritesSoFar
@@ -176,6 +178,7 @@ export class FileContents {
    */
   async write (fd: number, offset: number, data: Buffer): Promise<number> {
     if (data.length === 0) return 0
+    await this.#startCount(fd)
     if (offset + data.length > this.size) await this.#checkEnd(fd)
     await this.#extendTo(fd, offset, () => this.#writeRange(fd, offset, data))
     return data.length
@@ -183,6 +186,7 @@ export class FileContents {
 
   async truncate (fd: number, newSize: number): Promise<void> {
     if (newSize === this.size) return
+    await this.#startCount(fd)
     await this.#checkEnd(fd)
     if (newSize > this.size) return this.#extendTo(fd, newSize)
 
@@ -224,7 +228,7 @@ export class FileContents {
     const got = await readAt(fd, tag, this.#end(this.size) - this.#tail)
     const epoch = got === this.#tail ? openEndTag(this.#endKey, this.prefix, this.size, tag) : null
     if (epoch === null) throw new AuthenticationError('end of file', { size: this.size })
-    this.#epoch = epoch
+    this.#epoch = Math.max(this.#epoch ?? 0, epoch)  // a crossing may have raised it meanwhile
   }
 
   /** The end tag of `size` bytes in the current write epoch (known: see #epoch). */
@@ -273,30 +277,48 @@ export class FileContents {
    * durably, so that no later index loss can make the count start lower.
    */
   async #reserve (fd: number, nChunks: number): Promise<void> {
-    if (this.#chunkWrites === null) {
-      const row = this.volume.index.get(this.fileId)
-      await this.#checkEnd(fd)
-      // Without a row the writes of the current epoch are unknown: all of it is counted.
-      const fromTag = this.#tail > 0 && this.#epoch !== null ? (row === undefined ? this.#epoch + 1 : this.#epoch) * EPOCH_CHUNKS : 0
-      this.#chunkWrites ??= Math.max(row?.chunkWrites ?? 0, fromTag)
-    }
-    if (this.#chunkWrites + nChunks > CHUNK_WRITE_LIMIT) {
-      if (!this.#limitLogged) logLine(`file ${this.fileId.toString('hex')}: ${this.#chunkWrites} chunks sealed under its data key, the most the nonce bound allows (${CHUNK_WRITE_LIMIT}): writes refused (EIO); a copy of the file gets a new key`)
+    const count = await this.#startCount(fd)
+    if (count + nChunks > CHUNK_WRITE_LIMIT) {
+      if (!this.#limitLogged) logLine(`file ${this.fileId.toString('hex')}: ${count} chunks sealed under its data key, the most the nonce bound allows (${CHUNK_WRITE_LIMIT}): writes refused (EIO); a copy of the file gets a new key`)
       this.#limitLogged = true
       throw new FsError('EIO')
     }
+    // Counted here, before any wait: writes running at once each see the others' chunks (one
+    // that then fails stays counted, which errs on the safe side).
+    this.#chunkWrites = count + nChunks
     if (this.#tail === 0 || this.#epoch === null) return
-    const next = Math.floor((this.#chunkWrites + nChunks) / EPOCH_CHUNKS)
+    const next = Math.floor((count + nChunks) / EPOCH_CHUNKS)
     if (next <= this.#epoch) return
     if (this.size > 0) {
       await writeFullAt(fd, endTag(this.#endKey, this.prefix, this.size, next), this.#end(this.size) - this.#tail)
       await fdatasyncFd(fd)
     }
-    this.#epoch = next
+    this.#epoch = Math.max(this.#epoch, next)
   }
 
+  /**
+   * The chunk writes so far, found at the first write: the index row's count, but never below
+   * what the end tag's epoch says, and without a row (the index was lost, or a mount made a
+   * new one) all of the current epoch. A file without a row is given one from its header,
+   * starting at that count, so that the writes of this open count at the next.
+   */
+  async #startCount (fd: number): Promise<number> {
+    if (this.#chunkWrites !== null) return this.#chunkWrites
+    const row = this.volume.index.get(this.fileId)
+    await this.#checkEnd(fd)
+    const fromTag = this.#tail > 0 && this.#epoch !== null ? (row === undefined ? this.#epoch + 1 : this.#epoch) * EPOCH_CHUNKS : 0
+    if (this.#chunkWrites !== null) return this.#chunkWrites  // another request of this file found it meanwhile
+    const count = Math.max(row?.chunkWrites ?? 0, fromTag)
+    this.#chunkWrites = count
+    if (row === undefined && this.header !== null) {
+      this.volume.index.put(this.fileId, this.header.keyVersion, this.header.wrappedDek)
+      this.volume.index.countChunkWrites(this.fileId, count)
+    }
+    return count
+  }
+
+  /** Sealed chunks that reached the file: the index adds them to the row (#reserve counted them here already). */
   #counted (nChunks: number): void {
-    this.#chunkWrites = (this.#chunkWrites ?? 0) + nChunks
     this.volume.index.countChunkWrites(this.fileId, nChunks)
   }
 

@@ -133,7 +133,7 @@ export class OpenFiles {
     if (size <= HEADER_BYTES) return null
     const cacheId = dekCacheId(parsed)
     const dek = this.deks.pin(cacheId, () => this.volume.openDek(parsed))
-    const contents = new FileContents(this.volume, parsed.fileId, dek, this.volume.layout.plainSize(size), null, parsed.flags, this.localIo, this.blockSize)
+    const contents = new FileContents(this.volume, parsed.fileId, dek, this.volume.layout.plainSize(size), null, parsed.flags, this.localIo, this.blockSize, parsed)
     this.#register(node, { contents, refs: 1, cacheId, pending: false, nodes: new Set([node]) })
     return contents
   }
