@@ -5,7 +5,7 @@ import { spawnSync } from 'child_process'
 import { afterEach, describe, expect, it } from 'vitest'
 import { END_TAG_BYTES } from '../src/crypto/end-tag'
 import { FLAG_END_TAG, HEADER_BYTES } from '../src/volume/file-header'
-import { cleanup, makeVolume, mount, mountForeground, plainBeside, sealfs, umount, Vol, walk } from './helpers'
+import { cleanup, fsckJson, makeVolume, mount, mountForeground, plainBeside, sealfs, umount, Vol, walk } from './helpers'
 
 const C = 4096
 const STRIDE = C + 28
@@ -66,12 +66,6 @@ function expectSame (mnt: string, plain: string): void {
   for (const name of fs.readdirSync(plain)) {
     expect(fs.readFileSync(path.join(mnt, name)).equals(fs.readFileSync(path.join(plain, name))), name).toBe(true)
   }
-}
-
-function fsckJson (v: Vol, extra: string[] = []): { status: number, stderr: string, json: { problems: Array<{ path: string, what: string, repaired: boolean }>, upgrade?: string, upgraded: number } } {
-  const r = sealfs(['fsck', '--passfile', v.passfile, '--json', ...extra, v.cipher])
-  const last = r.stdout.trim().split('\n').pop() as string
-  return { status: r.status, stderr: r.stderr, json: last === '' ? {} : JSON.parse(last) }
 }
 
 function expectEio (file: string): void {

@@ -4,7 +4,7 @@ import path from 'path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { HEADER_BYTES } from '../src/volume/file-header'
 import { END_TAG_BYTES } from '../src/crypto/end-tag'
-import { cleanup, makeVolume, mount, py, sealfs, umount, Vol, walk } from './helpers'
+import { cleanup, fsckJson, makeVolume, mount, py, sealfs, umount, Vol, walk } from './helpers'
 
 /** The backing file of the one plaintext file whose backing size is `size` (the tests give each a size of its own). */
 function backingOfSize (v: Vol, size: number): string {
@@ -40,10 +40,7 @@ print('null')`)
   }
 }
 
-function fsck (v: Vol, extra: string[] = []): { status: number, stderr: string, json: { problems: Array<{ path: string, what: string, repaired: boolean }>, files: number } } {
-  const r = sealfs(['fsck', '--passfile', v.passfile, '--json', ...extra, v.cipher])
-  return { status: r.status, stderr: r.stderr, json: JSON.parse(r.stdout.trim() === '' ? '{}' : r.stdout.trim().split('\n').pop() as string) }
-}
+const fsck = fsckJson
 
 describe('sealfs fsck', () => {
   const vols: Vol[] = []

@@ -121,6 +121,16 @@ export function makeVolume (opts: { chunkSize?: number, cipherParent?: string } 
   return v
 }
 
+/** What `sealfs fsck --json` prints last: the summary. */
+export interface FsckSummary { problems: Array<{ path: string, what: string, repaired: boolean }>, files: number, upgrade?: string, upgraded: number }
+
+/** `sealfs fsck --json` of a volume (with the volume's passfile): its exit status, stderr and summary ({} if it printed none). */
+export function fsckJson (v: Vol, extra: string[] = []): { status: number, stderr: string, json: FsckSummary } {
+  const r = sealfs(['fsck', '--passfile', v.passfile, '--json', ...extra, v.cipher])
+  const last = r.stdout.trim().split('\n').pop() as string
+  return { status: r.status, stderr: r.stderr, json: last === '' ? {} as FsckSummary : JSON.parse(last) as FsckSummary }
+}
+
 /** A plain directory beside the volume, doing the same operations as the mount for comparison. */
 export function plainBeside (v: Vol, mode?: number): string {
   const plain = path.join(v.base, 'plain')

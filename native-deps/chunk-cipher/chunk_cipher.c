@@ -452,6 +452,26 @@ static int get_tail(napi_env env, napi_value v, job_t *job) {
   return 1;
 }
 
+// A job with a file (sealAsync, openAsync, rewriteAsync): the call's first nine arguments as
+// parse_job takes them and its callback, the last of `want`; the arguments between are the
+// caller's to check. `args` (10) gets what queue_job keeps alive. NULL with a TypeError pending.
+static job_t *parse_file_job(napi_env env, napi_value *argv, size_t argc, size_t want, run_fn fn, napi_value *args) {
+  if (argc < want) {
+    napi_throw_type_error(env, NULL, "chunk cipher: bad arguments");
+    return NULL;
+  }
+  for (int i = 0; i < 9; i++) args[i] = argv[i];
+  args[9] = argv[want - 1];
+  return parse_job(env, args, 10, fn);
+}
+
+// A job whose own arguments failed their checks: freed, and a TypeError thrown.
+static napi_value refuse_job(napi_env env, job_t *job) {
+  free(job);
+  napi_throw_type_error(env, NULL, "chunk cipher: bad arguments");
+  return NULL;
+}
+
 // A write placement (see job_t): newFrom, -1 (none) or a whole number of bytes, and reserve.
 static int get_placement(napi_env env, napi_value new_from, napi_value reserve, job_t *job) {
   double d;
@@ -473,17 +493,10 @@ static napi_value RewriteAsync(napi_env env, napi_callback_info info) {
       napi_throw_type_error(env, NULL, "chunk cipher: bad arguments");
       return NULL;
     }
-  // The sealAsync arguments with a file: the first nine, then the callback.
   napi_value args[10];
-  for (int i = 0; i < 9; i++) args[i] = argv[i];
-  args[9] = argv[15];
-  job_t *job = parse_job(env, args, 10, seal_run);
+  job_t *job = parse_file_job(env, argv, argc, 16, seal_run, args);
   if (!job) return NULL;
-  if (v[0] > v[1] || v[1] > job->run.in_len || v[2] > job->run.in_len || !get_placement(env, argv[12], argv[13], job) || !get_tail(env, argv[14], job)) {
-    free(job);
-    napi_throw_type_error(env, NULL, "chunk cipher: bad arguments");
-    return NULL;
-  }
+  if (v[0] > v[1] || v[1] > job->run.in_len || v[2] > job->run.in_len || !get_placement(env, argv[12], argv[13], job) || !get_tail(env, argv[14], job)) return refuse_job(env, job);
   // Set before queueing: the job can reach a pool thread as soon as it is queued.
   job->merge = 1;
   job->data_start = (size_t)v[0];
@@ -499,19 +512,10 @@ static napi_value SealAsync(napi_env env, napi_callback_info info) {
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc <= 8) return run_async(env, info, seal_run);
   napi_value args[10];
-  for (int i = 0; i < 9; i++) args[i] = argv[i];
-  args[9] = argv[argc >= 12 ? 11 : 9];
-  job_t *job = argc >= 12 ? parse_job(env, args, 10, seal_run) : NULL;
-  if (job == NULL) {
-    if (argc < 12) napi_throw_type_error(env, NULL, "chunk cipher: bad arguments");
-    return NULL;
-  }
+  job_t *job = parse_file_job(env, argv, argc, 12, seal_run, args);
+  if (job == NULL) return NULL;
   job->run.zero_is_hole = 0;
-  if (!get_placement(env, argv[9], argv[6], job) || !get_tail(env, argv[10], job)) {
-    free(job);
-    napi_throw_type_error(env, NULL, "chunk cipher: bad arguments");
-    return NULL;
-  }
+  if (!get_placement(env, argv[9], argv[6], job) || !get_tail(env, argv[10], job)) return refuse_job(env, job);
   return job->here ? run_here(env, job) : queue_job(env, job, args, 10);
 }
 // args: key, prefix, firstIndex, input, chunkSize, output, zeroIsHole, callback
@@ -521,18 +525,9 @@ static napi_value OpenAsync(napi_env env, napi_callback_info info) {
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc <= 8) return run_async(env, info, open_run);
   napi_value args[10];
-  for (int i = 0; i < 9; i++) args[i] = argv[i];
-  args[9] = argv[argc >= 11 ? 10 : 9];
-  job_t *job = argc >= 11 ? parse_job(env, args, 10, open_run) : NULL;
-  if (job == NULL) {
-    if (argc < 11) napi_throw_type_error(env, NULL, "chunk cipher: bad arguments");
-    return NULL;
-  }
-  if (!get_tail(env, argv[9], job)) {
-    free(job);
-    napi_throw_type_error(env, NULL, "chunk cipher: bad arguments");
-    return NULL;
-  }
+  job_t *job = parse_file_job(env, argv, argc, 11, open_run, args);
+  if (job == NULL) return NULL;
+  if (!get_tail(env, argv[9], job)) return refuse_job(env, job);
   return job->here ? run_here(env, job) : queue_job(env, job, args, 10);
 }
 
