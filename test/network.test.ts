@@ -297,6 +297,7 @@ print(1 + sum(1 for _ in it)); sys.stdout.flush()`, listed], { stdio: ['pipe', '
       r = tryMount(v)
       expect(r.status, r.stderr).toBe(0)
       expect(Date.now() - t0).toBeGreaterThanOrEqual(10_000)
+      expect(r.stderr).toMatch(/names a writer on host elsewhere\.example, pid 4242; waiting 11 s/)  // said by the detached daemon as it waits
       expect(lease().host).not.toBe('elsewhere.example')
       // A mount whose lease is gone (taken over, or removed) unmounts itself at its next renewal.
       fs.unlinkSync(leaseFile)

@@ -81,6 +81,11 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
   }
   if (!o.foreground && !daemonChild) return detach(cipher, mnt, o, chosen)
 
+  /** What the user should see while the mount is under way (a detached daemon's parent prints it at once). */
+  const say = (line: string): void => {
+    if (!daemonChild) process.stderr.write(`sealfs: ${line}\n`)
+    else try { fs.writeSync(STATUS_FD, `note ${line.replace(/\n/g, ' ')}\n`) } catch { /* parent gone */ }
+  }
   /** Warnings for the user (a detached daemon's parent prints them), then 'ready' or the error. */
   const warnings: string[] = []
   const report = (line: string): void => {
@@ -95,7 +100,7 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
         readOnly: parsed.readOnly,
         slot: chosen.slot,
         volumeId: o.volumeId ?? parsed.volumeId,
-        lease: line => { logLine(line); if (!daemonChild) process.stderr.write(`sealfs: ${line}\n`) }
+        lease: line => { logLine(line); say(line) }
       })
     } finally {
       chosen.credential.secret.fill(0)
@@ -198,9 +203,20 @@ function detach (cipher: string, mnt: string, o: MountCliOptions, chosen: Unlock
   child.stdin!.end(passphrase, () => passphrase.fill(0))
   return new Promise((resolve, reject) => {
     let status = ''
+    let pending = ''
     const statusPipe = child.stdio[STATUS_FD] as NodeJS.ReadableStream
-    statusPipe.on('data', (d: Buffer) => { status += d.toString('utf8') })
+    statusPipe.on('data', (d: Buffer) => {
+      // 'note' lines come while the daemon works (it waits out a lease, say): shown at once.
+      pending += d.toString('utf8')
+      const lines = pending.split('\n')
+      pending = lines.pop() as string
+      for (const l of lines) {
+        if (l.startsWith('note ')) process.stderr.write(`sealfs: ${l.slice('note '.length)}\n`)
+        else status += l + '\n'
+      }
+    })
     statusPipe.on('end', () => {
+      status += pending
       const lines = status.trim().split('\n')
       for (const w of lines.filter(l => l.startsWith('warning '))) process.stderr.write(`sealfs: warning: ${w.slice('warning '.length)}\n`)
       const line = lines.filter(l => !l.startsWith('warning ')).join('\n').trim()
