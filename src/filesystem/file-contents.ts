@@ -178,16 +178,15 @@ export class FileContents {
    */
   async write (fd: number, offset: number, data: Buffer): Promise<number> {
     if (data.length === 0) return 0
-    await this.#startCount(fd)
-    if (offset + data.length > this.size) await this.#checkEnd(fd)
+    // The first write of an open also checks the end tag on disk (#startCount, #checkEnd).
+    if (this.#chunkWrites === null) await this.#startCount(fd)
     await this.#extendTo(fd, offset, () => this.#writeRange(fd, offset, data))
     return data.length
   }
 
   async truncate (fd: number, newSize: number): Promise<void> {
     if (newSize === this.size) return
-    await this.#startCount(fd)
-    await this.#checkEnd(fd)
+    if (this.#chunkWrites === null) await this.#startCount(fd)
     if (newSize > this.size) return this.#extendTo(fd, newSize)
 
     const C = this.#chunk
@@ -277,7 +276,7 @@ export class FileContents {
    * durably, so that no later index loss can make the count start lower.
    */
   async #reserve (fd: number, nChunks: number): Promise<void> {
-    const count = await this.#startCount(fd)
+    const count = this.#chunkWrites ?? await this.#startCount(fd)
     if (count + nChunks > CHUNK_WRITE_LIMIT) {
       if (!this.#limitLogged) logLine(`file ${this.fileId.toString('hex')}: ${count} chunks sealed under its data key, the most the nonce bound allows (${CHUNK_WRITE_LIMIT}): writes refused (EIO); a copy of the file gets a new key`)
       this.#limitLogged = true
