@@ -3,7 +3,8 @@ import crypto from 'crypto'
 import fs from 'fs'
 import path from 'path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { cleanup, isMounted, makeVolume, mount, py, sealfs, sleep, umount, Vol } from './helpers'
+import { HEADER_BYTES } from '../src/volume/file-header'
+import { cleanup, fsckJson, isMounted, makeVolume, mount, py, sealfs, sleep, umount, Vol } from './helpers'
 
 /**
  * kill -9 of the daemon at random moments of a busy workload (writes, appends, overwrites,
@@ -366,4 +367,187 @@ print('null')`, { args: [dir] })
     process.stdout.write(`${op.name}: ${plan.length} steps planned (${[...counts].map(([c, n]) => `${c} x${n}`).join(', ')}), killed at ${steps.length}\n`)
     expect(steps.length).toBeGreaterThan(0)
   }, 600_000)
+})
+
+/**
+ * A kill -9 inside a write's pwrite leaves the run written up to a page boundary and old after
+ * it: a chunk it kept part of no longer authenticates. Each case kills the daemon once the
+ * write's data is on disk (but not the end of its journal record's life), then puts the old
+ * bytes back from a page boundary on, as the kernel leaves a pwrite cut short; after the
+ * remount the bytes the write did not cover read back as they were.
+ */
+interface TornCase {
+  name: string
+  setup: Buffer
+  run: (file: string) => void
+  /** The call the daemon is killed at (strace inject spec), once the run's data is written. */
+  killAt: string
+  /** What the killed call must look like (the journal record's magic being zeroed, say). */
+  killedCall: RegExp
+  /** Where the pwrite is cut: bytes of the backing file from here on are the old ones. */
+  tearAt: number
+  /** What the file reads after the remount: the bytes before the interrupted write. */
+  after: Buffer
+}
+
+const OLD = crypto.randomBytes(3 * 4096 + 500)
+const LOG = crypto.randomBytes(1000)
+const TORN_CASES: TornCase[] = [
+  {
+    // Chunk 1 lies at [4224, 8348) of the backing file; the kernel cut the pwrite at 8192.
+    name: 'an overwrite inside a chunk',
+    setup: OLD,
+    run: f => { const fd = fs.openSync(f, 'r+'); try { fs.writeSync(fd, Buffer.alloc(100, 'n'), 0, 100, 5000) } finally { fs.closeSync(fd) } },
+    killAt: 'pwrite64:signal=KILL:when=3',
+    killedCall: /^pwrite64\(\d+, "\\0\\0\\0\\0", 4, \d+/,
+    tearAt: 8192,
+    after: OLD
+  },
+  {
+    // The append reseals chunk 0 ([100, 4224)) with its 1000 old bytes; cut at 4096.
+    name: 'an append to a partly filled chunk',
+    setup: LOG,
+    run: f => fs.appendFileSync(f, Buffer.alloc(5000, 'b')),
+    killAt: 'pwrite64:signal=KILL:when=3',
+    killedCall: /^pwrite64\(\d+, "\\0\\0\\0\\0", 4, \d+/,
+    tearAt: 4096,
+    after: LOG
+  },
+  {
+    // The truncate reseals chunk 1 with 4000 of its bytes ([4224, 8272)) and is killed before
+    // it cuts the file; cut at 8192 too.
+    name: 'a truncate inside a chunk',
+    setup: OLD,
+    run: f => fs.truncateSync(f, 8096),
+    killAt: 'ftruncate:signal=KILL:when=1',
+    killedCall: /^ftruncate\(/,
+    tearAt: 8192,
+    after: OLD
+  }
+]
+
+describe('a write cut short inside its pwrite (the write journal)', () => {
+  const vols: Vol[] = []
+  afterEach(async () => { for (const v of vols.splice(0)) await cleanup(v) })
+
+  /** The one backing file of the volume's root that is not sealfs's own. */
+  const backingFile = (v: Vol): string => {
+    const names = fs.readdirSync(v.cipher).filter(n => !n.startsWith('sealfs.'))
+    expect(names).toHaveLength(1)
+    return path.join(v.cipher, names[0])
+  }
+
+  /** Kills the daemon at `c.killAt` while `c.run` runs; then tears the run's pwrite at c.tearAt. Returns the backing file. */
+  async function crashAndTear (v: Vol, c: TornCase): Promise<string> {
+    mount(v)
+    let killedAt = ''
+    try {
+      fs.writeFileSync(path.join(v.mnt, 'f'), c.setup)
+      await sleep(1100)  // the index rows are written first: no pwrite of the index during the run
+      const backing = backingFile(v)
+      const before = fs.readFileSync(backing)
+      const pid = daemonPid(v)
+      const out = path.join(v.base, 'inject.out')
+      const call = c.killAt.split(':')[0]
+      const tracer = await traceDaemon(v, ['-e', `trace=${call}`, '-e', `inject=${c.killAt}`], out)
+      try {
+        try { c.run(path.join(v.mnt, 'f')) } catch { /* the mount died under it */ }
+        await Promise.race([tracer.exited, sleep(3000)])
+      } finally {
+        await tracer.stop()
+      }
+      const lines = fs.readFileSync(out, 'utf8').split('\n')
+      killedAt = (lines[lines.findIndex(l => /\+\+\+ killed/.test(l)) - 1] ?? '').replace(/^\d+ +/, '')
+      // Dead, or a zombie nobody reaps (a detached daemon's parent is gone).
+      const died = (() => { try { return /^\d+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8')) } catch { return true } })()
+      expect(died, 'the daemon was not killed').toBe(true)
+      expect(killedAt, 'killed at another call than planned').toMatch(c.killedCall)
+      // What a pwrite cut at c.tearAt leaves: the new bytes before it, the old ones after.
+      const after = fs.readFileSync(backing)
+      expect(after.equals(before), 'the write reached the backing file').toBe(false)
+      const torn = before.length > c.tearAt ? Buffer.concat([after.subarray(0, c.tearAt), before.subarray(c.tearAt)]) : after.subarray(0, c.tearAt)
+      fs.writeFileSync(backing, torn)
+      return backing
+    } finally {
+      spawnSync('umount', ['-l', v.mnt])
+    }
+  }
+
+  it.each(TORN_CASES.map(c => [c.name, c] as const))('%s: the bytes it did not cover read back as before', async (_name, c) => {
+    const v = makeVolume()
+    vols.push(v)
+    await crashAndTear(v, c)
+    mount(v)
+    try {
+      expect(fs.readFileSync(path.join(v.mnt, 'f')).equals(c.after)).toBe(true)
+    } finally {
+      await umount(v)
+    }
+    const check = fsckJson(v)
+    expect(check.json.problems, check.stderr).toEqual([])
+    expect(check.status).toBe(0)
+  }, 60_000)
+
+  it('fsck names the torn file and --repair puts its old bytes back', async () => {
+    const v = makeVolume()
+    vols.push(v)
+    await crashAndTear(v, TORN_CASES[0])
+    const check = fsckJson(v)
+    expect(check.status).toBe(20)
+    expect(check.json.problems.map(p => p.what).join('\n')).toMatch(/a write that a crash interrupted tore it/)
+    // A re-encryption would leave the record unusable (its chunks are under the old data key).
+    const rotate = sealfs(['key', 'rotate', '--reencrypt', '--passfile', v.passfile, v.cipher])
+    expect(rotate.status, rotate.stderr).toBe(23)
+    expect(rotate.stderr).toMatch(/sealfs.write-journal holds 1 write a crash interrupted; run 'sealfs fsck --repair/)
+    const repair = fsckJson(v, ['--repair'])
+    expect(repair.status, repair.stderr).toBe(21)
+    expect(repair.json.problems.filter(p => !p.repaired)).toEqual([])
+    expect(fsckJson(v).status).toBe(0)
+    const again = sealfs(['key', 'rotate', '--reencrypt', '--passfile', v.passfile, v.cipher])
+    expect(again.status, again.stderr).toBe(0)
+    mount(v)
+    try {
+      expect(fs.readFileSync(path.join(v.mnt, 'f')).equals(OLD)).toBe(true)
+    } finally {
+      await umount(v)
+    }
+  }, 60_000)
+
+  it('a journal record that is not the file\'s own is not used: the torn chunk reads as EIO, never as other bytes', async () => {
+    const v = makeVolume()
+    vols.push(v)
+    await crashAndTear(v, TORN_CASES[0])
+    // The record (docs/FORMAT.md §8) gets a second extent: its old chunk 1 again, at chunk
+    // 0's place. Used, it would make chunk 0 unreadable too.
+    const jfile = path.join(v.cipher, 'sealfs.write-journal')
+    const journal = fs.readFileSync(jfile)
+    const slot = journal.indexOf(Buffer.from('SFJ1'))
+    expect(slot).toBeGreaterThanOrEqual(0)
+    const used = journal.readUInt32BE(slot + 4)
+    expect(journal.readUInt32BE(slot + 52)).toBe(1)
+    expect(journal.readBigUInt64BE(slot + 56)).toBe(BigInt(HEADER_BYTES + 4124))
+    const extent = Buffer.from(journal.subarray(slot + 56, slot + used))
+    extent.writeBigUInt64BE(BigInt(HEADER_BYTES), 0)
+    extent.copy(journal, slot + used)
+    journal.writeUInt32BE(used + extent.length, slot + 4)
+    journal.writeUInt32BE(2, slot + 52)
+    fs.writeFileSync(jfile, journal)
+    mount(v)
+    try {
+      const got = py(`
+import sys, json
+f = open(sys.argv[1], 'rb')
+out = []
+for off in range(0, ${OLD.length}, 4096):
+    f.seek(off)
+    try: out.append(f.read(4096).hex())
+    except OSError as e: out.append(e.errno)
+print(json.dumps(out))`, { args: [path.join(v.mnt, 'f')] }) as Array<string | number>
+      // Chunk 1 (bytes 4096-8191) is torn: EIO; the others are as before.
+      expect(got[1]).toBe(5)
+      for (const i of [0, 2, 3]) expect(got[i]).toBe(OLD.subarray(i * 4096, (i + 1) * 4096).toString('hex'))
+    } finally {
+      await umount(v)
+    }
+  }, 60_000)
 })

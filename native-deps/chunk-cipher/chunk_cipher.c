@@ -217,10 +217,20 @@ typedef struct {
   // into the input buffer without opening them; seal writes the output's bytes after the
   // sealed run with it, in the same pwrite.
   size_t tail;
+  // The write journal (docs/FORMAT.md §8): jfd is -1, or the journal file, and jrec a slot's
+  // record of jrec_len bytes whose head (JOURNAL_HEAD bytes: magic, file ID, old size and end
+  // tag) the caller wrote. The old sealed bytes of the edge chunks the run keeps part of
+  // (saved[]) are appended and the record written at jpos before the run goes over them; once
+  // the run is written, the record's magic is zeroed. A crash inside the run's pwrite then
+  // leaves what the next mount needs to put those chunks back.
+  int jfd;
+  off_t jpos;
+  uint8_t *jrec;
+  size_t jrec_len;
   int64_t result;
   int here;          // run on the calling thread (a null callback), not queued
   napi_async_work work;
-  napi_ref refs[4];  // key, prefix, input, output stay alive while the pool thread uses them
+  napi_ref refs[5];  // key, prefix, input, output (and the journal record) stay alive while the pool thread uses them
   napi_ref callback;
 } job_t;
 
@@ -338,6 +348,33 @@ static int64_t write_run(job_t *job, size_t len) {
   return rc;
 }
 
+#define JOURNAL_HEAD 56
+#define JOURNAL_EXTENT_HEAD 12
+
+static void put_u32_be(uint8_t *p, uint32_t v) {
+  for (int i = 3; i >= 0; i--) { p[i] = (uint8_t)(v & 0xff); v >>= 8; }
+}
+
+// Appends the saved edge chunks to the journal record (position u64, length u32, bytes each)
+// and writes it: 0, or an error (nothing of the run written yet).
+static int64_t write_journal(job_t *job) {
+  size_t used = JOURNAL_HEAD;
+  uint32_t n = 0;
+  for (int i = 0; i < 2; i++) {
+    if (job->saved_len[i] == 0) continue;
+    size_t need = JOURNAL_EXTENT_HEAD + job->saved_len[i];
+    if (need > job->jrec_len - used) return ERR_ARGS;
+    put_u64_be(job->jrec + used, (uint64_t)job->saved_pos[i]);
+    put_u32_be(job->jrec + used + 8, (uint32_t)job->saved_len[i]);
+    memcpy(job->jrec + used + JOURNAL_EXTENT_HEAD, job->saved[i], job->saved_len[i]);
+    used += need;
+    n++;
+  }
+  put_u32_be(job->jrec + 4, (uint32_t)used);
+  put_u32_be(job->jrec + 52, n);
+  return write_full(job->jfd, job->jrec, used, job->jpos);
+}
+
 static void free_saved(job_t *job) {
   for (int i = 0; i < 2; i++) { free(job->saved[i]); job->saved[i] = NULL; job->saved_len[i] = 0; }
 }
@@ -357,7 +394,14 @@ static void job_execute(napi_env env, void *data) {
   }
   job->result = job->fn(&job->run);
   if (job->fd >= 0 && job->fn == seal_run && job->result >= 0) {
-    int64_t rc = write_run(job, (size_t)job->result + job->tail);
+    int64_t rc = job->jfd >= 0 ? write_journal(job) : 0;
+    if (rc == 0) rc = write_run(job, (size_t)job->result + job->tail);
+    // Written: the record is spent. (Not after a failure: the caller cuts the file back first,
+    // then zeroes it.)
+    if (rc == 0 && job->jfd >= 0) {
+      static const uint8_t zeros[4] = { 0, 0, 0, 0 };
+      (void)write_full(job->jfd, zeros, sizeof zeros, job->jpos);
+    }
     if (rc < 0) job->result = rc;
   }
   free_saved(job);
@@ -369,7 +413,7 @@ static void job_complete(napi_env env, napi_status status, void *data) {
   napi_get_reference_value(env, job->callback, &cb);
   napi_get_global(env, &global);
   napi_create_int64(env, status == napi_ok ? job->result : ERR_OPENSSL, &argv[0]);
-  for (int i = 0; i < 4; i++) napi_delete_reference(env, job->refs[i]);
+  for (int i = 0; i < 5; i++) if (job->refs[i] != NULL) napi_delete_reference(env, job->refs[i]);
   napi_delete_reference(env, job->callback);
   napi_delete_async_work(env, job->work);
   free(job);
@@ -400,11 +444,14 @@ static job_t *parse_job(napi_env env, napi_value *argv, size_t argc, run_fn fn) 
   job->fd = fd;
   job->position = (off_t)position;
   job->new_from = -1;
+  job->jfd = -1;
   return job;
 }
 
-// Keeps the buffers and the callback (argv as for parse_job) alive and queues the job.
-static napi_value queue_job(napi_env env, job_t *job, napi_value *argv, size_t argc) {
+// Keeps the buffers and the callback (argv as for parse_job; `jrec`, the journal record, or
+// NULL) alive and queues the job.
+static napi_value queue_job(napi_env env, job_t *job, napi_value *argv, size_t argc, napi_value jrec) {
+  if (jrec != NULL) napi_create_reference(env, jrec, 1, &job->refs[4]);
   napi_create_reference(env, argv[0], 1, &job->refs[0]);
   napi_create_reference(env, argv[1], 1, &job->refs[1]);
   napi_create_reference(env, argv[3], 1, &job->refs[2]);
@@ -431,7 +478,7 @@ static napi_value run_async(napi_env env, napi_callback_info info, run_fn fn) {
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   job_t *job = parse_job(env, argv, argc, fn);
   if (job == NULL) return NULL;
-  return job->here ? run_here(env, job) : queue_job(env, job, argv, argc);
+  return job->here ? run_here(env, job) : queue_job(env, job, argv, argc, NULL);
 }
 
 // The tail (see job_t): a whole number of bytes that fits the job's buffers. Open: the input
@@ -483,40 +530,64 @@ static int get_placement(napi_env env, napi_value new_from, napi_value reserve, 
   return 1;
 }
 
-// args: key, prefix, firstIndex, input, chunkSize, output, zeroIsHole, fd, position, dataStart, dataEnd, oldLen, newFrom, reserve, tail, callback
+// The journal arguments (see job_t): fd (-1: none), position, and the record: a buffer with
+// room for the head and every edge chunk the run may keep. `*jrec` is set to the record's
+// value when there is one (for queue_job).
+static int get_journal(napi_env env, napi_value fdv, napi_value posv, napi_value recv, job_t *job, napi_value *jrec) {
+  int32_t fd;
+  double pos;
+  *jrec = NULL;
+  if (napi_get_value_int32(env, fdv, &fd) != napi_ok || fd < -1) return 0;
+  if (fd == -1) return 1;
+  uint8_t *rec; size_t rec_len;
+  size_t stride = job->run.chunk_size + OVERHEAD;
+  if (napi_get_value_double(env, posv, &pos) != napi_ok || !(pos >= 0 && pos <= 9007199254740991.0) || pos != (double)(int64_t)pos ||
+      !get_buffer(env, recv, &rec, &rec_len) || rec_len < JOURNAL_HEAD + 2 * (JOURNAL_EXTENT_HEAD + stride)) return 0;
+  job->jfd = fd;
+  job->jpos = (off_t)pos;
+  job->jrec = rec;
+  job->jrec_len = rec_len;
+  *jrec = recv;
+  return 1;
+}
+
+// args: key, prefix, firstIndex, input, chunkSize, output, zeroIsHole, fd, position, dataStart, dataEnd, oldLen, newFrom, reserve, tail, journalFd, journalPos, journalRecord, callback
 static napi_value RewriteAsync(napi_env env, napi_callback_info info) {
-  size_t argc = 16; napi_value argv[16];
+  size_t argc = 19; napi_value argv[19];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   double v[3];
   for (int i = 0; i < 3; i++)
-    if (argc < 16 || napi_get_value_double(env, argv[9 + i], &v[i]) != napi_ok || v[i] < 0 || v[i] > 9007199254740991.0) {
+    if (argc < 19 || napi_get_value_double(env, argv[9 + i], &v[i]) != napi_ok || v[i] < 0 || v[i] > 9007199254740991.0) {
       napi_throw_type_error(env, NULL, "chunk cipher: bad arguments");
       return NULL;
     }
   napi_value args[10];
-  job_t *job = parse_file_job(env, argv, argc, 16, seal_run, args);
+  job_t *job = parse_file_job(env, argv, argc, 19, seal_run, args);
   if (!job) return NULL;
-  if (v[0] > v[1] || v[1] > job->run.in_len || v[2] > job->run.in_len || !get_placement(env, argv[12], argv[13], job) || !get_tail(env, argv[14], job)) return refuse_job(env, job);
+  napi_value jrec;
+  if (v[0] > v[1] || v[1] > job->run.in_len || v[2] > job->run.in_len || !get_placement(env, argv[12], argv[13], job) || !get_tail(env, argv[14], job) ||
+      !get_journal(env, argv[15], argv[16], argv[17], job, &jrec)) return refuse_job(env, job);
   // Set before queueing: the job can reach a pool thread as soon as it is queued.
   job->merge = 1;
   job->data_start = (size_t)v[0];
   job->data_end = (size_t)v[1];
   job->old_len = (size_t)v[2];
-  return job->here ? run_here(env, job) : queue_job(env, job, args, 10);
+  return job->here ? run_here(env, job) : queue_job(env, job, args, 10, jrec);
 }
 
 // args: key, prefix, firstIndex, input, chunkSize, output, false, callback
-//   or: key, prefix, firstIndex, input, chunkSize, output, reserve, fd, position, newFrom, tail, callback
+//   or: key, prefix, firstIndex, input, chunkSize, output, reserve, fd, position, newFrom, tail, journalFd, journalPos, journalRecord, callback
 static napi_value SealAsync(napi_env env, napi_callback_info info) {
-  size_t argc = 12; napi_value argv[12];
+  size_t argc = 15; napi_value argv[15];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc <= 8) return run_async(env, info, seal_run);
   napi_value args[10];
-  job_t *job = parse_file_job(env, argv, argc, 12, seal_run, args);
+  job_t *job = parse_file_job(env, argv, argc, 15, seal_run, args);
   if (job == NULL) return NULL;
   job->run.zero_is_hole = 0;
-  if (!get_placement(env, argv[9], argv[6], job) || !get_tail(env, argv[10], job)) return refuse_job(env, job);
-  return job->here ? run_here(env, job) : queue_job(env, job, args, 10);
+  napi_value jrec;
+  if (!get_placement(env, argv[9], argv[6], job) || !get_tail(env, argv[10], job) || !get_journal(env, argv[11], argv[12], argv[13], job, &jrec)) return refuse_job(env, job);
+  return job->here ? run_here(env, job) : queue_job(env, job, args, 10, jrec);
 }
 // args: key, prefix, firstIndex, input, chunkSize, output, zeroIsHole, callback
 //   or: key, prefix, firstIndex, input, chunkSize, output, zeroIsHole, fd, position, tail, callback
@@ -528,7 +599,7 @@ static napi_value OpenAsync(napi_env env, napi_callback_info info) {
   job_t *job = parse_file_job(env, argv, argc, 11, open_run, args);
   if (job == NULL) return NULL;
   if (!get_tail(env, argv[9], job)) return refuse_job(env, job);
-  return job->here ? run_here(env, job) : queue_job(env, job, args, 10);
+  return job->here ? run_here(env, job) : queue_job(env, job, args, 10, NULL);
 }
 
 static napi_value Init(napi_env env, napi_value exports) {

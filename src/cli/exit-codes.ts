@@ -27,7 +27,9 @@ export const EXIT = {
   /** fsck --repair found problems and repaired every one. */
   FSCK_REPAIRED: 21,
   /** An upgrade (fsck --repair --upgrade) is unfinished: the volume does not mount until it is finished. */
-  UPGRADE_IN_PROGRESS: 22
+  UPGRADE_IN_PROGRESS: 22,
+  /** key rotate --reencrypt: the write journal holds writes a crash interrupted (fsck --repair settles them first). */
+  INTERRUPTED_WRITES: 23
 } as const
 
 export type CliErrorKind = 'usage' | 'passphrase-source' | 'mount-failed' | 'missing-dir' | 'not-empty'
@@ -58,6 +60,7 @@ const volumeCodes: Record<VolumeErrorKind, number> = {
   ephemeral: EXIT.EPHEMERAL,
   'rotation-in-progress': EXIT.ROTATION_IN_PROGRESS,
   'slots-unopened': EXIT.SLOTS_UNOPENED,
+  'interrupted-writes': EXIT.INTERRUPTED_WRITES,
   'upgrade-in-progress': EXIT.UPGRADE_IN_PROGRESS
 }
 

@@ -33,6 +33,20 @@ export interface Placement {
   reserve: boolean
   /** Bytes of the output after the sealed run written with it (a file's end tag), 0 if none. */
   tail: number
+  /**
+   * null, or the write-journal slot the job records the old edge chunks in (after the head the
+   * caller wrote into `record`) before it writes the run; zeroed once the run is written.
+   */
+  journal?: JournalSlot | null
+}
+
+/** Where a write job records what it overwrites (docs/FORMAT.md §8): a slot of a journal file. */
+export interface JournalSlot {
+  readonly fd: number
+  /** The slot's offset in the journal file. */
+  readonly position: number
+  /** The slot's bytes: the head (the caller's), then room for two sealed chunks. */
+  readonly record: Buffer
 }
 export const IN_PLACE: Placement = { newFrom: -1, reserve: false, tail: 0 }
 
@@ -130,9 +144,9 @@ export class ChunkCipher {
    * and how many bytes of `out` after the sealed run to write with it (`out` has room for them).
    */
   sealAt (key: SecretKey, prefix: Buffer, firstIndex: number, plain: Buffer, out: Buffer, fd: number, position: number, here = false, place = IN_PLACE): Promise<number> {
-    if (here) return this.#here(addon.sealAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, place.reserve, fd, position, place.newFrom, place.tail, null), firstIndex)
+    if (here) return this.#here(addon.sealAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, place.reserve, fd, position, place.newFrom, place.tail, place.journal?.fd ?? -1, place.journal?.position ?? 0, place.journal?.record ?? null, null), firstIndex)
     return new Promise((resolve, reject) => {
-      addon.sealAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, place.reserve, fd, position, place.newFrom, place.tail, n => {
+      addon.sealAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, place.reserve, fd, position, place.newFrom, place.tail, place.journal?.fd ?? -1, place.journal?.position ?? 0, place.journal?.record ?? null, n => {
         try { resolve(this.#check(n, firstIndex)) } catch (e) { reject(e) }
       })
     })
@@ -146,9 +160,9 @@ export class ChunkCipher {
    */
   rewriteAt (key: SecretKey, prefix: Buffer, firstIndex: number, plain: Buffer, out: Buffer, fd: number, position: number,
     dataStart: number, dataEnd: number, oldLen: number, zeroIsHole: boolean, here = false, place = IN_PLACE): Promise<number> {
-    if (here) return this.#here(addon.rewriteAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, zeroIsHole, fd, position, dataStart, dataEnd, oldLen, place.newFrom, place.reserve, place.tail, null), firstIndex)
+    if (here) return this.#here(addon.rewriteAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, zeroIsHole, fd, position, dataStart, dataEnd, oldLen, place.newFrom, place.reserve, place.tail, place.journal?.fd ?? -1, place.journal?.position ?? 0, place.journal?.record ?? null, null), firstIndex)
     return new Promise((resolve, reject) => {
-      addon.rewriteAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, zeroIsHole, fd, position, dataStart, dataEnd, oldLen, place.newFrom, place.reserve, place.tail, n => {
+      addon.rewriteAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, zeroIsHole, fd, position, dataStart, dataEnd, oldLen, place.newFrom, place.reserve, place.tail, place.journal?.fd ?? -1, place.journal?.position ?? 0, place.journal?.record ?? null, n => {
         try { resolve(this.#check(n, firstIndex)) } catch (e) { reject(e) }
       })
     })

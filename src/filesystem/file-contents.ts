@@ -1,5 +1,6 @@
-import { Placement, SYNC_RUN_MAX } from '../crypto/chunk-cipher'
+import { JournalSlot, Placement, SYNC_RUN_MAX } from '../crypto/chunk-cipher'
 import { END_TAG_BYTES, EPOCH_CHUNKS, endTag, endTagKey, openEndTag } from '../crypto/end-tag'
+import fs from 'fs'
 import { logLine } from '../log'
 import { AuthenticationError } from '../crypto/errors'
 import { SecretKey } from '../crypto/secret-key'
@@ -9,6 +10,7 @@ import { fdatasyncFd, ftruncateFd, readAt, writeFullAt } from './fd-io'
 import { FsError } from './fs-error'
 import { ChunkRangeLock, WHOLE_FILE } from './chunk-range-lock'
 import { requestBuffers } from './request-buffers'
+import { settleInterruptedWrite } from './interrupted-write'
 
 /** Chunk writes under one DEK are stopped here, well inside GCM's 2^32 random-nonce bound. */
 export const CHUNK_WRITE_LIMIT = 2 ** 31
@@ -34,6 +36,10 @@ export class FileContents {
    */
   #epoch: number | null
   #limitLogged = false
+  /** The end tag of `size` in the current epoch, once computed (an append's new tag is the next one's old). */
+  readonly #lastTag = { size: -1, epoch: -1, tag: Buffer.alloc(END_TAG_BYTES) }
+  /** Writes to this file that a crash interrupted (the write journal's records), settled at its first open. */
+  #settling: Promise<void> | null = null
 
   constructor (
     private readonly volume: Volume,
@@ -72,6 +78,45 @@ export class FileContents {
   forgetKeys (): void {
     this.#endTagKey?.dispose()
     this.#endTagKey = null
+  }
+
+  /** Whether the write journal holds records of this file that its opens must settle first. */
+  get interrupted (): boolean {
+    return this.#settling !== null || this.volume.journal.interruptedFor(this.fileId).length > 0
+  }
+
+  /**
+   * Settles the writes of this file a crash interrupted, once (every open of it waits for
+   * that): a chunk such a write tore gets its old bytes back, through a writable descriptor
+   * from `writable` (null: none; read-only, the torn chunks read as EIO until a read-write
+   * mount or fsck --repair).
+   */
+  settle (writable: () => Promise<number | null>): Promise<void> {
+    this.#settling ??= this.#lock.run(WHOLE_FILE.first, WHOLE_FILE.last, true, async () => {
+      const records = this.volume.journal.interruptedFor(this.fileId)
+      if (records.length === 0) return
+      const fd = this.volume.readOnly ? null : await writable()
+      const id = this.fileId.toString('hex')
+      try {
+        const file = { fd: fd ?? -1, fileId: this.fileId, dek: this.dek, sparse: this.sparse, endTags: this.#tail > 0 }
+        for (const rec of records) {
+          if (fd === null) {
+            logLine(`file ${id}: a write was running when the volume stopped; it is checked and repaired at a read-write mount (or by 'sealfs fsck --repair')`)
+            continue
+          }
+          const outcome = settleInterruptedWrite(this.volume, file, rec, true)
+          if (outcome === 'restored') logLine(`file ${id}: a write that a crash cut short had torn it; its old bytes are back from the write journal`)
+          if (outcome === 'invalid') logLine(`file ${id}: a write journal record names it but does not authenticate as its own: ignored`)
+          this.volume.journal.settle(rec)
+        }
+        if (fd !== null) this.size = this.volume.layout.plainSize(fs.fstatSync(fd).size)
+      } catch (e) {
+        logLine(`file ${id}: the write journal's record of it could not be settled (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`)
+      } finally {
+        if (fd !== null) fs.closeSync(fd)
+      }
+    })
+    return this.#settling
   }
 
   /**
@@ -192,14 +237,29 @@ export class FileContents {
     const C = this.#chunk
     const keepChunks = Math.floor(newSize / C)
     const tail = newSize - keepChunks * C
+    let journal: JournalSlot | null = null
     if (tail > 0) {
       // The shortened last chunk (and the end tag of the new size) is sealed over the start of
       // the old one, and only then is the file cut: the write needs no new space (what it
       // needs of a hole is reserved first, and a few bytes past the old end are kept and put
-      // back), so a full disk fails it with the file unchanged.
+      // back), so a full disk fails it with the file unchanged. The old chunk goes to the
+      // write journal first: a crash inside the pwrite must not lose the bytes kept.
       const plain = Buffer.alloc(Math.min(C, this.size - keepChunks * C))
       await this.#readRun(fd, keepChunks * C, keepChunks * C + plain.length, plain)
-      await this.#sealRun(fd, keepChunks, plain.subarray(0, tail), newSize)
+      journal = this.volume.journal.take(this.fileId, this.#end(this.size), this.#tail > 0 ? this.#currentTag() : null)
+      try {
+        if (journal !== null) {
+          const old = Buffer.alloc(this.volume.chunks.sealedSize(plain.length))
+          if (await readAt(fd, old, this.#cipherOffset(keepChunks)) !== old.length) throw new FsError('EIO')
+          await this.volume.journal.write(journal, [{ position: this.#cipherOffset(keepChunks), sealed: old }])
+        }
+        await this.#sealRun(fd, keepChunks, plain.subarray(0, tail), newSize)
+      } catch (err) {
+        if (journal !== null) await this.volume.journal.clear(journal)
+        throw err
+      } finally {
+        plain.fill(0)
+      }
     } else if (newSize > 0 && this.#tail > 0) {
       // Cut at a chunk boundary: the new end's tag over the start of the first chunk cut off.
       // (In a sparse file that chunk may be a hole, which needs a block: if the disk is full,
@@ -212,8 +272,12 @@ export class FileContents {
         throw err
       }
     }
-    await ftruncateFd(fd, this.#end(newSize))
-    this.size = newSize
+    try {
+      await ftruncateFd(fd, this.#end(newSize))
+      this.size = newSize
+    } finally {
+      if (journal !== null) await this.volume.journal.clear(journal)
+    }
   }
 
   /**
@@ -234,6 +298,17 @@ export class FileContents {
   #tagOf (size: number, out?: Buffer): Buffer {
     if (this.#epoch === null) throw new Error('end tag written before it was read')
     return endTag(this.#endKey, this.prefix, size, this.#epoch, out)
+  }
+
+  /** The end tag on disk now (of `size`, in the current epoch): what a write that moves the end records first. */
+  #currentTag (): Buffer {
+    const c = this.#lastTag
+    if (c.size !== this.size || c.epoch !== this.#epoch) {
+      this.#tagOf(this.size, c.tag)
+      c.size = this.size
+      c.epoch = this.#epoch as number
+    }
+    return c.tag
   }
 
   /** Cuts the file back to `size` (a chunk boundary, or its old end) after a failed write: less space, never more. */
@@ -400,6 +475,10 @@ export class FileContents {
       const oldEnd = this.#cipherOffset(first) + oldSealed
       if (this.#cipherOffset(first) + sealedLength + place.tail > Math.ceil(oldEnd / this.blockSize) * this.blockSize) place.newFrom = oldSealed
     }
+    // What a crash inside the run's pwrite must not lose goes to the write journal first (the
+    // job records it): the old edge chunks it keeps part of, and the end it moves.
+    const partial = (runStart !== start || runEnd !== end) && oldLen > 0
+    if (extending || partial) place.journal = this.volume.journal.take(this.fileId, extending ? this.#end(this.size) : null, extending && this.#tail > 0 && this.size > 0 ? this.#currentTag() : null)
     const sealed = requestBuffers.take(sealedLength + place.tail)
     if (place.tail > 0) this.#tagOf(end, sealed.subarray(sealedLength))
     try {
@@ -420,10 +499,12 @@ export class FileContents {
     } catch (err) {
       // Whatever the run added past the old end goes (its old chunks are back in place).
       if (end > this.size) await this.#cutBack(fd, this.size)
+      if (place.journal != null) await this.volume.journal.clear(place.journal).catch(() => undefined)
       throw err
     } finally {
       requestBuffers.give(sealed)  // the job that sealed and wrote it has ended, failed or not
     }
+    if (place.journal != null) this.volume.journal.give(place.journal)  // the job zeroed it
     this.#counted(nChunks)
     if (end > this.size) this.size = end
   }

@@ -91,6 +91,7 @@ export class Files {
       await this.#b.closeFd(fd).catch(() => undefined)
       throw err
     }
+    await this.#settleInterrupted(node, this.fs.files.get(fh).contents)
     if ((flags & O_TRUNC) !== 0 && writable) {
       await this.truncate(fh, 0).catch(async (err: unknown) => {
         await this.release(fh)
@@ -98,6 +99,16 @@ export class Files {
       })
     }
     return fh
+  }
+
+  /**
+   * A file some write of which the volume's last stop interrupted (the write journal has its
+   * records): settled before its first read or write, through a descriptor of its own.
+   */
+  async #settleInterrupted (node: number, contents: FileContents | null): Promise<void> {
+    if (contents === null || !contents.interrupted) return
+    const inode = this.fs.inodes.get(node)
+    await contents.settle(async () => await this.#b.reopen(inode.fd, O_RDWR, TYPE_REG).catch(() => null))
   }
 
   /**
@@ -171,6 +182,7 @@ export class Files {
       if (contents !== null) {
         h.contents = contents
         files.attachToNode(h.node, contents)
+        await this.#settleInterrupted(h.node, contents)
         return contents
       }
     }

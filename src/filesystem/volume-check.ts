@@ -1,5 +1,7 @@
 import fs from 'fs'
 import { readFullAtSync, writeAllAtSync } from './fd-io'
+import { settleInterruptedWrite } from './interrupted-write'
+import { WRITE_JOURNAL_FILE } from '../volume/write-journal'
 import { AuthenticationError } from '../crypto/errors'
 import { DIR_ID_BYTES } from '../crypto/name-cipher'
 import { randomBytes } from '../crypto/secret-key'
@@ -32,7 +34,7 @@ const RUN_BYTES = 1 << 20
 /** Where --repair moves entries it cannot decrypt (in the cipher dir's root; listings skip it). */
 export const QUARANTINE = 'sealfs.quarantine'
 /** sealfs's own files in the cipher dir's root, none of them an entry. */
-const ROOT_FILES = new Set(['sealfs.conf', 'sealfs.index', 'sealfs.index-journal', 'sealfs.lock', 'sealfs.conf.lock', 'sealfs.lease', QUARANTINE])
+const ROOT_FILES = new Set(['sealfs.conf', 'sealfs.index', 'sealfs.index-journal', 'sealfs.lock', 'sealfs.conf.lock', 'sealfs.lease', WRITE_JOURNAL_FILE, QUARANTINE])
 /** What a crash may leave: temporary entries, orphaned open-unlinked files, a rotation's leftovers, config temps. */
 const BASE64URL = /^[A-Za-z0-9_-]+$/
 const LEFTOVER = /^(sealfs\.tmp\..+|sealfs\.orphan\.[0-9a-f]+|sealfs\.rotation-journal.*|sealfs\.conf\.tmp-.+|sealfs\.long\.[A-Za-z0-9_-]+\.name\.tmp-.+)$/s
@@ -210,8 +212,11 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
     let fd: number
     try {
       checkXattrs(pathFd, path)
-      fd = backing.openHeaderFd(pathFd, (upgrade ? O_RDWR : O_RDONLY) | O_NOATIME, header, out, false)
-      if (fd === -EACCES && upgrade) {
+      // Writable to upgrade it, or to put back what an interrupted write tore (the journal
+      // names file IDs, known only once the header is read: any file may be one).
+      const writable = upgrade || (repair && volume.journal.interruptedCount > 0)
+      fd = backing.openHeaderFd(pathFd, (writable ? O_RDWR : O_RDONLY) | O_NOATIME, header, out, false)
+      if (fd === -EACCES && writable) {
         // A read-only file of the user running the upgrade (git keeps its objects so): made
         // writable for the moment it takes to open it, as key rotation does.
         const mode = st[STAT_MODE] & 0o7777
@@ -222,6 +227,8 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
             backing.chmodFd(pathFd, mode)
           }
         }
+        // Not the user's to make writable: checked read-only (an upgrade then leaves it).
+        if (fd === -EACCES && !upgrade) fd = backing.openHeaderFd(pathFd, O_RDONLY | O_NOATIME, header, out, false)
       }
     } finally {
       fs.closeSync(pathFd)
@@ -229,7 +236,7 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
     // A file this user cannot read may be one that opens only through its row: keep them all.
     if (fd < 0) { unreached = true; return problem(path, `cannot be opened (errno ${-fd})`) }
     try {
-      const size = out[1]
+      let size = out[1]
       // Never written, or cut back to nothing: no data, and a header-only file's header names
       // nothing (its first write gives it an identity of its own; it may be a copy).
       if (size === 0 || size === HEADER_BYTES) return
@@ -258,6 +265,19 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
       }
       try {
         const tagged = (h.flags & FLAG_END_TAG) !== 0
+        // A write a crash interrupted (the write journal's record): put back if it tore the file.
+        for (const rec of volume.journal.interruptedFor(h.fileId)) {
+          const file = { fd, fileId: h.fileId, dek, sparse: (h.flags & FLAG_SPARSE) !== 0, endTags: tagged }
+          let outcome = settleInterruptedWrite(volume, file, rec, false)
+          if (outcome === 'torn') {
+            problem(path, 'a write that a crash interrupted tore it; the write journal holds the bytes it went over', () => {
+              try { outcome = settleInterruptedWrite(volume, file, rec, true) } catch { return false }
+              return outcome === 'restored'
+            })
+          }
+          if (repair && outcome !== 'torn') volume.journal.settle(rec)
+          if (outcome === 'restored') size = fs.fstatSync(fd).size
+        }
         let layout = new FileLayout(volume.chunks, tagged)
         let tagOnDisk = false
         if (upgrade && !tagged) {
@@ -608,6 +628,9 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
       const what = `${orphans.length} row${orphans.length > 1 ? 's' : ''} of files that no longer exist${unreached ? ' (or were not reached: kept until the rest is repaired)' : ''}`
       problem('(index)', what, unreached ? undefined : () => { for (const id of orphans) volume.index.remove(id); return true })
     }
+    // Records of interrupted writes whose files are gone (or were whole: settled above).
+    const stale = volume.journal.allInterrupted()
+    if (repair && !unreached) for (const rec of stale) volume.journal.settle(rec)
   } finally {
     if (quarantine >= 0) fs.closeSync(quarantine)
   }

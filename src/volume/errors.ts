@@ -20,6 +20,7 @@ export type VolumeErrorKind =
   | 'rotation-in-progress' // a key rotation is running, or was interrupted and must be finished first
   | 'slots-unopened'     // a rotation cannot rewrap slots whose credentials were not given
   | 'upgrade-in-progress' // fsck --repair --upgrade was interrupted and must be finished first
+  | 'interrupted-writes' // the write journal holds writes a crash interrupted: fsck --repair settles them
 
 export class VolumeError extends Error {
   constructor (readonly kind: VolumeErrorKind, message: string) {

@@ -1,6 +1,6 @@
 import path from 'path'
 import { AuthenticationError } from '../crypto/errors'
-import { ChunkCipher } from '../crypto/chunk-cipher'
+import { CHUNK_OVERHEAD, ChunkCipher } from '../crypto/chunk-cipher'
 import { SecretKey } from '../crypto/secret-key'
 import { CONFIG_FILE, FORMAT_VERSION_NAME_KEYS, KeySlot, removeStaleTemps, VolumeConfig, checkConfig, checkUnlockCost, readConfig, slotName, writeConfig } from './config'
 import { DekIndexRewrite, RewrappedRow } from './dek-index'
@@ -11,6 +11,7 @@ import { Credential, askKeyService, resealSlot, unlockSlot } from './key-slot'
 import { Unlock } from './slot-changes'
 import { checkDir } from './volume'
 import { ConfigLock, VolumeLock } from './volume-lock'
+import { WRITE_JOURNAL_FILE, WriteJournal } from './write-journal'
 import { dekWrapKey, openNameKeys, openRetiredKey, rotationJournalKey, wrapNameKeys, wrapRetiredKey } from './volume-keys'
 import { mac, macMatches } from '../crypto/mac'
 
@@ -112,6 +113,13 @@ export class KeyRotation {
 
   static async #begin (dir: string, config: VolumeConfig, opts: RotateOptions, lock: VolumeLock): Promise<KeyRotation> {
     if (config.endTags === 'upgrading') throw new VolumeError('upgrade-in-progress', upgradeUnfinished(dir))
+    if (opts.reencrypt) {
+      // Their records hold old chunks sealed under the data keys a re-encryption replaces.
+      const journal = WriteJournal.open(dir, config.chunkSize + CHUNK_OVERHEAD, true, [])
+      const n = journal.interruptedCount
+      journal.close()
+      if (n > 0) throw new VolumeError('interrupted-writes', `${dir}/${WRITE_JOURNAL_FILE} holds ${n} write${n > 1 ? 's' : ''} a crash interrupted; run 'sealfs fsck --repair ${dir}' to settle them before re-encrypting`)
+    }
     if (config.masterKeyVersion >= 0xffffffff) throw new VolumeError('unsupported', 'the master key has been rotated as often as the format can count')
     const { masterKey: oldKey, slot: opened } = await unlockSlot(config, opts.unlock.credential, opts.unlock.slot)
     const newKey = SecretKey.random()

@@ -9,6 +9,7 @@ import { DEFAULT_COST, costIsAcceptable } from '../crypto/passphrase-kdf'
 import { SecretKey, randomBytes } from '../crypto/secret-key'
 import { CONFIG_FILE, CONTENT_CIPHER, FORMAT_VERSION, KEY_WRAP, NAME_CIPHER, VolumeConfig, checkVolumeId, readConfig, removeStaleTemps, writeConfig } from './config'
 import { DekIndex, INDEX_FILE } from './dek-index'
+import { WRITE_JOURNAL_FILE, WriteJournal } from './write-journal'
 import { DIR_ID_FILE, checkRootDirId, newDirId, writeDirIdSync } from './dir-id'
 import { VolumeError, upgradeUnfinished } from './errors'
 import { FILE_ID_BYTES, FLAG_END_TAG, FLAG_SPARSE, FileHeader, encodeHeader } from './file-header'
@@ -137,6 +138,8 @@ export class Volume {
   readonly links: LinkCipher
   readonly xattrs: XattrCipher
   readonly index: DekIndex
+  /** What each write that goes over bytes it keeps records first (docs/FORMAT.md §8). */
+  readonly journal: WriteJournal
   readonly #dekWrapKey: SecretKey
   readonly #keys: SecretKey[]
   readonly #lock: VolumeLock
@@ -163,6 +166,12 @@ export class Volume {
     }
     this.volumeId = Buffer.from(config.volumeId, 'hex')
     this.chunks = new ChunkCipher(config.chunkSize)
+    this.journal = WriteJournal.open(dir, this.chunks.stride, readOnly, this.notices)
+    const interrupted = this.journal.interruptedCount
+    if (interrupted > 0) {
+      this.notices.push(`${interrupted} write${interrupted > 1 ? 's were' : ' was'} running when the volume last stopped (${WRITE_JOURNAL_FILE}): ` +
+        (readOnly ? 'a chunk such a write cut short reads as EIO until a read-write mount or \'sealfs fsck --repair\' puts its old bytes back' : 'a chunk such a write cut short gets its old bytes back when its file is next opened (\'sealfs fsck --repair\' does it for all)'))
+    }
     this.layout = new FileLayout(this.chunks, config.endTags === true)
     if (config.endTags === undefined) this.notices.push(`the files of this volume have no end tags (it was made before sealfs had them): a file cut short at a chunk boundary reads as shorter, without an error; 'sealfs fsck --repair --upgrade ${dir}' adds them`)
     this.names = new NameCipher(nameEnc, nameMac)
@@ -428,6 +437,7 @@ export class Volume {
   /** Waits for the index's last writes, then forgets every key. */
   async close (): Promise<void> {
     await this.index.close()
+    this.journal.close()
     this.names.dispose()
     for (const k of this.#keys) k.dispose()
     await this.lease?.release()

@@ -1,0 +1,240 @@
+import fs from 'fs'
+import path from 'path'
+import { JournalSlot } from '../crypto/chunk-cipher'
+import { END_TAG_BYTES } from '../crypto/end-tag'
+import { HEADER_BYTES } from './file-header'
+
+/**
+ * The write journal (docs/FORMAT.md §8): before a write goes over bytes that must survive it
+ * being cut short (a chunk it keeps part of, the end of the file it moves), its record of
+ * them goes to a slot of sealfs.write-journal; once the write is done, the record's magic
+ * is zeroed. A kill -9 inside the write's pwrite leaves a chunk half old, half new, which
+ * no longer authenticates: the record puts the old one back (FileContents, at the file's
+ * next open, and fsck --repair), so that a crash never makes unreadable the bytes outside
+ * what the write itself covered.
+ */
+export const WRITE_JOURNAL_FILE = 'sealfs.write-journal'
+
+const MAGIC = Buffer.from('SFJ1', 'latin1')
+/** magic (4) || used bytes (u32) || file ID (16) || old backing size (u64) || old end tag (20) || extents (u32). */
+export const RECORD_HEAD_BYTES = 56
+/** Each extent: position (u64) || length (u32) || that many old sealed bytes. */
+const EXTENT_HEAD_BYTES = 12
+/** The old backing size of a write that does not move the end. */
+const SIZE_UNCHANGED = 0xffff_ffff_ffff_ffffn
+/** Slots read at most (a journal longer than that was not written by sealfs). */
+const MAX_SLOTS = 4096
+/** Journal bytes made at open, so that an overwrite needs no new space in it on a full disk. */
+const PREALLOCATE_BYTES = 256 * 1024
+
+/** A record found at open: a write that was running when the volume last stopped. */
+export interface InterruptedWrite {
+  readonly slot: number
+  readonly fileId: Buffer
+  /** The backing file's size before the write, or null if the write did not move its end. */
+  readonly oldBackingSize: number | null
+  /** The end tag at that size (zeros if none). */
+  readonly oldEndTag: Buffer
+  /** The old sealed chunks the write went over, by position in the backing file. */
+  readonly extents: ReadonlyArray<{ position: number, sealed: Buffer }>
+}
+
+interface Slot extends JournalSlot { readonly index: number }
+
+export class WriteJournal {
+  readonly #fd: number
+  readonly #slotBytes: number
+  readonly #free: Slot[] = []
+  #slots: number
+  /** Records found at open and not settled yet, by file ID (hex). */
+  readonly #interrupted = new Map<string, InterruptedWrite[]>()
+  #closed = false
+
+  private constructor (fd: number, slotBytes: number, slots: number, readonly readOnly: boolean) {
+    this.#fd = fd
+    this.#slotBytes = slotBytes
+    this.#slots = slots
+  }
+
+  /**
+   * Opens (read-write: creates) the journal of the volume in `dir` whose chunks are `stride`
+   * bytes sealed, and reads the records a stopped mount left. Never follows a symlink nor
+   * blocks on a FIFO; a journal that is not a regular file is left alone (`notices` says so).
+   */
+  static open (dir: string, stride: number, readOnly: boolean, notices: string[]): WriteJournal {
+    const slotBytes = Math.ceil((RECORD_HEAD_BYTES + 2 * (EXTENT_HEAD_BYTES + stride)) / 512) * 512
+    const file = path.join(dir, WRITE_JOURNAL_FILE)
+    const { O_RDONLY, O_RDWR, O_CREAT, O_NOFOLLOW, O_NONBLOCK } = fs.constants  // (libuv adds O_CLOEXEC)
+    let fd = -1
+    try {
+      fd = fs.openSync(file, (readOnly ? O_RDONLY : O_RDWR | O_CREAT) | O_NOFOLLOW | O_NONBLOCK, 0o600)
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code
+      if (readOnly && code === 'ENOENT') return new WriteJournal(-1, slotBytes, 0, true)
+      notices.push(`${file} cannot be opened (${code ?? 'error'}): writes are not journaled, and a crash inside one can leave the chunks it shares with other data unreadable`)
+      return new WriteJournal(-1, slotBytes, 0, true)
+    }
+    const st = fs.fstatSync(fd)
+    if (!st.isFile()) {
+      fs.closeSync(fd)
+      notices.push(`${file} is not a regular file: writes are not journaled until it is removed`)
+      return new WriteJournal(-1, slotBytes, 0, true)
+    }
+    // (The last slot may be short: a slot made by take() is as long as the record written to it.)
+    const slots = Math.min(MAX_SLOTS, Math.ceil(st.size / slotBytes))
+    const journal = new WriteJournal(fd, slotBytes, slots, readOnly)
+    journal.#load(slots)
+    if (!readOnly) journal.#preallocate()
+    return journal
+  }
+
+  /** The records of stopped writes; slots holding none are free. */
+  #load (slots: number): void {
+    const buf = Buffer.alloc(this.#slotBytes)
+    for (let i = 0; i < slots; i++) {
+      const got = fs.readSync(this.#fd, buf, 0, buf.length, i * this.#slotBytes)
+      const rec = got >= RECORD_HEAD_BYTES && buf.subarray(0, 4).equals(MAGIC) ? parseRecord(buf.subarray(0, got), i) : null
+      if (rec === null) {
+        this.#free.push(this.#slot(i))
+        continue
+      }
+      const key = rec.fileId.toString('hex')
+      const list = this.#interrupted.get(key) ?? []
+      list.push(rec)
+      this.#interrupted.set(key, list)
+    }
+  }
+
+  /** Makes the first slots' space now (best effort): a write on a full disk then finds it. */
+  #preallocate (): void {
+    const want = Math.max(2, Math.floor(PREALLOCATE_BYTES / this.#slotBytes))
+    try {
+      const zeros = Buffer.alloc(this.#slotBytes)
+      while (this.#slots < want) {
+        fs.writeSync(this.#fd, zeros, 0, zeros.length, this.#slots * this.#slotBytes)
+        this.#free.push(this.#slot(this.#slots++))
+      }
+    } catch { /* a full disk: slots are made when first needed */ }
+  }
+
+  #slot (index: number): Slot {
+    return { index, fd: this.#fd, position: index * this.#slotBytes, record: Buffer.alloc(this.#slotBytes) }
+  }
+
+  /** Writes that were running when the volume last stopped, not settled yet. */
+  get interruptedCount (): number {
+    let n = 0
+    for (const list of this.#interrupted.values()) n += list.length
+    return n
+  }
+
+  /** The unsettled records of the file with this ID (none, nearly always). */
+  interruptedFor (fileId: Buffer): InterruptedWrite[] {
+    if (this.#interrupted.size === 0) return []
+    return this.#interrupted.get(fileId.toString('hex')) ?? []
+  }
+
+  /** Every unsettled record. */
+  allInterrupted (): InterruptedWrite[] {
+    return [...this.#interrupted.values()].flat()
+  }
+
+  /** A record is settled (its file is whole, or was put back): it is zeroed and its slot reused. */
+  settle (rec: InterruptedWrite): void {
+    const key = rec.fileId.toString('hex')
+    const list = (this.#interrupted.get(key) ?? []).filter(r => r !== rec)
+    if (list.length > 0) this.#interrupted.set(key, list)
+    else this.#interrupted.delete(key)
+    if (this.readOnly || this.#fd < 0) return
+    fs.writeSync(this.#fd, Buffer.alloc(4), 0, 4, rec.slot * this.#slotBytes)
+    this.#free.push(this.#slot(rec.slot))
+  }
+
+  /**
+   * A slot for a write of the file `fileId` that goes over bytes a crash must not lose, its
+   * head written: the backing size before the write and the end tag there when the write
+   * moves the end (else null). null where the volume has no usable journal (read-only).
+   */
+  take (fileId: Buffer, oldBackingSize: number | null, oldEndTag: Buffer | null, extents = 0): JournalSlot | null {
+    if (this.readOnly || this.#fd < 0 || this.#closed) return null
+    const slot = this.#free.pop() ?? this.#slot(this.#slots++)
+    const r = slot.record
+    MAGIC.copy(r, 0)
+    r.writeUInt32BE(RECORD_HEAD_BYTES, 4)
+    fileId.copy(r, 8)
+    r.writeBigUInt64BE(oldBackingSize === null ? SIZE_UNCHANGED : BigInt(oldBackingSize), 24)
+    if (oldEndTag !== null) oldEndTag.copy(r, 32)
+    else r.fill(0, 32, 52)
+    r.writeUInt32BE(extents, 52)
+    return slot
+  }
+
+  /** The record of a write that is done (the job zeroed its magic): the slot is free. */
+  give (slot: JournalSlot): void {
+    this.#free.push(slot as Slot)
+  }
+
+  /** Writes a record whose extents the caller gives (a truncate's old last chunk) into a slot from take(). */
+  async write (slot: JournalSlot, extents: Array<{ position: number, sealed: Buffer }>): Promise<void> {
+    const r = slot.record
+    let used = RECORD_HEAD_BYTES
+    for (const e of extents) {
+      if (used + EXTENT_HEAD_BYTES + e.sealed.length > r.length) throw new RangeError('journal record too long')
+      r.writeBigUInt64BE(BigInt(e.position), used)
+      r.writeUInt32BE(e.sealed.length, used + 8)
+      e.sealed.copy(r, used + EXTENT_HEAD_BYTES)
+      used += EXTENT_HEAD_BYTES + e.sealed.length
+    }
+    r.writeUInt32BE(used, 4)
+    r.writeUInt32BE(extents.length, 52)
+    await writeAll(this.#fd, r.subarray(0, used), slot.position)
+  }
+
+  /** The record of a write that failed or is done (zeroed here): the slot is free. */
+  async clear (slot: JournalSlot): Promise<void> {
+    try {
+      await writeAll(this.#fd, Buffer.alloc(4), slot.position)
+    } finally {
+      this.#free.push(slot as Slot)
+    }
+  }
+
+  close (): void {
+    if (this.#closed) return
+    this.#closed = true
+    if (this.#fd >= 0) fs.closeSync(this.#fd)
+  }
+}
+
+async function writeAll (fd: number, buf: Buffer, pos: number): Promise<void> {
+  for (let done = 0; done < buf.length;) {
+    done += await new Promise<number>((resolve, reject) => fs.write(fd, buf, done, buf.length - done, pos + done, (err, n) => err ? reject(err) : resolve(n)))
+  }
+}
+
+/** A record as read from slot `slot`, or null if it is not one (a torn or planted slot). */
+function parseRecord (b: Buffer, slot: number): InterruptedWrite | null {
+  const used = b.readUInt32BE(4)
+  const count = b.readUInt32BE(52)
+  if (used < RECORD_HEAD_BYTES || used > b.length || count > 2) return null
+  const size = b.readBigUInt64BE(24)
+  if (size !== SIZE_UNCHANGED && size > BigInt(Number.MAX_SAFE_INTEGER)) return null
+  const extents: Array<{ position: number, sealed: Buffer }> = []
+  let at = RECORD_HEAD_BYTES
+  for (let i = 0; i < count; i++) {
+    if (at + EXTENT_HEAD_BYTES > used) return null
+    const position = b.readBigUInt64BE(at)
+    const length = b.readUInt32BE(at + 8)
+    if (position < BigInt(HEADER_BYTES) || position > BigInt(Number.MAX_SAFE_INTEGER) || at + EXTENT_HEAD_BYTES + length > used) return null
+    extents.push({ position: Number(position), sealed: Buffer.from(b.subarray(at + EXTENT_HEAD_BYTES, at + EXTENT_HEAD_BYTES + length)) })
+    at += EXTENT_HEAD_BYTES + length
+  }
+  if (at !== used) return null
+  return {
+    slot,
+    fileId: Buffer.from(b.subarray(8, 24)),
+    oldBackingSize: size === SIZE_UNCHANGED ? null : Number(size),
+    oldEndTag: Buffer.from(b.subarray(32, 32 + END_TAG_BYTES)),
+    extents
+  }
+}
