@@ -14,8 +14,8 @@ export interface ChunkCipherAddon {
    * `tail`: open reads that many bytes more after the run into `input` (its last bytes) and
    * does not open them; seal writes that many bytes of `out` after the sealed run with it.
    */
-  sealAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, reserve: boolean, fd: number, position: number, newFrom: number, tail: number, journalFd: number, journalPos: number, journalRecord: Buffer | null, cb: (n: number) => void): void
-  sealAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, reserve: boolean, fd: number, position: number, newFrom: number, tail: number, journalFd: number, journalPos: number, journalRecord: Buffer | null, cb: null): number
+  sealAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, reserve: boolean, fd: number, position: number, newFrom: number, tail: number, journalFd: number, journalPos: number, journalRecord: Buffer | null, journalKeep: boolean, cb: (n: number) => void): void
+  sealAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, reserve: boolean, fd: number, position: number, newFrom: number, tail: number, journalFd: number, journalPos: number, journalRecord: Buffer | null, journalKeep: boolean, cb: null): number
   openAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, fd: number, position: number, tail: number, cb: (n: number) => void): void
   openAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, fd: number, position: number, tail: number, cb: null): number
   /**
@@ -28,8 +28,8 @@ export interface ChunkCipherAddon {
    * back if the write fails); `reserve` allocates the run's space (fallocate, size kept)
    * before anything is written.
    */
-  rewriteAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, fd: number, position: number, dataStart: number, dataEnd: number, oldLen: number, newFrom: number, reserve: boolean, tail: number, journalFd: number, journalPos: number, journalRecord: Buffer | null, cb: (n: number) => void): void
-  rewriteAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, fd: number, position: number, dataStart: number, dataEnd: number, oldLen: number, newFrom: number, reserve: boolean, tail: number, journalFd: number, journalPos: number, journalRecord: Buffer | null, cb: null): number
+  rewriteAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, fd: number, position: number, dataStart: number, dataEnd: number, oldLen: number, newFrom: number, reserve: boolean, tail: number, journalFd: number, journalPos: number, journalRecord: Buffer | null, journalKeep: boolean, cb: (n: number) => void): void
+  rewriteAsync (key: Buffer, prefix: Buffer, firstIndex: number, input: Buffer, chunkSize: number, out: Buffer, zeroIsHole: boolean, fd: number, position: number, dataStart: number, dataEnd: number, oldLen: number, newFrom: number, reserve: boolean, tail: number, journalFd: number, journalPos: number, journalRecord: Buffer | null, journalKeep: boolean, cb: null): number
 }
 
 /** A handle on keyed OpenSSL contexts (native-deps/name-cipher). */

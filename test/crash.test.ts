@@ -456,8 +456,12 @@ describe('a write cut short inside its pwrite (the write journal)', () => {
       } finally {
         await tracer.stop()
       }
+      // The call killed at: the last one begun (its line may be split, "unfinished ..." then "resumed").
       const lines = fs.readFileSync(out, 'utf8').split('\n')
-      killedAt = (lines[lines.findIndex(l => /\+\+\+ killed/.test(l)) - 1] ?? '').replace(/^\d+ +/, '')
+      const killed = lines.findIndex(l => /\+\+\+ killed/.test(l))
+      for (let i = killed - 1; i >= 0 && killedAt === ''; i--) {
+        if (lines[i].includes(`${call}(`)) killedAt = lines[i].replace(/^\d+ +/, '')  // the last one made
+      }
       // Dead, or a zombie nobody reaps (a detached daemon's parent is gone).
       const died = (() => { try { return /^\d+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8')) } catch { return true } })()
       expect(died, 'the daemon was not killed').toBe(true)
@@ -480,6 +484,9 @@ describe('a write cut short inside its pwrite (the write journal)', () => {
     mount(v)
     try {
       expect(fs.readFileSync(path.join(v.mnt, 'f')).equals(c.after)).toBe(true)
+      // And it takes writes again, at its end as before the crash.
+      fs.appendFileSync(path.join(v.mnt, 'f'), 'more')
+      expect(fs.readFileSync(path.join(v.mnt, 'f')).equals(Buffer.concat([c.after, Buffer.from('more')]))).toBe(true)
     } finally {
       await umount(v)
     }
@@ -513,24 +520,60 @@ describe('a write cut short inside its pwrite (the write journal)', () => {
     }
   }, 60_000)
 
+  it('a record of a write that later writes went over is not used: it never rolls a chunk back past them', async () => {
+    const v = makeVolume()
+    vols.push(v)
+    const backing = await crashAndTear(v, TORN_CASES[0])
+    const jfile = path.join(v.cipher, 'sealfs.write-journal')
+    const record = fs.readFileSync(jfile)  // the torn overwrite's record, live
+    const NEW = crypto.randomBytes(4096)
+    mount(v)
+    try {
+      expect(fs.readFileSync(path.join(v.mnt, 'f')).equals(OLD)).toBe(true)  // settled: the old chunk is back
+      const fd = fs.openSync(path.join(v.mnt, 'f'), 'r+')
+      try { fs.writeSync(fd, NEW, 0, NEW.length, 4096) } finally { fs.closeSync(fd) }  // chunk 1, whole
+    } finally {
+      await umount(v)
+    }
+    // The record as if it had never been zeroed (a power cut, say), and chunk 1 damaged since.
+    fs.writeFileSync(jfile, record)
+    const b = fs.readFileSync(backing)
+    b[HEADER_BYTES + 4124 + 100] ^= 1
+    fs.writeFileSync(backing, b)
+    mount(v)
+    try {
+      const got = py(`
+import sys, json
+f = open(sys.argv[1], 'rb')
+f.seek(4096)
+try: print(json.dumps(f.read(4096).hex()))
+except OSError as e: print(json.dumps(e.errno))`, { args: [path.join(v.mnt, 'f')] })
+      expect(got, 'chunk 1 was rolled back to its bytes before the later write').toBe(5)
+    } finally {
+      await umount(v)
+    }
+  }, 60_000)
+
   it('a journal record that is not the file\'s own is not used: the torn chunk reads as EIO, never as other bytes', async () => {
     const v = makeVolume()
     vols.push(v)
-    await crashAndTear(v, TORN_CASES[0])
+    const backing = await crashAndTear(v, TORN_CASES[0])
     // The record (docs/FORMAT.md §8) gets a second extent: its old chunk 1 again, at chunk
-    // 0's place. Used, it would make chunk 0 unreadable too.
+    // 0's place, with chunk 0's nonce on disk as the write's (anyone can read it). Used, it
+    // would make chunk 0 unreadable too.
     const jfile = path.join(v.cipher, 'sealfs.write-journal')
     const journal = fs.readFileSync(jfile)
     const slot = journal.indexOf(Buffer.from('SFJ1'))
     expect(slot).toBeGreaterThanOrEqual(0)
     const used = journal.readUInt32BE(slot + 4)
-    expect(journal.readUInt32BE(slot + 52)).toBe(1)
-    expect(journal.readBigUInt64BE(slot + 56)).toBe(BigInt(HEADER_BYTES + 4124))
-    const extent = Buffer.from(journal.subarray(slot + 56, slot + used))
+    expect(journal.readUInt32BE(slot + 72)).toBe(1)
+    expect(journal.readBigUInt64BE(slot + 76)).toBe(BigInt(HEADER_BYTES + 4124))
+    const extent = Buffer.from(journal.subarray(slot + 76, slot + used))
     extent.writeBigUInt64BE(BigInt(HEADER_BYTES), 0)
+    fs.readFileSync(backing).copy(extent, 12, HEADER_BYTES, HEADER_BYTES + 12)
     extent.copy(journal, slot + used)
     journal.writeUInt32BE(used + extent.length, slot + 4)
-    journal.writeUInt32BE(2, slot + 52)
+    journal.writeUInt32BE(2, slot + 72)
     fs.writeFileSync(jfile, journal)
     mount(v)
     try {

@@ -218,15 +218,17 @@ typedef struct {
   // sealed run with it, in the same pwrite.
   size_t tail;
   // The write journal (docs/FORMAT.md §8): jfd is -1, or the journal file, and jrec a slot's
-  // record of jrec_len bytes whose head (JOURNAL_HEAD bytes: magic, file ID, old size and end
-  // tag) the caller wrote. The old sealed bytes of the edge chunks the run keeps part of
-  // (saved[]) are appended and the record written at jpos before the run goes over them; once
-  // the run is written, the record's magic is zeroed. A crash inside the run's pwrite then
-  // leaves what the next mount needs to put those chunks back.
+  // record of jrec_len bytes whose head (magic, file ID, old size and end tag) and extents so
+  // far the caller wrote. The old sealed bytes of the edge chunks the run keeps part of
+  // (saved[]) are appended, the new nonces filled in, and the record written at jpos before
+  // the run goes over them; once the run is written, the record's magic is zeroed. A crash
+  // inside the run's pwrite then leaves what the next mount needs to put those chunks back.
+  // On return jrec's magic says whether the record is on disk (a failure after it was written).
   int jfd;
   off_t jpos;
   uint8_t *jrec;
   size_t jrec_len;
+  int jkeep;  // the record outlives the run (a truncate cuts the file after it): not zeroed here
   int64_t result;
   int here;          // run on the calling thread (a null callback), not queued
   napi_async_work work;
@@ -348,31 +350,71 @@ static int64_t write_run(job_t *job, size_t len) {
   return rc;
 }
 
-#define JOURNAL_HEAD 56
-#define JOURNAL_EXTENT_HEAD 12
+// Record layout (docs/FORMAT.md §8): magic (4) || used (u32) || file ID (16) || old backing
+// size (u64) || old end tag (20) || run position (u64) || run nonce (12) || count (u32) ||
+// extents, each position (u64) || length (u32) || new nonce (12) || old sealed bytes.
+#define JOURNAL_HEAD 76
+#define JOURNAL_RUN_AT 52
+#define JOURNAL_COUNT_AT 72
+#define JOURNAL_EXTENT_HEAD 24
+#define JOURNAL_MAX_EXTENTS 2
+
+static uint32_t get_u32_be(const uint8_t *p) {
+  return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+static uint64_t get_u64_be(const uint8_t *p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
+  return v;
+}
 
 static void put_u32_be(uint8_t *p, uint32_t v) {
   for (int i = 3; i >= 0; i--) { p[i] = (uint8_t)(v & 0xff); v >>= 8; }
 }
 
-// Appends the saved edge chunks to the journal record (position u64, length u32, bytes each)
-// and writes it: 0, or an error (nothing of the run written yet).
-static int64_t write_journal(job_t *job) {
-  size_t used = JOURNAL_HEAD;
-  uint32_t n = 0;
+// The nonce the sealed run (`len` bytes at job->position) gives the chunk at `pos`, into `to`
+// (zeros if the run does not start a chunk there): what tells a reader that a torn chunk on
+// disk is this write's.
+static void new_nonce_at(const job_t *job, size_t len, uint64_t pos, uint8_t *to) {
+  uint64_t from = (uint64_t)job->position;
+  if (pos >= from && pos - from + NONCE_BYTES <= len) memcpy(to, job->run.out + (pos - from), NONCE_BYTES);
+  else memset(to, 0, NONCE_BYTES);
+}
+
+// Completes the journal record and writes it: the extents the caller put in it (a truncate's
+// old chunk) and the saved edge chunks get the new nonces the run gives their chunks, the
+// head the run's position and first nonce. 0, or an error (nothing of the run written yet).
+static int64_t write_journal(job_t *job, size_t len) {
+  uint8_t *r = job->jrec;
+  uint32_t n = get_u32_be(r + JOURNAL_COUNT_AT);
+  size_t used = get_u32_be(r + 4);
+  if (n > JOURNAL_MAX_EXTENTS || used < JOURNAL_HEAD || used > job->jrec_len) return ERR_ARGS;
+  size_t at = JOURNAL_HEAD;
+  for (uint32_t i = 0; i < n; i++) {
+    if (used - at < JOURNAL_EXTENT_HEAD) return ERR_ARGS;
+    size_t ext = get_u32_be(r + at + 8);
+    if (ext > used - at - JOURNAL_EXTENT_HEAD) return ERR_ARGS;
+    new_nonce_at(job, len, get_u64_be(r + at), r + at + 12);
+    at += JOURNAL_EXTENT_HEAD + ext;
+  }
+  if (at != used) return ERR_ARGS;
   for (int i = 0; i < 2; i++) {
     if (job->saved_len[i] == 0) continue;
     size_t need = JOURNAL_EXTENT_HEAD + job->saved_len[i];
-    if (need > job->jrec_len - used) return ERR_ARGS;
-    put_u64_be(job->jrec + used, (uint64_t)job->saved_pos[i]);
-    put_u32_be(job->jrec + used + 8, (uint32_t)job->saved_len[i]);
-    memcpy(job->jrec + used + JOURNAL_EXTENT_HEAD, job->saved[i], job->saved_len[i]);
+    if (n >= JOURNAL_MAX_EXTENTS || need > job->jrec_len - used) return ERR_ARGS;
+    put_u64_be(r + used, (uint64_t)job->saved_pos[i]);
+    put_u32_be(r + used + 8, (uint32_t)job->saved_len[i]);
+    new_nonce_at(job, len, (uint64_t)job->saved_pos[i], r + used + 12);
+    memcpy(r + used + JOURNAL_EXTENT_HEAD, job->saved[i], job->saved_len[i]);
     used += need;
     n++;
   }
-  put_u32_be(job->jrec + 4, (uint32_t)used);
-  put_u32_be(job->jrec + 52, n);
-  return write_full(job->jfd, job->jrec, used, job->jpos);
+  put_u64_be(r + JOURNAL_RUN_AT, (uint64_t)job->position);
+  new_nonce_at(job, len, (uint64_t)job->position, r + JOURNAL_RUN_AT + 8);
+  put_u32_be(r + 4, (uint32_t)used);
+  put_u32_be(r + JOURNAL_COUNT_AT, n);
+  return write_full(job->jfd, r, used, job->jpos);
 }
 
 static void free_saved(job_t *job) {
@@ -386,24 +428,35 @@ static void job_execute(napi_env env, void *data) {
   job_t *job = data;
   if (job->merge) {
     int64_t rc = merge_old(job);
-    if (rc < 0) { job->result = rc; free_saved(job); return; }
+    if (rc < 0) {
+      job->result = rc;
+      free_saved(job);
+      if (job->jfd >= 0) memset(job->jrec, 0, 4);  // not written (see below)
+      return;
+    }
   }
   if (job->fd >= 0 && job->fn == open_run) {
     int64_t rc = read_full(job->fd, (uint8_t *)job->run.in, job->run.in_len + job->tail, job->position);
     if (rc < 0) { job->result = rc; return; }
   }
   job->result = job->fn(&job->run);
+  int journaled = 0;
   if (job->fd >= 0 && job->fn == seal_run && job->result >= 0) {
-    int64_t rc = job->jfd >= 0 ? write_journal(job) : 0;
-    if (rc == 0) rc = write_run(job, (size_t)job->result + job->tail);
-    // Written: the record is spent. (Not after a failure: the caller cuts the file back first,
-    // then zeroes it.)
-    if (rc == 0 && job->jfd >= 0) {
+    size_t len = (size_t)job->result + job->tail;
+    int64_t rc = job->jfd >= 0 ? write_journal(job, len) : 0;
+    journaled = job->jfd >= 0 && rc == 0;
+    if (rc == 0) rc = write_run(job, len);
+    // Written: the record is spent. If it cannot be zeroed, the write fails: the caller keeps
+    // the record (as after any failure once it is on disk), and a reader settles it.
+    if (rc == 0 && journaled && !job->jkeep) {
       static const uint8_t zeros[4] = { 0, 0, 0, 0 };
-      (void)write_full(job->jfd, zeros, sizeof zeros, job->jpos);
+      rc = write_full(job->jfd, zeros, sizeof zeros, job->jpos);
+      if (rc == 0) journaled = 0;
     }
     if (rc < 0) job->result = rc;
   }
+  // The caller learns from the record's magic whether it is (still) on disk.
+  if (job->jfd >= 0 && !journaled) memset(job->jrec, 0, 4);
   free_saved(job);
 }
 
@@ -530,43 +583,46 @@ static int get_placement(napi_env env, napi_value new_from, napi_value reserve, 
   return 1;
 }
 
-// The journal arguments (see job_t): fd (-1: none), position, and the record: a buffer with
-// room for the head and every edge chunk the run may keep. `*jrec` is set to the record's
+// The journal arguments (see job_t), argv[0..3]: fd (-1: none), position, the record (a buffer
+// with room for the head and every edge chunk the run may keep), and keep. `*jrec` is set to the record's
 // value when there is one (for queue_job).
-static int get_journal(napi_env env, napi_value fdv, napi_value posv, napi_value recv, job_t *job, napi_value *jrec) {
+static int get_journal(napi_env env, napi_value *argv, job_t *job, napi_value *jrec) {
+  napi_value fdv = argv[0], posv = argv[1], recv = argv[2];
   int32_t fd;
   double pos;
+  bool keep;
   *jrec = NULL;
-  if (napi_get_value_int32(env, fdv, &fd) != napi_ok || fd < -1) return 0;
+  if (napi_get_value_int32(env, fdv, &fd) != napi_ok || fd < -1 || napi_get_value_bool(env, argv[3], &keep) != napi_ok) return 0;
   if (fd == -1) return 1;
   uint8_t *rec; size_t rec_len;
   size_t stride = job->run.chunk_size + OVERHEAD;
   if (napi_get_value_double(env, posv, &pos) != napi_ok || !(pos >= 0 && pos <= 9007199254740991.0) || pos != (double)(int64_t)pos ||
-      !get_buffer(env, recv, &rec, &rec_len) || rec_len < JOURNAL_HEAD + 2 * (JOURNAL_EXTENT_HEAD + stride)) return 0;
+      !get_buffer(env, recv, &rec, &rec_len) || rec_len < JOURNAL_HEAD + JOURNAL_MAX_EXTENTS * (JOURNAL_EXTENT_HEAD + stride) || rec_len > (64u << 20)) return 0;
   job->jfd = fd;
   job->jpos = (off_t)pos;
   job->jrec = rec;
   job->jrec_len = rec_len;
+  job->jkeep = keep ? 1 : 0;
   *jrec = recv;
   return 1;
 }
 
-// args: key, prefix, firstIndex, input, chunkSize, output, zeroIsHole, fd, position, dataStart, dataEnd, oldLen, newFrom, reserve, tail, journalFd, journalPos, journalRecord, callback
+// args: key, prefix, firstIndex, input, chunkSize, output, zeroIsHole, fd, position, dataStart, dataEnd, oldLen, newFrom, reserve, tail, journalFd, journalPos, journalRecord, journalKeep, callback
 static napi_value RewriteAsync(napi_env env, napi_callback_info info) {
-  size_t argc = 19; napi_value argv[19];
+  size_t argc = 20; napi_value argv[20];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   double v[3];
   for (int i = 0; i < 3; i++)
-    if (argc < 19 || napi_get_value_double(env, argv[9 + i], &v[i]) != napi_ok || v[i] < 0 || v[i] > 9007199254740991.0) {
+    if (argc < 20 || napi_get_value_double(env, argv[9 + i], &v[i]) != napi_ok || v[i] < 0 || v[i] > 9007199254740991.0) {
       napi_throw_type_error(env, NULL, "chunk cipher: bad arguments");
       return NULL;
     }
   napi_value args[10];
-  job_t *job = parse_file_job(env, argv, argc, 19, seal_run, args);
+  job_t *job = parse_file_job(env, argv, argc, 20, seal_run, args);
   if (!job) return NULL;
   napi_value jrec;
   if (v[0] > v[1] || v[1] > job->run.in_len || v[2] > job->run.in_len || !get_placement(env, argv[12], argv[13], job) || !get_tail(env, argv[14], job) ||
-      !get_journal(env, argv[15], argv[16], argv[17], job, &jrec)) return refuse_job(env, job);
+      !get_journal(env, argv + 15, job, &jrec)) return refuse_job(env, job);
   // Set before queueing: the job can reach a pool thread as soon as it is queued.
   job->merge = 1;
   job->data_start = (size_t)v[0];
@@ -576,17 +632,17 @@ static napi_value RewriteAsync(napi_env env, napi_callback_info info) {
 }
 
 // args: key, prefix, firstIndex, input, chunkSize, output, false, callback
-//   or: key, prefix, firstIndex, input, chunkSize, output, reserve, fd, position, newFrom, tail, journalFd, journalPos, journalRecord, callback
+//   or: key, prefix, firstIndex, input, chunkSize, output, reserve, fd, position, newFrom, tail, journalFd, journalPos, journalRecord, journalKeep, callback
 static napi_value SealAsync(napi_env env, napi_callback_info info) {
-  size_t argc = 15; napi_value argv[15];
+  size_t argc = 16; napi_value argv[16];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc <= 8) return run_async(env, info, seal_run);
   napi_value args[10];
-  job_t *job = parse_file_job(env, argv, argc, 15, seal_run, args);
+  job_t *job = parse_file_job(env, argv, argc, 16, seal_run, args);
   if (job == NULL) return NULL;
   job->run.zero_is_hole = 0;
   napi_value jrec;
-  if (!get_placement(env, argv[9], argv[6], job) || !get_tail(env, argv[10], job) || !get_journal(env, argv[11], argv[12], argv[13], job, &jrec)) return refuse_job(env, job);
+  if (!get_placement(env, argv[9], argv[6], job) || !get_tail(env, argv[10], job) || !get_journal(env, argv + 11, job, &jrec)) return refuse_job(env, job);
   return job->here ? run_here(env, job) : queue_job(env, job, args, 10, jrec);
 }
 // args: key, prefix, firstIndex, input, chunkSize, output, zeroIsHole, callback

@@ -14,6 +14,7 @@ import { chooseCredential } from './unlock'
 import { Credential } from '../volume/key-slot'
 import { KeyRotation } from '../volume/key-rotation'
 import { VolumeLock } from '../volume/volume-lock'
+import { WriteJournal } from '../volume/write-journal'
 import { keepTimes, removeJournal, rewrapTree, WalkProgress } from '../filesystem/rotation-walk'
 
 const KEYFILE_BYTES = 32
@@ -245,6 +246,9 @@ async function rotateOnce (cipher: string, unlock: Unlock, also: Credential[], o
     for (const w of walked.unwritable) lines.push(`warning: ${w}: not writable by this user, left as it was (it opens through its index row; rotate as root or its owner to rewrite it)`)
     process.stderr.write(lines.join('\n') + '\n')
     const reencrypted = rotation.reencrypt
+    // The write journal's slots keep old chunks sealed under the data keys just retired (it
+    // held no record: #begin refuses one that does). The lock is still held: nothing mounts.
+    if (reencrypted) WriteJournal.wipe(cipher)
     closed = true
     return { reencrypted, lock: rotation.close(keepLock) }
   } finally {

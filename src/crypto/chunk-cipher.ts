@@ -47,6 +47,8 @@ export interface JournalSlot {
   readonly position: number
   /** The slot's bytes: the head (the caller's), then room for two sealed chunks. */
   readonly record: Buffer
+  /** The record outlives the job (not zeroed when the run is written): the caller spends it. */
+  keep?: boolean
 }
 export const IN_PLACE: Placement = { newFrom: -1, reserve: false, tail: 0 }
 
@@ -144,9 +146,9 @@ export class ChunkCipher {
    * and how many bytes of `out` after the sealed run to write with it (`out` has room for them).
    */
   sealAt (key: SecretKey, prefix: Buffer, firstIndex: number, plain: Buffer, out: Buffer, fd: number, position: number, here = false, place = IN_PLACE): Promise<number> {
-    if (here) return this.#here(addon.sealAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, place.reserve, fd, position, place.newFrom, place.tail, place.journal?.fd ?? -1, place.journal?.position ?? 0, place.journal?.record ?? null, null), firstIndex)
+    if (here) return this.#here(addon.sealAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, place.reserve, fd, position, place.newFrom, place.tail, place.journal?.fd ?? -1, place.journal?.position ?? 0, place.journal?.record ?? null, place.journal?.keep === true, null), firstIndex)
     return new Promise((resolve, reject) => {
-      addon.sealAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, place.reserve, fd, position, place.newFrom, place.tail, place.journal?.fd ?? -1, place.journal?.position ?? 0, place.journal?.record ?? null, n => {
+      addon.sealAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, place.reserve, fd, position, place.newFrom, place.tail, place.journal?.fd ?? -1, place.journal?.position ?? 0, place.journal?.record ?? null, place.journal?.keep === true, n => {
         try { resolve(this.#check(n, firstIndex)) } catch (e) { reject(e) }
       })
     })
@@ -160,9 +162,9 @@ export class ChunkCipher {
    */
   rewriteAt (key: SecretKey, prefix: Buffer, firstIndex: number, plain: Buffer, out: Buffer, fd: number, position: number,
     dataStart: number, dataEnd: number, oldLen: number, zeroIsHole: boolean, here = false, place = IN_PLACE): Promise<number> {
-    if (here) return this.#here(addon.rewriteAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, zeroIsHole, fd, position, dataStart, dataEnd, oldLen, place.newFrom, place.reserve, place.tail, place.journal?.fd ?? -1, place.journal?.position ?? 0, place.journal?.record ?? null, null), firstIndex)
+    if (here) return this.#here(addon.rewriteAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, zeroIsHole, fd, position, dataStart, dataEnd, oldLen, place.newFrom, place.reserve, place.tail, place.journal?.fd ?? -1, place.journal?.position ?? 0, place.journal?.record ?? null, place.journal?.keep === true, null), firstIndex)
     return new Promise((resolve, reject) => {
-      addon.rewriteAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, zeroIsHole, fd, position, dataStart, dataEnd, oldLen, place.newFrom, place.reserve, place.tail, place.journal?.fd ?? -1, place.journal?.position ?? 0, place.journal?.record ?? null, n => {
+      addon.rewriteAsync(key.bytes, prefix, firstIndex, plain, this.chunkSize, out, zeroIsHole, fd, position, dataStart, dataEnd, oldLen, place.newFrom, place.reserve, place.tail, place.journal?.fd ?? -1, place.journal?.position ?? 0, place.journal?.record ?? null, place.journal?.keep === true, n => {
         try { resolve(this.#check(n, firstIndex)) } catch (e) { reject(e) }
       })
     })

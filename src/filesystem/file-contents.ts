@@ -40,6 +40,8 @@ export class FileContents {
   readonly #lastTag = { size: -1, epoch: -1, tag: Buffer.alloc(END_TAG_BYTES) }
   /** Writes to this file that a crash interrupted (the write journal's records), settled at its first open. */
   #settling: Promise<void> | null = null
+  /** Its interrupted writes could not be settled (see settle): writes are refused. */
+  #unsettled = false
 
   constructor (
     private readonly volume: Volume,
@@ -95,25 +97,35 @@ export class FileContents {
     this.#settling ??= this.#lock.run(WHOLE_FILE.first, WHOLE_FILE.last, true, async () => {
       const records = this.volume.journal.interruptedFor(this.fileId)
       if (records.length === 0) return
-      const fd = this.volume.readOnly ? null : await writable()
       const id = this.fileId.toString('hex')
+      if (this.volume.readOnly) {
+        logLine(`file ${id}: a write was running when the volume stopped; it is checked and repaired at a read-write mount (or by 'sealfs fsck --repair')`)
+        return
+      }
+      const fd = await writable()
+      // Until its records are settled, the file is not written: a write now could go where a
+      // settle at a later open would put old bytes back.
+      this.#unsettled = true
+      if (fd === null) {
+        logLine(`file ${id}: a write was running when the volume stopped, and the file cannot be opened to check it: writes refused (EIO) until 'sealfs fsck --repair'`)
+        return
+      }
       try {
-        const file = { fd: fd ?? -1, fileId: this.fileId, dek: this.dek, sparse: this.sparse, endTags: this.#tail > 0 }
+        const file = { fd, fileId: this.fileId, dek: this.dek, sparse: this.sparse, endTags: this.#tail > 0 }
         for (const rec of records) {
-          if (fd === null) {
-            logLine(`file ${id}: a write was running when the volume stopped; it is checked and repaired at a read-write mount (or by 'sealfs fsck --repair')`)
-            continue
-          }
           const outcome = settleInterruptedWrite(this.volume, file, rec, true)
           if (outcome === 'restored') logLine(`file ${id}: a write that a crash cut short had torn it; its old bytes are back from the write journal`)
           if (outcome === 'invalid') logLine(`file ${id}: a write journal record names it but does not authenticate as its own: ignored`)
           this.volume.journal.settle(rec)
         }
-        if (fd !== null) this.size = this.volume.layout.plainSize(fs.fstatSync(fd).size)
+        this.size = this.volume.layout.plainSize(fs.fstatSync(fd).size)
+        // What the end tag on disk says is read again (a restored file has its old one).
+        this.#epoch = this.size === 0 ? 0 : null
+        this.#unsettled = false
       } catch (e) {
-        logLine(`file ${id}: the write journal's record of it could not be settled (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`)
+        logLine(`file ${id}: the write journal's record of it could not be settled (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): writes refused (EIO) until 'sealfs fsck --repair'`)
       } finally {
-        if (fd !== null) fs.closeSync(fd)
+        fs.closeSync(fd)
       }
     })
     return this.#settling
@@ -223,6 +235,7 @@ export class FileContents {
    */
   async write (fd: number, offset: number, data: Buffer): Promise<number> {
     if (data.length === 0) return 0
+    if (this.#unsettled) throw new FsError('EIO')
     // The first write of an open also checks the end tag on disk (#startCount, #checkEnd).
     if (this.#chunkWrites === null) await this.#startCount(fd)
     await this.#extendTo(fd, offset, () => this.#writeRange(fd, offset, data))
@@ -231,6 +244,7 @@ export class FileContents {
 
   async truncate (fd: number, newSize: number): Promise<void> {
     if (newSize === this.size) return
+    if (this.#unsettled) throw new FsError('EIO')
     if (this.#chunkWrites === null) await this.#startCount(fd)
     if (newSize > this.size) return this.#extendTo(fd, newSize)
 
@@ -243,20 +257,11 @@ export class FileContents {
       // the old one, and only then is the file cut: the write needs no new space (what it
       // needs of a hole is reserved first, and a few bytes past the old end are kept and put
       // back), so a full disk fails it with the file unchanged. The old chunk goes to the
-      // write journal first: a crash inside the pwrite must not lose the bytes kept.
+      // write journal first (#sealRun): a crash before the cut must not lose the bytes kept.
       const plain = Buffer.alloc(Math.min(C, this.size - keepChunks * C))
-      await this.#readRun(fd, keepChunks * C, keepChunks * C + plain.length, plain)
-      journal = this.volume.journal.take(this.fileId, this.#end(this.size), this.#tail > 0 ? this.#currentTag() : null)
       try {
-        if (journal !== null) {
-          const old = Buffer.alloc(this.volume.chunks.sealedSize(plain.length))
-          if (await readAt(fd, old, this.#cipherOffset(keepChunks)) !== old.length) throw new FsError('EIO')
-          await this.volume.journal.write(journal, [{ position: this.#cipherOffset(keepChunks), sealed: old }])
-        }
-        await this.#sealRun(fd, keepChunks, plain.subarray(0, tail), newSize)
-      } catch (err) {
-        if (journal !== null) await this.volume.journal.clear(journal)
-        throw err
+        await this.#readRun(fd, keepChunks * C, keepChunks * C + plain.length, plain)
+        journal = await this.#sealRun(fd, keepChunks, plain.subarray(0, tail), plain.length, newSize)
       } finally {
         plain.fill(0)
       }
@@ -274,10 +279,12 @@ export class FileContents {
     }
     try {
       await ftruncateFd(fd, this.#end(newSize))
-      this.size = newSize
-    } finally {
-      if (journal !== null) await this.volume.journal.clear(journal)
+    } catch (err) {
+      if (journal !== null) this.volume.journal.failed(journal)  // kept: the file is torn until it is settled
+      throw err
     }
+    if (journal !== null) await this.volume.journal.spend(journal)
+    this.size = newSize
   }
 
   /**
@@ -321,10 +328,12 @@ export class FileContents {
   }
 
   /**
-   * Seals the last chunk of a file being shortened to `newSize` from chunk `first`, with the
-   * end tag of that size, and writes them in place (counted against the nonce bound).
+   * Seals the last chunk of a file being shortened to `newSize` from chunk `first` (its old
+   * plaintext had `oldLength` bytes), with the end tag of that size, and writes them in place
+   * (counted against the nonce bound), after recording the old chunk in the write journal.
+   * Returns the journal slot, for the caller to spend once the file is cut (null: no journal).
    */
-  async #sealRun (fd: number, first: number, plain: Buffer, newSize: number): Promise<void> {
+  async #sealRun (fd: number, first: number, plain: Buffer, oldLength: number, newSize: number): Promise<JournalSlot | null> {
     const nChunks = Math.ceil(plain.length / this.#chunk)
     await this.#reserve(fd, nChunks)
     const sealedLength = this.volume.chunks.sealedSize(plain.length)
@@ -332,16 +341,25 @@ export class FileContents {
     // With the tag, the run can reach a few bytes past the old end: those are new, the rest kept.
     const oldBytes = this.#end(this.size) - this.#cipherOffset(first)
     const place: Placement = { newFrom: sealed.length > oldBytes ? oldBytes : -1, reserve: this.#holesMayFill, tail: this.#tail }
+    place.journal = this.volume.journal.take(this.fileId, this.#end(this.size), this.#tail > 0 ? this.#currentTag() : null)
+    if (place.journal !== null) place.journal.keep = true
     try {
+      if (place.journal !== null) {
+        const old = Buffer.alloc(this.volume.chunks.sealedSize(oldLength))
+        if (await readAt(fd, old, this.#cipherOffset(first)) !== old.length) throw new FsError('EIO')
+        this.volume.journal.addExtent(place.journal, this.#cipherOffset(first), old)
+      }
       if (this.#tail > 0) this.#tagOf(newSize, sealed.subarray(sealedLength))
       await this.volume.chunks.sealAt(this.dek, this.prefix, first, plain, sealed, fd, this.#cipherOffset(first), this.#here(sealed.length), place)
     } catch (err) {
       if (sealed.length > oldBytes) await ftruncateFd(fd, this.#end(this.size)).catch(() => undefined)
+      if (place.journal != null) this.volume.journal.failed(place.journal)
       throw err
     } finally {
       requestBuffers.give(sealed)
     }
     this.#counted(nChunks)
+    return place.journal  // kept: the truncate is not done until the file is cut
   }
 
   /**
@@ -499,7 +517,7 @@ export class FileContents {
     } catch (err) {
       // Whatever the run added past the old end goes (its old chunks are back in place).
       if (end > this.size) await this.#cutBack(fd, this.size)
-      if (place.journal != null) await this.volume.journal.clear(place.journal).catch(() => undefined)
+      if (place.journal != null) this.volume.journal.failed(place.journal)
       throw err
     } finally {
       requestBuffers.give(sealed)  // the job that sealed and wrote it has ended, failed or not

@@ -1,5 +1,5 @@
 import fs from 'fs'
-import { CHUNK_OVERHEAD } from '../crypto/chunk-cipher'
+import { CHUNK_OVERHEAD, NONCE_BYTES } from '../crypto/chunk-cipher'
 import { END_TAG_BYTES, openEndTag, withEndTagKey } from '../crypto/end-tag'
 import { AuthenticationError } from '../crypto/errors'
 import { SecretKey } from '../crypto/secret-key'
@@ -23,18 +23,22 @@ export interface IdentifiedFile {
 /**
  * What a write the volume's last stop interrupted left in its file:
  * - 'whole': the file authenticates where the write went (it finished, or never began);
- * - 'torn': it does not, and the record can put the old bytes back (`repair`: 'restored');
+ * - 'stale': the file is not as this write left it (a later write went over the chunks it
+ *   wrote): the record is not used, so that it never rolls back what came after it;
+ * - 'torn': the write tore the file, and the record can put the old bytes back (`repair`:
+ *   'restored');
  * - 'invalid': the record does not authenticate as this file's (planted, or from before a
  *   re-encryption): it is not used.
  */
-export type Settled = 'whole' | 'torn' | 'restored' | 'invalid'
+export type Settled = 'whole' | 'stale' | 'torn' | 'restored' | 'invalid'
 
 /**
  * Checks the file against the record of a write that was running when the volume stopped
  * and, if the write tore it (a chunk it went over, or the end it moved, no longer
  * authenticates) and `repair`, puts the old sealed chunks, end tag and size back: the file is
  * then as before the write, but for chunks the write covered whole, which are old, new or
- * (torn) EIO. Only bytes that authenticate as this file's own are ever written back.
+ * (torn) EIO. Only bytes that authenticate as this file's own are written back, and only
+ * where the write's own nonces are on disk (a kill stops a pwrite after a prefix of it).
  * Synchronous: it runs once per torn file after a crash (at its open, or in fsck).
  */
 export function settleInterruptedWrite (volume: Volume, file: IdentifiedFile, rec: InterruptedWrite, repair: boolean): Settled {
@@ -56,6 +60,10 @@ export function settleInterruptedWrite (volume: Volume, file: IdentifiedFile, re
     }
   }
   const tagOpens = (plainSize: number, tag: Buffer): boolean => withEndTagKey(file.dek, k => openEndTag(k, prefix, plainSize, tag)) !== null
+  const nonceAt = (position: number): Buffer => {
+    const nonce = Buffer.alloc(NONCE_BYTES)
+    return readFullAtSync(file.fd, nonce, position) === NONCE_BYTES ? nonce : Buffer.alloc(0)
+  }
 
   // The record: each old chunk is this file's, at its place; the old end authenticates.
   const oldPlain = rec.oldBackingSize === null ? null : layout.exactPlainSize(rec.oldBackingSize)
@@ -66,6 +74,30 @@ export function settleInterruptedWrite (volume: Volume, file: IdentifiedFile, re
     if (oldPlain !== null && e.position + e.sealed.length > layout.backingSize(oldPlain) - layout.tail) return 'invalid'
   }
   if (oldPlain !== null && oldPlain > 0 && file.endTags && !tagOpens(oldPlain, rec.oldEndTag)) return 'invalid'
+
+  // This write's doing: the run's first nonce is on disk, and each chunk it recorded holds the
+  // write's new nonce or (not reached) its old one. Anything else came after it. (A kill can
+  // stop the pwrite inside a nonce, at a page boundary: the new nonce's start, the old's rest.)
+  const oldNonceAt = (position: number): Buffer | null => {
+    const e = rec.extents.find(x => x.position === position)
+    if (e !== undefined) return e.sealed.subarray(0, NONCE_BYTES)
+    if (rec.oldBackingSize !== null && file.endTags && position === rec.oldBackingSize - END_TAG_BYTES) return rec.oldEndTag.subarray(0, NONCE_BYTES)
+    return null
+  }
+  const written = (now: Buffer, fresh: Buffer, old: Buffer | null): boolean => {
+    if (now.equals(fresh)) return true
+    if (old === null || now.length !== NONCE_BYTES) return false
+    for (let j = 1; j < NONCE_BYTES; j++) {
+      if (now.subarray(0, j).equals(fresh.subarray(0, j)) && now.subarray(j).equals(old.subarray(j))) return true
+    }
+    return false
+  }
+  if (!written(nonceAt(rec.runPosition), rec.runNonce, oldNonceAt(rec.runPosition))) return 'stale'
+  for (const e of rec.extents) {
+    const now = nonceAt(e.position)
+    const old = e.sealed.subarray(0, NONCE_BYTES)
+    if (!written(now, e.newNonce, old) && !now.equals(old)) return 'stale'
+  }
 
   // The file now: the chunks at the record's places open at their lengths for the file's
   // size, and (if the write moved the end) the end authenticates.

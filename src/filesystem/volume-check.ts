@@ -628,9 +628,10 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
       const what = `${orphans.length} row${orphans.length > 1 ? 's' : ''} of files that no longer exist${unreached ? ' (or were not reached: kept until the rest is repaired)' : ''}`
       problem('(index)', what, unreached ? undefined : () => { for (const id of orphans) volume.index.remove(id); return true })
     }
-    // Records of interrupted writes whose files are gone (or were whole: settled above).
-    const stale = volume.journal.allInterrupted()
-    if (repair && !unreached) for (const rec of stale) volume.journal.settle(rec)
+    // Records of interrupted writes whose files are gone (those of files seen were settled
+    // above, or are kept: their files could not be repaired).
+    const gone = volume.journal.allInterrupted().filter(rec => !owners.has(rec.fileId.toString('hex')))
+    if (repair && !unreached) for (const rec of gone) volume.journal.settle(rec)
   } finally {
     if (quarantine >= 0) fs.closeSync(quarantine)
   }

@@ -16,10 +16,16 @@ import { HEADER_BYTES } from './file-header'
 export const WRITE_JOURNAL_FILE = 'sealfs.write-journal'
 
 const MAGIC = Buffer.from('SFJ1', 'latin1')
-/** magic (4) || used bytes (u32) || file ID (16) || old backing size (u64) || old end tag (20) || extents (u32). */
-export const RECORD_HEAD_BYTES = 56
-/** Each extent: position (u64) || length (u32) || that many old sealed bytes. */
-const EXTENT_HEAD_BYTES = 12
+/**
+ * magic (4) || used bytes (u32) || file ID (16) || old backing size (u64) || old end tag (20)
+ * || run position (u64) || run nonce (12) || extents (u32).
+ */
+export const RECORD_HEAD_BYTES = 76
+const RUN_AT = 52
+const COUNT_AT = 72
+/** Each extent: position (u64) || length (u32) || new nonce (12) || that many old sealed bytes. */
+const EXTENT_HEAD_BYTES = 24
+const MAX_EXTENTS = 2
 /** The old backing size of a write that does not move the end. */
 const SIZE_UNCHANGED = 0xffff_ffff_ffff_ffffn
 /** Slots read at most (a journal longer than that was not written by sealfs). */
@@ -27,7 +33,7 @@ const MAX_SLOTS = 4096
 /** Journal bytes made at open, so that an overwrite needs no new space in it on a full disk. */
 const PREALLOCATE_BYTES = 256 * 1024
 
-/** A record found at open: a write that was running when the volume last stopped. */
+/** A record found at open (or kept after a write that failed): a write that may have torn its file. */
 export interface InterruptedWrite {
   readonly slot: number
   readonly fileId: Buffer
@@ -35,11 +41,14 @@ export interface InterruptedWrite {
   readonly oldBackingSize: number | null
   /** The end tag at that size (zeros if none). */
   readonly oldEndTag: Buffer
-  /** The old sealed chunks the write went over, by position in the backing file. */
-  readonly extents: ReadonlyArray<{ position: number, sealed: Buffer }>
+  /** Where the write's run began, and the nonce it wrote there first: whether a torn file is this write's doing. */
+  readonly runPosition: number
+  readonly runNonce: Buffer
+  /** The old sealed chunks the write went over, by position in the backing file, with the nonce the write gave each. */
+  readonly extents: ReadonlyArray<{ position: number, newNonce: Buffer, sealed: Buffer }>
 }
 
-interface Slot extends JournalSlot { readonly index: number }
+interface Slot extends JournalSlot { readonly index: number, keep?: boolean }
 
 export class WriteJournal {
   readonly #fd: number
@@ -62,7 +71,7 @@ export class WriteJournal {
    * blocks on a FIFO; a journal that is not a regular file is left alone (`notices` says so).
    */
   static open (dir: string, stride: number, readOnly: boolean, notices: string[]): WriteJournal {
-    const slotBytes = Math.ceil((RECORD_HEAD_BYTES + 2 * (EXTENT_HEAD_BYTES + stride)) / 512) * 512
+    const slotBytes = Math.ceil((RECORD_HEAD_BYTES + MAX_EXTENTS * (EXTENT_HEAD_BYTES + stride)) / 512) * 512
     const file = path.join(dir, WRITE_JOURNAL_FILE)
     const { O_RDONLY, O_RDWR, O_CREAT, O_NOFOLLOW, O_NONBLOCK } = fs.constants  // (libuv adds O_CLOEXEC)
     let fd = -1
@@ -88,6 +97,27 @@ export class WriteJournal {
     return journal
   }
 
+  /**
+   * Empties the journal of the volume in `dir` (not mounted, no record in it): after a
+   * re-encryption its slots hold old chunks sealed under retired data keys.
+   */
+  static wipe (dir: string): void {
+    const { O_WRONLY, O_NOFOLLOW, O_NONBLOCK } = fs.constants
+    let fd: number
+    try {
+      fd = fs.openSync(path.join(dir, WRITE_JOURNAL_FILE), O_WRONLY | O_NOFOLLOW | O_NONBLOCK)
+    } catch {
+      return  // none, or not ours to touch (a symlink): nothing of it was written
+    }
+    try {
+      if (!fs.fstatSync(fd).isFile()) return
+      fs.ftruncateSync(fd, 0)
+      fs.fsyncSync(fd)
+    } finally {
+      fs.closeSync(fd)
+    }
+  }
+
   /** The records of stopped writes; slots holding none are free. */
   #load (slots: number): void {
     const buf = Buffer.alloc(this.#slotBytes)
@@ -98,11 +128,15 @@ export class WriteJournal {
         this.#free.push(this.#slot(i))
         continue
       }
-      const key = rec.fileId.toString('hex')
-      const list = this.#interrupted.get(key) ?? []
-      list.push(rec)
-      this.#interrupted.set(key, list)
+      this.#remember(rec)
     }
+  }
+
+  #remember (rec: InterruptedWrite): void {
+    const key = rec.fileId.toString('hex')
+    const list = this.#interrupted.get(key) ?? []
+    list.push(rec)
+    this.#interrupted.set(key, list)
   }
 
   /** Makes the first slots' space now (best effort): a write on a full disk then finds it. */
@@ -142,8 +176,10 @@ export class WriteJournal {
   /** A record is settled (its file is whole, or was put back): it is zeroed and its slot reused. */
   settle (rec: InterruptedWrite): void {
     const key = rec.fileId.toString('hex')
-    const list = (this.#interrupted.get(key) ?? []).filter(r => r !== rec)
-    if (list.length > 0) this.#interrupted.set(key, list)
+    const list = this.#interrupted.get(key) ?? []
+    if (!list.includes(rec)) return  // settled already (two copies of one file, say)
+    const rest = list.filter(r => r !== rec)
+    if (rest.length > 0) this.#interrupted.set(key, rest)
     else this.#interrupted.delete(key)
     if (this.readOnly || this.#fd < 0) return
     fs.writeSync(this.#fd, Buffer.alloc(4), 0, 4, rec.slot * this.#slotBytes)
@@ -155,48 +191,60 @@ export class WriteJournal {
    * head written: the backing size before the write and the end tag there when the write
    * moves the end (else null). null where the volume has no usable journal (read-only).
    */
-  take (fileId: Buffer, oldBackingSize: number | null, oldEndTag: Buffer | null, extents = 0): JournalSlot | null {
+  take (fileId: Buffer, oldBackingSize: number | null, oldEndTag: Buffer | null): JournalSlot | null {
     if (this.readOnly || this.#fd < 0 || this.#closed) return null
     const slot = this.#free.pop() ?? this.#slot(this.#slots++)
     const r = slot.record
     MAGIC.copy(r, 0)
-    r.writeUInt32BE(RECORD_HEAD_BYTES, 4)
+    r.writeUInt32BE(RECORD_HEAD_BYTES, 4)  // no extents yet: the job (or addExtent) adds them
     fileId.copy(r, 8)
     r.writeBigUInt64BE(oldBackingSize === null ? SIZE_UNCHANGED : BigInt(oldBackingSize), 24)
     if (oldEndTag !== null) oldEndTag.copy(r, 32)
     else r.fill(0, 32, 52)
-    r.writeUInt32BE(extents, 52)
+    r.fill(0, RUN_AT, COUNT_AT)
+    r.writeUInt32BE(0, COUNT_AT)
     return slot
   }
 
   /** The record of a write that is done (the job zeroed its magic): the slot is free. */
   give (slot: JournalSlot): void {
+    slot.keep = false
     this.#free.push(slot as Slot)
   }
 
-  /** Writes a record whose extents the caller gives (a truncate's old last chunk) into a slot from take(). */
-  async write (slot: JournalSlot, extents: Array<{ position: number, sealed: Buffer }>): Promise<void> {
-    const r = slot.record
-    let used = RECORD_HEAD_BYTES
-    for (const e of extents) {
-      if (used + EXTENT_HEAD_BYTES + e.sealed.length > r.length) throw new RangeError('journal record too long')
-      r.writeBigUInt64BE(BigInt(e.position), used)
-      r.writeUInt32BE(e.sealed.length, used + 8)
-      e.sealed.copy(r, used + EXTENT_HEAD_BYTES)
-      used += EXTENT_HEAD_BYTES + e.sealed.length
-    }
-    r.writeUInt32BE(used, 4)
-    r.writeUInt32BE(extents.length, 52)
-    await writeAll(this.#fd, r.subarray(0, used), slot.position)
+  /** The record of a write that is done but was kept (`keep`): zeroed here, and the slot is free. */
+  async spend (slot: JournalSlot): Promise<void> {
+    const zeros = Buffer.alloc(4)
+    await new Promise<void>((resolve, reject) => fs.write(this.#fd, zeros, 0, 4, slot.position, err => err ? reject(err) : resolve()))
+    this.give(slot)
   }
 
-  /** The record of a write that failed or is done (zeroed here): the slot is free. */
-  async clear (slot: JournalSlot): Promise<void> {
-    try {
-      await writeAll(this.#fd, Buffer.alloc(4), slot.position)
-    } finally {
-      this.#free.push(slot as Slot)
-    }
+  /** Puts the old sealed chunk at `position` in a slot from take(), for a write job that seals over it (a truncate's last chunk). */
+  addExtent (slot: JournalSlot, position: number, sealed: Buffer): void {
+    const r = slot.record
+    const used = r.readUInt32BE(4)
+    const count = r.readUInt32BE(COUNT_AT)
+    if (count >= MAX_EXTENTS || used + EXTENT_HEAD_BYTES + sealed.length > r.length) throw new RangeError('journal record too long')
+    r.writeBigUInt64BE(BigInt(position), used)
+    r.writeUInt32BE(sealed.length, used + 8)
+    r.fill(0, used + 12, used + EXTENT_HEAD_BYTES)  // the job fills in the new nonce
+    sealed.copy(r, used + EXTENT_HEAD_BYTES)
+    r.writeUInt32BE(used + EXTENT_HEAD_BYTES + sealed.length, 4)
+    r.writeUInt32BE(count + 1, COUNT_AT)
+  }
+
+  /**
+   * A write job with this slot failed. If its record is on disk (the job wrote it before the
+   * write failed: the magic is still in the slot's bytes), it is kept as an interrupted write
+   * to be settled at the file's next open or by fsck: the job put the old chunks back, but a
+   * failure may have stopped that too. Else the slot is free.
+   */
+  failed (slot: JournalSlot): void {
+    const s = slot as Slot
+    const rec = s.record.subarray(0, 4).equals(MAGIC) ? parseRecord(s.record, s.index) : null
+    s.keep = false
+    if (rec === null) this.#free.push(s)
+    else this.#remember(rec)
   }
 
   close (): void {
@@ -206,27 +254,27 @@ export class WriteJournal {
   }
 }
 
-async function writeAll (fd: number, buf: Buffer, pos: number): Promise<void> {
-  for (let done = 0; done < buf.length;) {
-    done += await new Promise<number>((resolve, reject) => fs.write(fd, buf, done, buf.length - done, pos + done, (err, n) => err ? reject(err) : resolve(n)))
-  }
-}
-
 /** A record as read from slot `slot`, or null if it is not one (a torn or planted slot). */
 function parseRecord (b: Buffer, slot: number): InterruptedWrite | null {
+  if (b.length < RECORD_HEAD_BYTES) return null
   const used = b.readUInt32BE(4)
-  const count = b.readUInt32BE(52)
-  if (used < RECORD_HEAD_BYTES || used > b.length || count > 2) return null
+  const count = b.readUInt32BE(COUNT_AT)
+  if (used < RECORD_HEAD_BYTES || used > b.length || count > MAX_EXTENTS) return null
   const size = b.readBigUInt64BE(24)
-  if (size !== SIZE_UNCHANGED && size > BigInt(Number.MAX_SAFE_INTEGER)) return null
-  const extents: Array<{ position: number, sealed: Buffer }> = []
+  const run = b.readBigUInt64BE(RUN_AT)
+  if ((size !== SIZE_UNCHANGED && size > BigInt(Number.MAX_SAFE_INTEGER)) || run < BigInt(HEADER_BYTES) || run > BigInt(Number.MAX_SAFE_INTEGER)) return null
+  const extents: Array<{ position: number, newNonce: Buffer, sealed: Buffer }> = []
   let at = RECORD_HEAD_BYTES
   for (let i = 0; i < count; i++) {
     if (at + EXTENT_HEAD_BYTES > used) return null
     const position = b.readBigUInt64BE(at)
     const length = b.readUInt32BE(at + 8)
     if (position < BigInt(HEADER_BYTES) || position > BigInt(Number.MAX_SAFE_INTEGER) || at + EXTENT_HEAD_BYTES + length > used) return null
-    extents.push({ position: Number(position), sealed: Buffer.from(b.subarray(at + EXTENT_HEAD_BYTES, at + EXTENT_HEAD_BYTES + length)) })
+    extents.push({
+      position: Number(position),
+      newNonce: Buffer.from(b.subarray(at + 12, at + EXTENT_HEAD_BYTES)),
+      sealed: Buffer.from(b.subarray(at + EXTENT_HEAD_BYTES, at + EXTENT_HEAD_BYTES + length))
+    })
     at += EXTENT_HEAD_BYTES + length
   }
   if (at !== used) return null
@@ -235,6 +283,8 @@ function parseRecord (b: Buffer, slot: number): InterruptedWrite | null {
     fileId: Buffer.from(b.subarray(8, 24)),
     oldBackingSize: size === SIZE_UNCHANGED ? null : Number(size),
     oldEndTag: Buffer.from(b.subarray(32, 32 + END_TAG_BYTES)),
+    runPosition: Number(run),
+    runNonce: Buffer.from(b.subarray(RUN_AT + 8, COUNT_AT)),
     extents
   }
 }
