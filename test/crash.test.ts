@@ -388,6 +388,8 @@ interface TornCase {
   tearAt: number
   /** What the file reads after the remount: the bytes before the interrupted write. */
   after: Buffer
+  /** A volume as made before end tags (its config without `endTags`). */
+  untagged?: boolean
 }
 
 const OLD = crypto.randomBytes(3 * 4096 + 500)
@@ -423,6 +425,18 @@ const TORN_CASES: TornCase[] = [
     killedCall: /^ftruncate\(/,
     tearAt: 8192,
     after: OLD
+  },
+  {
+    // No chunk is kept: the append starts chunk 1 at 4224; without an end tag, only its last
+    // chunk shows that the end it moved is torn. Cut at 8192.
+    name: 'an append at a chunk boundary, in a volume without end tags',
+    setup: OLD.subarray(0, 4096),
+    run: f => fs.appendFileSync(f, Buffer.alloc(5000, 'b')),
+    killAt: 'pwrite64:signal=KILL:when=3',
+    killedCall: /^pwrite64\(\d+, "\\0\\0\\0\\0", 4, \d+/,
+    tearAt: 8192,
+    after: OLD.subarray(0, 4096),
+    untagged: true
   }
 ]
 
@@ -439,6 +453,12 @@ describe('a write cut short inside its pwrite (the write journal)', () => {
 
   /** Kills the daemon at `c.killAt` while `c.run` runs; then tears the run's pwrite at c.tearAt. Returns the backing file. */
   async function crashAndTear (v: Vol, c: TornCase): Promise<string> {
+    if (c.untagged === true) {
+      const conf = path.join(v.cipher, 'sealfs.conf')
+      const config = JSON.parse(fs.readFileSync(conf, 'utf8')) as Record<string, unknown>
+      delete config.endTags
+      fs.writeFileSync(conf, JSON.stringify(config))
+    }
     mount(v)
     let killedAt = ''
     try {

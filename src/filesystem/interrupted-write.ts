@@ -115,6 +115,12 @@ export function settleInterruptedWrite (volume: Volume, file: IdentifiedFile, re
     const tag = Buffer.alloc(END_TAG_BYTES)
     whole = readFullAtSync(file.fd, tag, size - END_TAG_BYTES) === END_TAG_BYTES && tagOpens(plainNow, tag)
   }
+  if (whole && rec.oldBackingSize !== null && !file.endTags && plainNow > 0) {
+    // No end tag (a volume from before them): the end the write moved is its last chunk.
+    const last = Math.ceil(plainNow / C) - 1
+    const sealed = Buffer.alloc(plainNow - last * C + CHUNK_OVERHEAD)
+    whole = readFullAtSync(file.fd, sealed, layout.chunkOffset(last)) === sealed.length && opens(last, sealed)
+  }
   if (whole) return 'whole'
   if (!repair) return 'torn'
 

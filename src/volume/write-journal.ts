@@ -94,6 +94,9 @@ export class WriteJournal {
     const journal = new WriteJournal(fd, slotBytes, slots, readOnly)
     journal.#load(slots)
     if (!readOnly) journal.#preallocate()
+    if (!readOnly && journal.#free.length === 0 && journal.#slots >= MAX_SLOTS) {
+      notices.push(`${file} has no free slot (${journal.interruptedCount} records of interrupted writes): writes are not journaled until 'sealfs fsck --repair' settles them`)
+    }
     return journal
   }
 
@@ -193,6 +196,8 @@ export class WriteJournal {
    */
   take (fileId: Buffer, oldBackingSize: number | null, oldEndTag: Buffer | null): JournalSlot | null {
     if (this.readOnly || this.#fd < 0 || this.#closed) return null
+    // Never past the slots a reader reads (all taken: records planted, or left unsettled).
+    if (this.#free.length === 0 && this.#slots >= MAX_SLOTS) return null
     const slot = this.#free.pop() ?? this.#slot(this.#slots++)
     const r = slot.record
     MAGIC.copy(r, 0)
