@@ -384,7 +384,7 @@ interface TornCase {
   killAt: string
   /** What the killed call must look like (the journal record's magic being zeroed, say). */
   killedCall: RegExp
-  /** Where the pwrite is cut: bytes of the backing file from here on are the old ones. */
+  /** Where the pwrite is cut: bytes of the backing file from here on are the old ones (0: not cut). */
   tearAt: number
   /** What the file reads after the remount: the bytes before the interrupted write. */
   after: Buffer
@@ -489,6 +489,7 @@ describe('a write cut short inside its pwrite (the write journal)', () => {
       // What a pwrite cut at c.tearAt leaves: the new bytes before it, the old ones after.
       const after = fs.readFileSync(backing)
       expect(after.equals(before), 'the write reached the backing file').toBe(false)
+      if (c.tearAt === 0) return backing  // not torn: the write finished, only its record is left
       const torn = before.length > c.tearAt ? Buffer.concat([after.subarray(0, c.tearAt), before.subarray(c.tearAt)]) : after.subarray(0, c.tearAt)
       fs.writeFileSync(backing, torn)
       return backing
@@ -574,11 +575,50 @@ except OSError as e: print(json.dumps(e.errno))`, { args: [path.join(v.mnt, 'f')
     }
   }, 60_000)
 
+  it('a record of a write that moved the end is not used once later appends moved it again', async () => {
+    const v = makeVolume()
+    vols.push(v)
+    // The append at a chunk boundary finished; the daemon was killed before it zeroed its record.
+    const backing = await crashAndTear(v, { ...TORN_CASES[3], untagged: false, tearAt: 0 })
+    const jfile = path.join(v.cipher, 'sealfs.write-journal')
+    const record = fs.readFileSync(jfile)
+    expect(record.indexOf(Buffer.from('SFJ1'))).toBeGreaterThanOrEqual(0)
+    let whole = 0
+    mount(v)
+    try {
+      const f = path.join(v.mnt, 'f')
+      whole = fs.statSync(f).size
+      expect(whole).toBe(4096 + 5000)  // the write was whole: the record was spent
+      const fd = fs.openSync(f, 'a')
+      try { fs.writeSync(fd, Buffer.alloc(10000, 'c')); fs.fsyncSync(fd) } finally { fs.closeSync(fd) }
+    } finally {
+      await umount(v)
+    }
+    // The spent record back (as a power cut can leave it), and the end damaged since.
+    fs.writeFileSync(jfile, record)
+    const b = fs.readFileSync(backing)
+    b[b.length - 1] ^= 1
+    fs.writeFileSync(backing, b)
+    mount(v)
+    try {
+      // Not cut back to the size before that append: the 10,000 bytes fsynced after it stay.
+      expect(fs.statSync(path.join(v.mnt, 'f')).size).toBe(whole + 10000)
+      const fd = fs.openSync(path.join(v.mnt, 'f'), 'r')
+      try {
+        const head = Buffer.alloc(8192)
+        expect(fs.readSync(fd, head, 0, head.length, 0)).toBe(8192)
+        expect(head.subarray(0, 4096).equals(OLD.subarray(0, 4096))).toBe(true)
+      } finally { fs.closeSync(fd) }
+    } finally {
+      await umount(v)
+    }
+  }, 60_000)
+
   it('a journal record that is not the file\'s own is not used: the torn chunk reads as EIO, never as other bytes', async () => {
     const v = makeVolume()
     vols.push(v)
     const backing = await crashAndTear(v, TORN_CASES[0])
-    // The record (docs/FORMAT.md §8) gets a second extent: its old chunk 1 again, at chunk
+    // The record (docs/FORMAT.md §8: an 84-byte head, then extents) gets a second extent: its old chunk 1 again, at chunk
     // 0's place, with chunk 0's nonce on disk as the write's (anyone can read it). Used, it
     // would make chunk 0 unreadable too.
     const jfile = path.join(v.cipher, 'sealfs.write-journal')
@@ -586,14 +626,14 @@ except OSError as e: print(json.dumps(e.errno))`, { args: [path.join(v.mnt, 'f')
     const slot = journal.indexOf(Buffer.from('SFJ1'))
     expect(slot).toBeGreaterThanOrEqual(0)
     const used = journal.readUInt32BE(slot + 4)
-    expect(journal.readUInt32BE(slot + 72)).toBe(1)
-    expect(journal.readBigUInt64BE(slot + 76)).toBe(BigInt(HEADER_BYTES + 4124))
-    const extent = Buffer.from(journal.subarray(slot + 76, slot + used))
+    expect(journal.readUInt32BE(slot + 80)).toBe(1)
+    expect(journal.readBigUInt64BE(slot + 84)).toBe(BigInt(HEADER_BYTES + 4124))
+    const extent = Buffer.from(journal.subarray(slot + 84, slot + used))
     extent.writeBigUInt64BE(BigInt(HEADER_BYTES), 0)
     fs.readFileSync(backing).copy(extent, 12, HEADER_BYTES, HEADER_BYTES + 12)
     extent.copy(journal, slot + used)
     journal.writeUInt32BE(used + extent.length, slot + 4)
-    journal.writeUInt32BE(2, slot + 72)
+    journal.writeUInt32BE(2, slot + 80)
     fs.writeFileSync(jfile, journal)
     mount(v)
     try {

@@ -138,6 +138,9 @@ describe('a full cipher dir', () => {
       process.stdout.write(`full disk: ${result.stats.ok} operations succeeded, ${result.stats.failed} failed with ENOSPC, the disk filled again ${result.stats.refills} times\n`)
       expect(result.stats.failed).toBeGreaterThan(OPS / 10)
       expect(result.stats.ok).toBeGreaterThan(100)
+      // Each write that failed settled its write-journal record at once: none is left holding
+      // a slot (with all taken, writes that need no new space would fail on the full disk).
+      expect(fs.readFileSync(path.join(v.cipher, 'sealfs.write-journal')).indexOf(Buffer.from('SFJ1'))).toBe(-1)
       // Remounted: every file holds what the operations that succeeded left in it.
       mount(v)
       try {

@@ -351,11 +351,12 @@ static int64_t write_run(job_t *job, size_t len) {
 }
 
 // Record layout (docs/FORMAT.md §8): magic (4) || used (u32) || file ID (16) || old backing
-// size (u64) || old end tag (20) || run position (u64) || run nonce (12) || count (u32) ||
-// extents, each position (u64) || length (u32) || new nonce (12) || old sealed bytes.
-#define JOURNAL_HEAD 76
-#define JOURNAL_RUN_AT 52
-#define JOURNAL_COUNT_AT 72
+// size (u64) || new backing size (u64) || old end tag (20) || run position (u64) || run nonce
+// (12) || count (u32) || extents, each position (u64) || length (u32) || new nonce (12) || old
+// sealed bytes.
+#define JOURNAL_HEAD 84
+#define JOURNAL_RUN_AT 60
+#define JOURNAL_COUNT_AT 80
 #define JOURNAL_EXTENT_HEAD 24
 #define JOURNAL_MAX_EXTENTS 2
 

@@ -118,14 +118,13 @@ export class FileContents {
           if (outcome === 'invalid') logLine(`file ${id}: a write journal record names it but does not authenticate as its own: ignored`)
           this.volume.journal.settle(rec)
         }
-        this.size = this.volume.layout.plainSize(fs.fstatSync(fd).size)
-        // What the end tag on disk says is read again (a restored file has its old one).
-        this.#epoch = this.size === 0 ? 0 : null
         this.#unsettled = false
       } catch (e) {
         logLine(`file ${id}: the write journal's record of it could not be settled (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): writes refused (EIO) until 'sealfs fsck --repair'`)
       } finally {
-        fs.closeSync(fd)
+        // What size and end tag the file has is read again (a restored file has its old ones).
+        try { this.#reread(fd) } catch { this.#unsettled = true }
+        try { fs.closeSync(fd) } catch { /* it was only read and written through */ }
       }
     })
     return this.#settling
@@ -280,11 +279,40 @@ export class FileContents {
     try {
       await ftruncateFd(fd, this.#end(newSize))
     } catch (err) {
-      if (journal !== null) this.volume.journal.failed(journal)  // kept: the file is torn until it is settled
+      if (journal !== null) this.#afterFailure(fd, journal)  // the chunk resealed short is put back
       throw err
     }
-    if (journal !== null) await this.volume.journal.spend(journal)
     this.size = newSize
+    if (journal !== null) await this.volume.journal.spend(journal).catch(() => this.#afterFailure(fd, journal as JournalSlot))
+  }
+
+  /**
+   * A write whose journal record is on disk failed (its job put the old chunks back, or tried
+   * to): the record is settled now, through the write's own descriptor, so that it neither
+   * holds its slot nor waits for a later open, when the file may have been written since. If
+   * that fails too, the file takes no more writes in this mount (see settle).
+   */
+  #afterFailure (fd: number, slot: JournalSlot): void {
+    const rec = this.volume.journal.failed(slot)
+    if (rec === null) return
+    const id = this.fileId.toString('hex')
+    try {
+      const outcome = settleInterruptedWrite(this.volume, { fd, fileId: this.fileId, dek: this.dek, sparse: this.sparse, endTags: this.#tail > 0 }, rec, true)
+      if (outcome === 'restored') {
+        logLine(`file ${id}: a write that failed had left it torn; its old bytes are back from the write journal`)
+        this.#reread(fd)
+      }
+      this.volume.journal.settle(rec)
+    } catch (e) {
+      this.#unsettled = true
+      logLine(`file ${id}: a write failed and its journal record could not be settled (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): writes refused (EIO) until 'sealfs fsck --repair'`)
+    }
+  }
+
+  /** The size and end tag are read again from the file (its old bytes were put back). */
+  #reread (fd: number): void {
+    this.size = this.volume.layout.plainSize(fs.fstatSync(fd).size)
+    this.#epoch = this.size === 0 ? 0 : null
   }
 
   /**
@@ -341,7 +369,7 @@ export class FileContents {
     // With the tag, the run can reach a few bytes past the old end: those are new, the rest kept.
     const oldBytes = this.#end(this.size) - this.#cipherOffset(first)
     const place: Placement = { newFrom: sealed.length > oldBytes ? oldBytes : -1, reserve: this.#holesMayFill, tail: this.#tail }
-    place.journal = this.volume.journal.take(this.fileId, this.#end(this.size), this.#tail > 0 ? this.#currentTag() : null)
+    place.journal = this.volume.journal.take(this.fileId, { from: this.#end(this.size), to: this.#end(newSize) }, this.#tail > 0 ? this.#currentTag() : null)
     if (place.journal !== null) place.journal.keep = true
     try {
       if (place.journal !== null) {
@@ -353,7 +381,7 @@ export class FileContents {
       await this.volume.chunks.sealAt(this.dek, this.prefix, first, plain, sealed, fd, this.#cipherOffset(first), this.#here(sealed.length), place)
     } catch (err) {
       if (sealed.length > oldBytes) await ftruncateFd(fd, this.#end(this.size)).catch(() => undefined)
-      if (place.journal != null) this.volume.journal.failed(place.journal)
+      if (place.journal != null) this.#afterFailure(fd, place.journal)
       throw err
     } finally {
       requestBuffers.give(sealed)
@@ -496,7 +524,7 @@ export class FileContents {
     // What a crash inside the run's pwrite must not lose goes to the write journal first (the
     // job records it): the old edge chunks it keeps part of, and the end it moves.
     const partial = (runStart !== start || runEnd !== end) && oldLen > 0
-    if (extending || partial) place.journal = this.volume.journal.take(this.fileId, extending ? this.#end(this.size) : null, extending && this.#tail > 0 && this.size > 0 ? this.#currentTag() : null)
+    if (extending || partial) place.journal = this.volume.journal.take(this.fileId, extending ? { from: this.#end(this.size), to: this.#end(end) } : null, extending && this.#tail > 0 && this.size > 0 ? this.#currentTag() : null)
     const sealed = requestBuffers.take(sealedLength + place.tail)
     if (place.tail > 0) this.#tagOf(end, sealed.subarray(sealedLength))
     try {
@@ -517,7 +545,7 @@ export class FileContents {
     } catch (err) {
       // Whatever the run added past the old end goes (its old chunks are back in place).
       if (end > this.size) await this.#cutBack(fd, this.size)
-      if (place.journal != null) this.volume.journal.failed(place.journal)
+      if (place.journal != null) this.#afterFailure(fd, place.journal)
       throw err
     } finally {
       requestBuffers.give(sealed)  // the job that sealed and wrote it has ended, failed or not

@@ -92,6 +92,11 @@ export function settleInterruptedWrite (volume: Volume, file: IdentifiedFile, re
     }
     return false
   }
+  // A write that moved the end leaves the file between its old size and its new one; outside
+  // that, the end has moved again since (a later append, say, which the old end must not undo).
+  const size = fs.fstatSync(file.fd).size
+  if (rec.oldBackingSize !== null && rec.newBackingSize !== null &&
+      (size < Math.min(rec.oldBackingSize, rec.newBackingSize) || size > Math.max(rec.oldBackingSize, rec.newBackingSize))) return 'stale'
   if (!written(nonceAt(rec.runPosition), rec.runNonce, oldNonceAt(rec.runPosition))) return 'stale'
   for (const e of rec.extents) {
     const now = nonceAt(e.position)
@@ -101,7 +106,6 @@ export function settleInterruptedWrite (volume: Volume, file: IdentifiedFile, re
 
   // The file now: the chunks at the record's places open at their lengths for the file's
   // size, and (if the write moved the end) the end authenticates.
-  const size = fs.fstatSync(file.fd).size
   const plainNow = layout.exactPlainSize(size)
   let whole = plainNow >= 0
   for (const e of rec.extents) {

@@ -227,9 +227,9 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
             backing.chmodFd(pathFd, mode)
           }
         }
-        // Not the user's to make writable: checked read-only (an upgrade then leaves it).
-        if (fd === -EACCES && !upgrade) fd = backing.openHeaderFd(pathFd, O_RDONLY | O_NOATIME, header, out, false)
       }
+      // Not writable here (not the user's, a read-only store): checked read-only (an upgrade then leaves it).
+      if (fd < 0 && writable && !upgrade) fd = backing.openHeaderFd(pathFd, O_RDONLY | O_NOATIME, header, out, false)
     } finally {
       fs.closeSync(pathFd)
     }

@@ -17,12 +17,13 @@ export const WRITE_JOURNAL_FILE = 'sealfs.write-journal'
 
 const MAGIC = Buffer.from('SFJ1', 'latin1')
 /**
- * magic (4) || used bytes (u32) || file ID (16) || old backing size (u64) || old end tag (20)
- * || run position (u64) || run nonce (12) || extents (u32).
+ * magic (4) || used bytes (u32) || file ID (16) || old backing size (u64) || new backing size
+ * (u64) || old end tag (20) || run position (u64) || run nonce (12) || extents (u32).
  */
-export const RECORD_HEAD_BYTES = 76
-const RUN_AT = 52
-const COUNT_AT = 72
+export const RECORD_HEAD_BYTES = 84
+const TAG_AT = 40
+const RUN_AT = 60
+const COUNT_AT = 80
 /** Each extent: position (u64) || length (u32) || new nonce (12) || that many old sealed bytes. */
 const EXTENT_HEAD_BYTES = 24
 const MAX_EXTENTS = 2
@@ -39,6 +40,8 @@ export interface InterruptedWrite {
   readonly fileId: Buffer
   /** The backing file's size before the write, or null if the write did not move its end. */
   readonly oldBackingSize: number | null
+  /** Its size after the write (as oldBackingSize, null if the same). */
+  readonly newBackingSize: number | null
   /** The end tag at that size (zeros if none). */
   readonly oldEndTag: Buffer
   /** Where the write's run began, and the nonce it wrote there first: whether a torn file is this write's doing. */
@@ -53,7 +56,8 @@ interface Slot extends JournalSlot { readonly index: number, keep?: boolean }
 export class WriteJournal {
   readonly #fd: number
   readonly #slotBytes: number
-  readonly #free: Slot[] = []
+  /** Free slots: an index (its buffer not made yet: a journal may have thousands) or a slot used before. */
+  readonly #free: Array<number | Slot> = []
   #slots: number
   /** Records found at open and not settled yet, by file ID (hex). */
   readonly #interrupted = new Map<string, InterruptedWrite[]>()
@@ -128,7 +132,7 @@ export class WriteJournal {
       const got = fs.readSync(this.#fd, buf, 0, buf.length, i * this.#slotBytes)
       const rec = got >= RECORD_HEAD_BYTES && buf.subarray(0, 4).equals(MAGIC) ? parseRecord(buf.subarray(0, got), i) : null
       if (rec === null) {
-        this.#free.push(this.#slot(i))
+        this.#free.push(i)
         continue
       }
       this.#remember(rec)
@@ -149,7 +153,7 @@ export class WriteJournal {
       const zeros = Buffer.alloc(this.#slotBytes)
       while (this.#slots < want) {
         fs.writeSync(this.#fd, zeros, 0, zeros.length, this.#slots * this.#slotBytes)
-        this.#free.push(this.#slot(this.#slots++))
+        this.#free.push(this.#slots++)
       }
     } catch { /* a full disk: slots are made when first needed */ }
   }
@@ -186,26 +190,29 @@ export class WriteJournal {
     else this.#interrupted.delete(key)
     if (this.readOnly || this.#fd < 0) return
     fs.writeSync(this.#fd, Buffer.alloc(4), 0, 4, rec.slot * this.#slotBytes)
-    this.#free.push(this.#slot(rec.slot))
+    this.#free.push(rec.slot)
   }
 
   /**
    * A slot for a write of the file `fileId` that goes over bytes a crash must not lose, its
-   * head written: the backing size before the write and the end tag there when the write
-   * moves the end (else null). null where the volume has no usable journal (read-only).
+   * head written: the backing sizes before and after the write and the end tag before it,
+   * when the write moves the end (else null). null where the volume has no usable journal
+   * (read-only, or every slot a reader reads is taken).
    */
-  take (fileId: Buffer, oldBackingSize: number | null, oldEndTag: Buffer | null): JournalSlot | null {
+  take (fileId: Buffer, sizes: { from: number, to: number } | null, oldEndTag: Buffer | null): JournalSlot | null {
     if (this.readOnly || this.#fd < 0 || this.#closed) return null
     // Never past the slots a reader reads (all taken: records planted, or left unsettled).
     if (this.#free.length === 0 && this.#slots >= MAX_SLOTS) return null
-    const slot = this.#free.pop() ?? this.#slot(this.#slots++)
+    const free = this.#free.pop() ?? this.#slots++
+    const slot = typeof free === 'number' ? this.#slot(free) : free
     const r = slot.record
     MAGIC.copy(r, 0)
     r.writeUInt32BE(RECORD_HEAD_BYTES, 4)  // no extents yet: the job (or addExtent) adds them
     fileId.copy(r, 8)
-    r.writeBigUInt64BE(oldBackingSize === null ? SIZE_UNCHANGED : BigInt(oldBackingSize), 24)
-    if (oldEndTag !== null) oldEndTag.copy(r, 32)
-    else r.fill(0, 32, 52)
+    r.writeBigUInt64BE(sizes === null ? SIZE_UNCHANGED : BigInt(sizes.from), 24)
+    r.writeBigUInt64BE(sizes === null ? SIZE_UNCHANGED : BigInt(sizes.to), 32)
+    if (oldEndTag !== null) oldEndTag.copy(r, TAG_AT)
+    else r.fill(0, TAG_AT, TAG_AT + END_TAG_BYTES)
     r.fill(0, RUN_AT, COUNT_AT)
     r.writeUInt32BE(0, COUNT_AT)
     return slot
@@ -241,15 +248,16 @@ export class WriteJournal {
   /**
    * A write job with this slot failed. If its record is on disk (the job wrote it before the
    * write failed: the magic is still in the slot's bytes), it is kept as an interrupted write
-   * to be settled at the file's next open or by fsck: the job put the old chunks back, but a
-   * failure may have stopped that too. Else the slot is free.
+   * and returned, for the writer to settle at once (the job put the old chunks back, but a
+   * failure may have stopped that too). Else the slot is free, and null is returned.
    */
-  failed (slot: JournalSlot): void {
+  failed (slot: JournalSlot): InterruptedWrite | null {
     const s = slot as Slot
     const rec = s.record.subarray(0, 4).equals(MAGIC) ? parseRecord(s.record, s.index) : null
     s.keep = false
     if (rec === null) this.#free.push(s)
     else this.#remember(rec)
+    return rec
   }
 
   close (): void {
@@ -266,8 +274,10 @@ function parseRecord (b: Buffer, slot: number): InterruptedWrite | null {
   const count = b.readUInt32BE(COUNT_AT)
   if (used < RECORD_HEAD_BYTES || used > b.length || count > MAX_EXTENTS) return null
   const size = b.readBigUInt64BE(24)
+  const newSize = b.readBigUInt64BE(32)
   const run = b.readBigUInt64BE(RUN_AT)
-  if ((size !== SIZE_UNCHANGED && size > BigInt(Number.MAX_SAFE_INTEGER)) || run < BigInt(HEADER_BYTES) || run > BigInt(Number.MAX_SAFE_INTEGER)) return null
+  const max = BigInt(Number.MAX_SAFE_INTEGER)
+  if ((size === SIZE_UNCHANGED) !== (newSize === SIZE_UNCHANGED) || (size !== SIZE_UNCHANGED && (size > max || newSize > max)) || run < BigInt(HEADER_BYTES) || run > max) return null
   const extents: Array<{ position: number, newNonce: Buffer, sealed: Buffer }> = []
   let at = RECORD_HEAD_BYTES
   for (let i = 0; i < count; i++) {
@@ -287,7 +297,8 @@ function parseRecord (b: Buffer, slot: number): InterruptedWrite | null {
     slot,
     fileId: Buffer.from(b.subarray(8, 24)),
     oldBackingSize: size === SIZE_UNCHANGED ? null : Number(size),
-    oldEndTag: Buffer.from(b.subarray(32, 32 + END_TAG_BYTES)),
+    newBackingSize: newSize === SIZE_UNCHANGED ? null : Number(newSize),
+    oldEndTag: Buffer.from(b.subarray(TAG_AT, TAG_AT + END_TAG_BYTES)),
     runPosition: Number(run),
     runNonce: Buffer.from(b.subarray(RUN_AT + 8, COUNT_AT)),
     extents
