@@ -618,9 +618,9 @@ except OSError as e: print(json.dumps(e.errno))`, { args: [path.join(v.mnt, 'f')
     const v = makeVolume()
     vols.push(v)
     const backing = await crashAndTear(v, TORN_CASES[0])
-    // The record (docs/FORMAT.md §8: an 84-byte head, then extents) gets a second extent: its old chunk 1 again, at chunk
-    // 0's place, with chunk 0's nonce on disk as the write's (anyone can read it). Used, it
-    // would make chunk 0 unreadable too.
+    // The record (docs/FORMAT.md §8: an 84-byte head, then extents) gets a second extent: its
+    // old chunk 1 again, at chunk 0's place, with chunk 0's nonce on disk as the write's
+    // (anyone can read it). Used, it would make chunk 0 unreadable too.
     const jfile = path.join(v.cipher, 'sealfs.write-journal')
     const journal = fs.readFileSync(jfile)
     const slot = journal.indexOf(Buffer.from('SFJ1'))

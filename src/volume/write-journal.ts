@@ -209,8 +209,8 @@ export class WriteJournal {
     MAGIC.copy(r, 0)
     r.writeUInt32BE(RECORD_HEAD_BYTES, 4)  // no extents yet: the job (or addExtent) adds them
     fileId.copy(r, 8)
-    r.writeBigUInt64BE(sizes === null ? SIZE_UNCHANGED : BigInt(sizes.from), 24)
-    r.writeBigUInt64BE(sizes === null ? SIZE_UNCHANGED : BigInt(sizes.to), 32)
+    putSize(r, sizes === null ? -1 : sizes.from, 24)
+    putSize(r, sizes === null ? -1 : sizes.to, 32)
     if (oldEndTag !== null) oldEndTag.copy(r, TAG_AT)
     else r.fill(0, TAG_AT, TAG_AT + END_TAG_BYTES)
     r.fill(0, RUN_AT, COUNT_AT)
@@ -265,6 +265,12 @@ export class WriteJournal {
     this.#closed = true
     if (this.#fd >= 0) fs.closeSync(this.#fd)
   }
+}
+
+/** A size as u64 BE at `at` (-1: SIZE_UNCHANGED), without a BigInt (take() runs for every append). */
+function putSize (r: Buffer, size: number, at: number): void {
+  r.writeUInt32BE(size < 0 ? 0xffffffff : Math.floor(size / 2 ** 32), at)
+  r.writeUInt32BE(size < 0 ? 0xffffffff : size >>> 0, at + 4)
 }
 
 /** A record as read from slot `slot`, or null if it is not one (a torn or planted slot). */
