@@ -6,6 +6,7 @@ import { AuthenticationError } from '../crypto/errors'
 import { SecretKey } from '../crypto/secret-key'
 import { FileHeader, FLAG_END_TAG, FLAG_SPARSE, HEADER_BYTES } from '../volume/file-header'
 import { Volume } from '../volume/volume'
+import { InterruptedWrite } from '../volume/write-journal'
 import { fdatasyncFd, ftruncateFd, readAt, writeFullAt } from './fd-io'
 import { FsError } from './fs-error'
 import { ChunkRangeLock, WHOLE_FILE } from './chunk-range-lock'
@@ -111,13 +112,7 @@ export class FileContents {
         return
       }
       try {
-        const file = { fd, fileId: this.fileId, dek: this.dek, sparse: this.sparse, endTags: this.#tail > 0 }
-        for (const rec of records) {
-          const outcome = settleInterruptedWrite(this.volume, file, rec, true)
-          if (outcome === 'restored') logLine(`file ${id}: a write that a crash cut short had torn it; its old bytes are back from the write journal`)
-          if (outcome === 'invalid') logLine(`file ${id}: a write journal record names it but does not authenticate as its own: ignored`)
-          this.volume.journal.settle(rec)
-        }
+        for (const rec of records) this.#settleRecord(fd, rec, 'that a crash cut short')
         this.#unsettled = false
       } catch (e) {
         logLine(`file ${id}: the write journal's record of it could not be settled (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): writes refused (EIO) until 'sealfs fsck --repair'`)
@@ -295,18 +290,25 @@ export class FileContents {
   #afterFailure (fd: number, slot: JournalSlot): void {
     const rec = this.volume.journal.failed(slot)
     if (rec === null) return
-    const id = this.fileId.toString('hex')
     try {
-      const outcome = settleInterruptedWrite(this.volume, { fd, fileId: this.fileId, dek: this.dek, sparse: this.sparse, endTags: this.#tail > 0 }, rec, true)
-      if (outcome === 'restored') {
-        logLine(`file ${id}: a write that failed had left it torn; its old bytes are back from the write journal`)
-        this.#reread(fd)
-      }
-      this.volume.journal.settle(rec)
+      if (this.#settleRecord(fd, rec, 'that failed')) this.#reread(fd)
     } catch (e) {
       this.#unsettled = true
-      logLine(`file ${id}: a write failed and its journal record could not be settled (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): writes refused (EIO) until 'sealfs fsck --repair'`)
+      logLine(`file ${this.fileId.toString('hex')}: a write failed and its journal record could not be settled (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): writes refused (EIO) until 'sealfs fsck --repair'`)
     }
+  }
+
+  /**
+   * Settles one record of this file through `fd` (writable), saying what it did; the record
+   * is then zeroed. Whether old bytes were put back. Throws on an I/O error (the record stays).
+   */
+  #settleRecord (fd: number, rec: InterruptedWrite, how: string): boolean {
+    const id = this.fileId.toString('hex')
+    const outcome = settleInterruptedWrite(this.volume, { fd, fileId: this.fileId, dek: this.dek, sparse: this.sparse, endTags: this.#tail > 0 }, rec, true)
+    if (outcome === 'restored') logLine(`file ${id}: a write ${how} had torn it; its old bytes are back from the write journal`)
+    if (outcome === 'invalid') logLine(`file ${id}: a write journal record names it but does not authenticate as its own: ignored`)
+    this.volume.journal.settle(rec)
+    return outcome === 'restored'
   }
 
   /** The size and end tag are read again from the file (its old bytes were put back). */

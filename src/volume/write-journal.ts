@@ -20,7 +20,7 @@ const MAGIC = Buffer.from('SFJ1', 'latin1')
  * magic (4) || used bytes (u32) || file ID (16) || old backing size (u64) || new backing size
  * (u64) || old end tag (20) || run position (u64) || run nonce (12) || extents (u32).
  */
-export const RECORD_HEAD_BYTES = 84
+const RECORD_HEAD_BYTES = 84
 const TAG_AT = 40
 const RUN_AT = 60
 const COUNT_AT = 80
