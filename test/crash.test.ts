@@ -457,6 +457,7 @@ describe('a write cut short inside its pwrite (the write journal)', () => {
       const conf = path.join(v.cipher, 'sealfs.conf')
       const config = JSON.parse(fs.readFileSync(conf, 'utf8')) as Record<string, unknown>
       delete config.endTags
+      delete config.writeWindows
       fs.writeFileSync(conf, JSON.stringify(config))
     }
     mount(v)

@@ -161,6 +161,7 @@ describe('the authenticated end of a file', () => {
     const c = JSON.parse(fs.readFileSync(conf, 'utf8'))
     expect(c.endTags).toBe(true)
     delete c.endTags
+    delete c.writeWindows
     fs.writeFileSync(conf, JSON.stringify(c))
     const f = backingOfSize(v, backingSize(2 * C))
     fs.truncateSync(f, backingSize(C, false))  // as a volume without tags would end after one chunk
@@ -181,6 +182,7 @@ describe('the authenticated end of a file', () => {
     const conf = path.join(v.cipher, 'sealfs.conf')
     const c = JSON.parse(fs.readFileSync(conf, 'utf8'))
     delete c.endTags
+    delete c.writeWindows
     fs.writeFileSync(conf, JSON.stringify(c))
     const seed = crypto.randomBytes(4093)
     const m = sealfs(['mount', '--passfile', v.passfile, v.cipher, v.mnt])
@@ -256,7 +258,7 @@ describe('the authenticated end of a file', () => {
     // with the config set back to 'upgrading': the index row says the header is older.
     const log = backingOfSize(v, backingSize(150 * 97 + 4))
     fs.writeFileSync(log, Buffer.concat([oldLogHeader, fs.readFileSync(log).subarray(HEADER_BYTES, HEADER_BYTES + 2 * STRIDE)]))
-    fs.writeFileSync(conf, JSON.stringify({ ...JSON.parse(fs.readFileSync(conf, 'utf8')), endTags: 'upgrading' }))
+    fs.writeFileSync(conf, JSON.stringify({ ...JSON.parse(fs.readFileSync(conf, 'utf8')), endTags: 'upgrading', writeWindows: undefined }))
     const replay = fsckJson(v, ['--repair', '--upgrade'])
     expect(replay.json.problems.filter(p => p.path === '/log').map(p => p.what).join('\n')).toMatch(/header is older than its index row/)
     mount(v)

@@ -101,7 +101,7 @@ async function checkAndReport (cipher: string, o: FsckOptions, salvageDir: numbe
     choice.credential.secret.fill(0)
   }
   // --upgrade: the config says so before the first file changes, until the last has.
-  const upgrade = o.upgrade === true && volume.config.endTags !== true
+  const upgrade = o.upgrade === true && volume.upgradable
   let upgraded: 'finished' | 'unfinished' | 'not needed' = 'not needed'
   const root = fs.openSync(cipher, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY)
   const progress = fsckProgress(indexMissing ? 0 : (() => { try { return DekIndex.countFiles(cipher) } catch { return 0 } })())

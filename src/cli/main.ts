@@ -266,6 +266,7 @@ function runInfo (cipher: string, o: { json?: boolean }): void {
     masterKeyVersion: config.masterKeyVersion,
     unfinishedRotationFrom: config.rotation?.fromVersion ?? null,
     endTags: config.endTags === true ? 'yes' : config.endTags === 'upgrading' ? 'upgrade unfinished' : 'no',
+    writeWindows: config.writeWindows === true ? 'yes' : config.endTags === 'upgrading' ? 'upgrade unfinished' : 'no',
     ephemeral: config.ephemeral === true,
     keySlots: config.slots.map(slotSummary),
     files
@@ -281,6 +282,7 @@ function runInfo (cipher: string, o: { json?: boolean }): void {
     `name cipher:     ${info.nameCipher}`,
     `key wrap:        ${info.keyWrap}, master key version ${info.masterKeyVersion}`,
     `end tags:        ${config.endTags === true ? 'yes (a file cut short reads as EIO)' : config.endTags === 'upgrading' ? `upgrade unfinished; run 'sealfs fsck --repair --upgrade ${cipher}' to finish it` : `no (made before them); 'sealfs fsck --repair --upgrade ${cipher}' adds them`}`,
+    `write windows:   ${config.writeWindows === true ? 'yes (fsck names a file written while the cipher dir was copied)' : config.endTags === 'upgrading' ? 'upgrade unfinished' : `no (made before them); 'sealfs fsck --repair --upgrade ${cipher}' adds them`}`,
     ...(config.rotation !== undefined ? [`key rotation:    unfinished (from version ${config.rotation.fromVersion}); run 'sealfs key rotate' to finish it`] : []),
     ...(info.ephemeral ? ['ephemeral:       yes (no key slot: nothing can open it after its mount ended)'] : []),
     ...info.keySlots.map(s => `key slot ${String(s.name)}: ${s.recovery === true ? 'recovery key' : String(s.kind)}, ${String(s.kdf)}${s.kind === 'passphrase' ? ` opslimit=${String(s.opslimit)} memlimit=${Number(s.memlimit) / 1024 / 1024} MiB` : ''}`),

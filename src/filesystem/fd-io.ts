@@ -1,5 +1,6 @@
 import fs from 'fs'
 import { promisify } from 'util'
+import { backing, STAT_ATIME_NSEC, STAT_ATIME_SEC, STAT_LENGTH, STAT_MTIME_NSEC, STAT_MTIME_SEC } from './backing-addon'
 
 // Positional I/O on descriptors of open backing files, async, with short writes completed.
 
@@ -30,6 +31,22 @@ export function writeFullAt (fd: number, buf: Buffer, pos: number): Promise<void
     step(0)
   })
 }
+
+/**
+ * Writes `buf` at `pos` as writeFullAt does, then puts back the file's access and
+ * modification times as they were before it: a write of sealfs's own (a header moving along
+ * its nonce chain), which is not a change of the plaintext the user made. Best effort (a
+ * file the daemon may write but does not own keeps the new times).
+ */
+export async function writeKeepingTimes (fd: number, buf: Buffer, pos: number): Promise<void> {
+  const st = new Float64Array(STAT_LENGTH)
+  const stated = await new Promise<boolean>(resolve => backing.statAt(fd, EMPTY, st, rc => resolve(rc >= 0)))
+  await writeFullAt(fd, buf, pos)
+  if (!stated) return
+  await new Promise<void>(resolve => backing.utimensFd(fd, st[STAT_ATIME_SEC], st[STAT_ATIME_NSEC], st[STAT_MTIME_SEC], st[STAT_MTIME_NSEC], () => resolve()))
+}
+
+const EMPTY = Buffer.alloc(0)
 
 /** Reads up to buf.length bytes at `pos`, on this thread (tools that walk an unmounted volume); the count, short only at the end of the file. */
 export function readFullAtSync (fd: number, buf: Buffer, pos: number): number {

@@ -1,13 +1,13 @@
 import { JournalSlot, Placement, SYNC_RUN_MAX } from '../crypto/chunk-cipher'
-import { END_TAG_BYTES, EPOCH_CHUNKS, endTag, endTagKey, openEndTag } from '../crypto/end-tag'
+import { END_TAG_BYTES, EPOCH_CHUNKS, WindowedTag, endTag, endTagKey, nextNonce, openEndTag, openWindowedTag } from '../crypto/end-tag'
 import fs from 'fs'
 import { logLine } from '../log'
 import { AuthenticationError } from '../crypto/errors'
 import { SecretKey } from '../crypto/secret-key'
-import { FileHeader, FLAG_END_TAG, FLAG_SPARSE, HEADER_BYTES } from '../volume/file-header'
+import { FileHeader, FLAG_END_TAG, FLAG_SPARSE, FLAG_WRITE_WINDOW, HEADER_BYTES, headerNonce } from '../volume/file-header'
 import { Volume } from '../volume/volume'
 import { InterruptedWrite } from '../volume/write-journal'
-import { fdatasyncFd, ftruncateFd, readAt, writeFullAt } from './fd-io'
+import { fdatasyncFd, ftruncateFd, readAt, writeFullAt, writeKeepingTimes } from './fd-io'
 import { FsError } from './fs-error'
 import { ChunkRangeLock, WHOLE_FILE } from './chunk-range-lock'
 import { requestBuffers } from './request-buffers'
@@ -15,6 +15,8 @@ import { settleInterruptedWrite } from './interrupted-write'
 
 /** Chunk writes under one DEK are stopped here, well inside GCM's 2^32 random-nonce bound. */
 export const CHUNK_WRITE_LIMIT = 2 ** 31
+/** A write window left open this long without a write is closed (docs/FORMAT.md §6.4). */
+export const WINDOW_IDLE_MS = 1000
 
 /**
  * The contents of one file (all its names and descriptors share it): its DEK, plaintext
@@ -38,11 +40,27 @@ export class FileContents {
   #epoch: number | null
   #limitLogged = false
   /** The end tag of `size` in the current epoch, once computed (an append's new tag is the next one's old). */
-  readonly #lastTag = { size: -1, epoch: -1, tag: Buffer.alloc(END_TAG_BYTES) }
+  readonly #lastTag: { size: number, epoch: number, open: boolean, binding: Buffer | null, tag: Buffer } = { size: -1, epoch: -1, open: false, binding: null, tag: Buffer.alloc(END_TAG_BYTES) }
   /** Writes to this file that a crash interrupted (the write journal's records), settled at its first open. */
   #settling: Promise<void> | null = null
   /** Its interrupted writes could not be settled (see settle): writes are refused. */
   #unsettled = false
+  /**
+   * Write windows (FLAG_WRITE_WINDOW, docs/FORMAT.md §6.4): the header's DEK-wrap nonce, which
+   * the end tag on disk is bound to while no window is open; null in a file without them.
+   */
+  #nonce: Buffer | null
+  /** The next nonce in the header's chain: what every end tag this writes is bound to. */
+  #nextNonce: Buffer | null = null
+  /** The flags of the header that closes the window: the file's, or with FLAG_SPARSE (#markSparse). */
+  #openFlags: number
+  /** Whether the end tag on disk is bound to the next nonce (a window is open); null: not read yet, or unknown after a failed write. */
+  #windowOpen: boolean | null
+  /** A writable descriptor of this file's (the last write's), through which the window closes; -1: none. */
+  #windowFd = -1
+  /** Writes since the idle timer last looked, and the timer. */
+  #windowWrites = 0
+  #windowTimer: NodeJS.Timeout | null = null
 
   constructor (
     private readonly volume: Volume,
@@ -57,13 +75,16 @@ export class FileContents {
     private readonly localIo = false,
     /** The backing store's allocation block, at most (Backing.blockSize). */
     private readonly blockSize = 512,
-    /** The header it was opened with: what its index row is made from if it has none. */
+    /** The header it was opened with: what its index row is made from if it has none, and its nonce. */
     private readonly header: Pick<FileHeader, 'keyVersion' | 'wrappedDek'> | null = null
   ) {
     this.prefix = volume.aadPrefix(fileId)
     this.#chunkWrites = chunkWritesSoFar
     this.#tail = (flags & FLAG_END_TAG) !== 0 ? END_TAG_BYTES : 0
     this.#epoch = size === 0 ? 0 : null  // empty when opened: every tag it will have, this writes
+    this.#nonce = (flags & FLAG_WRITE_WINDOW) !== 0 && header !== null ? Buffer.from(headerNonce(header.wrappedDek)) : null
+    this.#windowOpen = size === 0 ? false : null
+    this.#openFlags = flags
   }
 
   get sparse (): boolean {
@@ -81,6 +102,9 @@ export class FileContents {
   forgetKeys (): void {
     this.#endTagKey?.dispose()
     this.#endTagKey = null
+    if (this.#windowTimer !== null) clearTimeout(this.#windowTimer)
+    this.#windowTimer = null
+    this.#windowFd = -1
   }
 
   /** Whether the write journal holds records of this file that its opens must settle first. */
@@ -164,12 +188,13 @@ export class FileContents {
     try {
       await this.volume.chunks.openAt(this.dek, this.prefix, first, fd, this.#cipherOffset(first), sealed, out, this.sparse, this.#here(sealed.length), tail)
       if (tail > 0) {
-        const epoch = openEndTag(this.#endKey, this.prefix, end, sealed.subarray(sealedLength))
-        if (epoch === null) {
+        const found = this.#openTag(end, sealed.subarray(sealedLength))
+        if (found === null) {
           out.fill(0, 0, end - start)
           throw new AuthenticationError('end of file', { size: end })
         }
-        this.#epoch ??= epoch
+        this.#epoch ??= found.epoch
+        if (this.#windowOpen === null) this.#learnWindow(found)
       }
     } finally {
       requestBuffers.give(sealed)  // the job that read into it has ended, failed or not
@@ -189,12 +214,18 @@ export class FileContents {
    */
   async lockedWrite (fd: number, offset: number | 'append', data: Buffer): Promise<number> {
     const C = this.#chunk
-    if (offset !== 'append' && offset + data.length <= this.size && data.length > 0) {
+    while (offset !== 'append' && offset + data.length <= this.size && data.length > 0) {
+      // A write in place needs the file's write window open (docs/FORMAT.md §6.4): its end tag
+      // is rewritten first, under the whole-file lock (readers of the last chunk read it).
+      if (this.#mustOpenWindow) await this.#lock.run(WHOLE_FILE.first, WHOLE_FILE.last, true, () => this.#openWindow(fd))
       const n = await this.#lock.run(Math.floor(offset / C), Math.floor((offset + data.length - 1) / C), true, async () => {
         // A truncate may have run while this waited: then it is an extending write after all.
+        // A window closed meanwhile is opened again first (a close waits for this lock).
+        if (this.#mustOpenWindow) return -2
         return offset + data.length <= this.size ? this.write(fd, offset, data) : -1
       })
       if (n >= 0) return n
+      if (n === -1) break
     }
     return this.#lock.run(WHOLE_FILE.first, WHOLE_FILE.last, true, () => this.write(fd, offset === 'append' ? this.size : offset, data))
   }
@@ -232,6 +263,12 @@ export class FileContents {
     if (this.#unsettled) throw new FsError('EIO')
     // The first write of an open also checks the end tag on disk (#startCount, #checkEnd).
     if (this.#chunkWrites === null) await this.#startCount(fd)
+    await this.#checkEnd(fd)  // after a failed write, which tag is on disk is read again
+    // A write that moves the end writes the end tag, bound to the next nonce, after its run: a
+    // copy that sees its chunks sees that tag or a torn chunk, unless the run also goes over
+    // whole chunks before the last (the caller holds the whole-file lock for such writes).
+    if (this.#mustOpenWindow && this.size > 0 && offset < Math.floor((this.size - 1) / this.#chunk) * this.#chunk) await this.#openWindow(fd)
+    this.#wrote(fd)
     await this.#extendTo(fd, offset, () => this.#writeRange(fd, offset, data))
     return data.length
   }
@@ -240,6 +277,8 @@ export class FileContents {
     if (newSize === this.size) return
     if (this.#unsettled) throw new FsError('EIO')
     if (this.#chunkWrites === null) await this.#startCount(fd)
+    await this.#checkEnd(fd)
+    this.#wrote(fd)
     if (newSize > this.size) return this.#extendTo(fd, newSize)
 
     const C = this.#chunk
@@ -274,10 +313,13 @@ export class FileContents {
     try {
       await ftruncateFd(fd, this.#end(newSize))
     } catch (err) {
+      this.#windowOpen = null  // the cut may or may not have happened: the tag is read again
       if (journal !== null) this.#afterFailure(fd, journal)  // the chunk resealed short is put back
       throw err
     }
     this.size = newSize
+    // Every end tag this writes is bound to the next nonce; an empty file has none.
+    this.#windowOpen = newSize > 0
     if (journal !== null) await this.volume.journal.spend(journal).catch(() => this.#afterFailure(fd, journal as JournalSlot))
   }
 
@@ -304,7 +346,7 @@ export class FileContents {
    */
   #settleRecord (fd: number, rec: InterruptedWrite, how: string): boolean {
     const id = this.fileId.toString('hex')
-    const outcome = settleInterruptedWrite(this.volume, { fd, fileId: this.fileId, dek: this.dek, sparse: this.sparse, endTags: this.#tail > 0 }, rec, true)
+    const outcome = settleInterruptedWrite(this.volume, { fd, fileId: this.fileId, dek: this.dek, sparse: this.sparse, endTags: this.#tail > 0, nonce: this.#nonce }, rec, true)
     if (outcome === 'restored') logLine(`file ${id}: a write ${how} had torn it; its old bytes are back from the write journal`)
     if (outcome === 'invalid') logLine(`file ${id}: a write journal record names it but does not authenticate as its own: ignored`)
     this.volume.journal.settle(rec)
@@ -315,6 +357,7 @@ export class FileContents {
   #reread (fd: number): void {
     this.size = this.volume.layout.plainSize(fs.fstatSync(fd).size)
     this.#epoch = this.size === 0 ? 0 : null
+    this.#windowOpen = this.size === 0 ? false : null
   }
 
   /**
@@ -323,29 +366,175 @@ export class FileContents {
    * written over them would make the cut file read as whole. Reads check it anyway.
    */
   async #checkEnd (fd: number): Promise<void> {
-    if (this.#epoch !== null || this.#tail === 0) return
+    if ((this.#epoch !== null && this.#windowOpen !== null) || this.#tail === 0) return
+    if (this.size === 0) { this.#epoch ??= 0; this.#windowOpen = false; return }
     const tag = Buffer.alloc(this.#tail)
     const got = await readAt(fd, tag, this.#end(this.size) - this.#tail)
-    const epoch = got === this.#tail ? openEndTag(this.#endKey, this.prefix, this.size, tag) : null
-    if (epoch === null) throw new AuthenticationError('end of file', { size: this.size })
-    this.#epoch = Math.max(this.#epoch ?? 0, epoch)  // a crossing may have raised it meanwhile
+    const found = got === this.#tail ? this.#openTag(this.size, tag) : null
+    if (found === null) throw new AuthenticationError('end of file', { size: this.size })
+    this.#epoch = Math.max(this.#epoch ?? 0, found.epoch)  // a crossing may have raised it meanwhile
+    this.#learnWindow(found)
   }
 
-  /** The end tag of `size` bytes in the current write epoch (known: see #epoch). */
+  /** What the end tag on disk says of the window. */
+  #learnWindow (found: WindowedTag): void {
+    this.#windowOpen = found.open
+    this.#towards(found.open ? found.flags : this.flags)
+  }
+
+  /** The flags the header that closes the window will have (what the open tag is bound to). */
+  #towards (flags: number): void {
+    if (flags === this.#openFlags) return
+    this.#openFlags = flags
+    this.#nextNonce = null
+  }
+
+  /** The epoch of `tag` if it is the end tag of `size` bytes, and whether it is bound to the next nonce (a window open). */
+  #openTag (size: number, tag: Buffer): WindowedTag | null {
+    if (this.#nonce !== null) return openWindowedTag(this.#endKey, this.prefix, size, tag, this.#nonce, this.flags)
+    const epoch = openEndTag(this.#endKey, this.prefix, size, tag, null)
+    return epoch === null ? null : { epoch, open: false, flags: this.flags }
+  }
+
+  /** What an end tag is bound to: the header's nonce (closed), the next one (open), nothing (no windows). */
+  #binding (open: boolean): Buffer | null {
+    if (this.#nonce === null) return null
+    if (!open) return this.#nonce
+    this.#nextNonce ??= nextNonce(this.#nonce, this.#openFlags)
+    return this.#nextNonce
+  }
+
+  /**
+   * The end tag of `size` bytes in the current write epoch (known: see #epoch), as this writes
+   * it: bound to the next nonce (every tag written opens the window, or keeps it open).
+   */
   #tagOf (size: number, out?: Buffer): Buffer {
     if (this.#epoch === null) throw new Error('end tag written before it was read')
-    return endTag(this.#endKey, this.prefix, size, this.#epoch, out)
+    return endTag(this.#endKey, this.prefix, size, this.#epoch, this.#binding(true), out)
   }
 
-  /** The end tag on disk now (of `size`, in the current epoch): what a write that moves the end records first. */
+  /** The end tag on disk now (of `size`, in the current epoch and window): what a write that moves the end records first. */
   #currentTag (): Buffer {
     const c = this.#lastTag
-    if (c.size !== this.size || c.epoch !== this.#epoch) {
-      this.#tagOf(this.size, c.tag)
+    const open = this.#windowOpen === true
+    if (this.#nonce !== null && this.#windowOpen === null) throw new Error('end tag recorded before it was read')
+    const binding = this.#binding(open)
+    if (c.size !== this.size || c.epoch !== this.#epoch || c.open !== open || c.binding !== binding) {
+      if (this.#epoch === null) throw new Error('end tag recorded before it was read')
+      endTag(this.#endKey, this.prefix, this.size, this.#epoch, binding, c.tag)
       c.size = this.size
-      c.epoch = this.#epoch as number
+      c.epoch = this.#epoch
+      c.open = open
+      c.binding = binding
     }
     return c.tag
+  }
+
+  /** A write window must be opened before a write in place (a file with them, whose tag is not known to be open). */
+  get #mustOpenWindow (): boolean {
+    return this.#nonce !== null && this.#windowOpen !== true && this.size > 0
+  }
+
+  /**
+   * Opens the file's write window (docs/FORMAT.md §6.4), under the whole-file lock: the end tag
+   * of its size is rewritten bound to the next nonce, before any write in place, so that a copy
+   * that sees a changed chunk sees that tag too (it reads the header first, the tag last). The
+   * tag's 20 bytes can straddle a page that a kill cuts a pwrite at: the old tag goes to the
+   * write journal first.
+   */
+  async #openWindow (fd: number, towards = this.flags): Promise<void> {
+    if (this.#unsettled) throw new FsError('EIO')
+    if (this.#chunkWrites === null) await this.#startCount(fd)  // checks the end tag: epoch and window known
+    await this.#checkEnd(fd)
+    if (this.#nonce === null || this.size === 0 || (this.#windowOpen === true && this.#openFlags === towards)) return
+    const end = this.#end(this.size)
+    const at = end - this.#tail
+    const old = Buffer.from(this.#currentTag())
+    this.#towards(towards)
+    const fresh = this.#tagOf(this.size)
+    const slot = this.volume.journal.take(this.fileId, { from: end, to: end }, old)
+    if (slot !== null) await this.volume.journal.record(slot, at, fresh)
+    try {
+      await writeFullAt(fd, fresh, at)
+    } catch (err) {
+      this.#windowOpen = null
+      if (slot !== null) this.#afterFailure(fd, slot)
+      throw err
+    }
+    this.#windowOpen = true
+    this.#wrote(fd)
+    if (slot !== null) await this.volume.journal.spend(slot).catch(() => this.#afterFailure(fd, slot))
+  }
+
+  /** A write or truncate through `fd` (writable) is about to change the file: the window closes through it, after a second without writes. */
+  #wrote (fd: number): void {
+    if (this.#nonce === null) return
+    this.#windowFd = fd
+    this.#windowWrites++
+    if (this.#windowTimer === null) this.#armWindowTimer()
+  }
+
+  #armWindowTimer (): void {
+    const writes = this.#windowWrites
+    this.#windowTimer = setTimeout(() => {
+      this.#windowTimer = null
+      if (this.#windowWrites !== writes) this.#armWindowTimer()
+      else void this.closeWindow().catch(() => undefined)
+    }, WINDOW_IDLE_MS)
+    this.#windowTimer.unref()
+  }
+
+  /**
+   * Closes the write window, if one is open (docs/FORMAT.md §6.4): the header is written with its
+   * DEK wrapped at the next nonce of its chain, which the end tag is bound to already. Under
+   * the whole-file lock, so after every write in flight. At fsync, at the close of the
+   * descriptor it goes through, and after a second without writes. A header that cannot be
+   * written leaves the file taking no more writes in this mount: a later header at that nonce
+   * must never wrap the DEK with other flags.
+   */
+  async closeWindow (): Promise<void> {
+    if (this.#windowOpen === false || this.#windowFd < 0 || this.#nonce === null) return
+    await this.#lock.run(WHOLE_FILE.first, WHOLE_FILE.last, true, async () => {
+      if (this.#windowOpen === false || this.#windowFd < 0 || this.#nonce === null || this.#unsettled) return
+      // After a failed write, which tag is on disk is read first (one that does not
+      // authenticate leaves the header as it is: reads of the end are EIO either way).
+      if (this.#windowOpen === null) await this.#checkEnd(this.#windowFd).catch(() => undefined)
+      if (this.#windowOpen === true) await this.#moveHeader(this.#windowFd, true)
+    })
+  }
+
+  /**
+   * Writes the header at the next nonce of its chain, with the flags the open window's tag is
+   * bound to (the window closes). If it fails, the file takes no more writes in this mount:
+   * what reached the disk is unknown.
+   */
+  async #moveHeader (fd: number, keepTimes: boolean): Promise<void> {
+    const next = this.#binding(true) as Buffer
+    const flags = this.#openFlags
+    const header = this.volume.rewrapHeader(this.fileId, this.dek, flags, next)
+    try {
+      // A window closing is sealfs's own change, after the user's writes (and perhaps after
+      // times they set since): the file's times stay theirs.
+      await (keepTimes ? writeKeepingTimes(fd, header, 0) : writeFullAt(fd, header, 0))
+    } catch (err) {
+      this.#unsettled = true
+      logLine(`file ${this.fileId.toString('hex')}: its header could not be written at the end of a write window (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): writes refused (EIO) until the next mount`)
+      throw err
+    }
+    this.#nonce = next
+    this.#nextNonce = null
+    this.flags = flags
+    this.#windowOpen = false
+  }
+
+  /** The descriptor `fd` is being closed: a window that closes through it is closed now. */
+  async releaseFd (fd: number): Promise<void> {
+    if (this.#windowFd !== fd) return
+    try {
+      await this.closeWindow()
+    } finally {
+      if (this.#windowFd === fd) this.#windowFd = -1
+    }
   }
 
   /** Cuts the file back to `size` (a chunk boundary, or its old end) after a failed write: less space, never more. */
@@ -355,6 +544,7 @@ export class FileContents {
     // had, so no new space is needed).
     if (this.#tail > 0 && size > 0 && this.#epoch !== null) await writeFullAt(fd, this.#tagOf(size), this.#end(size) - this.#tail).catch(() => undefined)
     this.size = size
+    this.#windowOpen = null  // whichever tag is on disk now is read again before the next write
   }
 
   /**
@@ -412,7 +602,9 @@ export class FileContents {
     const next = Math.floor((count + nChunks) / EPOCH_CHUNKS)
     if (next <= this.#epoch) return
     if (this.size > 0) {
-      await writeFullAt(fd, endTag(this.#endKey, this.prefix, this.size, next), this.#end(this.size) - this.#tail)
+      this.#windowOpen = null  // until it is written
+      await writeFullAt(fd, endTag(this.#endKey, this.prefix, this.size, next, this.#binding(true)), this.#end(this.size) - this.#tail)
+      this.#windowOpen = true
       await fdatasyncFd(fd)
     }
     this.#epoch = Math.max(this.#epoch, next)
@@ -456,6 +648,7 @@ export class FileContents {
       await then?.()
     } catch (err) {
       if (this.size > before) await this.truncate(fd, before).catch(() => undefined)
+      this.#windowOpen = this.size === 0 ? false : null  // the tag on disk is read again before the next write
       throw err
     }
   }
@@ -487,14 +680,27 @@ export class FileContents {
       throw err
     }
     this.size = target
+    this.#windowOpen = true
     if (boundary > 0) await writeFullAt(fd, Buffer.alloc(this.#tail), this.#end(boundary) - this.#tail)
   }
 
-  /** Sets the sparse flag in the header (the DEK is wrapped again) and makes it durable before any hole exists. */
+  /**
+   * Sets the sparse flag in the header (the DEK is wrapped again) and makes it durable before
+   * any hole exists. With write windows, the header moves to the next nonce of its chain (a
+   * window closes: the tag on disk is bound to that nonce first), never wrapping the DEK with
+   * other flags at a nonce used before.
+   */
   async #markSparse (fd: number): Promise<void> {
     const flags = this.flags | FLAG_SPARSE
-    const header = this.volume.rewrapHeader(this.fileId, this.dek, flags)
-    await writeFullAt(fd, header, 0)
+    if (this.#nonce !== null) {
+      // The tag is bound to the next nonce for a sparse header first (a kill between the two
+      // leaves a window that closes sparse), then the header moves there.
+      await this.#openWindow(fd, flags)
+      this.#towards(flags)
+      await this.#moveHeader(fd, false)
+    } else {
+      await writeFullAt(fd, this.volume.rewrapHeader(this.fileId, this.dek, flags), 0)
+    }
     await fdatasyncFd(fd)
     this.flags = flags
   }
@@ -554,6 +760,9 @@ export class FileContents {
     }
     if (place.journal != null) this.volume.journal.give(place.journal)  // the job zeroed it
     this.#counted(nChunks)
-    if (end > this.size) this.size = end
+    if (end > this.size) {
+      this.size = end
+      if (place.tail > 0) this.#windowOpen = true
+    }
   }
 }

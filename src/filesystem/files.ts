@@ -259,8 +259,11 @@ export class Files {
     }
   }
 
+  /** The file's write window closes first (its header written), so that one sync makes that durable too. */
   async fsync (fh: number, datasync: boolean): Promise<void> {
-    await this.#b.fsyncFd(this.fs.files.get(fh).fd, datasync)
+    const h = this.fs.files.get(fh)
+    await h.contents?.closeWindow()
+    await this.#b.fsyncFd(h.fd, datasync)
   }
 
   /**
@@ -276,6 +279,8 @@ export class Files {
     }
     // (Not where hard links show as separate nodes: another name's handle may be writing.)
     const emptied = !unlinked && h.contents !== null && h.contents.size === 0 && !this.fs.volume.readOnly && !this.fs.files.shareByFileId && this.fs.files.lastReference(h)
+    // A write window that closes through this descriptor closes now (logged if it cannot).
+    if (h.contents !== null && !unlinked) await h.contents.releaseFd(h.fd).catch(() => undefined)
     this.fs.files.remove(fh)
     await this.#b.closeFd(h.fd).catch(() => undefined)
     await this.fs.removeAside(h.node)
@@ -284,6 +289,7 @@ export class Files {
   }
 
   async closeAll (): Promise<void> {
+    for (const h of this.fs.files.handles()) await h.contents?.releaseFd(h.fd).catch(() => undefined)
     for (const h of this.fs.files.removeAll()) await this.#b.closeFd(h.fd).catch(() => undefined)
   }
 }

@@ -1,9 +1,9 @@
 import fs from 'fs'
 import { CHUNK_OVERHEAD, NONCE_BYTES } from '../crypto/chunk-cipher'
-import { END_TAG_BYTES, openEndTag, withEndTagKey } from '../crypto/end-tag'
+import { END_TAG_BYTES, openEndTag, openWindowedTag, withEndTagKey } from '../crypto/end-tag'
 import { AuthenticationError } from '../crypto/errors'
 import { SecretKey } from '../crypto/secret-key'
-import { HEADER_BYTES } from '../volume/file-header'
+import { FLAG_END_TAG, FLAG_SPARSE, FLAG_WRITE_WINDOW, HEADER_BYTES } from '../volume/file-header'
 import { FileLayout } from '../volume/file-layout'
 import { Volume } from '../volume/volume'
 import { InterruptedWrite } from '../volume/write-journal'
@@ -18,6 +18,8 @@ export interface IdentifiedFile {
   sparse: boolean
   /** Its header says it has an end tag. */
   endTags: boolean
+  /** With write windows: its header's DEK-wrap nonce (its end tag is bound to it or the next). */
+  nonce: Buffer | null
 }
 
 /**
@@ -59,7 +61,9 @@ export function settleInterruptedWrite (volume: Volume, file: IdentifiedFile, re
       plain.fill(0)
     }
   }
-  const tagOpens = (plainSize: number, tag: Buffer): boolean => withEndTagKey(file.dek, k => openEndTag(k, prefix, plainSize, tag)) !== null
+  const tagOpens = (plainSize: number, tag: Buffer): boolean => withEndTagKey(file.dek, k => file.nonce === null
+    ? openEndTag(k, prefix, plainSize, tag, null) !== null
+    : openWindowedTag(k, prefix, plainSize, tag, file.nonce, FLAG_END_TAG | FLAG_WRITE_WINDOW | (file.sparse ? FLAG_SPARSE : 0)) !== null)
   const nonceAt = (position: number): Buffer => {
     const nonce = Buffer.alloc(NONCE_BYTES)
     return readFullAtSync(file.fd, nonce, position) === NONCE_BYTES ? nonce : Buffer.alloc(0)

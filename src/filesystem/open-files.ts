@@ -151,7 +151,7 @@ export class OpenFiles {
   adopt (node: number, file: NewFile, header: FileHeader): FileContents {
     const cacheId = dekCacheId(header)
     const dek = this.deks.pin(cacheId, () => file.dek)
-    const contents = new FileContents(this.volume, file.fileId, dek, 0, 0, file.flags, this.localIo, this.blockSize)
+    const contents = new FileContents(this.volume, file.fileId, dek, 0, 0, file.flags, this.localIo, this.blockSize, header)
     this.#register(node, { contents, refs: 1, cacheId, pending: true, nodes: new Set([node]) })
     return contents
   }
@@ -197,6 +197,11 @@ export class OpenFiles {
 
   get count (): number {
     return this.#handles.size
+  }
+
+  /** Every open handle. */
+  handles (): Handle[] {
+    return [...this.#handles.values()]
   }
 
   /** Every handle (the session has ended); the caller closes their descriptors. */

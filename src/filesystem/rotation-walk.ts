@@ -2,13 +2,13 @@ import fs from 'fs'
 import { readFullAtSync } from './fd-io'
 import { ChunkCipher, CHUNK_OVERHEAD } from '../crypto/chunk-cipher'
 import { AuthenticationError } from '../crypto/errors'
-import { randomBytes } from '../crypto/secret-key'
+import { SecretKey, randomBytes } from '../crypto/secret-key'
 import { loadAddon, PosixAddon } from '../native'
 import type { RewrappedRow } from '../volume/dek-index'
 import { VolumeError } from '../volume/errors'
-import { FLAG_END_TAG, FLAG_SPARSE, HEADER_BYTES } from '../volume/file-header'
+import { FLAG_END_TAG, FLAG_SPARSE, FLAG_WRITE_WINDOW, HEADER_BYTES, headerNonce } from '../volume/file-header'
 import { FileLayout } from '../volume/file-layout'
-import { END_TAG_BYTES, EPOCH_CHUNKS, endTag, openEndTag, withEndTagKey } from '../crypto/end-tag'
+import { END_TAG_BYTES, EPOCH_CHUNKS, endTag, openEndTag, openWindowedTag, withEndTagKey } from '../crypto/end-tag'
 import type { HeaderRewrap, Reencryption } from '../volume/key-rotation'
 import {
   backing, listDirSync, DT_DIR, DT_REG, DT_UNKNOWN, HEADER_OUT_BYTES, HEADER_OUT_LENGTH, HEADER_OUT_SIZE, STAT_ATIME_NSEC, STAT_ATIME_SEC,
@@ -506,9 +506,12 @@ function stage (root: number, rotation: RotationSteps, r: Reencryption, fd: numb
     // cut short is left as it was, as one whose chunk does not authenticate).
     if (layout.endTags && plainSize > 0) {
       const tag = Buffer.alloc(END_TAG_BYTES)
-      if (readFullAtSync(fd, tag, size - END_TAG_BYTES) !== END_TAG_BYTES || withEndTagKey(r.oldDek, k => openEndTag(k, prefix, plainSize, tag)) === null) throw new AuthenticationError('end of file')
-      // A new DEK starts a new count: the chunks sealed here.
-      writeAllAt(tfd, withEndTagKey(r.newDek, k => endTag(k, prefix, plainSize, Math.floor(chunkWrites / EPOCH_CHUNKS))), size - END_TAG_BYTES)
+      const windowed = (r.flags & FLAG_WRITE_WINDOW) !== 0
+      const opens = (k: SecretKey): boolean => windowed ? openWindowedTag(k, prefix, plainSize, tag, r.oldNonce, r.flags) !== null : openEndTag(k, prefix, plainSize, tag, null) !== null
+      if (readFullAtSync(fd, tag, size - END_TAG_BYTES) !== END_TAG_BYTES || !withEndTagKey(r.oldDek, opens)) throw new AuthenticationError('end of file')
+      // A new DEK starts a new count: the chunks sealed here. Bound to the new header's nonce (its window closed).
+      const binding = windowed ? headerNonce(r.header.subarray(28, HEADER_BYTES)) : null
+      writeAllAt(tfd, withEndTagKey(r.newDek, k => endTag(k, prefix, plainSize, Math.floor(chunkWrites / EPOCH_CHUNKS), binding)), size - END_TAG_BYTES)
     }
     fs.ftruncateSync(tfd, size)
     plain.fill(0, 0, used)

@@ -6,9 +6,9 @@ import { AuthenticationError } from '../crypto/errors'
 import { DIR_ID_BYTES } from '../crypto/name-cipher'
 import { randomBytes } from '../crypto/secret-key'
 import { DIR_ID_FILE, newDirId } from '../volume/dir-id'
-import { decodeHeader, FileHeader, FLAG_END_TAG, FLAG_SPARSE, HEADER_BYTES } from '../volume/file-header'
+import { decodeHeader, FileHeader, FLAG_END_TAG, FLAG_SPARSE, FLAG_WRITE_WINDOW, HEADER_BYTES, headerNonce } from '../volume/file-header'
 import { FileLayout } from '../volume/file-layout'
-import { END_TAG_BYTES, EPOCH_CHUNKS, endTag, openEndTag, withEndTagKey } from '../crypto/end-tag'
+import { ChainedTag, END_TAG_BYTES, EPOCH_CHUNKS, endTag, followWindowedTag, nextNonce, openEndTag, withEndTagKey } from '../crypto/end-tag'
 import type { Volume } from '../volume/volume'
 import { VolumeError } from '../volume/errors'
 import { loadAddon, PosixAddon } from '../native'
@@ -29,6 +29,8 @@ const O_DIRECTORY = fs.constants.O_DIRECTORY
 const O_NOATIME = 0o1000000
 const MAX_DEPTH = 2048
 const SIDECAR_MAX = 4096
+/** Links of a header's nonce chain fsck follows to find the one a file's end tag is bound to (docs/FORMAT.md §6.4). */
+const WINDOW_STEPS = 64
 /** Plaintext bytes opened at a time. */
 const RUN_BYTES = 1 << 20
 /** Where --repair moves entries it cannot decrypt (in the cipher dir's root; listings skip it). */
@@ -167,32 +169,41 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
     }
   }
 
-  /** The write epoch of the end tag in the last END_TAG_BYTES of the file (`size` bytes), if it is that of `plainSize` bytes; else null. */
-  const endTagAt = (fd: number, dek: ReturnType<Volume['openDek']>, fileId: Buffer, size: number, plainSize: number): number | null => {
+  /**
+   * The end tag in the last END_TAG_BYTES of the file (`size` bytes), if it is that of
+   * `plainSize` bytes: bound to nothing (`nonce` null: no write windows), or to a link of the
+   * nonce chain of a header with `nonce` and `flags` (`steps` along it); else null.
+   */
+  const endTagAt = (fd: number, dek: ReturnType<Volume['openDek']>, fileId: Buffer, size: number, plainSize: number, nonce: Buffer | null, flags: number, steps = WINDOW_STEPS): ChainedTag | null => {
     const tag = Buffer.alloc(END_TAG_BYTES)
     if (readFullAtSync(fd, tag, size - END_TAG_BYTES) !== END_TAG_BYTES) return null
-    return withEndTagKey(dek, k => openEndTag(k, volume.aadPrefix(fileId), plainSize, tag))
+    const prefix = volume.aadPrefix(fileId)
+    return withEndTagKey(dek, k => {
+      if (nonce !== null) return followWindowedTag(k, prefix, plainSize, tag, nonce, flags, steps)
+      const epoch = openEndTag(k, prefix, plainSize, tag, null)
+      return epoch === null ? null : { epoch, steps: 0, flags, binding: Buffer.alloc(0) }
+    })
   }
 
   /**
    * --upgrade: gives a file of an older volume its end tag (after its `whole` readable bytes:
-   * a torn end, less than a chunk's nonce and tag, held no data), makes that durable, then
-   * writes its header with FLAG_END_TAG (the DEK wrapped again; the index row follows). A kill
+   * a torn end, less than a chunk's nonce and tag, held no data; over the tag it has, if any),
+   * bound to `nonce`, makes that durable, then writes its header with FLAG_END_TAG and
+   * FLAG_WRITE_WINDOW at `nonce` (the DEK wrapped again; the index row follows). A kill
    * between the two leaves a tag the next run recognizes. Its times are put back after each
    * write (before the sync a kill may stop at).
    */
-  const upgradeFile = (fd: number, h: FileHeader, dek: ReturnType<Volume['openDek']>, size: number, whole: number, tagOnDisk: boolean, st: Float64Array, epoch: number): boolean => {
-    // Not fatal: a user who may write a file but does not own it cannot set its times.
+  const upgradeFile = (fd: number, h: FileHeader, dek: ReturnType<Volume['openDek']>, size: number, whole: number, tagOnDisk: boolean, st: Float64Array, epoch: number, flags: number, nonce: Buffer): boolean => {
     const timesBack = (): boolean => { backing.utimensFd(fd, st[STAT_ATIME_SEC], st[STAT_ATIME_NSEC], st[STAT_MTIME_SEC], st[STAT_MTIME_NSEC]); return true }
     try {
       if (!tagOnDisk) {
         const at = HEADER_BYTES + volume.chunks.sealedSize(whole)
-        if (whole > 0) writeAllAtSync(fd, withEndTagKey(dek, k => endTag(k, volume.aadPrefix(h.fileId), whole, epoch)), at)
+        if (whole > 0) writeAllAtSync(fd, withEndTagKey(dek, k => endTag(k, volume.aadPrefix(h.fileId), whole, epoch, nonce)), at)
         if (size > at + (whole > 0 ? END_TAG_BYTES : 0)) fs.ftruncateSync(fd, at + (whole > 0 ? END_TAG_BYTES : 0))
         if (!timesBack()) return false
         fs.fdatasyncSync(fd)
       }
-      if (whole > 0) writeAllAtSync(fd, volume.rewrapHeader(h.fileId, dek, h.flags | FLAG_END_TAG), 0)
+      if (whole > 0) writeAllAtSync(fd, volume.rewrapHeader(h.fileId, dek, flags, nonce), 0)
       return timesBack()
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === undefined) throw e
@@ -214,9 +225,10 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
       checkXattrs(pathFd, path)
       // Writable to upgrade it, or to put back what an interrupted write tore (the journal
       // names file IDs, known only once the header is read: any file may be one).
-      const writable = upgrade || (repair && volume.journal.interruptedCount > 0)
+      // (Also to close a write window left open: any file may have one.)
+      const writable = upgrade || repair
       fd = backing.openHeaderFd(pathFd, (writable ? O_RDWR : O_RDONLY) | O_NOATIME, header, out, false)
-      if (fd === -EACCES && writable) {
+      if (fd === -EACCES && (upgrade || (repair && volume.journal.interruptedCount > 0))) {
         // A read-only file of the user running the upgrade (git keeps its objects so): made
         // writable for the moment it takes to open it, as key rotation does.
         const mode = st[STAT_MODE] & 0o7777
@@ -265,9 +277,11 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
       }
       try {
         const tagged = (h.flags & FLAG_END_TAG) !== 0
+        const windowed = (h.flags & FLAG_WRITE_WINDOW) !== 0
+        const nonce = windowed ? headerNonce(h.wrappedDek) : null
         // A write a crash interrupted (the write journal's record): put back if it tore the file.
         for (const rec of volume.journal.interruptedFor(h.fileId)) {
-          const file = { fd, fileId: h.fileId, dek, sparse: (h.flags & FLAG_SPARSE) !== 0, endTags: tagged }
+          const file = { fd, fileId: h.fileId, dek, sparse: (h.flags & FLAG_SPARSE) !== 0, endTags: tagged, nonce }
           let outcome = settleInterruptedWrite(volume, file, rec, false)
           if (outcome === 'torn') {
             problem(path, 'a write that a crash interrupted tore it; the write journal holds the bytes it went over', () => {
@@ -280,11 +294,14 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
         }
         let layout = new FileLayout(volume.chunks, tagged)
         let tagOnDisk = false
-        if (upgrade && !tagged) {
+        // Upgrading: the flags and nonce the header will have.
+        const upFlags = h.flags | FLAG_END_TAG | FLAG_WRITE_WINDOW
+        const upNonce = upgrade && !windowed ? nextNonce(headerNonce(h.wrappedDek), upFlags) : null
+        if (upNonce !== null) {
           // An upgrade killed between this file's end tag and its header left the tag.
           const asTagged = new FileLayout(volume.chunks, true)
           const p = asTagged.exactPlainSize(size)
-          if (p > 0 && endTagAt(fd, dek, h.fileId, size, p) !== null) { layout = asTagged; tagOnDisk = true }
+          if (p > 0 && endTagAt(fd, dek, h.fileId, size, p, upNonce, upFlags, 0)?.steps === 0) { layout = asTagged; tagOnDisk = true }
         }
         const plainSize = layout.exactPlainSize(size)
         if (plainSize < 0) problem(path, layout.endTags ? 'its end is torn (the file ends inside a chunk\'s nonce or tag, or its end tag)' : 'its last chunk is torn (the file ends inside a chunk\'s nonce or tag)')
@@ -298,8 +315,9 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
         }
         // The end tag: a file cut short at a chunk boundary, or changed while it was copied.
         let cut = plainSize < 0
-        const epoch = !cut && layout.endTags ? endTagAt(fd, dek, h.fileId, size, plainSize) : null
-        if (!cut && layout.endTags && epoch === null) {
+        const found = !cut && layout.endTags ? endTagAt(fd, dek, h.fileId, size, plainSize, tagOnDisk ? upNonce : nonce, tagOnDisk ? upFlags : h.flags) : null
+        const epoch = found?.epoch ?? null
+        if (!cut && layout.endTags && found === null) {
           cut = true
           problem(path, `its end does not authenticate: it was cut short (or changed while it was being copied), or its last ${END_TAG_BYTES} bytes were changed`)
         }
@@ -307,7 +325,7 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
         // Upgrading: a header without the flag whose row was wrapped with it is older than the
         // row, put back from before an earlier upgrade (with the file cut, perhaps): neither
         // tagged nor taken as the row's truth. It reads as EIO once the upgrade has finished.
-        const putBack = upgrade && !tagged && volume.rowHasEndTag(h.fileId)
+        const putBack = upgrade && ((!tagged && volume.rowHasFlag(h.fileId, FLAG_END_TAG)) || (!windowed && volume.rowHasFlag(h.fileId, FLAG_WRITE_WINDOW)))
         if (putBack) problem(path, 'its header is older than its index row (a header from before the upgrade to end tags was put back; the file may have been cut short): not upgraded, and it will read as EIO')
         // Rows of a file ID two inodes share are left alone: which header is right is unknown.
         if (h.keyVersion === volume.config.masterKeyVersion && !shared && !duplicated.has(id) && !putBack) {
@@ -317,15 +335,34 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
             // tag, above every write its epoch may hide (its writes are unknown: all counted).
             const count = Math.max(stored, epoch !== null ? (epoch + 1) * EPOCH_CHUNKS : 0)
             problem(path, 'has no index row', () => { volume.index.put(h.fileId, h.keyVersion, h.wrappedDek); volume.index.countChunkWrites(h.fileId, count); return true })
-          } else if (row.keyVersion !== h.keyVersion || !row.wrapped.equals(h.wrappedDek)) {
+          } else if (!volume.rowMatches(h, dek)) {
             problem(path, 'its index row does not match its header', () => { volume.index.put(h.fileId, h.keyVersion, h.wrappedDek); return true })
           }
         }
-        if (upgrade && !tagged && !putBack) {
-          // The epoch of what the row (or the chunks stored) says was written so far.
+        // A write window left open (docs/FORMAT.md §6.4): the file was being written when this
+        // copy of it was taken, or when the volume stopped; or (more than one link on) the copy
+        // read its header before writes that came after it. Closed as the mount closes one: the
+        // header goes to the link the tag is bound to.
+        if (found !== null && found.steps > 0 && nonce !== null && !tagOnDisk) {
+          problem(path, found.steps === 1
+            ? 'was being written when it was copied, or when the volume stopped (its write window is open): it may hold some of the writes of that moment and not others'
+            : 'was written while it was being copied (its end is from a later write than its header): it may hold some of those writes and not others', () => {
+            try {
+              writeAllAtSync(fd, volume.rewrapHeader(h.fileId, dek, found.flags, found.binding), 0)
+              backing.utimensFd(fd, st[STAT_ATIME_SEC], st[STAT_ATIME_NSEC], st[STAT_MTIME_SEC], st[STAT_MTIME_NSEC])
+              return true
+            } catch (e) {
+              if ((e as NodeJS.ErrnoException).code === undefined) throw e
+              return false
+            }
+          })
+        }
+        if (upgrade && !windowed && !putBack) {
+          // The epoch of what the row (or the chunks stored, or the tag) says was written so far.
           const known = Math.max(volume.index.get(h.fileId)?.chunkWrites ?? 0, stored)
-          if (upgradeFile(fd, h, dek, size, whole, tagOnDisk, st, Math.floor(known / EPOCH_CHUNKS))) result.upgraded++
-          else { result.upgradeLeft++; problem(path, 'could not be given its end tag (the upgrade is unfinished)') }
+          const upEpoch = Math.max(Math.floor(known / EPOCH_CHUNKS), epoch ?? 0)
+          if (!cut && upgradeFile(fd, h, dek, size, whole, tagOnDisk, st, upEpoch, upFlags, upNonce as Buffer)) result.upgraded++
+          else { result.upgradeLeft++; problem(path, 'could not be given its end tag and write windows (the upgrade is unfinished)') }
         }
       } finally {
         dek.dispose()

@@ -121,6 +121,13 @@ export interface VolumeConfig {
    * whether it has one, and a file that disagrees with the volume reads as EIO.
    */
   endTags?: true | 'upgrading'
+  /**
+   * Every file with contents has write windows (FLAG_WRITE_WINDOW, docs/FORMAT.md §6.4): its end
+   * tag is bound to its header's nonce, so that a copy taken while it was written shows it.
+   * True in volumes made since (with `endTags: true`); absent in older ones, until `fsck
+   * --repair --upgrade` (which sets `endTags` to 'upgrading' meanwhile) gives them to every file.
+   */
+  writeWindows?: true
   slots: KeySlot[]
 }
 
@@ -219,7 +226,7 @@ export function checkConfig (parsed: unknown, file: string): VolumeConfig {
   return c
 }
 
-const TOP_FIELDS = ['format', 'formatVersion', 'volumeId', 'contentCipher', 'chunkSize', 'nameCipher', 'keyWrap', 'masterKeyVersion', 'nameKeys', 'rotation', 'ephemeral', 'endTags', 'slots']
+const TOP_FIELDS = ['format', 'formatVersion', 'volumeId', 'contentCipher', 'chunkSize', 'nameCipher', 'keyWrap', 'masterKeyVersion', 'nameKeys', 'rotation', 'ephemeral', 'endTags', 'writeWindows', 'slots']
 
 /** The fields of format version 2 and of an unfinished rotation: present exactly when they must be, each of one spelling. */
 function checkKeyFields (c: VolumeConfig, file: string): void {
@@ -228,6 +235,7 @@ function checkKeyFields (c: VolumeConfig, file: string): void {
   if ((c.nameKeys !== undefined) !== (c.formatVersion === FORMAT_VERSION_NAME_KEYS)) bad()
   if (c.endTags !== undefined && c.endTags !== true && c.endTags !== 'upgrading') bad()
   if (c.endTags === 'upgrading' && c.rotation !== undefined) bad()
+  if (c.writeWindows !== undefined && (c.writeWindows !== true || c.endTags !== true)) bad()
   if (c.nameKeys !== undefined) {
     const n = c.nameKeys as unknown as Record<string, unknown>
     if (n === null || typeof n !== 'object' || Array.isArray(n) || Object.keys(n).length !== NAME_KEYS.length || NAME_KEYS.some(k => !hexOf(n[k], WRAPPED_KEY_BYTES))) bad()

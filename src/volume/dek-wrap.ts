@@ -9,9 +9,12 @@ function dekAad (volumeId: Buffer, fileId: Buffer, keyVersion: number, flags: nu
   return Buffer.concat([Buffer.from('sealfs-dek-v1', 'ascii'), volumeId, fileId, v])
 }
 
-/** A file's DEK wrapped under the DEK-wrap key of master-key version `keyVersion`. */
-export function wrapDek (kek: SecretKey, dek: SecretKey, volumeId: Buffer, fileId: Buffer, keyVersion: number, flags: number): Buffer {
-  return wrapKey(kek, dek, dekAad(volumeId, fileId, keyVersion, flags))
+/**
+ * A file's DEK wrapped under the DEK-wrap key of master-key version `keyVersion`, with a random
+ * nonce or `nonce` (a link of the header's nonce chain: docs/FORMAT.md §6.4).
+ */
+export function wrapDek (kek: SecretKey, dek: SecretKey, volumeId: Buffer, fileId: Buffer, keyVersion: number, flags: number, nonce?: Buffer): Buffer {
+  return wrapKey(kek, dek, dekAad(volumeId, fileId, keyVersion, flags), nonce)
 }
 
 /** Throws AuthenticationError if `wrapped` is not this file's DEK under `kek` at that version and flags. */

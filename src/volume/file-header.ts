@@ -8,7 +8,8 @@ const HEADER_VERSION = 1
  *   0   4  magic "SLFS"
  *   4   2  header version (u16 BE) = 1
  *   6   2  flags (u16 BE): bit 0 = sparse (all-zero chunks are holes); bit 1 = end tag
- *          (the chunks are followed by the file's end tag); other bits zero
+ *          (the chunks are followed by the file's end tag); bit 2 = write windows (the end
+ *          tag is bound to the DEK wrap's nonce); other bits zero
  *   8  16  file ID (random)
  *  24   4  master-key version that wrapped the DEK (u32 BE)
  *  28  72  wrapped DEK
@@ -18,7 +19,18 @@ export const HEADER_BYTES = 28 + WRAPPED_KEY_BYTES
 export const FLAG_SPARSE = 1
 /** The file ends in its end tag (docs/FORMAT.md §6.3); set in every file of a volume with `endTags`, in none of an older one. */
 export const FLAG_END_TAG = 2
-const KNOWN_FLAGS = FLAG_SPARSE | FLAG_END_TAG
+/**
+ * The end tag's MAC covers the header's DEK-wrap nonce (window closed) or the next in its chain
+ * (a write window open: docs/FORMAT.md §6.4), so that a copy taken while the file was written
+ * shows it. Only with FLAG_END_TAG; in every file of a volume with `writeWindows`.
+ */
+export const FLAG_WRITE_WINDOW = 4
+const KNOWN_FLAGS = FLAG_SPARSE | FLAG_END_TAG | FLAG_WRITE_WINDOW
+
+/** The nonce of a wrapped DEK (its first 24 bytes): what a file's end tag is bound to. */
+export function headerNonce (wrappedDek: Buffer): Buffer {
+  return wrappedDek.subarray(0, 24)
+}
 
 export interface FileHeader {
   fileId: Buffer
@@ -41,7 +53,9 @@ export function encodeHeader (h: FileHeader): Buffer {
 
 /** Parses a header; null if the bytes cannot be one (the caller reports the file as damaged). */
 export function decodeHeader (b: Buffer): FileHeader | null {
-  if (b.length < HEADER_BYTES || !b.subarray(0, 4).equals(MAGIC) || b.readUInt16BE(4) !== HEADER_VERSION || (b.readUInt16BE(6) & ~KNOWN_FLAGS) !== 0) return null
+  const flags = b.length < HEADER_BYTES ? 0 : b.readUInt16BE(6)
+  if (b.length < HEADER_BYTES || !b.subarray(0, 4).equals(MAGIC) || b.readUInt16BE(4) !== HEADER_VERSION || (flags & ~KNOWN_FLAGS) !== 0) return null
+  if ((flags & FLAG_WRITE_WINDOW) !== 0 && (flags & FLAG_END_TAG) === 0) return null
   return {
     fileId: Buffer.from(b.subarray(8, 24)),
     keyVersion: b.readUInt32BE(24),

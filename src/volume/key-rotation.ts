@@ -6,7 +6,7 @@ import { CONFIG_FILE, FORMAT_VERSION_NAME_KEYS, KeySlot, removeStaleTemps, Volum
 import { DekIndexRewrite, RewrappedRow } from './dek-index'
 import { unwrapDek, wrapDek } from './dek-wrap'
 import { VolumeError, upgradeUnfinished } from './errors'
-import { FLAG_END_TAG, FLAG_SPARSE, FileHeader, HEADER_BYTES, decodeHeader, encodeHeader } from './file-header'
+import { FLAG_END_TAG, FLAG_SPARSE, FileHeader, HEADER_BYTES, decodeHeader, encodeHeader, headerNonce } from './file-header'
 import { Credential, askKeyService, resealSlot, unlockSlot } from './key-slot'
 import { Unlock } from './slot-changes'
 import { checkDir } from './volume'
@@ -33,7 +33,16 @@ export type HeaderRewrap =
   | { kind: 'damaged' }
 
 /** A file to re-encrypt: its old DEK, and its new identity (same file ID and flags, a new DEK). Dispose both keys. */
-export interface Reencryption { fileId: Buffer, flags: number, oldDek: SecretKey, newDek: SecretKey, header: Buffer, row: RewrappedRow }
+export interface Reencryption {
+  fileId: Buffer
+  flags: number
+  oldDek: SecretKey
+  newDek: SecretKey
+  /** The old header's DEK-wrap nonce (a file with write windows has its end tag bound to it, or to the next). */
+  oldNonce: Buffer
+  header: Buffer
+  row: RewrappedRow
+}
 
 /**
  * A master-key rotation of an unmounted volume (docs/FORMAT.md §2.2): master key N+1 is made
@@ -196,6 +205,7 @@ export class KeyRotation {
         flags: h.flags,
         oldDek,
         newDek,
+        oldNonce: Buffer.from(headerNonce(h.wrappedDek)),
         header: encodeHeader({ ...h, keyVersion: this.to, wrappedDek: wrapped }),
         row: { fileId: h.fileId, keyVersion: this.to, wrapped }
       }
@@ -322,7 +332,9 @@ export class KeyRotation {
       throw e
     }
     try {
-      return wrapDek(this.#key(this.#current), dek, this.volumeId, fileId, this.to, flags)
+      // At the same nonce, under the new key: a file's end tag is bound to its header's nonce
+      // (docs/FORMAT.md §6.4), and a new key makes every (key, nonce) pair new.
+      return wrapDek(this.#key(this.#current), dek, this.volumeId, fileId, this.to, flags, headerNonce(wrapped))
     } finally {
       dek.dispose()
     }

@@ -1,4 +1,5 @@
 import fs from 'fs'
+import sodium from 'sodium-native'
 import path from 'path'
 import { ChunkCipher, isValidChunkSize } from '../crypto/chunk-cipher'
 import { AuthenticationError } from '../crypto/errors'
@@ -12,7 +13,7 @@ import { DekIndex, INDEX_FILE } from './dek-index'
 import { WRITE_JOURNAL_FILE, WriteJournal } from './write-journal'
 import { DIR_ID_FILE, checkRootDirId, newDirId, writeDirIdSync } from './dir-id'
 import { VolumeError, upgradeUnfinished } from './errors'
-import { FILE_ID_BYTES, FLAG_END_TAG, FLAG_SPARSE, FileHeader, encodeHeader } from './file-header'
+import { FILE_ID_BYTES, FLAG_END_TAG, FLAG_SPARSE, FLAG_WRITE_WINDOW, FileHeader, encodeHeader } from './file-header'
 import { FileLayout } from './file-layout'
 import { Credential, createPassphraseSlot, unlockSlot } from './key-slot'
 import { ConfigLock, LOCK_FILE, VolumeLock } from './volume-lock'
@@ -174,6 +175,7 @@ export class Volume {
     }
     this.layout = new FileLayout(this.chunks, config.endTags === true)
     if (config.endTags === undefined) this.notices.push(`the files of this volume have no end tags (it was made before sealfs had them): a file cut short at a chunk boundary reads as shorter, without an error; 'sealfs fsck --repair --upgrade ${dir}' adds them`)
+    else if (config.endTags === true && config.writeWindows !== true) this.notices.push(`the files of this volume have no write windows (it was made before sealfs had them): fsck cannot name a file overwritten in place while a copy of the volume was taken; 'sealfs fsck --repair --upgrade ${dir}' adds them`)
     this.names = new NameCipher(nameEnc, nameMac)
     this.links = new LinkCipher(link, this.volumeId)
     this.xattrs = new XattrCipher(this.names, xattr, this.volumeId)
@@ -197,6 +199,7 @@ export class Volume {
       keyWrap: KEY_WRAP,
       masterKeyVersion: 1,
       endTags: true,
+      writeWindows: true,
       slots: []
     }
     const masterKey = SecretKey.random()
@@ -271,6 +274,7 @@ export class Volume {
         masterKeyVersion: 1,
         ephemeral: true,
         endTags: true,
+        writeWindows: true,
         slots: []
       }
       writeConfig(here, config)
@@ -330,12 +334,21 @@ export class Volume {
     }
   }
 
-  /** A file's header with new flags: the DEK wrapped again (the flags are in its AAD); the index row follows. */
-  rewrapHeader (fileId: Buffer, dek: SecretKey, flags: number): Buffer {
+  /**
+   * A file's header with new flags, or at the next link of its nonce chain (`nonce`: a write
+   * window closes, docs/FORMAT.md §6.4): the DEK wrapped again (the flags are in its AAD); the
+   * index row follows.
+   */
+  rewrapHeader (fileId: Buffer, dek: SecretKey, flags: number, nonce?: Buffer): Buffer {
     const keyVersion = this.config.masterKeyVersion
-    const wrappedDek = wrapDek(this.#dekWrapKey, dek, this.volumeId, fileId, keyVersion, flags)
+    const wrappedDek = wrapDek(this.#dekWrapKey, dek, this.volumeId, fileId, keyVersion, flags, nonce)
     this.index.put(fileId, keyVersion, wrappedDek)
     return encodeHeader({ fileId, keyVersion, flags, wrappedDek })
+  }
+
+  /** The flags every new file of this volume gets (docs/FORMAT.md §6.1). */
+  get fileFlags (): number {
+    return this.layout.endTags ? (this.config.writeWindows === true ? FLAG_END_TAG | FLAG_WRITE_WINDOW : FLAG_END_TAG) : 0
   }
 
   /** A fresh file identity: random file ID and DEK, the header to write, the index row queued. */
@@ -343,7 +356,7 @@ export class Volume {
     const fileId = randomBytes(FILE_ID_BYTES)
     const dek = SecretKey.random()
     const keyVersion = this.config.masterKeyVersion
-    const flags = this.layout.endTags ? FLAG_END_TAG : 0
+    const flags = this.fileFlags
     const wrappedDek = wrapDek(this.#dekWrapKey, dek, this.volumeId, fileId, keyVersion, flags)
     this.index.put(fileId, keyVersion, wrappedDek)
     return { fileId, dek, flags, header: encodeHeader({ fileId, keyVersion, flags, wrappedDek }) }
@@ -357,7 +370,9 @@ export class Volume {
     // Every file of a volume with end tags has one, and no file of an older volume: a header
     // that says otherwise (an older copy of it, or a config edited to drop end tags) would
     // let a file cut short read as whole.
-    if (((header.flags & FLAG_END_TAG) !== 0) !== this.layout.endTags && !this.#upgrading) throw new AuthenticationError('file header')
+    // Likewise write windows: a header without them would let a copy taken mid-write pass.
+    if ((((header.flags & FLAG_END_TAG) !== 0) !== this.layout.endTags ||
+         ((header.flags & FLAG_WRITE_WINDOW) !== 0) !== (this.config.writeWindows === true)) && !this.#upgrading) throw new AuthenticationError('file header')
     let wrapped = header.wrappedDek
     let version = header.keyVersion
     if (version !== this.config.masterKeyVersion) {
@@ -383,13 +398,14 @@ export class Volume {
 
   /**
    * Whether the index row of a file (at the current key version) was wrapped for a header with
-   * an end tag: a header without one, of the same file, is older than the row (put back from
-   * before an upgrade).
+   * `flag` (an end tag, write windows): a header without it, of the same file, is older than
+   * the row (put back from before an upgrade).
    */
-  rowHasEndTag (fileId: Buffer): boolean {
+  rowHasFlag (fileId: Buffer, flag: number): boolean {
     const row = this.index.get(fileId)
     if (row === undefined || row.keyVersion !== this.config.masterKeyVersion) return false
-    for (const flags of [FLAG_END_TAG, FLAG_END_TAG | FLAG_SPARSE]) {
+    for (let flags = 0; flags <= (FLAG_SPARSE | FLAG_END_TAG | FLAG_WRITE_WINDOW); flags++) {
+      if ((flags & flag) === 0 || ((flags & FLAG_WRITE_WINDOW) !== 0 && (flags & FLAG_END_TAG) === 0)) continue
       try {
         unwrapDek(this.#dekWrapKey, row.wrapped, this.volumeId, fileId, row.keyVersion, flags).dispose()
         return true
@@ -401,6 +417,29 @@ export class Volume {
   }
 
   /**
+   * Whether a file's index row holds its DEK as its header does (same key version and flags).
+   * Not byte for byte: a header moves along its nonce chain (docs/FORMAT.md §6.4), and a row
+   * may hold an earlier link of it.
+   */
+  rowMatches (header: FileHeader, dek: SecretKey): boolean {
+    const row = this.index.get(header.fileId)
+    if (row === undefined || row.keyVersion !== header.keyVersion) return false
+    if (row.wrapped.equals(header.wrappedDek)) return true
+    if (row.keyVersion !== this.config.masterKeyVersion) return false
+    try {
+      const rowDek = unwrapDek(this.#dekWrapKey, row.wrapped, this.volumeId, header.fileId, row.keyVersion, header.flags)
+      try {
+        return sodium.sodium_memcmp(rowDek.bytes, dek.bytes)
+      } finally {
+        rowDek.dispose()
+      }
+    } catch (e) {
+      if (!(e instanceof AuthenticationError)) throw e
+      return false
+    }
+  }
+
+  /**
    * Begins or resumes the upgrade to end tags (docs/FORMAT.md §6.3): the config says so, and
    * the volume does not mount, until finishUpgrade(). The caller holds the mount lock.
    */
@@ -409,9 +448,14 @@ export class Volume {
     this.#upgrading = true
   }
 
-  /** Every file with contents has its end tag, durably: new mounts require them. */
+  /** Every file with contents has its end tag and write windows, durably: new mounts require them. */
   finishUpgrade (): void {
     this.#changeEndTags(true)
+  }
+
+  /** Whether an upgrade (fsck --repair --upgrade) has work: end tags or write windows missing. */
+  get upgradable (): boolean {
+    return this.config.endTags !== true || this.config.writeWindows !== true
   }
 
   #changeEndTags (to: true | 'upgrading'): void {
@@ -423,7 +467,11 @@ export class Volume {
       if (config.volumeId !== this.config.volumeId || config.masterKeyVersion !== this.config.masterKeyVersion || config.rotation !== undefined) {
         throw new VolumeError('damaged-config', `${this.dir}/${CONFIG_FILE} changed while it was being upgraded`)
       }
-      if (config.endTags !== to) writeConfig(this.dir, { ...config, endTags: to })
+      // While upgrading, files of every layout open; once done, every file has both.
+      const next: VolumeConfig = { ...config, endTags: to }
+      if (to === true) next.writeWindows = true
+      else delete next.writeWindows
+      if (config.endTags !== to || config.writeWindows !== next.writeWindows) writeConfig(this.dir, next)
     } finally {
       lock.release()
     }

@@ -231,6 +231,28 @@ export class WriteJournal {
     this.give(slot)
   }
 
+  /**
+   * Writes the record of a slot from take() for a write made on the JS thread rather than by a
+   * job (an end tag rewritten in place, which a kill can cut at a page boundary): the write's
+   * position and its first bytes, then the record, on disk before the write begins. Kept until
+   * spend(); if this fails, the slot is free again and nothing is on disk.
+   */
+  async record (slot: JournalSlot, runPosition: number, runFirst: Buffer): Promise<void> {
+    const r = slot.record
+    r.writeUInt32BE(Math.floor(runPosition / 2 ** 32), RUN_AT)
+    r.writeUInt32BE(runPosition >>> 0, RUN_AT + 4)
+    runFirst.copy(r, RUN_AT + 8, 0, COUNT_AT - RUN_AT - 8)
+    slot.keep = true
+    const used = r.readUInt32BE(4)
+    try {
+      await new Promise<void>((resolve, reject) => fs.write(this.#fd, r, 0, used, slot.position, (err, n) => err !== null ? reject(err) : n !== used ? reject(Object.assign(new Error('short write'), { code: 'EIO' })) : resolve()))
+    } catch (e) {
+      r.fill(0, 0, 4)
+      this.give(slot)
+      throw e
+    }
+  }
+
   /** Puts the old sealed chunk at `position` in a slot from take(), for a write job that seals over it (a truncate's last chunk). */
   addExtent (slot: JournalSlot, position: number, sealed: Buffer): void {
     const r = slot.record

@@ -1,0 +1,231 @@
+import crypto from 'crypto'
+import { execFileSync } from 'child_process'
+import fs from 'fs'
+import path from 'path'
+import { describe, expect, it } from 'vitest'
+import { END_TAG_BYTES } from '../src/crypto/end-tag'
+import { FLAG_WRITE_WINDOW, HEADER_BYTES } from '../src/volume/file-header'
+import { cleanup, fsckJson, makeVolume, mount, sealfs, sleep, umount, Vol, walk } from './helpers'
+
+const C = 4096
+const STRIDE = C + 28
+const OPEN = /was being written when it was copied, or when the volume stopped/
+
+function backingSize (n: number): number {
+  return HEADER_BYTES + n + Math.ceil(n / C) * 28 + END_TAG_BYTES
+}
+
+/** The backing file of `size` bytes (each file of a test has a size of its own). */
+function backingOfSize (dir: string, size: number): string {
+  const found = walk(dir).filter(f => !path.basename(f).includes('.') && fs.lstatSync(f).isFile() && fs.lstatSync(f).size === size)
+  expect(found, `a backing file of ${size} bytes`).toHaveLength(1)
+  return found[0]
+}
+
+function readRange (file: string, start: number, length: number): Buffer {
+  const fd = fs.openSync(file, 'r')
+  try {
+    const b = Buffer.alloc(length)
+    expect(fs.readSync(fd, b, 0, length, start)).toBe(length)
+    return b
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+function writeRange (file: string, start: number, bytes: Buffer): void {
+  const fd = fs.openSync(file, 'r+')
+  try {
+    fs.writeSync(fd, bytes, 0, bytes.length, start)
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+/**
+ * Writes a file through the mount and fsyncs it before closing it: its window closes at the
+ * fsync, not at the release that follows close(2) (which the kernel sends without waiting).
+ */
+function writeSynced (file: string, data: Buffer): void {
+  const fd = fs.openSync(file, 'w')
+  try {
+    fs.writeSync(fd, data)
+    fs.fsyncSync(fd)
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+/** fsck of a copy of the volume `v` at `dir`. */
+function fsckOf (v: Vol, dir: string, extra: string[] = []): ReturnType<typeof fsckJson> {
+  return fsckJson({ ...v, cipher: dir }, extra)
+}
+
+/** What fsck says of files' contents (a copy taken within a second of a write may lack index rows, which --repair writes from the headers). */
+function dataProblems (r: ReturnType<typeof fsckJson>): string[] {
+  return r.json.problems.filter(p => !/index row/.test(p.what)).map(p => `${p.path}: ${p.what}`)
+}
+
+/**
+ * Write windows (docs/FORMAT.md §6.4): a file's end tag is bound to its header's nonce, or to
+ * the next one while it is being written, so that a copy of the cipher dir taken while a file
+ * was overwritten in place (same size, every chunk authenticating) shows it to fsck.
+ */
+describe('write windows', () => {
+  it('fsck names a file overwritten in place while it was copied, whether or not its window had closed; files closed before the copy are clean; --repair closes the window', async () => {
+    const v = makeVolume()
+    try {
+      mount(v)
+      const f = crypto.randomBytes(5 * C + 123)
+      const g = crypto.randomBytes(3 * C + 7)
+      writeSynced(path.join(v.mnt, 'f'), f)
+      writeSynced(path.join(v.mnt, 'g'), g)
+      const fBacking = backingOfSize(v.cipher, backingSize(f.length))
+      expect(fs.readFileSync(fBacking).readUInt16BE(6) & FLAG_WRITE_WINDOW).toBe(FLAG_WRITE_WINDOW)
+      const headerBefore = readRange(fBacking, 0, HEADER_BYTES)
+      // A copy reads the file from its start: the header and chunk 0 now, the rest after the
+      // writes below (as tar, rsync or cp do while a writer goes on).
+      const start = readRange(fBacking, 0, HEADER_BYTES + STRIDE)
+      const fd = fs.openSync(path.join(v.mnt, 'f'), 'r+')
+      const mixed = Buffer.from(f)
+      try {
+        const a = crypto.randomBytes(100)
+        const b = crypto.randomBytes(200)
+        fs.writeSync(fd, a, 0, a.length, 10)
+        fs.writeSync(fd, b, 0, b.length, 3 * C + 50)
+        b.copy(mixed, 3 * C + 50)  // what the copy holds: chunk 0 old, chunk 3 new
+        // Copy 1: the window still open (the file is open and was written a moment ago).
+        execFileSync('cp', ['-a', v.cipher, path.join(v.base, 'open')])
+        // fsync closes the window: the header moves to the next nonce, the file's times stay.
+        const mtime = fs.fstatSync(fd).mtimeMs
+        fs.fsyncSync(fd)
+        expect(readRange(fBacking, 0, HEADER_BYTES).equals(headerBefore)).toBe(false)
+        expect(fs.fstatSync(fd).mtimeMs).toBe(mtime)
+        // Copy 2: after the window closed; copy 3: the same, but with the start read before.
+        execFileSync('cp', ['-a', v.cipher, path.join(v.base, 'closed')])
+        execFileSync('cp', ['-a', v.cipher, path.join(v.base, 'torn')])
+      } finally {
+        fs.closeSync(fd)
+      }
+      for (const copy of ['open', 'torn']) {
+        writeRange(backingOfSize(path.join(v.base, copy), backingSize(f.length)), 0, start)
+        fs.rmSync(path.join(v.base, copy, 'sealfs.lock'), { force: true })
+      }
+      fs.rmSync(path.join(v.base, 'closed', 'sealfs.lock'), { force: true })
+      await umount(v)
+
+      // Copies whose file f mixes chunks from before and after its writes: named, g not.
+      for (const copy of ['open', 'torn']) {
+        const r = fsckOf(v, path.join(v.base, copy))
+        expect(r.status, `${copy}: ${r.stderr}`).toBe(20)
+        expect(dataProblems(r), copy).toEqual([expect.stringMatching(new RegExp(`^/f: ${OPEN.source}`))])
+      }
+      // The copy taken after the window closed holds the file as written: clean.
+      expect(dataProblems(fsckOf(v, path.join(v.base, 'closed')))).toEqual([])
+
+      // A copy with its window open mounts and reads (each chunk old or new, never other
+      // bytes); --repair closes the window, and the copy is clean after it.
+      const torn = { ...v, cipher: path.join(v.base, 'torn') }
+      mount(torn)
+      try {
+        expect(fs.readFileSync(path.join(v.mnt, 'f')).equals(mixed)).toBe(true)
+        expect(fs.readFileSync(path.join(v.mnt, 'g')).equals(g)).toBe(true)
+      } finally {
+        await umount(torn)
+      }
+      const repaired = fsckOf(v, torn.cipher, ['--repair'])
+      expect(repaired.status, repaired.stderr).toBe(21)
+      expect(dataProblems(repaired)).toHaveLength(1)
+      expect(repaired.json.problems.every(p => p.repaired)).toBe(true)
+      expect(fsckOf(v, torn.cipher).status).toBe(0)
+      mount(torn)
+      try {
+        expect(fs.readFileSync(path.join(v.mnt, 'f')).equals(mixed)).toBe(true)
+      } finally {
+        await umount(torn)
+      }
+    } finally {
+      await cleanup(v)
+    }
+  })
+
+  it('a window closes when the file is closed, and after a second without writes while it stays open; the times stay the writes\'', async () => {
+    const v = makeVolume()
+    try {
+      mount(v)
+      const f = crypto.randomBytes(2 * C + 5)
+      writeSynced(path.join(v.mnt, 'f'), f)
+      const fBacking = backingOfSize(v.cipher, backingSize(f.length))
+      const header = (): Buffer => readRange(fBacking, 0, HEADER_BYTES)
+      const fd = fs.openSync(path.join(v.mnt, 'f'), 'r+')
+      try {
+        const before = header()
+        fs.writeSync(fd, Buffer.from('in place'), 0, 8, C + 1)
+        const mtime = fs.statSync(fBacking).mtimeMs
+        // Polled, not timed: the idle close comes about a second after the last write.
+        let moved = false
+        for (let i = 0; i < 100 && !moved; i++) {
+          await sleep(100)
+          moved = !header().equals(before)
+        }
+        expect(moved).toBe(true)
+        expect(fs.statSync(fBacking).mtimeMs).toBe(mtime)
+        execFileSync('cp', ['-a', v.cipher, path.join(v.base, 'idle')])
+        // Written again, then closed: the close moves it on once more.
+        fs.writeSync(fd, Buffer.from('again'), 0, 5, 7)
+        fs.closeSync(fd)
+      } catch (e) {
+        fs.closeSync(fd)
+        throw e
+      }
+      await umount(v)
+      fs.rmSync(path.join(v.base, 'idle', 'sealfs.lock'), { force: true })
+      expect(dataProblems(fsckOf(v, path.join(v.base, 'idle')))).toEqual([])
+      const r = fsckJson(v)
+      expect(r.status, JSON.stringify(r.json.problems)).toBe(0)
+    } finally {
+      await cleanup(v)
+    }
+  })
+
+  it('a volume with end tags made before write windows mounts; fsck --repair --upgrade gives its files windows', async () => {
+    const v = makeVolume()
+    try {
+      const conf = path.join(v.cipher, 'sealfs.conf')
+      const c = JSON.parse(fs.readFileSync(conf, 'utf8'))
+      expect(c.writeWindows).toBe(true)
+      delete c.writeWindows
+      fs.writeFileSync(conf, JSON.stringify(c))
+      const files = [crypto.randomBytes(3 * C + 11), crypto.randomBytes(C), crypto.randomBytes(77)]
+      const m = sealfs(['mount', '--passfile', v.passfile, v.cipher, v.mnt])
+      expect(m.status, m.stderr).toBe(0)
+      expect(m.stderr).toMatch(/no write windows.*sealfs fsck --repair --upgrade/)
+      try {
+        files.forEach((b, i) => fs.writeFileSync(path.join(v.mnt, `f${i}`), b))
+      } finally {
+        await umount(v)
+      }
+      for (const b of files) expect(fs.readFileSync(backingOfSize(v.cipher, backingSize(b.length))).readUInt16BE(6) & FLAG_WRITE_WINDOW).toBe(0)
+      expect(fsckJson(v).status).toBe(0)
+      const r = fsckJson(v, ['--repair', '--upgrade'])
+      expect(r.status, r.stderr).toBe(0)
+      expect(r.json.upgrade).toBe('finished')
+      expect(r.json.upgraded).toBe(files.length)
+      expect(JSON.parse(fs.readFileSync(conf, 'utf8')).writeWindows).toBe(true)
+      for (const b of files) expect(fs.readFileSync(backingOfSize(v.cipher, backingSize(b.length))).readUInt16BE(6) & FLAG_WRITE_WINDOW).toBe(FLAG_WRITE_WINDOW)
+      expect(fsckJson(v).status).toBe(0)
+      const again = sealfs(['mount', '--passfile', v.passfile, v.cipher, v.mnt])
+      expect(again.status, again.stderr).toBe(0)
+      expect(again.stderr).not.toMatch(/no write windows/)
+      try {
+        files.forEach((b, i) => expect(fs.readFileSync(path.join(v.mnt, `f${i}`)).equals(b)).toBe(true))
+        fs.appendFileSync(path.join(v.mnt, 'f0'), 'more')
+      } finally {
+        await umount(v)
+      }
+      expect(fsckJson(v).status).toBe(0)
+    } finally {
+      await cleanup(v)
+    }
+  })
+})
