@@ -394,13 +394,16 @@ interface TornCase {
 
 const OLD = crypto.randomBytes(3 * 4096 + 500)
 const LOG = crypto.randomBytes(1000)
+/** Two chunks whose backing file ends at 8202: its end tag [8182, 8202) straddles a page. */
+const STRADDLE = crypto.randomBytes(8202 - 100 - 2 * 28 - 20)
 const TORN_CASES: TornCase[] = [
   {
     // Chunk 1 lies at [4224, 8348) of the backing file; the kernel cut the pwrite at 8192.
+    // (The main thread's first pwrite opens the write window: the end tag, rewritten.)
     name: 'an overwrite inside a chunk',
     setup: OLD,
     run: f => { const fd = fs.openSync(f, 'r+'); try { fs.writeSync(fd, Buffer.alloc(100, 'n'), 0, 100, 5000) } finally { fs.closeSync(fd) } },
-    killAt: 'pwrite64:signal=KILL:when=3',
+    killAt: 'pwrite64:signal=KILL:when=4',
     killedCall: /^pwrite64\(\d+, "\\0\\0\\0\\0", 4, \d+/,
     tearAt: 8192,
     after: OLD
@@ -437,6 +440,19 @@ const TORN_CASES: TornCase[] = [
     tearAt: 8192,
     after: OLD.subarray(0, 4096),
     untagged: true
+  },
+  {
+    // A write in place opens the file's write window: its end tag is rewritten first, bound to
+    // the header's next nonce. The file's 2 chunks end at 8182, so the tag [8182, 8202)
+    // straddles a page; the kernel cut its pwrite at 8192 (the kill: at the zeroing of the
+    // record that journalled it, the main thread's third pwrite).
+    name: 'an end tag rewritten across a page as a write window opens',
+    setup: STRADDLE,
+    run: f => { const fd = fs.openSync(f, 'r+'); try { fs.writeSync(fd, Buffer.alloc(50, 'w'), 0, 50, 100) } finally { fs.closeSync(fd) } },
+    killAt: 'pwrite64:signal=KILL:when=3',
+    killedCall: /^pwrite64\(\d+, "\\0\\0\\0\\0", 4, \d+/,
+    tearAt: 8192,
+    after: STRADDLE
   }
 ]
 

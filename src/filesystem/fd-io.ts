@@ -46,6 +46,14 @@ export async function writeKeepingTimes (fd: number, buf: Buffer, pos: number): 
   await new Promise<void>(resolve => backing.utimensFd(fd, st[STAT_ATIME_SEC], st[STAT_ATIME_NSEC], st[STAT_MTIME_SEC], st[STAT_MTIME_NSEC], () => resolve()))
 }
 
+/** writeKeepingTimes on this thread (a local disk: a header into the page cache). */
+export function writeKeepingTimesSync (fd: number, buf: Buffer, pos: number): void {
+  const st = new Float64Array(STAT_LENGTH)
+  const stated = backing.statAt(fd, EMPTY, st) >= 0
+  writeAllAtSync(fd, buf, pos)
+  if (stated) backing.utimensFd(fd, st[STAT_ATIME_SEC], st[STAT_ATIME_NSEC], st[STAT_MTIME_SEC], st[STAT_MTIME_NSEC])
+}
+
 const EMPTY = Buffer.alloc(0)
 
 /** Reads up to buf.length bytes at `pos`, on this thread (tools that walk an unmounted volume); the count, short only at the end of the file. */

@@ -7,7 +7,7 @@ import { SecretKey } from '../crypto/secret-key'
 import { FileHeader, FLAG_END_TAG, FLAG_SPARSE, FLAG_WRITE_WINDOW, HEADER_BYTES, headerNonce } from '../volume/file-header'
 import { Volume } from '../volume/volume'
 import { InterruptedWrite } from '../volume/write-journal'
-import { fdatasyncFd, ftruncateFd, readAt, writeFullAt, writeKeepingTimes } from './fd-io'
+import { fdatasyncFd, ftruncateFd, readAt, writeAllAtSync, writeFullAt, writeKeepingTimes, writeKeepingTimesSync } from './fd-io'
 import { FsError } from './fs-error'
 import { ChunkRangeLock, WHOLE_FILE } from './chunk-range-lock'
 import { requestBuffers } from './request-buffers'
@@ -17,6 +17,8 @@ import { settleInterruptedWrite } from './interrupted-write'
 export const CHUNK_WRITE_LIMIT = 2 ** 31
 /** A write window left open this long without a write is closed (docs/FORMAT.md §6.4). */
 export const WINDOW_IDLE_MS = 1000
+/** Pages a kill can stop a pwrite between are at least this long. */
+const PAGE_BYTES = 4096
 
 /**
  * The contents of one file (all its names and descriptors share it): its DEK, plaintext
@@ -61,6 +63,8 @@ export class FileContents {
   /** Writes since the idle timer last looked, and the timer. */
   #windowWrites = 0
   #windowTimer: NodeJS.Timeout | null = null
+  /** The index row holds the DEK at an older key version than a header this writes: the next one goes to the row too. */
+  #rowBehind: boolean
 
   constructor (
     private readonly volume: Volume,
@@ -85,6 +89,7 @@ export class FileContents {
     this.#nonce = (flags & FLAG_WRITE_WINDOW) !== 0 && header !== null ? Buffer.from(headerNonce(header.wrappedDek)) : null
     this.#windowOpen = size === 0 ? false : null
     this.#openFlags = flags
+    this.#rowBehind = header !== null && header.keyVersion !== volume.config.masterKeyVersion
   }
 
   get sparse (): boolean {
@@ -438,9 +443,10 @@ export class FileContents {
   /**
    * Opens the file's write window (docs/FORMAT.md §6.4), under the whole-file lock: the end tag
    * of its size is rewritten bound to the next nonce, before any write in place, so that a copy
-   * that sees a changed chunk sees that tag too (it reads the header first, the tag last). The
-   * tag's 20 bytes can straddle a page that a kill cuts a pwrite at: the old tag goes to the
-   * write journal first.
+   * that sees a changed chunk sees that tag too (it reads the header first, the tag last). Where
+   * the tag's 20 bytes straddle a page, which a kill can cut a pwrite at, the old tag goes to
+   * the write journal first. On a local disk, on this thread (20 bytes into the page cache
+   * cost less than a hand-off to the pool).
    */
   async #openWindow (fd: number, towards = this.flags): Promise<void> {
     if (this.#unsettled) throw new FsError('EIO')
@@ -452,10 +458,12 @@ export class FileContents {
     const old = Buffer.from(this.#currentTag())
     this.#towards(towards)
     const fresh = this.#tagOf(this.size)
-    const slot = this.volume.journal.take(this.fileId, { from: end, to: end }, old)
-    if (slot !== null) await this.volume.journal.record(slot, at, fresh)
+    const straddles = Math.floor(at / PAGE_BYTES) !== Math.floor((at + this.#tail - 1) / PAGE_BYTES)
+    const slot = straddles ? this.volume.journal.take(this.fileId, { from: end, to: end }, old) : null
+    if (slot !== null) await this.volume.journal.record(slot, at, fresh, this.localIo)
     try {
-      await writeFullAt(fd, fresh, at)
+      if (this.localIo) writeAllAtSync(fd, fresh, at)
+      else await writeFullAt(fd, fresh, at)
     } catch (err) {
       this.#windowOpen = null
       if (slot !== null) this.#afterFailure(fd, slot)
@@ -463,7 +471,7 @@ export class FileContents {
     }
     this.#windowOpen = true
     this.#wrote(fd)
-    if (slot !== null) await this.volume.journal.spend(slot).catch(() => this.#afterFailure(fd, slot))
+    if (slot !== null) await this.volume.journal.spend(slot, this.localIo).catch(() => this.#afterFailure(fd, slot))
   }
 
   /** A write or truncate through `fd` (writable) is about to change the file: the window closes through it, after a second without writes. */
@@ -487,19 +495,22 @@ export class FileContents {
   /**
    * Closes the write window, if one is open (docs/FORMAT.md §6.4): the header is written with its
    * DEK wrapped at the next nonce of its chain, which the end tag is bound to already. Under
-   * the whole-file lock, so after every write in flight. At fsync, at the close of the
-   * descriptor it goes through, and after a second without writes. A header that cannot be
-   * written leaves the file taking no more writes in this mount: a later header at that nonce
-   * must never wrap the DEK with other flags.
+   * the whole-file lock, so after every write in flight. At the close of the descriptor it
+   * goes through, before the file's times are set, at unmount, and after a second without
+   * writes (not at fsync: a database that writes and syncs in a loop would pay a header and a
+   * tag write per sync; its window stays open while it is busy, which is what a copy of it
+   * then should say). The file's times are kept unless `keepTimes` is false (the caller sets
+   * them next). A header that cannot be written leaves the file taking no more writes in
+   * this mount: a later header at that nonce must never wrap the DEK with other flags.
    */
-  async closeWindow (): Promise<void> {
+  async closeWindow (keepTimes = true): Promise<void> {
     if (this.#windowOpen === false || this.#windowFd < 0 || this.#nonce === null) return
     await this.#lock.run(WHOLE_FILE.first, WHOLE_FILE.last, true, async () => {
       if (this.#windowOpen === false || this.#windowFd < 0 || this.#nonce === null || this.#unsettled) return
       // After a failed write, which tag is on disk is read first (one that does not
       // authenticate leaves the header as it is: reads of the end are EIO either way).
       if (this.#windowOpen === null) await this.#checkEnd(this.#windowFd).catch(() => undefined)
-      if (this.#windowOpen === true) await this.#moveHeader(this.#windowFd, true)
+      if (this.#windowOpen === true) await this.#moveHeader(this.#windowFd, keepTimes)
     })
   }
 
@@ -511,11 +522,19 @@ export class FileContents {
   async #moveHeader (fd: number, keepTimes: boolean): Promise<void> {
     const next = this.#binding(true) as Buffer
     const flags = this.#openFlags
-    const header = this.volume.rewrapHeader(this.fileId, this.dek, flags, next)
+    // The index row keeps an earlier link (it holds the same DEK, key version and flags):
+    // rewritten only when those change, so that a closing window costs no index write.
+    const toRow = flags !== this.flags || this.#rowBehind
+    const header = this.volume.rewrapHeader(this.fileId, this.dek, flags, next, toRow)
     try {
       // A window closing is sealfs's own change, after the user's writes (and perhaps after
-      // times they set since): the file's times stay theirs.
-      await (keepTimes ? writeKeepingTimes(fd, header, 0) : writeFullAt(fd, header, 0))
+      // times they set since): the file's times stay theirs. On a local disk, on this thread.
+      if (this.localIo) {
+        if (keepTimes) writeKeepingTimesSync(fd, header, 0)
+        else writeAllAtSync(fd, header, 0)
+      } else {
+        await (keepTimes ? writeKeepingTimes(fd, header, 0) : writeFullAt(fd, header, 0))
+      }
     } catch (err) {
       this.#unsettled = true
       logLine(`file ${this.fileId.toString('hex')}: its header could not be written at the end of a write window (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): writes refused (EIO) until the next mount`)
@@ -525,6 +544,7 @@ export class FileContents {
     this.#nextNonce = null
     this.flags = flags
     this.#windowOpen = false
+    if (toRow) this.#rowBehind = false
   }
 
   /** The descriptor `fd` is being closed: a window that closes through it is closed now. */

@@ -259,11 +259,8 @@ export class Files {
     }
   }
 
-  /** The file's write window closes first (its header written), so that one sync makes that durable too. */
   async fsync (fh: number, datasync: boolean): Promise<void> {
-    const h = this.fs.files.get(fh)
-    await h.contents?.closeWindow()
-    await this.#b.fsyncFd(h.fd, datasync)
+    await this.#b.fsyncFd(this.fs.files.get(fh).fd, datasync)
   }
 
   /**

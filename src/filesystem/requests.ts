@@ -136,8 +136,9 @@ export class Requests implements RequestHandlers {
         else await this.files.truncateNode(node, size)
       }
       if ((toSet & (SET_ATIME | SET_MTIME | SET_ATIME_NOW | SET_MTIME_NOW)) !== 0) {
-        // A write window of the file closes first: its header write must come before the times.
-        await this.fs.files.contentsOfNode(node)?.closeWindow()
+        // A write window of the file closes first: its header write must come before the times
+        // (which it keeps, unless they are the ones set here).
+        await this.fs.files.contentsOfNode(node)?.closeWindow((toSet & (SET_MTIME | SET_MTIME_NOW)) === 0)
         const an = (toSet & SET_ATIME_NOW) !== 0 ? UTIME_NOW : (toSet & SET_ATIME) !== 0 ? atimeNsec : UTIME_OMIT
         const mn = (toSet & SET_MTIME_NOW) !== 0 ? UTIME_NOW : (toSet & SET_MTIME) !== 0 ? mtimeNsec : UTIME_OMIT
         await this.entries.utimens(inode, (toSet & SET_ATIME) !== 0 ? atimeSec : 0, an, (toSet & SET_MTIME) !== 0 ? mtimeSec : 0, mn)

@@ -337,12 +337,12 @@ export class Volume {
   /**
    * A file's header with new flags, or at the next link of its nonce chain (`nonce`: a write
    * window closes, docs/FORMAT.md §6.4): the DEK wrapped again (the flags are in its AAD); the
-   * index row follows.
+   * index row follows, unless `toRow` is false (it holds the same DEK, version and flags).
    */
-  rewrapHeader (fileId: Buffer, dek: SecretKey, flags: number, nonce?: Buffer): Buffer {
+  rewrapHeader (fileId: Buffer, dek: SecretKey, flags: number, nonce?: Buffer, toRow = true): Buffer {
     const keyVersion = this.config.masterKeyVersion
     const wrappedDek = wrapDek(this.#dekWrapKey, dek, this.volumeId, fileId, keyVersion, flags, nonce)
-    this.index.put(fileId, keyVersion, wrappedDek)
+    if (toRow) this.index.put(fileId, keyVersion, wrappedDek)
     return encodeHeader({ fileId, keyVersion, flags, wrappedDek })
   }
 

@@ -224,10 +224,11 @@ export class WriteJournal {
     this.#free.push(slot as Slot)
   }
 
-  /** The record of a write that is done but was kept (`keep`): zeroed here, and the slot is free. */
-  async spend (slot: JournalSlot): Promise<void> {
+  /** The record of a write that is done but was kept (`keep`): zeroed here, and the slot is free. `here`: on this thread (a local disk). */
+  async spend (slot: JournalSlot, here = false): Promise<void> {
     const zeros = Buffer.alloc(4)
-    await new Promise<void>((resolve, reject) => fs.write(this.#fd, zeros, 0, 4, slot.position, err => err ? reject(err) : resolve()))
+    if (here) fs.writeSync(this.#fd, zeros, 0, 4, slot.position)
+    else await new Promise<void>((resolve, reject) => fs.write(this.#fd, zeros, 0, 4, slot.position, err => err ? reject(err) : resolve()))
     this.give(slot)
   }
 
@@ -235,17 +236,23 @@ export class WriteJournal {
    * Writes the record of a slot from take() for a write made on the JS thread rather than by a
    * job (an end tag rewritten in place, which a kill can cut at a page boundary): the write's
    * position and its first bytes, then the record, on disk before the write begins. Kept until
-   * spend(); if this fails, the slot is free again and nothing is on disk.
+   * spend(); if this fails, the slot is free again and nothing is on disk. `here`: on this
+   * thread (a local disk, as the write itself).
    */
-  async record (slot: JournalSlot, runPosition: number, runFirst: Buffer): Promise<void> {
+  async record (slot: JournalSlot, runPosition: number, runFirst: Buffer, here = false): Promise<void> {
     const r = slot.record
     r.writeUInt32BE(Math.floor(runPosition / 2 ** 32), RUN_AT)
     r.writeUInt32BE(runPosition >>> 0, RUN_AT + 4)
     runFirst.copy(r, RUN_AT + 8, 0, COUNT_AT - RUN_AT - 8)
     slot.keep = true
     const used = r.readUInt32BE(4)
+    const short = (): Error => Object.assign(new Error('short write'), { code: 'EIO' })
     try {
-      await new Promise<void>((resolve, reject) => fs.write(this.#fd, r, 0, used, slot.position, (err, n) => err !== null ? reject(err) : n !== used ? reject(Object.assign(new Error('short write'), { code: 'EIO' })) : resolve()))
+      if (here) {
+        if (fs.writeSync(this.#fd, r, 0, used, slot.position) !== used) throw short()
+      } else {
+        await new Promise<void>((resolve, reject) => fs.write(this.#fd, r, 0, used, slot.position, (err, n) => err !== null ? reject(err) : n !== used ? reject(short()) : resolve()))
+      }
     } catch (e) {
       r.fill(0, 0, 4)
       this.give(slot)
