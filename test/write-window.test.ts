@@ -4,7 +4,9 @@ import fs from 'fs'
 import path from 'path'
 import { describe, expect, it } from 'vitest'
 import { END_TAG_BYTES } from '../src/crypto/end-tag'
-import { FLAG_WRITE_WINDOW, HEADER_BYTES } from '../src/volume/file-header'
+import sodium from 'sodium-native'
+import { FLAG_WRITE_WINDOW, HEADER_BYTES, decodeHeader } from '../src/volume/file-header'
+import { Volume } from '../src/volume/volume'
 import { cleanup, fsckJson, makeVolume, mount, sealfs, sleep, umount, Vol, walk } from './helpers'
 
 const C = 4096
@@ -149,6 +151,35 @@ describe('write windows', () => {
     }
   })
 
+  it('fsck names a file appended to while it was copied, and one created then; not one closed before', async () => {
+    const v = makeVolume()
+    try {
+      mount(v)
+      const log = crypto.randomBytes(C + 17)
+      fs.writeFileSync(path.join(v.mnt, 'log'), log)
+      fs.writeFileSync(path.join(v.mnt, 'quiet'), crypto.randomBytes(2 * C + 1))
+      await umount(v)
+      mount(v)
+      const fd = fs.openSync(path.join(v.mnt, 'log'), 'a')
+      const made = fs.openSync(path.join(v.mnt, 'new'), 'w')
+      try {
+        fs.writeSync(fd, Buffer.from('one more line\n'))
+        fs.writeSync(made, crypto.randomBytes(3000))
+        execFileSync('cp', ['-a', v.cipher, path.join(v.base, 'copy')])
+      } finally {
+        fs.closeSync(fd)
+        fs.closeSync(made)
+      }
+      await umount(v)
+      fs.rmSync(path.join(v.base, 'copy', 'sealfs.lock'), { force: true })
+      const r = fsckOf(v, path.join(v.base, 'copy'))
+      expect(dataProblems(r).sort()).toEqual([expect.stringMatching(new RegExp(`^/log: ${OPEN.source}`)), expect.stringMatching(new RegExp(`^/new: ${OPEN.source}`))])
+      expect(dataProblems(fsckJson(v))).toEqual([])
+    } finally {
+      await cleanup(v)
+    }
+  })
+
   it('a window closes when the file is closed, and after a second without writes while it stays open; the times stay the writes\'', async () => {
     const v = makeVolume()
     try {
@@ -180,6 +211,108 @@ describe('write windows', () => {
       expect(dataProblems(fsckOf(v, path.join(v.base, 'idle')))).toEqual([])
       const r = fsckJson(v)
       expect(r.status, JSON.stringify(r.json.problems)).toBe(0)
+    } finally {
+      await cleanup(v)
+    }
+  })
+
+  it('the end tag is the MAC docs/FORMAT.md §6.3 and §6.4 give: bound to the header\'s nonce, or to the next link (counter + 1) while a window is open', async () => {
+    const v = makeVolume()
+    try {
+      mount(v)
+      const f = crypto.randomBytes(3 * C + 9)
+      fs.writeFileSync(path.join(v.mnt, 'f'), f)
+      await umount(v)
+      mount(v)
+      // A copy taken while a write in place holds the window open, and one after it closed.
+      const fd = fs.openSync(path.join(v.mnt, 'f'), 'r+')
+      try {
+        fs.writeSync(fd, Buffer.from('open'), 0, 4, 2 * C + 1)
+        execFileSync('cp', ['-a', v.cipher, path.join(v.base, 'open')])
+      } finally {
+        fs.closeSync(fd)
+      }
+      await umount(v)
+      const u64 = (n: number): Buffer => { const b = Buffer.alloc(8); b.writeBigUInt64BE(BigInt(n)); return b }
+      for (const [dir, open] of [[v.cipher, false], [path.join(v.base, 'open'), true]] as const) {
+        fs.rmSync(path.join(dir, 'sealfs.lock'), { force: true })
+        const backing = fs.readFileSync(backingOfSize(dir, backingSize(f.length)))
+        const volume = await Volume.unlock(dir, { kind: 'passphrase', secret: Buffer.from('test passphrase') }, { readOnly: true })
+        try {
+          const h = decodeHeader(backing.subarray(0, HEADER_BYTES))
+          if (h === null) throw new Error('no header')
+          const dek = volume.openDek(h)
+          try {
+            // Written from the text of docs/FORMAT.md, not from src/crypto.
+            const ke = Buffer.alloc(32)
+            sodium.crypto_kdf_derive_from_key(ke, 1, Buffer.from('sealfset'), dek.bytes)
+            const nonce = backing.subarray(28, 52)
+            const flags = Buffer.alloc(2)
+            flags.writeUInt16BE(h.flags)
+            const next = Buffer.concat([nonce.subarray(0, 14), flags, u64(Number(nonce.readBigUInt64BE(16)) + 1)])
+            // A new file's first link holds its flags and counter 0; its first write opened a
+            // window its close closed (link 1); the write in place opened another (link 2).
+            expect(nonce.readUInt16BE(14)).toBe(h.flags)
+            expect(nonce.readBigUInt64BE(16)).toBe(open ? 1n : 2n)
+            const tag = backing.subarray(backing.length - END_TAG_BYTES)
+            const mac = Buffer.alloc(16)
+            sodium.crypto_generichash(mac, Buffer.concat([volume.volumeId, h.fileId, u64(f.length), tag.subarray(0, 4), open ? next : nonce]), ke)
+            expect(tag.subarray(4).equals(mac), open ? 'open' : 'closed').toBe(true)
+          } finally {
+            dek.dispose()
+          }
+        } finally {
+          await volume.close()
+        }
+      }
+    } finally {
+      await cleanup(v)
+    }
+  })
+
+  it('a tag left behind its header (a power cut between a window\'s tag and its close) reads up to 64 links back; fsck names it and --repair rebinds it', async () => {
+    const v = makeVolume()
+    try {
+      mount(v)
+      const f = crypto.randomBytes(2 * C + 3)
+      fs.writeFileSync(path.join(v.mnt, 'f'), f)
+      await umount(v)
+      mount(v)
+      const backing = backingOfSize(v.cipher, backingSize(f.length))
+      const tagAt = backingSize(f.length) - END_TAG_BYTES
+      /** Windows opened by a write in place and closed by setting the file's times. */
+      const windows = (n: number): void => {
+        const fd = fs.openSync(path.join(v.mnt, 'f'), 'r+')
+        try {
+          for (let i = 0; i < n; i++) {
+            fs.writeSync(fd, Buffer.from([i]), 0, 1, 5 + i)
+            f[5 + i] = i
+            fs.futimesSync(fd, new Date(), new Date())
+          }
+        } finally {
+          fs.closeSync(fd)
+        }
+      }
+      for (const [behind, reads] of [[1, true], [100, false]] as const) {
+        const tag = readRange(backing, tagAt, END_TAG_BYTES)
+        windows(behind)
+        await umount(v)
+        writeRange(backing, tagAt, tag)  // what reached the disk: the headers, not the tags
+        mount(v)
+        try {
+          if (reads) expect(fs.readFileSync(path.join(v.mnt, 'f')).equals(f)).toBe(true)
+          else expect(() => fs.readFileSync(path.join(v.mnt, 'f'))).toThrow(/EIO/)
+        } finally {
+          await umount(v)
+        }
+        const r = fsckJson(v)
+        expect(r.status).toBe(20)
+        expect(dataProblems(r)).toEqual([expect.stringMatching(/^\/f: its end tag is from before its header's last write window/)])
+        expect(fsckJson(v, ['--repair']).status).toBe(21)
+        expect(fsckJson(v).status).toBe(0)
+        mount(v)
+        expect(fs.readFileSync(path.join(v.mnt, 'f')).equals(f)).toBe(true)
+      }
     } finally {
       await cleanup(v)
     }

@@ -12,27 +12,37 @@ const PREFIX_BYTES = 32
 export const BINDING_BYTES = 24
 /** One message buffer, reused: JS computes one tag at a time. */
 const message = Buffer.alloc(PREFIX_BYTES + 8 + 4 + BINDING_BYTES)
-const NEXT_PERSONAL = Buffer.from('sealfs-window-v1', 'ascii')
-
 /** The sparse flag of a file header (FLAG_SPARSE; crypto does not import the volume layer). */
 const SPARSE = 1
+/** A header nonce: a random part, the header's flags (u16 BE) and a link counter (u64 BE). */
+const RANDOM_BYTES = 14
+const FLAGS_AT = 14
+const COUNTER_AT = 16
 
 /**
- * The nonce that follows `nonce` in a file's chain of header nonces, for a header with `flags`
- * (docs/FORMAT.md §6.4): BLAKE2b-192 of "sealfs-window-v1" (16 ASCII bytes) || nonce || flags
- * (u16 BE). Public: anyone can follow the chain forwards, nobody backwards. A header is
- * rewritten at the next nonce when a write window closes. The flags are in it so that two
- * copies of a volume that went separate ways never wrap one DEK at one nonce with two AADs.
+ * The first nonce of a file's chain of header nonces, for a header with `flags` (docs/FORMAT.md
+ * §6.4): 14 random bytes || flags (u16 BE) || 0 (u64 BE).
  */
-export function nextNonce (nonce: Buffer, flags: number): Buffer {
+export function firstNonce (flags: number): Buffer {
+  const n = Buffer.alloc(BINDING_BYTES)
+  sodium.randombytes_buf(n.subarray(0, RANDOM_BYTES))
+  n.writeUInt16BE(flags, FLAGS_AT)
+  return n
+}
+
+/**
+ * The nonce `steps` links after `nonce` (before it, if negative) in its chain, for a header
+ * with `flags`: its first 14 bytes || flags (u16 BE) || its counter + steps (u64 BE, mod 2^64).
+ * A header is rewritten at the next link when a write window closes. The flags are in the
+ * nonce so that two copies of a volume that went separate ways never wrap one DEK at one
+ * nonce with two AADs: a nonce says the flags it is wrapped with, and its key says the version.
+ */
+export function nextNonce (nonce: Buffer, flags: number, steps = 1): Buffer {
   if (nonce.length !== BINDING_BYTES) throw new RangeError('write window: bad nonce')
-  const input = Buffer.alloc(NEXT_PERSONAL.length + BINDING_BYTES + 2)
-  NEXT_PERSONAL.copy(input, 0)
-  nonce.copy(input, NEXT_PERSONAL.length)
-  input.writeUInt16BE(flags, NEXT_PERSONAL.length + BINDING_BYTES)
-  const out = Buffer.alloc(BINDING_BYTES)
-  sodium.crypto_generichash(out, input)
-  return out
+  const n = Buffer.from(nonce)
+  n.writeUInt16BE(flags, FLAGS_AT)
+  n.writeBigUInt64BE(BigInt.asUintN(64, nonce.readBigUInt64BE(COUNTER_AT) + BigInt(steps)), COUNTER_AT)
+  return n
 }
 
 /** The key of a file's end tags: crypto_kdf subkey 1, context "sealfset", of its DEK. */
@@ -83,53 +93,31 @@ export function openEndTag (key: SecretKey, prefix: Buffer, size: number, tag: B
 }
 
 /**
- * How a file's end tag stands to its header: bound to its nonce (window closed), or to the
- * next one for a header with `flags` (open; the header's own flags, or with the sparse flag
- * added: a window opened to mark the file sparse).
+ * How a file's end tag stands to its header: bound to its nonce (`steps` 0: window closed), to
+ * a later link (1: a window open, its header still to move; more: a copy read the header before
+ * later windows closed), or to an earlier one (negative: a power cut wrote the header of a
+ * window's close but not the tag the window had opened with; or, a copy read out of order).
+ * `flags`: those of the link the tag is bound to; `binding`: that link.
  */
-export interface WindowedTag { epoch: number, open: boolean, flags: number }
+export interface WindowedTag { epoch: number, open: boolean, steps: number, flags: number, binding: Buffer }
 
 /**
- * Opens the end tag of a file with write windows whose header holds `nonce` and `flags`:
- * closed, open, or open towards the sparse flag; null if none of these.
+ * Opens the end tag of a file with write windows whose header holds `nonce` and `flags`: bound
+ * to the nonce, or up to `ahead` links after it, or `behind` links before it (each link with
+ * the header's flags, with the sparse flag added after it, or without it before it); null if
+ * none. Nearest first: a reader asks for (1, 64), a check of the volume for more.
  */
-export function openWindowedTag (key: SecretKey, prefix: Buffer, size: number, tag: Buffer, nonce: Buffer, flags: number): WindowedTag | null {
+export function openWindowedTag (key: SecretKey, prefix: Buffer, size: number, tag: Buffer, nonce: Buffer, flags: number, ahead = 1, behind = 64): WindowedTag | null {
   const closed = openEndTag(key, prefix, size, tag, nonce)
-  if (closed !== null) return { epoch: closed, open: false, flags }
-  for (const f of (flags & SPARSE) !== 0 ? [flags] : [flags, flags | SPARSE]) {
-    const open = openEndTag(key, prefix, size, tag, nextNonce(nonce, f))
-    if (open !== null) return { epoch: open, open: true, flags: f }
-  }
-  return null
-}
-
-/** Where along its header's nonce chain a file's end tag was found (followWindowedTag). */
-export interface ChainedTag { epoch: number, steps: number, flags: number, binding: Buffer }
-
-/**
- * Follows a header's nonce chain (`nonce`, `flags`) for up to `maxSteps` links to the one the
- * end tag is bound to: 0 steps, its window closed; 1, open; more, the tag was written after
- * later windows had closed (a copy that read the header, then the end, of a file written
- * meanwhile). Each link keeps the flags, or adds the sparse flag once. Null if none is it.
- * For tools that check a volume: it costs up to maxSteps² hashes when nothing matches.
- */
-export function followWindowedTag (key: SecretKey, prefix: Buffer, size: number, tag: Buffer, nonce: Buffer, flags: number, maxSteps: number): ChainedTag | null {
-  const closed = openEndTag(key, prefix, size, tag, nonce)
-  if (closed !== null) return { epoch: closed, steps: 0, flags, binding: nonce }
-  // `plain`: the chain with the header's flags; from each of its links, a branch with the sparse flag.
-  let plain = nonce
-  for (let switchAt = 0; switchAt <= maxSteps; switchAt++) {
-    if (switchAt > 0) {
-      plain = nextNonce(plain, flags)
-      const epoch = openEndTag(key, prefix, size, tag, plain)
-      if (epoch !== null) return { epoch, steps: switchAt, flags, binding: plain }
-    }
-    if ((flags & SPARSE) !== 0) continue
-    let branch = plain
-    for (let k = switchAt + 1; k <= maxSteps; k++) {
-      branch = nextNonce(branch, flags | SPARSE)
-      const epoch = openEndTag(key, prefix, size, tag, branch)
-      if (epoch !== null) return { epoch, steps: k, flags: flags | SPARSE, binding: branch }
+  if (closed !== null) return { epoch: closed, open: false, steps: 0, flags, binding: nonce }
+  for (let k = 1; k <= Math.max(ahead, behind); k++) {
+    const links: Array<[number, number]> = []
+    if (k <= ahead) links.push([k, flags], ...((flags & SPARSE) === 0 ? [[k, flags | SPARSE] as [number, number]] : []))
+    if (k <= behind) links.push([-k, flags], ...((flags & SPARSE) !== 0 ? [[-k, flags & ~SPARSE] as [number, number]] : []))
+    for (const [steps, f] of links) {
+      const binding = nextNonce(nonce, f, steps)
+      const epoch = openEndTag(key, prefix, size, tag, binding)
+      if (epoch !== null) return { epoch, open: steps > 0, steps, flags: f, binding }
     }
   }
   return null

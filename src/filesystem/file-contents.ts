@@ -58,6 +58,8 @@ export class FileContents {
   #openFlags: number
   /** Whether the end tag on disk is bound to the next nonce (a window is open); null: not read yet, or unknown after a failed write. */
   #windowOpen: boolean | null
+  /** A window not open: the link the tag on disk is bound to, if not the header's nonce (an earlier one, after a power cut). */
+  #closedBinding: Buffer | null = null
   /** A writable descriptor of this file's (the last write's), through which the window closes; -1: none. */
   #windowFd = -1
   /** Writes since the idle timer last looked, and the timer. */
@@ -269,10 +271,12 @@ export class FileContents {
     // The first write of an open also checks the end tag on disk (#startCount, #checkEnd).
     if (this.#chunkWrites === null) await this.#startCount(fd)
     await this.#checkEnd(fd)  // after a failed write, which tag is on disk is read again
-    // A write that moves the end writes the end tag, bound to the next nonce, after its run: a
-    // copy that sees its chunks sees that tag or a torn chunk, unless the run also goes over
-    // whole chunks before the last (the caller holds the whole-file lock for such writes).
-    if (this.#mustOpenWindow && this.size > 0 && offset < Math.floor((this.size - 1) / this.#chunk) * this.#chunk) await this.#openWindow(fd)
+    // A write that moves the end writes the end tag, bound to the next link, after its run in
+    // the same pwrite: a copy that sees its chunks sees that tag, or a size its tag does not
+    // match, or a torn chunk; unless the run also goes over whole chunks before the last.
+    // Those, and a write that no longer moves the end (a truncate ran while it waited), open
+    // the window first (the caller holds the whole-file lock for them).
+    if (this.#mustOpenWindow && (offset + data.length <= this.size || offset < Math.floor((this.size - 1) / this.#chunk) * this.#chunk)) await this.#openWindow(fd)
     this.#wrote(fd)
     await this.#extendTo(fd, offset, () => this.#writeRange(fd, offset, data))
     return data.length
@@ -323,8 +327,9 @@ export class FileContents {
       throw err
     }
     this.size = newSize
-    // Every end tag this writes is bound to the next nonce; an empty file has none.
+    // A truncate's end tag is bound to the next nonce; an empty file has none.
     this.#windowOpen = newSize > 0
+    this.#closedBinding = null
     if (journal !== null) await this.volume.journal.spend(journal).catch(() => this.#afterFailure(fd, journal as JournalSlot))
   }
 
@@ -363,6 +368,7 @@ export class FileContents {
     this.size = this.volume.layout.plainSize(fs.fstatSync(fd).size)
     this.#epoch = this.size === 0 ? 0 : null
     this.#windowOpen = this.size === 0 ? false : null
+    this.#closedBinding = null
   }
 
   /**
@@ -385,6 +391,7 @@ export class FileContents {
   #learnWindow (found: WindowedTag): void {
     this.#windowOpen = found.open
     this.#towards(found.open ? found.flags : this.flags)
+    this.#closedBinding = found.open || found.steps === 0 ? null : found.binding
   }
 
   /** The flags the header that closes the window will have (what the open tag is bound to). */
@@ -396,9 +403,24 @@ export class FileContents {
 
   /** The epoch of `tag` if it is the end tag of `size` bytes, and whether it is bound to the next nonce (a window open). */
   #openTag (size: number, tag: Buffer): WindowedTag | null {
-    if (this.#nonce !== null) return openWindowedTag(this.#endKey, this.prefix, size, tag, this.#nonce, this.flags)
-    const epoch = openEndTag(this.#endKey, this.prefix, size, tag, null)
-    return epoch === null ? null : { epoch, open: false, flags: this.flags }
+    if (this.#nonce === null) {
+      const epoch = openEndTag(this.#endKey, this.prefix, size, tag, null)
+      return epoch === null ? null : { epoch, open: false, steps: 0, flags: this.flags, binding: Buffer.alloc(0) }
+    }
+    // The link the tag is known to be bound to first (one MAC), then the links near the header's.
+    if (this.#windowOpen !== null) {
+      const open = this.#windowOpen
+      const binding = this.#diskBinding() as Buffer
+      const epoch = openEndTag(this.#endKey, this.prefix, size, tag, binding)
+      if (epoch !== null) return { epoch, open, steps: open ? 1 : binding === this.#nonce ? 0 : -1, flags: open ? this.#openFlags : this.flags, binding }
+    }
+    return openWindowedTag(this.#endKey, this.prefix, size, tag, this.#nonce, this.flags)
+  }
+
+  /** The link the end tag on disk is bound to (the window's state known). */
+  #diskBinding (): Buffer | null {
+    if (this.#nonce === null) return null
+    return this.#windowOpen === true ? this.#binding(true) : this.#closedBinding ?? this.#nonce
   }
 
   /** What an end tag is bound to: the header's nonce (closed), the next one (open), nothing (no windows). */
@@ -423,7 +445,7 @@ export class FileContents {
     const c = this.#lastTag
     const open = this.#windowOpen === true
     if (this.#nonce !== null && this.#windowOpen === null) throw new Error('end tag recorded before it was read')
-    const binding = this.#binding(open)
+    const binding = this.#diskBinding()
     if (c.size !== this.size || c.epoch !== this.#epoch || c.open !== open || c.binding !== binding) {
       if (this.#epoch === null) throw new Error('end tag recorded before it was read')
       endTag(this.#endKey, this.prefix, this.size, this.#epoch, binding, c.tag)
@@ -456,11 +478,16 @@ export class FileContents {
     const end = this.#end(this.size)
     const at = end - this.#tail
     const old = Buffer.from(this.#currentTag())
-    this.#towards(towards)
-    const fresh = this.#tagOf(this.size)
+    // The state changes only once the tag is written (a failure leaves the one read).
+    const fresh = endTag(this.#endKey, this.prefix, this.size, this.#epoch as number, nextNonce(this.#nonce, towards))
     const straddles = Math.floor(at / PAGE_BYTES) !== Math.floor((at + this.#tail - 1) / PAGE_BYTES)
     const slot = straddles ? this.volume.journal.take(this.fileId, { from: end, to: end }, old) : null
-    if (slot !== null) await this.volume.journal.record(slot, at, fresh, this.localIo)
+    try {
+      if (slot !== null) await this.volume.journal.record(slot, at, fresh, this.localIo)
+    } catch (err) {
+      this.#windowOpen = null  // nothing was written; the tag is read again all the same
+      throw err
+    }
     try {
       if (this.localIo) writeAllAtSync(fd, fresh, at)
       else await writeFullAt(fd, fresh, at)
@@ -469,7 +496,9 @@ export class FileContents {
       if (slot !== null) this.#afterFailure(fd, slot)
       throw err
     }
+    this.#towards(towards)
     this.#windowOpen = true
+    this.#closedBinding = null
     this.#wrote(fd)
     if (slot !== null) await this.volume.journal.spend(slot, this.localIo).catch(() => this.#afterFailure(fd, slot))
   }
@@ -544,6 +573,7 @@ export class FileContents {
     this.#nextNonce = null
     this.flags = flags
     this.#windowOpen = false
+    this.#closedBinding = null
     if (toRow) this.#rowBehind = false
   }
 
@@ -701,6 +731,7 @@ export class FileContents {
     }
     this.size = target
     this.#windowOpen = true
+    this.#closedBinding = null
     if (boundary > 0) await writeFullAt(fd, Buffer.alloc(this.#tail), this.#end(boundary) - this.#tail)
   }
 
@@ -754,6 +785,8 @@ export class FileContents {
     const partial = (runStart !== start || runEnd !== end) && oldLen > 0
     if (extending || partial) place.journal = this.volume.journal.take(this.fileId, extending ? { from: this.#end(this.size), to: this.#end(end) } : null, extending && this.#tail > 0 && this.size > 0 ? this.#currentTag() : null)
     const sealed = requestBuffers.take(sealedLength + place.tail)
+    // Its tag is bound to the next link: an append opens the window too (a copy that read the
+    // file while it grew may hold it whole at a size it had for a moment: it is named).
     if (place.tail > 0) this.#tagOf(end, sealed.subarray(sealedLength))
     try {
       if (runStart === start && runEnd === end) {
@@ -782,7 +815,10 @@ export class FileContents {
     this.#counted(nChunks)
     if (end > this.size) {
       this.size = end
-      if (place.tail > 0) this.#windowOpen = true
+      if (place.tail > 0) {
+        this.#windowOpen = true
+        this.#closedBinding = null
+      }
     }
   }
 }

@@ -276,8 +276,9 @@ export class Files {
     }
     // (Not where hard links show as separate nodes: another name's handle may be writing.)
     const emptied = !unlinked && h.contents !== null && h.contents.size === 0 && !this.fs.volume.readOnly && !this.fs.files.shareByFileId && this.fs.files.lastReference(h)
-    // A write window that closes through this descriptor closes now (logged if it cannot).
-    if (h.contents !== null && !unlinked) await h.contents.releaseFd(h.fd).catch(() => undefined)
+    // A write window that closes through this descriptor closes now (logged if it cannot), and
+    // the contents forget the descriptor before it is closed (its number will be reused).
+    if (h.contents !== null) await h.contents.releaseFd(h.fd).catch(() => undefined)
     this.fs.files.remove(fh)
     await this.#b.closeFd(h.fd).catch(() => undefined)
     await this.fs.removeAside(h.node)
@@ -286,7 +287,8 @@ export class Files {
   }
 
   async closeAll (): Promise<void> {
-    for (const h of this.fs.files.handles()) await h.contents?.releaseFd(h.fd).catch(() => undefined)
+    // Windows close first (not after the lease was lost: another client may write the files now).
+    if (this.fs.volume.lease?.lost !== true) for (const h of this.fs.files.handles()) await h.contents?.releaseFd(h.fd).catch(() => undefined)
     for (const h of this.fs.files.removeAll()) await this.#b.closeFd(h.fd).catch(() => undefined)
   }
 }

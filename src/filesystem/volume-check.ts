@@ -8,7 +8,7 @@ import { randomBytes } from '../crypto/secret-key'
 import { DIR_ID_FILE, newDirId } from '../volume/dir-id'
 import { decodeHeader, FileHeader, FLAG_END_TAG, FLAG_SPARSE, FLAG_WRITE_WINDOW, HEADER_BYTES, headerNonce } from '../volume/file-header'
 import { FileLayout } from '../volume/file-layout'
-import { ChainedTag, END_TAG_BYTES, EPOCH_CHUNKS, endTag, followWindowedTag, nextNonce, openEndTag, withEndTagKey } from '../crypto/end-tag'
+import { END_TAG_BYTES, EPOCH_CHUNKS, WindowedTag, endTag, nextNonce, openEndTag, openWindowedTag, withEndTagKey } from '../crypto/end-tag'
 import type { Volume } from '../volume/volume'
 import { VolumeError } from '../volume/errors'
 import { loadAddon, PosixAddon } from '../native'
@@ -29,8 +29,9 @@ const O_DIRECTORY = fs.constants.O_DIRECTORY
 const O_NOATIME = 0o1000000
 const MAX_DEPTH = 2048
 const SIDECAR_MAX = 4096
-/** Links of a header's nonce chain fsck follows to find the one a file's end tag is bound to (docs/FORMAT.md §6.4). */
-const WINDOW_STEPS = 64
+/** Links of a header's nonce chain fsck follows, after and before the header's, to find the one a file's end tag is bound to (docs/FORMAT.md §6.4). */
+const WINDOW_AHEAD = 64
+const WINDOW_BEHIND = 4096
 /** Plaintext bytes opened at a time. */
 const RUN_BYTES = 1 << 20
 /** Where --repair moves entries it cannot decrypt (in the cipher dir's root; listings skip it). */
@@ -174,14 +175,14 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
    * `plainSize` bytes: bound to nothing (`nonce` null: no write windows), or to a link of the
    * nonce chain of a header with `nonce` and `flags` (`steps` along it); else null.
    */
-  const endTagAt = (fd: number, dek: ReturnType<Volume['openDek']>, fileId: Buffer, size: number, plainSize: number, nonce: Buffer | null, flags: number, steps = WINDOW_STEPS): ChainedTag | null => {
+  const endTagAt = (fd: number, dek: ReturnType<Volume['openDek']>, fileId: Buffer, size: number, plainSize: number, nonce: Buffer | null, flags: number, ahead = WINDOW_AHEAD, behind = WINDOW_BEHIND): WindowedTag | null => {
     const tag = Buffer.alloc(END_TAG_BYTES)
     if (readFullAtSync(fd, tag, size - END_TAG_BYTES) !== END_TAG_BYTES) return null
     const prefix = volume.aadPrefix(fileId)
     return withEndTagKey(dek, k => {
-      if (nonce !== null) return followWindowedTag(k, prefix, plainSize, tag, nonce, flags, steps)
+      if (nonce !== null) return openWindowedTag(k, prefix, plainSize, tag, nonce, flags, ahead, behind)
       const epoch = openEndTag(k, prefix, plainSize, tag, null)
-      return epoch === null ? null : { epoch, steps: 0, flags, binding: Buffer.alloc(0) }
+      return epoch === null ? null : { epoch, open: false, steps: 0, flags, binding: Buffer.alloc(0) }
     })
   }
 
@@ -301,7 +302,7 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
           // An upgrade killed between this file's end tag and its header left the tag.
           const asTagged = new FileLayout(volume.chunks, true)
           const p = asTagged.exactPlainSize(size)
-          if (p > 0 && endTagAt(fd, dek, h.fileId, size, p, upNonce, upFlags, 0)?.steps === 0) { layout = asTagged; tagOnDisk = true }
+          if (p > 0 && endTagAt(fd, dek, h.fileId, size, p, upNonce, upFlags, 0, 0)?.steps === 0) { layout = asTagged; tagOnDisk = true }
         }
         const plainSize = layout.exactPlainSize(size)
         if (plainSize < 0) problem(path, layout.endTags ? 'its end is torn (the file ends inside a chunk\'s nonce or tag, or its end tag)' : 'its last chunk is torn (the file ends inside a chunk\'s nonce or tag)')
@@ -357,11 +358,28 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
             }
           })
         }
+        // A tag bound to an earlier link than the header's: a power cut wrote the header of a
+        // window's close but not the tag that window had opened with (or a copy read the file's
+        // end before its start). Its chunks are whatever reached the disk; rebound to the header.
+        if (found !== null && found.steps < 0 && nonce !== null && !tagOnDisk) {
+          problem(path, 'its end tag is from before its header\'s last write window (a power cut while it was being written, or a copy that read its end first): it may hold some of the writes of that window and not others', () => {
+            try {
+              writeAllAtSync(fd, withEndTagKey(dek, k => endTag(k, volume.aadPrefix(h.fileId), plainSize, found.epoch, nonce)), size - END_TAG_BYTES)
+              backing.utimensFd(fd, st[STAT_ATIME_SEC], st[STAT_ATIME_NSEC], st[STAT_MTIME_SEC], st[STAT_MTIME_NSEC])
+              return true
+            } catch (e) {
+              if ((e as NodeJS.ErrnoException).code === undefined) throw e
+              return false
+            }
+          })
+        }
         if (upgrade && !windowed && !putBack) {
           // The epoch of what the row (or the chunks stored, or the tag) says was written so far.
           const known = Math.max(volume.index.get(h.fileId)?.chunkWrites ?? 0, stored)
           const upEpoch = Math.max(Math.floor(known / EPOCH_CHUNKS), epoch ?? 0)
-          if (!cut && upgradeFile(fd, h, dek, size, whole, tagOnDisk, st, upEpoch, upFlags, upNonce as Buffer)) result.upgraded++
+          // A file with an end tag that does not authenticate (cut short) keeps it: only its
+          // header is upgraded, and its end stays EIO (a new tag would make it read as whole).
+          if (upgradeFile(fd, h, dek, size, whole, tagOnDisk || (tagged && cut), st, upEpoch, upFlags, upNonce as Buffer)) result.upgraded++
           else { result.upgradeLeft++; problem(path, 'could not be given its end tag and write windows (the upgrade is unfinished)') }
         }
       } finally {

@@ -5,8 +5,9 @@ import { SecretKey } from '../crypto/secret-key'
 import { CONFIG_FILE, FORMAT_VERSION_NAME_KEYS, KeySlot, removeStaleTemps, VolumeConfig, checkConfig, checkUnlockCost, readConfig, slotName, writeConfig } from './config'
 import { DekIndexRewrite, RewrappedRow } from './dek-index'
 import { unwrapDek, wrapDek } from './dek-wrap'
+import { firstNonce } from '../crypto/end-tag'
 import { VolumeError, upgradeUnfinished } from './errors'
-import { FLAG_END_TAG, FLAG_SPARSE, FileHeader, HEADER_BYTES, decodeHeader, encodeHeader, headerNonce } from './file-header'
+import { FLAG_END_TAG, FLAG_SPARSE, FLAG_WRITE_WINDOW, FileHeader, HEADER_BYTES, decodeHeader, encodeHeader, headerNonce } from './file-header'
 import { Credential, askKeyService, resealSlot, unlockSlot } from './key-slot'
 import { Unlock } from './slot-changes'
 import { checkDir } from './volume'
@@ -199,7 +200,9 @@ export class KeyRotation {
     }
     const newDek = SecretKey.random()
     try {
-      const wrapped = wrapDek(this.#key(this.#current), newDek, this.volumeId, h.fileId, this.to, h.flags)
+      // A new DEK, a new nonce chain (docs/FORMAT.md §6.4).
+      const nonce = (h.flags & FLAG_WRITE_WINDOW) !== 0 ? firstNonce(h.flags) : undefined
+      const wrapped = wrapDek(this.#key(this.#current), newDek, this.volumeId, h.fileId, this.to, h.flags, nonce)
       return {
         fileId: h.fileId,
         flags: h.flags,
@@ -260,7 +263,7 @@ export class KeyRotation {
     const rows: RewrappedRow[] = []
     for (const row of this.index.rowsAt(this.from)) {
       let wrapped: Buffer | null = null
-      for (const flags of [0, FLAG_SPARSE, FLAG_END_TAG, FLAG_SPARSE | FLAG_END_TAG]) if ((wrapped = this.#rewrap(row.wrapped, row.fileId, flags)) !== null) break
+      for (const flags of [0, FLAG_SPARSE, FLAG_END_TAG, FLAG_SPARSE | FLAG_END_TAG, FLAG_END_TAG | FLAG_WRITE_WINDOW, FLAG_SPARSE | FLAG_END_TAG | FLAG_WRITE_WINDOW]) if ((wrapped = this.#rewrap(row.wrapped, row.fileId, flags)) !== null) break
       if (wrapped === null) { left++; continue }
       rows.push({ fileId: row.fileId, keyVersion: this.to, wrapped })
       done++

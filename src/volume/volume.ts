@@ -2,6 +2,7 @@ import fs from 'fs'
 import sodium from 'sodium-native'
 import path from 'path'
 import { ChunkCipher, isValidChunkSize } from '../crypto/chunk-cipher'
+import { firstNonce } from '../crypto/end-tag'
 import { AuthenticationError } from '../crypto/errors'
 import { LinkCipher } from '../crypto/link-cipher'
 import { NameCipher } from '../crypto/name-cipher'
@@ -357,7 +358,9 @@ export class Volume {
     const dek = SecretKey.random()
     const keyVersion = this.config.masterKeyVersion
     const flags = this.fileFlags
-    const wrappedDek = wrapDek(this.#dekWrapKey, dek, this.volumeId, fileId, keyVersion, flags)
+    // With write windows, the first link of the header's nonce chain (docs/FORMAT.md §6.4).
+    const nonce = (flags & FLAG_WRITE_WINDOW) !== 0 ? firstNonce(flags) : undefined
+    const wrappedDek = wrapDek(this.#dekWrapKey, dek, this.volumeId, fileId, keyVersion, flags, nonce)
     this.index.put(fileId, keyVersion, wrappedDek)
     return { fileId, dek, flags, header: encodeHeader({ fileId, keyVersion, flags, wrappedDek }) }
   }
