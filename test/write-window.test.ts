@@ -270,7 +270,7 @@ describe('write windows', () => {
     }
   })
 
-  it('a tag left behind its header (a power cut between a window\'s tag and its close) reads up to 64 links back; fsck names it and --repair rebinds it', async () => {
+  it('a tag left behind its header, or a header left behind its tag (a power cut between a window\'s tag and its close), reads up to 64 links away; fsck names it and --repair mends it', async () => {
     const v = makeVolume()
     try {
       mount(v)
@@ -293,11 +293,14 @@ describe('write windows', () => {
           fs.closeSync(fd)
         }
       }
-      for (const [behind, reads] of [[1, true], [100, false]] as const) {
-        const tag = readRange(backing, tagAt, END_TAG_BYTES)
-        windows(behind)
+      for (const [stale, links, reads] of [['tag', 1, true], ['tag', 100, false], ['header', 3, true], ['header', 100, false]] as const) {
+        // What reached the disk: the headers and not the tags, or the tags and not the headers.
+        const at = stale === 'tag' ? tagAt : 0
+        const length = stale === 'tag' ? END_TAG_BYTES : HEADER_BYTES
+        const before = readRange(backing, at, length)
+        windows(links)
         await umount(v)
-        writeRange(backing, tagAt, tag)  // what reached the disk: the headers, not the tags
+        writeRange(backing, at, before)
         mount(v)
         try {
           if (reads) expect(fs.readFileSync(path.join(v.mnt, 'f')).equals(f)).toBe(true)
@@ -307,7 +310,7 @@ describe('write windows', () => {
         }
         const r = fsckJson(v)
         expect(r.status).toBe(20)
-        expect(dataProblems(r)).toEqual([expect.stringMatching(/^\/f: its end tag is from before its header's last write window/)])
+        expect(dataProblems(r)).toEqual([expect.stringMatching(stale === 'tag' ? /^\/f: its end tag is from before its header's last write window/ : /^\/f: its end is from a later write window than its header/)])
         expect(fsckJson(v, ['--repair']).status).toBe(21)
         expect(fsckJson(v).status).toBe(0)
         mount(v)

@@ -95,19 +95,27 @@ export function openEndTag (key: SecretKey, prefix: Buffer, size: number, tag: B
 /**
  * How a file's end tag stands to its header: bound to its nonce (`steps` 0: window closed), to
  * a later link (1: a window open, its header still to move; more: a copy read the header before
- * later windows closed), or to an earlier one (negative: a power cut wrote the header of a
- * window's close but not the tag the window had opened with; or, a copy read out of order).
+ * later windows closed, or a power cut stored the tag and not the headers of windows closed
+ * since), or to an earlier one (negative: a power cut stored a close's header and not the tag
+ * its window had opened with; or a copy read the end first).
  * `flags`: those of the link the tag is bound to; `binding`: that link.
  */
 export interface WindowedTag { epoch: number, open: boolean, steps: number, flags: number, binding: Buffer }
 
 /**
+ * Links of its header's nonce chain, after and before the header's, a reader looks for a file's
+ * end tag at: a power cut stores the header and tag pages of the windows closed since their
+ * last writeback in any order (fsck looks further).
+ */
+export const WINDOW_LINKS = 64
+
+/**
  * Opens the end tag of a file with write windows whose header holds `nonce` and `flags`: bound
  * to the nonce, or up to `ahead` links after it, or `behind` links before it (each link with
  * the header's flags, with the sparse flag added after it, or without it before it); null if
- * none. Nearest first: a reader asks for (1, 64), a check of the volume for more.
+ * none. Nearest first.
  */
-export function openWindowedTag (key: SecretKey, prefix: Buffer, size: number, tag: Buffer, nonce: Buffer, flags: number, ahead = 1, behind = 64): WindowedTag | null {
+export function openWindowedTag (key: SecretKey, prefix: Buffer, size: number, tag: Buffer, nonce: Buffer, flags: number, ahead = WINDOW_LINKS, behind = WINDOW_LINKS): WindowedTag | null {
   const closed = openEndTag(key, prefix, size, tag, nonce)
   if (closed !== null) return { epoch: closed, open: false, steps: 0, flags, binding: nonce }
   for (let k = 1; k <= Math.max(ahead, behind); k++) {

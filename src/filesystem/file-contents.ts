@@ -391,6 +391,9 @@ export class FileContents {
   #learnWindow (found: WindowedTag): void {
     this.#windowOpen = found.open
     this.#towards(found.open ? found.flags : this.flags)
+    // Ahead by more than one link (a power cut stored the tag, not the headers of the windows
+    // closed since): the tags written go on being bound to it, and the close moves there.
+    if (found.open) this.#nextNonce = found.binding
     this.#closedBinding = found.open || found.steps === 0 ? null : found.binding
   }
 
@@ -534,6 +537,7 @@ export class FileContents {
    */
   async closeWindow (keepTimes = true): Promise<void> {
     if (this.#windowOpen === false || this.#windowFd < 0 || this.#nonce === null) return
+    if (this.volume.lease?.lost === true) return  // another client may be writing the file now
     await this.#lock.run(WHOLE_FILE.first, WHOLE_FILE.last, true, async () => {
       if (this.#windowOpen === false || this.#windowFd < 0 || this.#nonce === null || this.#unsettled) return
       // After a failed write, which tag is on disk is read first (one that does not

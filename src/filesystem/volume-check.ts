@@ -30,7 +30,7 @@ const O_NOATIME = 0o1000000
 const MAX_DEPTH = 2048
 const SIDECAR_MAX = 4096
 /** Links of a header's nonce chain fsck follows, after and before the header's, to find the one a file's end tag is bound to (docs/FORMAT.md §6.4). */
-const WINDOW_AHEAD = 64
+const WINDOW_AHEAD = 4096
 const WINDOW_BEHIND = 4096
 /** Plaintext bytes opened at a time. */
 const RUN_BYTES = 1 << 20
@@ -326,7 +326,8 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
         // Upgrading: a header without the flag whose row was wrapped with it is older than the
         // row, put back from before an earlier upgrade (with the file cut, perhaps): neither
         // tagged nor taken as the row's truth. It reads as EIO once the upgrade has finished.
-        const putBack = upgrade && ((!tagged && volume.rowHasFlag(h.fileId, FLAG_END_TAG)) || (!windowed && volume.rowHasFlag(h.fileId, FLAG_WRITE_WINDOW)))
+        // (A tag bound to the nonce the header gets says the upgrade of this file began: not that.)
+        const putBack = upgrade && !tagOnDisk && ((!tagged && volume.rowHasFlag(h.fileId, FLAG_END_TAG)) || (!windowed && volume.rowHasFlag(h.fileId, FLAG_WRITE_WINDOW)))
         if (putBack) problem(path, 'its header is older than its index row (a header from before the upgrade to end tags was put back; the file may have been cut short): not upgraded, and it will read as EIO')
         // Rows of a file ID two inodes share are left alone: which header is right is unknown.
         if (h.keyVersion === volume.config.masterKeyVersion && !shared && !duplicated.has(id) && !putBack) {
@@ -347,7 +348,7 @@ export function checkVolume (volume: Volume, root: number, repair: boolean, onPr
         if (found !== null && found.steps > 0 && nonce !== null && !tagOnDisk) {
           problem(path, found.steps === 1
             ? 'was being written when it was copied, or when the volume stopped (its write window is open): it may hold some of the writes of that moment and not others'
-            : 'was written while it was being copied (its end is from a later write than its header): it may hold some of those writes and not others', () => {
+            : 'its end is from a later write window than its header (it was written while it was being copied, or a power cut stored its end and not its header): it may hold some of those writes and not others', () => {
             try {
               writeAllAtSync(fd, volume.rewrapHeader(h.fileId, dek, found.flags, found.binding), 0)
               backing.utimensFd(fd, st[STAT_ATIME_SEC], st[STAT_ATIME_NSEC], st[STAT_MTIME_SEC], st[STAT_MTIME_NSEC])
