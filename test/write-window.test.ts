@@ -53,6 +53,14 @@ async function until (changed: () => boolean): Promise<boolean> {
   return changed()
 }
 
+/** Writes `files` through the mount of `v`, then mounts it again: every window they opened is closed (the release of a close(2) reaches the daemon later). */
+async function writtenAndRemounted (v: Vol, files: Record<string, Buffer>): Promise<void> {
+  mount(v)
+  for (const [name, data] of Object.entries(files)) fs.writeFileSync(path.join(v.mnt, name), data)
+  await umount(v)
+  mount(v)
+}
+
 /** fsck of a copy of the volume `v` at `dir`. */
 function fsckOf (v: Vol, dir: string, extra: string[] = []): ReturnType<typeof fsckJson> {
   return fsckJson({ ...v, cipher: dir }, extra)
@@ -72,14 +80,9 @@ describe('write windows', () => {
   it('fsck names a file overwritten in place while it was copied, whether or not its window had closed (fsync does not close it, its close does); files closed before the copy are clean; --repair closes the window', async () => {
     const v = makeVolume()
     try {
-      mount(v)
       const f = crypto.randomBytes(5 * C + 123)
       const g = crypto.randomBytes(3 * C + 7)
-      fs.writeFileSync(path.join(v.mnt, 'f'), f)
-      fs.writeFileSync(path.join(v.mnt, 'g'), g)
-      // Remounted: every window closed (the release of a close(2) reaches the daemon later).
-      await umount(v)
-      mount(v)
+      await writtenAndRemounted(v, { f, g })
       const fBacking = backingOfSize(v.cipher, backingSize(f.length))
       expect(fs.readFileSync(fBacking).readUInt16BE(6) & FLAG_WRITE_WINDOW).toBe(FLAG_WRITE_WINDOW)
       const headerBefore = readRange(fBacking, 0, HEADER_BYTES)
@@ -154,12 +157,7 @@ describe('write windows', () => {
   it('fsck names a file appended to while it was copied, and one created then; not one closed before', async () => {
     const v = makeVolume()
     try {
-      mount(v)
-      const log = crypto.randomBytes(C + 17)
-      fs.writeFileSync(path.join(v.mnt, 'log'), log)
-      fs.writeFileSync(path.join(v.mnt, 'quiet'), crypto.randomBytes(2 * C + 1))
-      await umount(v)
-      mount(v)
+      await writtenAndRemounted(v, { log: crypto.randomBytes(C + 17), quiet: crypto.randomBytes(2 * C + 1) })
       const fd = fs.openSync(path.join(v.mnt, 'log'), 'a')
       const made = fs.openSync(path.join(v.mnt, 'new'), 'w')
       try {
@@ -183,11 +181,8 @@ describe('write windows', () => {
   it('a window closes when the file is closed, and after a second without writes while it stays open; the times stay the writes\'', async () => {
     const v = makeVolume()
     try {
-      mount(v)
       const f = crypto.randomBytes(2 * C + 5)
-      fs.writeFileSync(path.join(v.mnt, 'f'), f)
-      await umount(v)
-      mount(v)
+      await writtenAndRemounted(v, { f })
       const fBacking = backingOfSize(v.cipher, backingSize(f.length))
       const header = (): Buffer => readRange(fBacking, 0, HEADER_BYTES)
       const fd = fs.openSync(path.join(v.mnt, 'f'), 'r+')
@@ -219,11 +214,8 @@ describe('write windows', () => {
   it('the end tag is the MAC docs/FORMAT.md §6.3 and §6.4 give: bound to the header\'s nonce, or to the next link (counter + 1) while a window is open', async () => {
     const v = makeVolume()
     try {
-      mount(v)
       const f = crypto.randomBytes(3 * C + 9)
-      fs.writeFileSync(path.join(v.mnt, 'f'), f)
-      await umount(v)
-      mount(v)
+      await writtenAndRemounted(v, { f })
       // A copy taken while a write in place holds the window open, and one after it closed.
       const fd = fs.openSync(path.join(v.mnt, 'f'), 'r+')
       try {
@@ -273,11 +265,8 @@ describe('write windows', () => {
   it('a tag left behind its header, or a header left behind its tag (a power cut between a window\'s tag and its close), reads up to 64 links away; fsck names it and --repair mends it', async () => {
     const v = makeVolume()
     try {
-      mount(v)
       const f = crypto.randomBytes(2 * C + 3)
-      fs.writeFileSync(path.join(v.mnt, 'f'), f)
-      await umount(v)
-      mount(v)
+      await writtenAndRemounted(v, { f })
       const backing = backingOfSize(v.cipher, backingSize(f.length))
       const tagAt = backingSize(f.length) - END_TAG_BYTES
       /** Windows opened by a write in place and closed by setting the file's times. */

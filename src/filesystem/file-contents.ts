@@ -17,6 +17,8 @@ import { settleInterruptedWrite } from './interrupted-write'
 export const CHUNK_WRITE_LIMIT = 2 ** 31
 /** A write window left open this long without a write is closed (docs/FORMAT.md §6.4). */
 export const WINDOW_IDLE_MS = 1000
+/** The binding of a tag in a file without write windows (none). */
+const NO_BINDING = Buffer.alloc(0)
 /** Pages a kill can stop a pwrite between are at least this long. */
 const PAGE_BYTES = 4096
 
@@ -42,7 +44,7 @@ export class FileContents {
   #epoch: number | null
   #limitLogged = false
   /** The end tag of `size` in the current epoch, once computed (an append's new tag is the next one's old). */
-  readonly #lastTag: { size: number, epoch: number, open: boolean, binding: Buffer | null, tag: Buffer } = { size: -1, epoch: -1, open: false, binding: null, tag: Buffer.alloc(END_TAG_BYTES) }
+  readonly #lastTag: { size: number, epoch: number, binding: Buffer | null, tag: Buffer } = { size: -1, epoch: -1, binding: null, tag: Buffer.alloc(END_TAG_BYTES) }
   /** Writes to this file that a crash interrupted (the write journal's records), settled at its first open. */
   #settling: Promise<void> | null = null
   /** Its interrupted writes could not be settled (see settle): writes are refused. */
@@ -270,7 +272,7 @@ export class FileContents {
     if (this.#unsettled) throw new FsError('EIO')
     // The first write of an open also checks the end tag on disk (#startCount, #checkEnd).
     if (this.#chunkWrites === null) await this.#startCount(fd)
-    await this.#checkEnd(fd)  // after a failed write, which tag is on disk is read again
+    if (this.#endUnknown) await this.#checkEnd(fd)  // after a failed write, which tag is on disk is read again
     // A write that moves the end writes the end tag, bound to the next link, after its run in
     // the same pwrite: a copy that sees its chunks sees that tag, or a size its tag does not
     // match, or a torn chunk; unless the run also goes over whole chunks before the last.
@@ -286,7 +288,7 @@ export class FileContents {
     if (newSize === this.size) return
     if (this.#unsettled) throw new FsError('EIO')
     if (this.#chunkWrites === null) await this.#startCount(fd)
-    await this.#checkEnd(fd)
+    if (this.#endUnknown) await this.#checkEnd(fd)
     this.#wrote(fd)
     if (newSize > this.size) return this.#extendTo(fd, newSize)
 
@@ -376,8 +378,13 @@ export class FileContents {
    * cut (to a size whose last bytes are not its tag) while it was closed, and a new tag
    * written over them would make the cut file read as whole. Reads check it anyway.
    */
+  /** The end tag's epoch or window is not known (not read yet, or a failed write may have changed it). */
+  get #endUnknown (): boolean {
+    return this.#tail > 0 && (this.#epoch === null || this.#windowOpen === null)
+  }
+
   async #checkEnd (fd: number): Promise<void> {
-    if ((this.#epoch !== null && this.#windowOpen !== null) || this.#tail === 0) return
+    if (!this.#endUnknown) return
     if (this.size === 0) { this.#epoch ??= 0; this.#windowOpen = false; return }
     const tag = Buffer.alloc(this.#tail)
     const got = await readAt(fd, tag, this.#end(this.size) - this.#tail)
@@ -408,7 +415,7 @@ export class FileContents {
   #openTag (size: number, tag: Buffer): WindowedTag | null {
     if (this.#nonce === null) {
       const epoch = openEndTag(this.#endKey, this.prefix, size, tag, null)
-      return epoch === null ? null : { epoch, open: false, steps: 0, flags: this.flags, binding: Buffer.alloc(0) }
+      return epoch === null ? null : { epoch, open: false, steps: 0, flags: this.flags, binding: NO_BINDING }
     }
     // The link the tag is known to be bound to first (one MAC), then the links near the header's.
     if (this.#windowOpen !== null) {
@@ -446,15 +453,13 @@ export class FileContents {
   /** The end tag on disk now (of `size`, in the current epoch and window): what a write that moves the end records first. */
   #currentTag (): Buffer {
     const c = this.#lastTag
-    const open = this.#windowOpen === true
     if (this.#nonce !== null && this.#windowOpen === null) throw new Error('end tag recorded before it was read')
     const binding = this.#diskBinding()
-    if (c.size !== this.size || c.epoch !== this.#epoch || c.open !== open || c.binding !== binding) {
+    if (c.size !== this.size || c.epoch !== this.#epoch || c.binding !== binding) {
       if (this.#epoch === null) throw new Error('end tag recorded before it was read')
       endTag(this.#endKey, this.prefix, this.size, this.#epoch, binding, c.tag)
       c.size = this.size
       c.epoch = this.#epoch
-      c.open = open
       c.binding = binding
     }
     return c.tag
