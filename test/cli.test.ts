@@ -1,8 +1,8 @@
-import { execFileSync, spawnSync } from 'child_process'
+import { execFileSync, spawn, spawnSync } from 'child_process'
 import fs from 'fs'
 import path from 'path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { cleanup, FAST_KDF, isMounted, makeVolume, mount, ROOT, sealfs, takeDown, umount, Vol } from './helpers'
+import { cleanup, FAST_KDF, isMounted, makeVolume, mount, ROOT, sealfs, sleep, takeDown, umount, Vol } from './helpers'
 
 describe('sealfs command line', () => {
   let v: Vol
@@ -197,6 +197,58 @@ describe('sealfs command line', () => {
     expect(sealfs([v.cipher, v.mnt, '-o', `extpass=cat ${v.passfile}`]).status).toBe(0)
     expect(isMounted(v.mnt)).toBe(true)
     await umount(v)
+  })
+
+  it('sealfs umount refuses a busy mount (exit 11) unless --lazy, says "not mounted" (exit 24), and returns once the daemon has exited', async () => {
+    const elsewhere = path.join(v.base, 'not-a-mount')
+    fs.mkdirSync(elsewhere)
+    const none = sealfs(['umount', elsewhere])
+    expect(none.status).toBe(24)
+    expect(none.stderr).toBe(`sealfs: ${elsewhere} is not mounted\n`)
+    execFileSync('mount', ['--bind', elsewhere, elsewhere])
+    try {
+      const other = sealfs(['umount', elsewhere])
+      expect(other.status).toBe(24)
+      expect(other.stderr).toMatch(/is not a sealfs mount \(it is \S+\); use umount\(8\)/)
+    } finally {
+      execFileSync('umount', [elsewhere])
+    }
+    mount(v)
+    const daemon = Number(fs.readFileSync(path.join(v.cipher, 'sealfs.lock'), 'utf8').trim())
+    const fd = fs.openSync(path.join(v.mnt, 'open-file'), 'w')
+    try {
+      const busy = sealfs(['umount', v.mnt])
+      expect(busy.status).toBe(11)
+      expect(busy.stderr).toMatch(/is busy: a process has a file or directory open there/)
+      expect(isMounted(v.mnt)).toBe(true)
+      fs.writeSync(fd, 'still written')  // the writer did not lose its mount
+    } finally {
+      fs.closeSync(fd)
+    }
+    // The daemon's exit is held back a second (strace delays its exit_group): umount waits for it.
+    const tracer = spawn('strace', ['-f', '-qq', '-o', '/dev/null', '-e', 'trace=exit_group', '-e', 'inject=exit_group:delay_enter=1000000', '-p', String(daemon)], { stdio: 'ignore' })
+    let done
+    try {
+      await sleep(500)  // attached
+      done = sealfs(['umount', v.mnt])
+    } finally {
+      if (tracer.exitCode === null) tracer.kill()
+    }
+    expect(done.status, done.stderr).toBe(0)
+    expect(isMounted(v.mnt)).toBe(false)
+    // The daemon is gone when umount returns: the lock is free, its last index writes done.
+    expect(fs.existsSync(`/proc/${daemon}`) && !/^\d+ \(.*\) Z/s.test(fs.readFileSync(`/proc/${daemon}/stat`, 'utf8'))).toBe(false)
+    mount(v)
+    expect(fs.readFileSync(path.join(v.mnt, 'open-file'), 'utf8')).toBe('still written')
+    const held = fs.openSync(path.join(v.mnt, 'open-file'), 'r')
+    try {
+      const lazy = sealfs(['umount', '--lazy', v.mnt])
+      expect(lazy.status, lazy.stderr).toBe(0)
+      expect(isMounted(v.mnt)).toBe(false)
+    } finally {
+      fs.closeSync(held)
+    }
+    await umount(v)  // waits for the daemon, which ends once the last file has closed
   })
 
   it('exit 1 for an unexpected I/O failure, in one line (init on a read-only filesystem)', () => {

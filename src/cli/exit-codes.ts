@@ -29,10 +29,12 @@ export const EXIT = {
   /** An upgrade (fsck --repair --upgrade) is unfinished: the volume does not mount until it is finished. */
   UPGRADE_IN_PROGRESS: 22,
   /** key rotate --reencrypt: the write journal holds writes a crash interrupted (fsck --repair settles them first). */
-  INTERRUPTED_WRITES: 23
+  INTERRUPTED_WRITES: 23,
+  /** umount: the path is not a sealfs mount. */
+  NOT_MOUNTED: 24
 } as const
 
-export type CliErrorKind = 'usage' | 'passphrase-source' | 'mount-failed' | 'missing-dir' | 'not-empty'
+export type CliErrorKind = 'usage' | 'passphrase-source' | 'mount-failed' | 'missing-dir' | 'not-empty' | 'busy' | 'not-mounted'
 
 /** A failure of the command itself (not of the volume), with its one-line message. */
 export class CliError extends Error {
@@ -69,7 +71,9 @@ const cliCodes: Record<CliErrorKind, number> = {
   'passphrase-source': EXIT.PASSPHRASE_SOURCE,
   'mount-failed': EXIT.MOUNT_FAILED,
   'missing-dir': EXIT.MISSING_DIR,
-  'not-empty': EXIT.NOT_EMPTY
+  'not-empty': EXIT.NOT_EMPTY,
+  busy: EXIT.BUSY,
+  'not-mounted': EXIT.NOT_MOUNTED
 }
 
 /** The one place where an error becomes an exit code. */

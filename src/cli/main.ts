@@ -5,7 +5,7 @@ import path from 'path'
 import { DEFAULT_COST, MIN_COST } from '../crypto/passphrase-kdf'
 import { Mount } from '../filesystem/mount'
 import { wipeTree } from '../filesystem/tree-wipe'
-import { canonicalMountPoint, isMountPoint } from '../filesystem/mountinfo'
+import { canonicalMountPoint, isMountPoint, mountTable } from '../filesystem/mountinfo'
 import { logLine, setLogSink } from '../log'
 import { checkVolumeId, readConfig } from '../volume/config'
 import { DekIndex } from '../volume/dek-index'
@@ -291,16 +291,71 @@ function runInfo (cipher: string, o: { json?: boolean }): void {
   process.stdout.write(lines.join('\n') + '\n')
 }
 
-function runUmount (given: string): void {
+/** How long `sealfs umount` waits for the daemon to exit once its mount is gone. */
+const DAEMON_EXIT_WAIT_MS = 30_000
+
+/**
+ * The daemon of a read-write mount of `cipher`, as its lock file names it (a read-only mount
+ * writes no pid there), if that process is still a sealfs one; else null.
+ */
+function daemonOf (cipher: string): number | null {
+  try {
+    const fd = fs.openSync(path.join(cipher, 'sealfs.lock'), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK)
+    try {
+      if (!fs.fstatSync(fd).isFile()) return null
+      const b = Buffer.alloc(64)
+      const pid = Number(/^(\d+)\n/.exec(b.toString('utf8', 0, fs.readSync(fd, b, 0, b.length, 0)))?.[1])
+      if (!Number.isInteger(pid) || pid <= 1) return null
+      return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('sealfs') ? pid : null
+    } finally {
+      fs.closeSync(fd)
+    }
+  } catch {
+    return null
+  }
+}
+
+/** Whether process `pid` has ended (gone, or a zombie nobody has reaped yet). */
+function ended (pid: number): boolean {
+  try {
+    return /^\d+ \(.*\) Z/s.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'))
+  } catch {
+    return true
+  }
+}
+
+/**
+ * Unmounts a sealfs mount. A busy one (a process has a file or directory open there) is
+ * refused unless `lazy`, as fusermount and umount(8) refuse it: a lazy detach would end the
+ * daemon under a writer. On success it returns once the daemon has exited, so its last index
+ * writes are done and the cipher dir is free (a backup or an unmount of the backing store may
+ * follow at once); a lazy detach returns at once (the daemon ends when the last file closes).
+ */
+async function runUmount (given: string, o: { lazy?: boolean }): Promise<void> {
   // fusermount does not follow a symlink in the last component: name the mount as the table does.
   const mnt = canonicalMountPoint(given)
-  const r = spawnSync('fusermount', ['-u', '--', mnt], { stdio: ['ignore', 'ignore', 'pipe'] })
-  if (r.status === 0) return
-  // A mount whose daemon was killed answers nothing; detach it lazily.
-  if (isMountPoint(mnt) && spawnSync('fusermount', ['-uz', '--', mnt]).status === 0) return
-  const u = spawnSync('umount', ['--', mnt], { stdio: ['ignore', 'ignore', 'pipe'] })
-  if (u.status === 0) return
-  throw new CliError('mount-failed', `cannot unmount ${given}: ${(r.stderr?.toString() || u.stderr?.toString() || 'not mounted').trim().split('\n')[0]}`)
+  const entry = mountTable().filter(m => m.mountpoint === mnt).pop()
+  if (entry === undefined) throw new CliError('not-mounted', `${given} is not mounted`)
+  if (entry.fstype !== 'fuse.sealfs') throw new CliError('not-mounted', `${given} is not a sealfs mount (it is ${entry.fstype}); use umount(8)`)
+  let dead = false
+  try { fs.statSync(mnt) } catch (e) { dead = (e as NodeJS.ErrnoException).code === 'ENOTCONN' }
+  const pid = dead ? null : daemonOf(entry.source)
+  // A mount whose daemon was killed answers nothing: it is detached lazily (nothing writes there).
+  const r = spawnSync('fusermount', [dead || o.lazy === true ? '-uz' : '-u', '--', mnt], { stdio: ['ignore', 'ignore', 'pipe'] })
+  if (r.status !== 0) {
+    const why = (r.stderr?.toString() ?? '').trim().split('\n')[0]
+    if (/busy/i.test(why)) throw new CliError('busy', `${given} is busy: a process has a file or directory open there (close it, or 'sealfs umount --lazy ${given}' detaches it now and the daemon ends when the last one closes)`)
+    const u = spawnSync('umount', [...(o.lazy === true ? ['-l'] : []), '--', mnt], { stdio: ['ignore', 'ignore', 'pipe'] })
+    if (u.status !== 0) throw new CliError('mount-failed', `cannot unmount ${given}: ${why || (u.stderr?.toString() ?? '').trim().split('\n')[0]}`)
+  }
+  if (pid === null || o.lazy === true) return
+  for (let waited = 0; !ended(pid); waited += 50) {
+    if (waited >= DAEMON_EXIT_WAIT_MS) {
+      process.stderr.write(`sealfs: ${given} is unmounted, but its daemon (pid ${pid}) has not exited after ${DAEMON_EXIT_WAIT_MS / 1000} s\n`)
+      return
+    }
+    await new Promise(resolve => setTimeout(resolve, 50))
+  }
 }
 
 function program (): Command {
@@ -343,8 +398,9 @@ function program (): Command {
   defineKeyCommands(p.command('key'))
   defineFsckCommand(p)
   p.command('umount')
-    .description('unmount a sealfs mount')
+    .description('unmount a sealfs mount, once its daemon has exited (a busy mount is refused)')
     .argument('<MNT>', 'mount point')
+    .option('--lazy', 'detach a busy mount now; its daemon ends when the last open file closes')
     .action(runUmount)
   return p
 }

@@ -1,8 +1,8 @@
 import fs from 'fs'
 import path from 'path'
 
-/** One line of a mountinfo file: the mount's ID, where it is mounted and its device. */
-export interface MountEntry { id: string, mountpoint: string, device: string }
+/** One line of a mountinfo file: the mount's ID, where it is mounted, its device, type and source. */
+export interface MountEntry { id: string, mountpoint: string, device: string, fstype: string, source: string }
 
 /** mountinfo escapes space, tab, newline and backslash in paths as octal. */
 function unescape (s: string): string {
@@ -18,7 +18,10 @@ export function mountTable (file = '/proc/self/mountinfo'): MountEntry[] {
   const out: MountEntry[] = []
   for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
     const f = line.split(' ')
-    if (f.length > 4) out.push({ id: f[0], mountpoint: unescape(f[4]), device: f[2] })
+    if (f.length <= 4) continue
+    // After the optional fields, " - " then the filesystem type and the mount source.
+    const dash = f.indexOf('-', 6)
+    out.push({ id: f[0], mountpoint: unescape(f[4]), device: f[2], fstype: dash > 0 ? f[dash + 1] ?? '' : '', source: dash > 0 ? unescape(f[dash + 2] ?? '') : '' })
   }
   return out
 }
