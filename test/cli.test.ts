@@ -17,6 +17,12 @@ describe('sealfs command line', () => {
     expect(r.stdout).toMatch(/mount \[options\] <CIPHER> <MNT>/)
   })
 
+  it('prints its version', () => {
+    const r = sealfs(['--version'])
+    expect(r.status).toBe(0)
+    expect(r.stdout.trim()).toBe(JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version)
+  })
+
   it('refuses a wrong passphrase: exit 7, one line, nothing mounted', () => {
     const wrong = path.join(v.base, 'wrong')
     fs.writeFileSync(wrong, 'not the passphrase\n')
@@ -39,6 +45,9 @@ describe('sealfs command line', () => {
       [['mount', '--passfile', v.passfile, '-o', 'bogus_opt', v.cipher, v.mnt], 2, /unknown mount option 'bogus_opt'/],
       [['init', '--passfile', v.passfile, '--kdf-memlimit', '1024', path.join(v.base, 'nope')], 3, /does not exist/],
       [['frobnicate'], 2, /unknown command/],
+      // Mistyped commands are not taken for mount(8)'s `sealfs CIPHER MNT` (their first word is no path).
+      [['unmount', v.mnt], 2, /unknown command 'unmount'[\s\S]*umount/],
+      [['status', v.mnt], 2, /unknown command 'status'/],
       [['mount', '--extpass', 'exit 3', v.cipher, v.mnt], 8, /extpass program failed/]
     ]
     for (const [args, code, msg] of cases) {

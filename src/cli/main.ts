@@ -4,6 +4,7 @@ import fs from 'fs'
 import path from 'path'
 import { DEFAULT_COST, MIN_COST } from '../crypto/passphrase-kdf'
 import { Mount } from '../filesystem/mount'
+import { projectRoot } from '../native'
 import { wipeTree } from '../filesystem/tree-wipe'
 import { canonicalMountPoint, isMountPoint, mountTable } from '../filesystem/mountinfo'
 import { logLine, setLogSink } from '../log'
@@ -358,9 +359,19 @@ async function runUmount (given: string, o: { lazy?: boolean }): Promise<void> {
   }
 }
 
+/** The version in the installed package's package.json. */
+function packageVersion (): string {
+  try {
+    return (JSON.parse(fs.readFileSync(path.join(projectRoot, 'package.json'), 'utf8')) as { version?: string }).version ?? 'unknown'
+  } catch {
+    return 'unknown'
+  }
+}
+
 function program (): Command {
   const p = new Command('sealfs')
     .description('Encrypted overlay filesystem: per-file keys, AES-256-GCM chunks, encrypted names')
+    .version(packageVersion(), '-V, --version', 'print the version')
     .exitOverride()
     .configureOutput({ writeErr: s => process.stderr.write(s.startsWith('error:') ? `sealfs: ${s}` : s) })
   const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
@@ -412,9 +423,12 @@ export function main (argv: string[]): void {
   // core. Before anything is read or unlocked.
   forbidCoreDumps()
   // mount(8) runs mount.fuse, which runs `sealfs CIPHER MNT -o OPTS`: that is `sealfs mount`.
+  // Only where CIPHER reads as a path (a slash in it, or a directory here): `sealfs unmount m`
+  // or `sealfs status m` is a mistyped command, to be answered as one.
   const [first, second] = [argv[2], argv[3]]
   const positional = (a: string | undefined): boolean => a !== undefined && !a.startsWith('-')
-  if (positional(first) && positional(second) && !COMMANDS.has(first)) argv = [...argv.slice(0, 2), 'mount', ...argv.slice(2)]
+  const isPath = (a: string): boolean => a.includes('/') || (() => { try { return fs.statSync(a).isDirectory() } catch { return false } })()
+  if (positional(first) && positional(second) && !COMMANDS.has(first) && isPath(first)) argv = [...argv.slice(0, 2), 'mount', ...argv.slice(2)]
   const daemonChild = argv.includes('--passphrase-fd')
   const fail = (e: unknown): void => {
     const code = (e as { exitCode?: number }).exitCode ?? exitCodeOf(e)
