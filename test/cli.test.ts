@@ -2,7 +2,7 @@ import { execFileSync, spawn, spawnSync } from 'child_process'
 import fs from 'fs'
 import path from 'path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { cleanup, FAST_KDF, isMounted, makeVolume, mount, ROOT, sealfs, sleep, takeDown, umount, Vol } from './helpers'
+import { CLI, cleanup, FAST_KDF, isMounted, makeVolume, mount, ROOT, sealfs, sleep, takeDown, umount, Vol } from './helpers'
 
 describe('sealfs command line', () => {
   let v: Vol
@@ -25,7 +25,7 @@ describe('sealfs command line', () => {
 
   it('refuses a wrong passphrase: exit 7, one line, nothing mounted', () => {
     const wrong = path.join(v.base, 'wrong')
-    fs.writeFileSync(wrong, 'not the passphrase\n')
+    fs.writeFileSync(wrong, 'not the passphrase\n', { mode: 0o600 })
     const r = sealfs(['mount', '--passfile', wrong, v.cipher, v.mnt])
     expect(r.status).toBe(7)
     expect(r.stderr).toBe('sealfs: wrong passphrase (or the volume config was modified)\n')
@@ -206,6 +206,25 @@ describe('sealfs command line', () => {
     expect(sealfs([v.cipher, v.mnt, '-o', `extpass=cat ${v.passfile}`]).status).toBe(0)
     expect(isMounted(v.mnt)).toBe(true)
     await umount(v)
+  })
+
+  it('reads --passfile - from standard input, and a pipe (<(...)); warns of a passfile other users can read', async () => {
+    const viaStdin = sealfs(['mount', '--passfile', '-', v.cipher, v.mnt], 'test passphrase\n')
+    expect(viaStdin.status, viaStdin.stderr).toBe(0)
+    expect(viaStdin.stderr).toBe('')
+    await umount(v)
+    const viaPipe = spawnSync('bash', ['-c', 'exec "$0" "$1" mount --passfile <(cat "$2") "$3" "$4"', process.execPath, CLI, v.passfile, v.cipher, v.mnt], { encoding: 'utf8' })
+    expect(viaPipe.status, viaPipe.stderr).toBe(0)
+    await umount(v)
+    const readable = path.join(v.base, 'readable-pass')
+    fs.writeFileSync(readable, 'test passphrase\n')
+    fs.chmodSync(readable, 0o644)
+    const warned = sealfs(['mount', '--passfile', readable, v.cipher, v.mnt])
+    expect(warned.status, warned.stderr).toBe(0)
+    expect(warned.stderr).toBe(`sealfs: warning: passfile ${readable} can be read by other users (mode 644); chmod 600 it\n`)
+    await umount(v)
+    const wrong = sealfs(['mount', '--passfile', '-', v.cipher, v.mnt], 'not it\n')
+    expect(wrong.status).toBe(7)
   })
 
   it('sealfs umount refuses a busy mount (exit 11) unless --lazy, says "not mounted" (exit 24), and returns once the daemon has exited', async () => {

@@ -161,7 +161,7 @@ export function defineFsckCommand (p: Command): void {
   p.command('fsck')
     .description('check every name, header, chunk and index row of a volume that is not mounted read-write; --repair rebuilds the index, removes crash leftovers and quarantines what does not decrypt')
     .argument('<CIPHER>', 'cipher dir')
-    .option('--passfile <file>', 'unlock with the passphrase on the first line of a file')
+    .option('--passfile <file>', 'unlock with the passphrase on the first line of a file (-: standard input)')
     .option('--extpass <command>', 'unlock with the passphrase a program prints')
     .option('--keyfile <file>', 'unlock with a key file')
     .option('--slot <name>', 'try only the key slot of this name')

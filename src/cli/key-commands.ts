@@ -278,7 +278,7 @@ async function runRotate (cipher: string, o: RotateOptions): Promise<void> {
 
 function unlockOptions (c: Command): Command {
   return c
-    .option('--passfile <file>', 'unlock with the passphrase on the first line of a file')
+    .option('--passfile <file>', 'unlock with the passphrase on the first line of a file (-: standard input)')
     .option('--extpass <command>', 'unlock with the passphrase a program prints')
     .option('--keyfile <file>', 'unlock with a key file')
     .option('--slot <name>', 'try only the key slot of this name')

@@ -20,14 +20,56 @@ function firstLine (buf: Buffer, what: string): Buffer {
   return line
 }
 
-/** The first line of a file (without its newline). */
+/**
+ * Reads `fd` to its end, at most MAX_PASSPHRASE + 2 bytes (a passphrase, its newline and a
+ * CR): a pipe or standard input. Waits while a non-blocking descriptor has nothing yet.
+ */
+function readBounded (fd: number, what: string): Buffer {
+  const buf = Buffer.alloc(MAX_PASSPHRASE + 3)
+  let got = 0
+  for (;;) {
+    let n: number
+    try {
+      n = fs.readSync(fd, buf, got, buf.length - got, null)
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20)
+      continue
+    }
+    if (n === 0) break
+    got += n
+    if (got === buf.length) { buf.fill(0); throw new CliError('passphrase-source', `${what} is too long to be a passphrase`) }
+  }
+  const out = Buffer.from(buf.subarray(0, got))
+  buf.fill(0)
+  return out
+}
+
+/**
+ * The first line of a file (without its newline): a regular file, a pipe or FIFO
+ * (`--passfile <(...)`, `/dev/stdin`), or standard input (`-`). A regular file that others may
+ * read, or that another user owns, gets a warning: it holds the key to the volume.
+ */
 export function fromPassfile (file: string): Buffer {
+  if (file === '-') return firstLine(readBounded(0, 'standard input'), 'standard input')
   let buf: Buffer
   try {
     const st = fs.statSync(file)
-    if (!st.isFile()) throw new CliError('passphrase-source', `passfile ${file} is not a regular file`)
-    if (st.size > MAX_PASSPHRASE + 2) throw new CliError('passphrase-source', `passfile ${file} is too large to be a passphrase file`)
-    buf = fs.readFileSync(file)
+    if (st.isFIFO() || st.isCharacterDevice() || st.isSocket()) {
+      const fd = fs.openSync(file, fs.constants.O_RDONLY)
+      try {
+        buf = readBounded(fd, `passfile ${file}`)
+      } finally {
+        fs.closeSync(fd)
+      }
+    } else {
+      if (!st.isFile()) throw new CliError('passphrase-source', `passfile ${file} is not a regular file, a pipe or standard input`)
+      if (st.size > MAX_PASSPHRASE + 2) throw new CliError('passphrase-source', `passfile ${file} is too large to be a passphrase file`)
+      const uid = process.geteuid?.() ?? st.uid
+      if ((st.mode & 0o077) !== 0) process.stderr.write(`sealfs: warning: passfile ${file} can be read by other users (mode ${(st.mode & 0o777).toString(8)}); chmod 600 it\n`)
+      else if (st.uid !== uid && st.uid !== 0) process.stderr.write(`sealfs: warning: passfile ${file} belongs to another user (uid ${st.uid})\n`)
+      buf = fs.readFileSync(file)
+    }
   } catch (e) {
     if (e instanceof CliError) throw e
     throw new CliError('passphrase-source', `cannot read passfile ${file}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`)
