@@ -17,6 +17,19 @@ describe('sealfs command line', () => {
     expect(r.stdout).toMatch(/mount \[options\] <CIPHER> <MNT>/)
   })
 
+  it('takes sizes and durations as people and systemd write them: --kdf-memlimit 64M, --idle 10min, -o idle=1h30min', async () => {
+    const fresh = path.join(v.base, 'sized')
+    fs.mkdirSync(fresh)
+    const made = sealfs(['init', '--passfile', v.passfile, '--kdf-opslimit', '2', '--kdf-memlimit', '64M', fresh])
+    expect(made.status, made.stderr).toBe(0)
+    expect(JSON.parse(sealfs(['info', '--json', fresh]).stdout).keySlots[0].memlimit).toBe(64 * 1024 * 1024)
+    for (const idle of [['--idle', '10min'], ['-o', 'idle=1h30min']]) {
+      const m = sealfs(['mount', '--passfile', v.passfile, ...idle, v.cipher, v.mnt])
+      expect(m.status, m.stderr).toBe(0)
+      await umount(v)
+    }
+  })
+
   it('prints its version', () => {
     const r = sealfs(['--version'])
     expect(r.status).toBe(0)
@@ -45,6 +58,8 @@ describe('sealfs command line', () => {
       [['mount', '--passfile', v.passfile, '-o', 'bogus_opt', v.cipher, v.mnt], 2, /unknown mount option 'bogus_opt'/],
       [['init', '--passfile', v.passfile, '--kdf-memlimit', '1024', path.join(v.base, 'nope')], 3, /does not exist/],
       [['frobnicate'], 2, /unknown command/],
+      [['init', '--passfile', v.passfile, '--kdf-memlimit', '12X', path.join(v.base, 'nope')], 2, /--kdf-memlimit takes a size in bytes/],
+      [['mount', '--passfile', v.passfile, '--idle', '10 fortnights', v.cipher, v.mnt], 2, /idle/],
       // Mistyped commands are not taken for mount(8)'s `sealfs CIPHER MNT` (their first word is no path).
       [['unmount', v.mnt], 2, /unknown command 'unmount'[\s\S]*umount/],
       [['status', v.mnt], 2, /unknown command 'status'/],

@@ -29,10 +29,3 @@ export function daemonLogSink (logFile: string | undefined): (line: string) => v
   return line => { posix.sendDatagram('/dev/log', Buffer.from(`<${3 * 8 + 5}>${line}`)) }
 }
 
-/** "90", "30s", "10m", "2h", "1h30m" → milliseconds; null if it is not a duration. */
-export function parseDuration (s: string): number | null {
-  if (/^\d+$/.test(s)) return Number(s) * 1000
-  const m = /^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/.exec(s)
-  if (m === null || s === '') return null
-  return ((Number(m[1] ?? 0) * 60 + Number(m[2] ?? 0)) * 60 + Number(m[3] ?? 0)) * 1000
-}

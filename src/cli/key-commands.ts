@@ -8,6 +8,7 @@ import { KeySlot, readConfig, slotName } from '../volume/config'
 import { syncDir, writeAll } from '../volume/atomic-file'
 import { VolumeError } from '../volume/errors'
 import { Unlock, addSlot, changePassphrase, removeSlot } from '../volume/slot-changes'
+import { sizeOption } from './quantities'
 import { CliError } from './exit-codes'
 import { CredentialOptions, fromKeyfile, fromPassfile, readPassphrase } from './passphrase'
 import { chooseCredential } from './unlock'
@@ -50,7 +51,7 @@ function costOf (o: CostOptions): { opslimit?: number, memlimit?: number } {
     if (!/^\d+$/.test(v)) throw new CliError('usage', `${name} takes a whole number`)
     return Number(v)
   }
-  return { opslimit: int('--kdf-opslimit', o.kdfOpslimit), memlimit: int('--kdf-memlimit', o.kdfMemlimit) }
+  return { opslimit: int('--kdf-opslimit', o.kdfOpslimit), memlimit: o.kdfMemlimit === undefined ? undefined : sizeOption('--kdf-memlimit', o.kdfMemlimit) }
 }
 
 function newSlotCost (o: CostOptions): { opslimit: number, memlimit: number } {

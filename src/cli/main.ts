@@ -14,7 +14,8 @@ import { VolumeError } from '../volume/errors'
 import { DEFAULT_CHUNK_SIZE, Volume } from '../volume/volume'
 import { LEASE_FILE, LEASE_PERIOD_MS } from '../volume/volume-lease'
 import { CliError, EXIT, exitCodeOf, messageOf } from './exit-codes'
-import { daemonLogSink, forbidCoreDumps, notifySystemd, parseDuration } from './daemon-signals'
+import { daemonLogSink, forbidCoreDumps, notifySystemd } from './daemon-signals'
+import { parseDuration, sizeOption } from './quantities'
 import { parseMountOptions } from './mount-options'
 import { fromDescriptor, readPassphrase } from './passphrase'
 import { UnlockChoice, chooseCredential } from './unlock'
@@ -60,7 +61,7 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
   const parsed = parseMountOptions(o.o ?? [])
   const idleSpec = o.idle ?? parsed.idle
   const idleMs = idleSpec !== undefined ? parseDuration(idleSpec) : null
-  if (idleSpec !== undefined && (idleMs === null || idleMs <= 0)) throw new CliError('usage', `--idle takes a duration such as 90s, 10m or 1h30m, not '${idleSpec}'`)
+  if (idleSpec !== undefined && (idleMs === null || idleMs <= 0)) throw new CliError('usage', `--idle takes a duration such as 90s, 10min or 1h30m, not '${idleSpec}'`)
   const mountpoint = checkDirs(cipher, mnt, parsed.nonempty)
   const daemonChild = o.passphraseFd !== undefined
   const source = { passfile: o.passfile ?? parsed.passfile, extpass: o.extpass ?? parsed.extpass, keyfile: o.keyfile ?? parsed.keyfile }
@@ -238,7 +239,7 @@ async function runInit (cipher: string, o: { passfile?: string, extpass?: string
   const chunkSize = o.chunkSize !== undefined ? intOption('--chunk-size', o.chunkSize) : DEFAULT_CHUNK_SIZE
   const cost = {
     opslimit: o.kdfOpslimit !== undefined ? intOption('--kdf-opslimit', o.kdfOpslimit) : DEFAULT_COST.opslimit,
-    memlimit: o.kdfMemlimit !== undefined ? intOption('--kdf-memlimit', o.kdfMemlimit) : DEFAULT_COST.memlimit
+    memlimit: o.kdfMemlimit !== undefined ? sizeOption('--kdf-memlimit', o.kdfMemlimit) : DEFAULT_COST.memlimit
   }
   if (!fs.existsSync(cipher)) throw new VolumeError('missing-dir', `${cipher} does not exist`)
   if (fs.statSync(cipher).isDirectory() && fs.readdirSync(cipher).length > 0) throw new VolumeError('not-empty', `${cipher} is not empty`)
