@@ -52,6 +52,10 @@ export interface PosixAddon {
   syncfs (fd: number): number
   /** RLIMIT_CORE 0 and PR_SET_DUMPABLE 0: PR_GET_DUMPABLE afterwards (0), or a negative errno. */
   disableCoreDumps (): number
+  /** dup2(fd, 1) and dup2(fd, 2): 0 or a negative errno. */
+  redirectOutput (fd: number): number
+  /** _exit(2): ends the process without waiting for the thread pool. */
+  exitNow (code: number): never
 }
 
 export const LOCK_SH = 1

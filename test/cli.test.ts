@@ -2,7 +2,8 @@ import { execFileSync, spawn, spawnSync } from 'child_process'
 import fs from 'fs'
 import path from 'path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { CLI, cleanup, FAST_KDF, isMounted, makeVolume, mount, ROOT, sealfs, sleep, takeDown, umount, Vol } from './helpers'
+import { CLI, cleanup, FAST_KDF, isMounted, makeVolume, mount, mountForeground, ROOT, saidBesidesNoLog, sealfs, sleep, takeDown, umount, Vol } from './helpers'
+import { HEADER_BYTES } from '../src/volume/file-header'
 
 describe('sealfs command line', () => {
   let v: Vol
@@ -62,7 +63,7 @@ describe('sealfs command line', () => {
       [['mount', '--passfile', v.passfile, '--idle', '10 fortnights', v.cipher, v.mnt], 2, /idle/],
       // Mistyped commands are not taken for mount(8)'s `sealfs CIPHER MNT` (their first word is no path).
       [['unmount', v.mnt], 2, /unknown command 'unmount'[\s\S]*umount/],
-      [['status', v.mnt], 2, /unknown command 'status'/],
+      [['status', v.mnt], 24, /is not a sealfs mount/],
       [['mount', '--extpass', 'exit 3', v.cipher, v.mnt], 8, /extpass program failed/]
     ]
     for (const [args, code, msg] of cases) {
@@ -226,7 +227,7 @@ describe('sealfs command line', () => {
   it('reads --passfile - from standard input, and a pipe (<(...)); warns of a passfile other users can read', async () => {
     const viaStdin = sealfs(['mount', '--passfile', '-', v.cipher, v.mnt], 'test passphrase\n')
     expect(viaStdin.status, viaStdin.stderr).toBe(0)
-    expect(viaStdin.stderr).toBe('')
+    expect(saidBesidesNoLog(viaStdin.stderr)).toBe('')
     await umount(v)
     const viaPipe = spawnSync('bash', ['-c', 'exec "$0" "$1" mount --passfile <(cat "$2") "$3" "$4"', process.execPath, CLI, v.passfile, v.cipher, v.mnt], { encoding: 'utf8' })
     expect(viaPipe.status, viaPipe.stderr).toBe(0)
@@ -236,7 +237,7 @@ describe('sealfs command line', () => {
     fs.chmodSync(readable, 0o644)
     const warned = sealfs(['mount', '--passfile', readable, v.cipher, v.mnt])
     expect(warned.status, warned.stderr).toBe(0)
-    expect(warned.stderr).toBe(`sealfs: warning: passfile ${readable} can be read by other users (mode 644); chmod 600 it\n`)
+    expect(saidBesidesNoLog(warned.stderr)).toBe(`sealfs: warning: passfile ${readable} can be read by other users (mode 644); chmod 600 it\n`)
     await umount(v)
     const wrong = sealfs(['mount', '--passfile', '-', v.cipher, v.mnt], 'not it\n')
     expect(wrong.status).toBe(7)
@@ -292,6 +293,191 @@ describe('sealfs command line', () => {
       fs.closeSync(held)
     }
     await umount(v)  // waits for the daemon, which ends once the last file has closed
+  })
+
+  it('sealfs status lists the sealfs mounts (mount point, cipher dir, daemon, ro/rw, volume ID), and umount waits for a read-only daemon too', async () => {
+    const other = path.join(v.base, 'other')
+    const otherMnt = path.join(v.base, 'other-mnt')
+    fs.mkdirSync(other)
+    fs.mkdirSync(otherMnt)
+    expect(sealfs(['init', '--passfile', v.passfile, ...FAST_KDF, other]).status).toBe(0)
+    const none = sealfs(['status', '--json'])
+    expect(JSON.parse(none.stdout).filter((m: { mountPoint: string }) => m.mountPoint.startsWith(v.base))).toEqual([])
+    mount(v)
+    const ro = sealfs(['mount', '--passfile', v.passfile, '-o', 'ro', other, otherMnt])
+    expect(ro.status, ro.stderr).toBe(0)
+    const idOf = (c: string): string => JSON.parse(sealfs(['info', '--json', c]).stdout).volumeId
+    const listed = JSON.parse(sealfs(['status', '--json']).stdout).filter((m: { mountPoint: string }) => m.mountPoint.startsWith(v.base))
+    const rwPid = Number(fs.readFileSync(path.join(v.cipher, 'sealfs.lock'), 'utf8').trim())
+    expect(listed).toEqual([
+      { mountPoint: v.mnt, cipherDir: v.cipher, pid: rwPid, mode: 'rw', volumeId: idOf(v.cipher) },
+      { mountPoint: otherMnt, cipherDir: other, pid: expect.any(Number), mode: 'ro', volumeId: idOf(other) }
+    ])
+    const roPid = listed[1].pid as number
+    expect(fs.readFileSync(`/proc/${roPid}/cmdline`, 'utf8')).toContain('sealfs')
+    const table = sealfs(['status', otherMnt])
+    expect(table.status).toBe(0)
+    expect(table.stdout.split('\n')[0]).toMatch(/^MOUNT POINT +CIPHER DIR +PID +MODE +VOLUME ID$/)
+    expect(table.stdout.split('\n')[1].split(/ +/)).toEqual([otherMnt, other, String(roPid), 'ro', idOf(other)])
+    expect(sealfs(['status', v.base]).status).toBe(24)
+    // The read-only daemon's exit is held back a second: umount waits for it as for a read-write one.
+    const tracer = spawn('strace', ['-f', '-qq', '-o', '/dev/null', '-e', 'trace=exit_group', '-e', 'inject=exit_group:delay_enter=1000000', '-p', String(roPid)], { stdio: 'ignore' })
+    let done
+    try {
+      await sleep(500)  // attached
+      done = sealfs(['umount', otherMnt])
+    } finally {
+      if (tracer.exitCode === null) tracer.kill()
+    }
+    expect(done.status, done.stderr).toBe(0)
+    expect(fs.existsSync(`/proc/${roPid}`) && !/^\d+ \(.*\) Z/s.test(fs.readFileSync(`/proc/${roPid}/stat`, 'utf8'))).toBe(false)
+    await umount(v)
+  })
+
+  it('logs mount, unmount and tamper events with a level to the journal (native protocol), syslog or a file (with -f too); sealfs path maps the logged file ID back, while mounted', async () => {
+    // Real datagram sockets a listener binds in the test's directory, as journald and syslogd do.
+    const journal = path.join(v.base, 'journal.sock')
+    const syslog = path.join(v.base, 'syslog.sock')
+    const received = path.join(v.base, 'received')
+    const listener = spawn('python3', ['-c', `
+import socket, sys, select
+socks = []
+for p in sys.argv[2:]:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.bind(p); socks.append(s)
+out = open(sys.argv[1], 'ab', buffering=0)
+print('ready', flush=True)
+while True:
+    for s in select.select(socks, [], [])[0]:
+        out.write(s.recv(65536) + b'\\n\\0\\n')
+`, received, journal, syslog], { stdio: ['ignore', 'pipe', 'inherit'] })
+    try {
+      await new Promise(resolve => listener.stdout!.once('data', resolve))
+      const datagrams = (): string[] => fs.existsSync(received) ? fs.readFileSync(received, 'utf8').split('\n\0\n').filter(d => d !== '') : []
+      const run = (args: string[], env: Record<string, string>): ReturnType<typeof spawnSync> => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, ...env } })
+      const toJournal = { SEALFS_JOURNAL_SOCKET: journal, SEALFS_SYSLOG_SOCKET: syslog }
+      const m = run(['mount', '--passfile', v.passfile, v.cipher, v.mnt], toJournal)
+      expect(m.status, String(m.stderr)).toBe(0)
+      expect(m.stderr).toBe('')
+      fs.mkdirSync(path.join(v.mnt, 'docs'))
+      fs.writeFileSync(path.join(v.mnt, 'docs', 'a.txt'), 'the plaintext')
+      const where = JSON.parse(sealfs(['path', '--passfile', v.passfile, '--plain', '/docs/a.txt', '--json', v.cipher]).stdout)[0]
+      await umount(v)
+      const journalLines = datagrams()
+      expect(journalLines[0]).toBe(`MESSAGE=mounted ${v.cipher} on ${v.mnt} (read-write)\nPRIORITY=5\nSYSLOG_FACILITY=3\nSYSLOG_IDENTIFIER=sealfs\nSYSLOG_PID=${/SYSLOG_PID=(\d+)/.exec(journalLines[0])?.[1] ?? ''}\n`)
+      expect(journalLines.some(d => d.startsWith(`MESSAGE=unmounting ${v.mnt}: it was unmounted`))).toBe(true)
+      expect(journalLines.every(d => !d.includes('plaintext') && !d.includes('a.txt'))).toBe(true)
+      // A chunk changed in the cipher dir: its read is EIO, logged as an error with the file ID.
+      const backingFile = path.join(v.cipher, where.backing)
+      const fd = fs.openSync(backingFile, 'r+')
+      const b = Buffer.alloc(1)
+      fs.readSync(fd, b, 0, 1, HEADER_BYTES + 14)
+      fs.writeSync(fd, Buffer.from([b[0] ^ 1]), 0, 1, HEADER_BYTES + 14)
+      fs.closeSync(fd)
+      // Syslog (no journal here), warnings and worse only.
+      const before = datagrams().length  // the listener keeps its file open: read past what came before
+      const s = run(['mount', '--passfile', v.passfile, '--log-level', 'warning', v.cipher, v.mnt], { SEALFS_JOURNAL_SOCKET: path.join(v.base, 'none'), SEALFS_SYSLOG_SOCKET: syslog })
+      expect(s.status, String(s.stderr)).toBe(0)
+      expect(() => fs.readFileSync(path.join(v.mnt, 'docs', 'a.txt'))).toThrow(/EIO/)
+      const tamper = datagrams().slice(before).find(d => d.includes('failed authentication'))
+      expect(tamper).toMatch(new RegExp(`^<27>sealfs\\[\\d+\\]: file ([0-9a-f]{32}): chunk 0 failed authentication; returning EIO$`))
+      const fileId = /file ([0-9a-f]{32})/.exec(tamper!)![1]
+      expect(fileId).toBe(where.fileId)
+      // From the log line back to the path, while the volume is mounted read-write.
+      const back = sealfs(['path', '--passfile', v.passfile, '--file-id', fileId, v.cipher])
+      expect(back.status, back.stderr).toBe(0)
+      expect(back.stdout).toBe('/docs/a.txt\n')
+      expect(sealfs(['path', '--passfile', v.passfile, '--file-id', '0'.repeat(32), v.cipher]).status).toBe(26)
+      expect(sealfs(['path', '--passfile', v.passfile, '--plain', '/docs/none', v.cipher]).status).toBe(26)
+      await umount(v)
+      expect(datagrams().slice(before).some(d => d.includes('mounted'))).toBe(false)  // notices were below the level
+      // Neither here: one warning line, at mount.
+      const none = run(['mount', '--passfile', v.passfile, v.cipher, v.mnt], { SEALFS_JOURNAL_SOCKET: path.join(v.base, 'none'), SEALFS_SYSLOG_SOCKET: path.join(v.base, 'none') })
+      expect(none.status).toBe(0)
+      expect(none.stderr).toMatch(/^sealfs: warning: no journal \(.*\) or syslog \(.*\) here: the daemon's log lines are lost once it detaches; use --log FILE to keep them\n$/)
+      await umount(v)
+    } finally {
+      listener.kill()
+    }
+    // --log with -f: a file, one timestamped line with its level each.
+    const logFile = path.join(v.base, 'fg.log')
+    await mountForeground(v, ['--log', logFile])
+    await umount(v)
+    const lines = fs.readFileSync(logFile, 'utf8').trim().split('\n')
+    expect(lines[0]).toMatch(new RegExp(`^\\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z notice sealfs\\[\\d+\\]: mounted ${v.cipher} on ${v.mnt} \\(read-write\\)$`))
+    expect(lines.at(-1)).toMatch(/ notice sealfs\[\d+\]: unmounted /)
+  })
+
+  /** Whether process `pid` holds a flock (the volume lock: taken after its signal handlers, before the KDF). */
+  function locks (pid: number): boolean {
+    return fs.readFileSync('/proc/locks', 'utf8').split('\n').some(l => / FLOCK /.test(l) && l.split(/\s+/)[4] === String(pid))
+  }
+  /** The detached daemon child of a mount of `cipher`, once it runs. */
+  function daemonChildOf (cipher: string): number | null {
+    for (const p of fs.readdirSync('/proc').filter(x => /^\d+$/.test(x))) {
+      try {
+        const argv = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0')
+        if (argv.includes('--passphrase-fd') && argv.includes(cipher)) return Number(p)
+      } catch { /* gone */ }
+    }
+    return null
+  }
+  function exited (child: ReturnType<typeof spawn>): Promise<number | null> {
+    return new Promise(resolve => { if (child.exitCode !== null) resolve(child.exitCode); else child.once('exit', code => resolve(code)) })
+  }
+
+  it('Ctrl-C (to the terminal\'s process group) or SIGTERM while the volume unlocks cancels the mount: exit 25, nothing mounted, no daemon left', async () => {
+    // A KDF that takes over a second, so that the signal comes while it runs.
+    const slow = path.join(v.base, 'slow')
+    fs.mkdirSync(slow)
+    const made = sealfs(['init', '--passfile', v.passfile, '--kdf-opslimit', '2', '--kdf-memlimit', '1G', slow])
+    expect(made.status, made.stderr).toBe(0)
+    // Detached: the parent, a process-group leader like a shell's job, gets SIGINT as Ctrl-C sends it.
+    const parent = spawn(process.execPath, [CLI, 'mount', '--passfile', v.passfile, slow, v.mnt], { stdio: ['ignore', 'ignore', 'pipe'], detached: true })
+    let err = ''
+    parent.stderr!.on('data', d => { err += d.toString() })
+    let child: number | null = null
+    for (let i = 0; i < 500 && (child === null || !locks(child)); i++) {
+      await sleep(10)
+      child ??= daemonChildOf(slow)
+    }
+    expect(child).not.toBeNull()
+    process.kill(-parent.pid!, 'SIGINT')
+    expect(await exited(parent)).toBe(25)
+    expect(err).toBe('sealfs: mount cancelled (SIGINT): nothing is mounted\n')
+    expect(fs.existsSync(`/proc/${child!}`)).toBe(false)
+    await sleep(300)
+    expect(isMounted(v.mnt)).toBe(false)
+    // In the foreground (-f, as systemd runs it): SIGTERM.
+    const fg = spawn(process.execPath, [CLI, 'mount', '-f', '--passfile', v.passfile, slow, v.mnt], { stdio: ['ignore', 'ignore', 'pipe'] })
+    let fgErr = ''
+    fg.stderr!.on('data', d => { fgErr += d.toString() })
+    for (let i = 0; i < 500 && !locks(fg.pid!); i++) await sleep(10)
+    fg.kill('SIGTERM')
+    expect(await exited(fg)).toBe(25)
+    expect(fgErr).toBe('sealfs: mount cancelled (SIGTERM): nothing is mounted\n')
+    await sleep(300)
+    expect(isMounted(v.mnt)).toBe(false)
+    const after = sealfs(['mount', '--passfile', v.passfile, slow, v.mnt])  // the lock was given back
+    expect(after.status, after.stderr).toBe(0)
+    await umount(v)
+  })
+
+  it('a detached daemon\'s reasons for failing reach the terminal (libfuse\'s own line, a bad --log), each said once', () => {
+    // In a mount namespace of its own, /dev/fuse is a plain file: libfuse says why it failed.
+    const fake = path.join(v.base, 'fake-fuse')
+    fs.writeFileSync(fake, '')
+    const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', 'mount --bind "$1" /dev/fuse && exec "$2" "$3" mount --passfile "$4" "$5" "$6"', 'sh', fake, process.execPath, CLI, v.passfile, v.cipher, v.mnt], { encoding: 'utf8' })
+    expect(r.status, r.stderr).toBe(9)
+    expect(r.stderr).toMatch(/^fuse: mount failed: /m)
+    expect(r.stderr.match(/cannot mount/g)).toHaveLength(1)
+    expect(isMounted(v.mnt)).toBe(false)
+    const badLog = sealfs(['mount', '--passfile', v.passfile, '--log', path.join(v.base, 'no-such-dir', 'log'), v.cipher, v.mnt])
+    expect(badLog.status).toBe(2)
+    expect(badLog.stderr).toBe(`sealfs: cannot open the log file ${path.join(v.base, 'no-such-dir', 'log')}: ENOENT\n`)
+    const debug = sealfs(['mount', '--passfile', v.passfile, '-o', 'debug', v.cipher, v.mnt])
+    expect(debug.status).toBe(2)
+    expect(debug.stderr).toMatch(/-o debug prints every request on standard error: use it with -f/)
+    expect(isMounted(v.mnt)).toBe(false)
   })
 
   it('exit 1 for an unexpected I/O failure, in one line (init on a read-only filesystem)', () => {

@@ -216,6 +216,14 @@ def e(f):
         return errno.errorcode.get(x.errno, str(x.errno))
 `
 
+/**
+ * `stderr` without the warning a detached mount gives where neither the journal nor syslog
+ * listens (this machine may have neither): what else a command said.
+ */
+export function saidBesidesNoLog (stderr: string): string {
+  return stderr.replace(/^sealfs: warning: no journal \(.*\) or syslog \(.*\) here: .*\n/m, '')
+}
+
 export function sleep (ms: number): Promise<void> {
   return new Promise(resolve => setTimeout(resolve, ms))
 }

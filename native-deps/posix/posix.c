@@ -1,6 +1,7 @@
 // What node:fs cannot do for the daemon's own housekeeping (the backing store is reached
 // through native-deps/backing): flock(2) for the volume lock, syncfs(2) for a key rotation,
-// one AF_UNIX datagram for sd_notify and syslog, the descriptor limit, and no core dumps.
+// one AF_UNIX datagram for sd_notify and syslog, the descriptor limit, no core dumps, and
+// the standard streams of a daemon once its mount is ready.
 
 #define _GNU_SOURCE
 #include <node_api.h>
@@ -126,6 +127,30 @@ static napi_value RaiseFdLimit(napi_env env, napi_callback_info info) {
   return res;
 }
 
+// redirectOutput(fd): dup2(fd, 1) and dup2(fd, 2). Until its mount is ready, a detached
+// daemon's standard error is a pipe its parent copies to the user's terminal (libfuse and
+// fusermount3 say there why a mount failed); then the parent exits, and what is written there
+// later (by libfuse, or a fusermount3 child) goes to the log file or /dev/null instead of a
+// pipe nobody reads.
+static napi_value RedirectOutput(napi_env env, napi_callback_info info) {
+  size_t argc = 1; napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t fd;
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) return bad_args(env, "redirectOutput: bad arguments");
+  if (dup2(fd, 1) < 0 || dup2(fd, 2) < 0) return int_result(env, -1);
+  return int_result(env, 0);
+}
+
+// exitNow(code): _exit(2). A mount cancelled while its KDF runs ends at once: exit(3) would
+// first wait, in libuv's teardown, for the thread pool's running Argon2 to finish (seconds).
+static napi_value ExitNow(napi_env env, napi_callback_info info) {
+  size_t argc = 1; napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t code;
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &code) != napi_ok || code < 0 || code > 255) return bad_args(env, "exitNow: bad arguments");
+  _exit(code);
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"flock", NULL, Flock, NULL, NULL, NULL, napi_default, NULL},
@@ -133,6 +158,8 @@ static napi_value Init(napi_env env, napi_value exports) {
     {"raiseFdLimit", NULL, RaiseFdLimit, NULL, NULL, NULL, napi_default, NULL},
     {"syncfs", NULL, Syncfs, NULL, NULL, NULL, napi_default, NULL},
     {"disableCoreDumps", NULL, DisableCoreDumps, NULL, NULL, NULL, napi_default, NULL},
+    {"redirectOutput", NULL, RedirectOutput, NULL, NULL, NULL, napi_default, NULL},
+    {"exitNow", NULL, ExitNow, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -31,10 +31,14 @@ export const EXIT = {
   /** key rotate --reencrypt: the write journal holds writes a crash interrupted (fsck --repair settles them first). */
   INTERRUPTED_WRITES: 23,
   /** umount: the path is not a sealfs mount. */
-  NOT_MOUNTED: 24
+  NOT_MOUNTED: 24,
+  /** mount: Ctrl-C, SIGTERM or SIGHUP came before the mount was ready; nothing is mounted. */
+  CANCELLED: 25,
+  /** path: no entry has that file ID, or the path is not in the volume. */
+  NOT_FOUND: 26
 } as const
 
-export type CliErrorKind = 'usage' | 'passphrase-source' | 'mount-failed' | 'missing-dir' | 'not-empty' | 'busy' | 'not-mounted'
+export type CliErrorKind = 'usage' | 'passphrase-source' | 'mount-failed' | 'missing-dir' | 'not-empty' | 'busy' | 'not-mounted' | 'cancelled' | 'not-found'
 
 /** A failure of the command itself (not of the volume), with its one-line message. */
 export class CliError extends Error {
@@ -73,7 +77,9 @@ const cliCodes: Record<CliErrorKind, number> = {
   'missing-dir': EXIT.MISSING_DIR,
   'not-empty': EXIT.NOT_EMPTY,
   busy: EXIT.BUSY,
-  'not-mounted': EXIT.NOT_MOUNTED
+  'not-mounted': EXIT.NOT_MOUNTED,
+  cancelled: EXIT.CANCELLED,
+  'not-found': EXIT.NOT_FOUND
 }
 
 /** The one place where an error becomes an exit code. */

@@ -1,4 +1,4 @@
-import { Command, CommanderError, Option } from 'commander'
+import { Argument, Command, CommanderError, Option } from 'commander'
 import { spawn, spawnSync } from 'child_process'
 import fs from 'fs'
 import path from 'path'
@@ -7,20 +7,25 @@ import { Mount } from '../filesystem/mount'
 import { projectRoot } from '../native'
 import { wipeTree } from '../filesystem/tree-wipe'
 import { canonicalMountPoint, isMountPoint, mountTable } from '../filesystem/mountinfo'
-import { logLine, setLogSink } from '../log'
+import { LOG_LEVELS, LogLevel, logLine, setLogLevel, setLogSink } from '../log'
 import { checkVolumeId, readConfig } from '../volume/config'
 import { DekIndex } from '../volume/dek-index'
 import { VolumeError } from '../volume/errors'
 import { DEFAULT_CHUNK_SIZE, Volume } from '../volume/volume'
 import { LEASE_FILE, LEASE_PERIOD_MS } from '../volume/volume-lease'
 import { CliError, EXIT, exitCodeOf, messageOf } from './exit-codes'
-import { daemonLogSink, forbidCoreDumps, notifySystemd } from './daemon-signals'
+import { forbidCoreDumps, notifySystemd } from './daemon-signals'
+import { chooseLogSink } from './log-sinks'
+import { daemonOfMount, ended } from './mount-daemons'
+import { loadAddon, PosixAddon } from '../native'
 import { parseDuration, sizeOption } from './quantities'
 import { parseMountOptions } from './mount-options'
 import { fromDescriptor, readPassphrase } from './passphrase'
 import { UnlockChoice, chooseCredential } from './unlock'
 import { defineKeyCommands, slotSummary } from './key-commands'
 import { defineFsckCommand } from './fsck-command'
+import { definePathCommand } from './path-command'
+import { completionScript } from './completion'
 import type { Credential } from '../volume/key-slot'
 
 /** Fd 3 of a daemon child: one line back to the parent, "ready" or "error CODE MESSAGE". */
@@ -54,7 +59,22 @@ function checkDirs (cipher: string, mnt: string, nonempty: boolean): string {
 
 interface MountCliOptions {
   passfile?: string, extpass?: string, keyfile?: string, slot?: string, volumeId?: string, ephemeral?: boolean, foreground?: boolean, o?: string[]
-  passphraseFd?: string, credentialKind?: string, log?: string, idle?: string
+  passphraseFd?: string, credentialKind?: string, log?: string, logLevel?: string, idle?: string
+}
+
+const posix = loadAddon<PosixAddon>('posix')
+
+/** The signals that end a mount, or cancel one that is not ready yet. */
+const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
+
+function cancelled (signal: string): CliError {
+  return new CliError('cancelled', `mount cancelled (${signal}): nothing is mounted`)
+}
+
+function logLevelOption (v: string | undefined): LogLevel {
+  if (v === undefined) return 'notice'
+  if (!Object.hasOwn(LOG_LEVELS, v)) throw new CliError('usage', `the log level is one of ${Object.keys(LOG_LEVELS).join(', ')}, not '${v}'`)
+  return v as LogLevel
 }
 
 async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promise<void> {
@@ -62,8 +82,28 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
   const idleSpec = o.idle ?? parsed.idle
   const idleMs = idleSpec !== undefined ? parseDuration(idleSpec) : null
   if (idleSpec !== undefined && (idleMs === null || idleMs <= 0)) throw new CliError('usage', `--idle takes a duration such as 90s, 10min or 1h30m, not '${idleSpec}'`)
-  const mountpoint = checkDirs(cipher, mnt, parsed.nonempty)
+  const logLevel = logLevelOption(o.logLevel ?? parsed.logLevel)
   const daemonChild = o.passphraseFd !== undefined
+  // libfuse prints its request trace on standard error, which a detached daemon has not.
+  if (parsed.fuse.includes('debug') && o.foreground !== true) throw new CliError('usage', '-o debug prints every request on standard error: use it with -f (it shows names inside the volume)')
+  const mountpoint = checkDirs(cipher, mnt, parsed.nonempty)
+  // The log: chosen (and a bad --log refused) before anything is unlocked.
+  const logSink = o.foreground === true ? chooseLogSink(o.log, !daemonChild) : null
+  if (logSink !== null) { setLogSink(logSink.sink); setLogLevel(logLevel) }
+  // Ctrl-C, SIGTERM or SIGHUP before the mount is ready cancels it. While the volume is
+  // being unlocked (mostly the KDF), at once: what unlocking writes is crash-safe (the lease,
+  // the index, the write journal's recovery), as after a kill -9. Later, once the step under
+  // way is done, undoing it.
+  let cancel: string | null = null
+  let unlocking = true
+  const cancelNow = (signal: string): void => {
+    cancel = signal
+    if (!unlocking) return
+    if (daemonChild) { try { fs.writeSync(STATUS_FD, `error ${EXIT.CANCELLED} ${cancelled(signal).message}\n`) } catch { /* parent gone */ } }
+    if (!daemonChild) fs.writeSync(2, `sealfs: ${cancelled(signal).message}\n`)
+    posix.exitNow(EXIT.CANCELLED)
+  }
+  if (o.foreground === true) for (const signal of STOP_SIGNALS) process.on(signal, cancelNow)
   const source = { passfile: o.passfile ?? parsed.passfile, extpass: o.extpass ?? parsed.extpass, keyfile: o.keyfile ?? parsed.keyfile }
   const ephemeral = o.ephemeral === true || parsed.ephemeral
   let chosen: UnlockChoice | null = null
@@ -81,7 +121,7 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
       ? { credential: { kind: credentialKind(o.credentialKind), secret: fromDescriptor(Number(o.passphraseFd)) } as Credential, slot: o.slot ?? parsed.slot }
       : await chooseCredential(cipher, source, o.slot ?? parsed.slot, config)
   }
-  if (!o.foreground && !daemonChild) return detach(cipher, mnt, o, chosen)
+  if (!o.foreground && !daemonChild) return detach(path.resolve(cipher), mountpoint, o, chosen)
 
   /** What the user should see while the mount is under way (a detached daemon's parent prints it at once). */
   const say = (line: string): void => {
@@ -108,6 +148,15 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
       chosen.credential.secret.fill(0)
     }
   }
+  unlocking = false
+  if (cancel !== null) {
+    await volume.close()
+    throw cancelled(cancel)
+  }
+  if (logSink?.warning !== undefined) {
+    if (daemonChild) warnings.push(logSink.warning)
+    else process.stderr.write(`sealfs: warning: ${logSink.warning}\n`)
+  }
   for (const notice of volume.notices) {
     logLine(notice)
     if (daemonChild) warnings.push(notice)
@@ -120,7 +169,12 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
     await volume.close()
     throw new CliError('mount-failed', `cannot mount ${mnt}: ${(e as Error).message}`)
   }
-  volume.index.onError = logLine
+  if (cancel !== null) {
+    await mount.unmount().catch(() => 0)
+    await volume.close()
+    throw cancelled(cancel)
+  }
+  volume.index.onError = line => logLine(line)
   const flusher = setInterval(() => volume.index.flush(), 1000)
   let renewFailing = false
   const lease = volume.lease
@@ -131,24 +185,35 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
       if (!lease.lost) return
       // This mount could not renew it for two periods, and another client took it: two
       // writers would corrupt the index and race on files. This one steps down.
-      logLine(`the volume lease (${LEASE_FILE}) is not this mount's any more (another client took it over while this mount could not renew it, or it was removed): unmounting, so that the volume never has two writers`)
-      void stop(true)
+      logLine(`the volume lease (${LEASE_FILE}) is not this mount's any more (another client took it over while this mount could not renew it, or it was removed): unmounting, so that the volume never has two writers`, 'error')
+      void stop(true, 'the volume lease was lost')
     }, e => {
       if (!renewFailing) logLine(`cannot renew the volume lease (${(e as NodeJS.ErrnoException).code ?? 'error'}); trying again every ${LEASE_PERIOD_MS / 1000} s`)
       renewFailing = true
     })
   }, LEASE_PERIOD_MS)
+  const mode = volume.readOnly ? 'read-only' : 'read-write'
+  logLine(`mounted ${path.resolve(cipher)} on ${mountpoint} (${mode}${chosen?.slot !== undefined ? `, key slot ${chosen.slot}` : ''}${chosen === null ? ', ephemeral' : ''})`, 'notice')
   report('ready')
+  // From here a detached daemon's standard streams go to its log file or nowhere: its parent,
+  // which copied them to the user's terminal, is gone.
+  if (daemonChild) {
+    const out = fs.openSync(logSink?.file ?? '/dev/null', fs.constants.O_WRONLY | fs.constants.O_APPEND)
+    posix.redirectOutput(out)
+    fs.closeSync(out)
+    process.stderr.on('error', () => { /* nowhere left to write */ })
+  }
   notifySystemd('READY=1')
 
   let stopping = false
-  const stop = async (unmount: boolean): Promise<void> => {
+  const stop = async (unmount: boolean, why: string): Promise<void> => {
     if (stopping) return
     stopping = true
+    logLine(`unmounting ${mountpoint}: ${why}`, 'notice')
     notifySystemd('STOPPING=1')
     clearInterval(flusher)
     if (idler !== null) clearInterval(idler)
-    const stalled = await mount.unmount(!unmount).catch(e => { logLine(`unmount failed: ${(e as Error).message}`); return 0 })
+    const stalled = await mount.unmount(!unmount).catch(e => { logLine(`unmount failed: ${(e as Error).message}`, 'error'); return 0 })
     if (stalled === 0) {
       await volume.close()  // the lease is renewed until it is given back here
       if (renewer !== null) clearInterval(renewer)
@@ -156,7 +221,7 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
       // Keys and descriptors stay until the process ends (with no core dump): zeroing or
       // closing them under a running job could seal a chunk with a zeroed key, or write
       // through a reused descriptor number.
-      logLine(`${stalled} operation${stalled > 1 ? 's were' : ' was'} still running 10 s after the unmount (a stalled backing store?); exiting without waiting: run 'sealfs fsck' on the volume`)
+      logLine(`${stalled} operation${stalled > 1 ? 's were' : ' was'} still running 10 s after the unmount (a stalled backing store?); exiting without waiting: run 'sealfs fsck' on the volume`, 'error')
       // The index lives on the same store: its queued rows get 5 s (its connection is not
       // closed: that could block this thread). Then the process ends by SIGKILL, since
       // process.exit() would wait for the stuck pool threads (no core: RLIMIT_CORE is 0).
@@ -166,44 +231,66 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
         process.kill(process.pid, 'SIGKILL')
       }
     }
+    logLine(`unmounted ${mountpoint}`, 'notice')
     process.exit(EXIT.OK)
   }
   // Someone ran `sealfs umount` or fusermount -u: the kernel ended the session, so finish up.
-  mount.onExit = () => { setImmediate(() => void stop(false)) }
+  mount.onExit = () => { setImmediate(() => void stop(false, 'it was unmounted (sealfs umount, fusermount -u or umount)')) }
   // --idle: unmount after a whole period with no request and no open file.
   let seen = -1
   let quietSince = Date.now()
   const idler = idleMs === null ? null : setInterval(() => {
     if (mount.requestCount !== seen || mount.busy) { seen = mount.requestCount; quietSince = Date.now(); return }
-    if (Date.now() - quietSince >= idleMs) { logLine('idle: unmounting'); void stop(true) }
+    if (Date.now() - quietSince >= idleMs) void stop(true, `idle for ${idleSpec ?? ''}`)
   }, Math.max(100, Math.min(idleMs / 4, 10_000)))
   // A hangup (the terminal of a foreground mount closed) ends the mount as cleanly as these.
-  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => void stop(true))
+  for (const signal of STOP_SIGNALS) {
+    process.off(signal, cancelNow)
+    process.on(signal, () => void stop(true, `${signal} received`))
+  }
 }
 
 function credentialKind (kind: string | undefined): Credential['kind'] {
   return kind === 'keyfile' || kind === 'service' ? kind : 'passphrase'
 }
 
-/** Starts the daemon as a detached child and waits until it has mounted (or failed). */
-function detach (cipher: string, mnt: string, o: MountCliOptions, chosen: UnlockChoice | null): Promise<void> {
+/**
+ * Starts the daemon as a detached child and waits until it has mounted (or failed). Until
+ * then the child's standard error (libfuse and fusermount3 say there why a mount failed) is
+ * copied to ours, and Ctrl-C, SIGTERM or SIGHUP here cancel the mount: the child is told, and
+ * this returns once it has undone what it did.
+ */
+function detach (cipher: string, mountpoint: string, o: MountCliOptions, chosen: UnlockChoice | null): Promise<void> {
   // The child gets the credential (passphrase, key file or key-service secret) on stdin and
   // the one slot it is for, if any; passfile=/keyfile=/extpass= in -o are harmless to repeat.
-  // An ephemeral mount (chosen null) gets nothing: its key is made in the child.
+  // An ephemeral mount (chosen null) gets nothing: its key is made in the child. Its paths
+  // are absolute, the mount point as the mount table names it (sealfs umount and status find
+  // the daemon by it).
   const passphrase = chosen?.credential.secret ?? Buffer.alloc(0)
   const args = [process.argv[1], 'mount', '--foreground', '--passphrase-fd', '0',
     ...(chosen !== null ? ['--credential-kind', chosen.credential.kind] : o.ephemeral === true ? ['--ephemeral'] : []),
     ...(chosen?.slot !== undefined ? ['--slot', chosen.slot] : []), ...(o.volumeId !== undefined ? ['--volume-id', o.volumeId] : []),
     ...(o.o ?? []).flatMap(x => ['-o', x]),
-    ...(o.log !== undefined ? ['--log', path.resolve(o.log)] : []), ...(o.idle !== undefined ? ['--idle', o.idle] : []), cipher, mnt]
+    ...(o.log !== undefined ? ['--log', path.resolve(o.log)] : []), ...(o.logLevel !== undefined ? ['--log-level', o.logLevel] : []),
+    ...(o.idle !== undefined ? ['--idle', o.idle] : []), cipher, mountpoint]
   // A young generation of 2 MiB semi-spaces, not V8's 16: the daemon's garbage is short-lived
   // request objects, and the smaller one is cheaper as well as smaller (tar of 12,000 files:
   // peak RSS 149 -> 117 MiB, daemon CPU 7.4 -> 6.5 s). An old generation that starts at 4 MiB,
   // so its first full collections come early, while little is live: the same tar peaked at
   // 93 MiB instead of 106, for the same CPU.
-  const child = spawn(process.execPath, ['--max-semi-space-size=2', '--initial-old-space-size=4', ...args], { detached: true, stdio: ['pipe', 'ignore', 'ignore', 'pipe'] })
+  const child = spawn(process.execPath, ['--max-semi-space-size=2', '--initial-old-space-size=4', ...args], { detached: true, stdio: ['pipe', 'ignore', 'pipe', 'pipe'] })
   child.stdin!.end(passphrase, () => passphrase.fill(0))
-  return new Promise((resolve, reject) => {
+  let cancel: string | null = null
+  const onSignal = (signal: NodeJS.Signals): void => {
+    cancel ??= signal
+    child.kill('SIGTERM')
+  }
+  for (const signal of STOP_SIGNALS) process.on(signal, onSignal)
+  const childStderr = child.stderr!
+  const stderrDone = new Promise<void>(resolve => { childStderr.once('close', resolve) })
+  childStderr.on('data', (d: Buffer) => { process.stderr.write(d) })
+  const exited = new Promise<void>(resolve => { if (child.exitCode !== null || child.signalCode !== null) resolve(); else child.once('exit', () => resolve()) })
+  return new Promise<string>(resolve => {
     let status = ''
     let pending = ''
     const statusPipe = child.stdio[STATUS_FD] as NodeJS.ReadableStream
@@ -217,21 +304,31 @@ function detach (cipher: string, mnt: string, o: MountCliOptions, chosen: Unlock
         else status += l + '\n'
       }
     })
-    statusPipe.on('end', () => {
-      status += pending
-      const lines = status.trim().split('\n')
+    statusPipe.on('end', () => resolve(status + pending))
+  }).then(async status => {
+    const lines = status.trim().split('\n')
+    const line = lines.filter(l => !l.startsWith('warning ')).join('\n').trim()
+    if (line === 'ready' && cancel === null) {
       for (const w of lines.filter(l => l.startsWith('warning '))) process.stderr.write(`sealfs: warning: ${w.slice('warning '.length)}\n`)
-      const line = lines.filter(l => !l.startsWith('warning ')).join('\n').trim()
-      if (line === 'ready') {
-        child.unref()
-        statusPipe.removeAllListeners()
-        ;(child.stdio[STATUS_FD] as unknown as { destroy: () => void }).destroy()
-        return resolve()
-      }
-      const m = /^error (\d+) (.*)$/.exec(line)
-      if (m !== null) return reject(Object.assign(new CliError('mount-failed', m[2]), { exitCode: Number(m[1]) }))
-      reject(new CliError('mount-failed', 'the sealfs daemon exited before the mount was ready'))
-    })
+      for (const signal of STOP_SIGNALS) process.off(signal, onSignal)
+      child.unref()
+      ;(child.stdio[STATUS_FD] as unknown as { destroy: () => void }).destroy()
+      childStderr.destroy()
+      return
+    }
+    // Cancelled just as it became ready: the child unmounts on the SIGTERM it got, and exits.
+    if (line === 'ready') {
+      await exited
+      throw cancelled(cancel as string)
+    }
+    // Failed or cancelled: the child is gone when this returns, and what it said on standard
+    // error comes first (its exit closes it, unless a process it started holds it still).
+    await Promise.race([Promise.all([exited, stderrDone]), new Promise(resolve => setTimeout(resolve, 2000).unref())])
+    const m = /^error (\d+) (.*)$/.exec(line)
+    if (m !== null && Number(m[1]) === EXIT.CANCELLED && cancel !== null) throw cancelled(cancel)
+    if (m !== null) throw Object.assign(new CliError('mount-failed', m[2]), { exitCode: Number(m[1]) })
+    if (cancel !== null) throw cancelled(cancel)
+    throw new CliError('mount-failed', 'the sealfs daemon exited before the mount was ready')
   })
 }
 
@@ -317,15 +414,6 @@ function daemonOf (cipher: string): number | null {
   }
 }
 
-/** Whether process `pid` has ended (gone, or a zombie nobody has reaped yet). */
-function ended (pid: number): boolean {
-  try {
-    return /^\d+ \(.*\) Z/s.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'))
-  } catch {
-    return true
-  }
-}
-
 /**
  * Unmounts a sealfs mount. A busy one (a process has a file or directory open there) is
  * refused unless `lazy`, as fusermount and umount(8) refuse it: a lazy detach would end the
@@ -341,7 +429,7 @@ async function runUmount (given: string, o: { lazy?: boolean }): Promise<void> {
   if (entry.fstype !== 'fuse.sealfs') throw new CliError('not-mounted', `${given} is not a sealfs mount (it is ${entry.fstype}); use umount(8)`)
   let dead = false
   try { fs.statSync(mnt) } catch (e) { dead = (e as NodeJS.ErrnoException).code === 'ENOTCONN' }
-  const pid = dead ? null : daemonOf(entry.source)
+  const pid = dead ? null : daemonOfMount(mnt) ?? daemonOf(entry.source)
   // A mount whose daemon was killed answers nothing: it is detached lazily (nothing writes there).
   const r = spawnSync('fusermount', [dead || o.lazy === true ? '-uz' : '-u', '--', mnt], { stdio: ['ignore', 'ignore', 'pipe'] })
   if (r.status !== 0) {
@@ -360,6 +448,30 @@ async function runUmount (given: string, o: { lazy?: boolean }): Promise<void> {
   }
 }
 
+/**
+ * The sealfs mounts this process sees (or those at `mnts`): mount point, cipher dir, daemon,
+ * ro/rw and volume ID. Nothing is unlocked; a mount is not entered (a hung one would hang this).
+ */
+function runStatus (mnts: string[], o: { json?: boolean }): void {
+  const wanted = mnts.map(canonicalMountPoint)
+  const mounts = mountTable().filter(m => m.fstype === 'fuse.sealfs' && (wanted.length === 0 || wanted.includes(m.mountpoint)))
+  for (const [i, w] of wanted.entries()) if (!mounts.some(m => m.mountpoint === w)) throw new CliError('not-mounted', `${mnts[i]} is not a sealfs mount`)
+  const rows = mounts.map(m => {
+    const pid = daemonOfMount(m.mountpoint) ?? daemonOf(m.source)
+    let volumeId: string | null = null
+    try { volumeId = readConfig(m.source).volumeId } catch { /* not readable by this user, or gone */ }
+    return { mountPoint: m.mountpoint, cipherDir: m.source, pid, mode: m.options.includes('ro') ? 'ro' : 'rw', volumeId }
+  })
+  if (o.json === true) {
+    process.stdout.write(JSON.stringify(rows, null, 2) + '\n')
+    return
+  }
+  if (rows.length === 0) { process.stdout.write('no sealfs volume is mounted\n'); return }
+  const table = [['MOUNT POINT', 'CIPHER DIR', 'PID', 'MODE', 'VOLUME ID'], ...rows.map(r => [r.mountPoint, r.cipherDir, r.pid === null ? '-' : String(r.pid), r.mode, r.volumeId ?? '-'])]
+  const widths = table[0].map((_, c) => Math.max(...table.map(r => r[c].length)))
+  process.stdout.write(table.map(r => r.map((cell, c) => c === r.length - 1 ? cell : cell.padEnd(widths[c])).join('  ')).join('\n') + '\n')
+}
+
 /** The version in the installed package's package.json. */
 function packageVersion (): string {
   try {
@@ -369,7 +481,7 @@ function packageVersion (): string {
   }
 }
 
-function program (): Command {
+export function program (): Command {
   const p = new Command('sealfs')
     .description('Encrypted overlay filesystem: per-file keys, AES-256-GCM chunks, encrypted names')
     .version(packageVersion(), '-V, --version', 'print the version')
@@ -397,7 +509,8 @@ function program (): Command {
     .option('--ephemeral', 'a throwaway volume: a new key held only in the daemon; CIPHER must be empty or hold an earlier ephemeral volume, which is wiped')
     .option('-f, --foreground', 'stay in the foreground')
     .option('-o <options>', 'mount options, comma-separated (ro, allow_other, nosuid, passfile=F, idle=D, ...)', collect)
-    .option('--log <file>', 'a detached daemon logs here instead of syslog/journald')
+    .option('--log <file>', 'log here (a file) instead of the journal or syslog (or, with -f, standard error)')
+    .addOption(new Option('--log-level <level>', 'the least severe lines logged (default: notice)').choices(Object.keys(LOG_LEVELS)))
     .option('--idle <duration>', 'unmount after this long without use (90s, 10m, 1h30m)')
     .addOption(new Option('--passphrase-fd <fd>').hideHelp())
     .addOption(new Option('--credential-kind <kind>').hideHelp())
@@ -414,10 +527,20 @@ function program (): Command {
     .argument('<MNT>', 'mount point')
     .option('--lazy', 'detach a busy mount now; its daemon ends when the last open file closes')
     .action(runUmount)
+  p.command('status')
+    .description('list mounted sealfs volumes: mount point, cipher dir, daemon pid, ro/rw, volume ID')
+    .argument('[MNT...]', 'only these mount points (exit 24 if one is not a sealfs mount)')
+    .option('--json', 'print JSON')
+    .action(runStatus)
+  definePathCommand(p)
+  p.command('completion')
+    .description('print a bash or zsh completion script (see sealfs(1))')
+    .addArgument(new Argument('<shell>', 'bash or zsh').choices(['bash', 'zsh']))
+    .action((shell: 'bash' | 'zsh') => { process.stdout.write(completionScript(p, shell)) })
   return p
 }
 
-const COMMANDS = new Set(['init', 'mount', 'umount', 'info', 'key', 'fsck', 'help'])
+const COMMANDS = new Set(['init', 'mount', 'umount', 'status', 'info', 'key', 'fsck', 'path', 'completion', 'help'])
 
 export function main (argv: string[]): void {
   // Every sealfs process may hold keys (the daemon, key commands, unlocking): none may dump
@@ -434,13 +557,10 @@ export function main (argv: string[]): void {
   const fail = (e: unknown): void => {
     const code = (e as { exitCode?: number }).exitCode ?? exitCodeOf(e)
     const msg = messageOf(e)
-    if (daemonChild) { try { fs.writeSync(STATUS_FD, `error ${code} ${msg}\n`) } catch { /* parent gone */ } }
-    process.stderr.write(`sealfs: ${msg}\n`)
+    // A detached daemon's parent prints it (the child's standard error reaches the terminal
+    // too, until the mount is ready: once is enough).
+    if (daemonChild) { try { fs.writeSync(STATUS_FD, `error ${code} ${msg}\n`) } catch { /* parent gone */ } } else process.stderr.write(`sealfs: ${msg}\n`)
     process.exit(code)
-  }
-  if (daemonChild) {
-    const i = argv.indexOf('--log')
-    setLogSink(daemonLogSink(i > 0 ? argv[i + 1] : undefined))
   }
   let p: Command
   try {

@@ -15,6 +15,7 @@ export interface ParsedMountOptions {
   slot?: string
   volumeId?: string
   idle?: string
+  logLevel?: string
   nonempty: boolean
   readOnly: boolean
   ephemeral: boolean
@@ -44,6 +45,8 @@ export function parseMountOptions (specs: string[]): ParsedMountOptions {
         out.extpass = opt.slice('extpass='.length)
       } else if (key === 'idle' && opt.length > 'idle='.length) {
         out.idle = opt.slice('idle='.length)
+      } else if (key === 'log_level' && opt.length > 'log_level='.length) {
+        out.logLevel = opt.slice('log_level='.length)
       } else if (key === 'fsname') {
         out.fsname = opt.slice('fsname='.length)
       } else if (opt === 'debug') {

@@ -13,7 +13,7 @@ export function toErrno (e: unknown, fileId?: Buffer): number {
   if (e instanceof AuthenticationError || e instanceof MalformedCiphertextError) {
     const where = fileId !== undefined ? `file ${fileId.toString('hex')}` : 'an entry'
     const what = e instanceof AuthenticationError && e.detail?.chunk !== undefined ? `chunk ${e.detail.chunk} failed authentication` : e.message
-    logLine(`${where}: ${what}; returning EIO`)
+    logLine(`${where}: ${what}; returning EIO`, 'error')
     return -errnos.EIO
   }
   const code = (e as { code?: unknown })?.code
@@ -21,6 +21,6 @@ export function toErrno (e: unknown, fileId?: Buffer): number {
     const n = errnos[code as string]
     if (n !== undefined) return -n
   }
-  logLine(`internal error (${e instanceof Error ? e.name : typeof e}); returning EIO`)
+  logLine(`internal error (${e instanceof Error ? e.name : typeof e}); returning EIO`, 'error')
   return -errnos.EIO
 }

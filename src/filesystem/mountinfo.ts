@@ -1,8 +1,8 @@
 import fs from 'fs'
 import path from 'path'
 
-/** One line of a mountinfo file: the mount's ID, where it is mounted, its device, type and source. */
-export interface MountEntry { id: string, mountpoint: string, device: string, fstype: string, source: string }
+/** One line of a mountinfo file: the mount's ID, where it is mounted, its device, type, source and per-mount options (ro or rw first). */
+export interface MountEntry { id: string, mountpoint: string, device: string, fstype: string, source: string, options: string[] }
 
 /** mountinfo escapes space, tab, newline and backslash in paths as octal. */
 function unescape (s: string): string {
@@ -21,7 +21,7 @@ export function mountTable (file = '/proc/self/mountinfo'): MountEntry[] {
     if (f.length <= 4) continue
     // After the optional fields, " - " then the filesystem type and the mount source.
     const dash = f.indexOf('-', 6)
-    out.push({ id: f[0], mountpoint: unescape(f[4]), device: f[2], fstype: dash > 0 ? f[dash + 1] ?? '' : '', source: dash > 0 ? unescape(f[dash + 2] ?? '') : '' })
+    out.push({ id: f[0], mountpoint: unescape(f[4]), device: f[2], fstype: dash > 0 ? f[dash + 1] ?? '' : '', source: dash > 0 ? unescape(f[dash + 2] ?? '') : '', options: f[5].split(',') })
   }
   return out
 }

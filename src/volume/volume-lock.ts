@@ -67,6 +67,11 @@ export class VolumeLock {
     return new VolumeLock(fd, rotation)
   }
 
+  /** No lock: a volume opened beside a mount to read names and headers, writing nothing (`sealfs path`). */
+  static none (): VolumeLock {
+    return new VolumeLock(null)
+  }
+
   release (): void {
     if (this.fd === null) return
     // A rotation's text goes with it: a later holder must not be taken for a rotation.

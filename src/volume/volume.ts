@@ -152,7 +152,7 @@ export class Volume {
 
   private constructor (readonly dir: string, readonly config: VolumeConfig, masterKey: SecretKey, lock: VolumeLock, readonly readOnly: boolean,
     /** The volume lease (VolumeLease), held while a read-write mount on a network filesystem lasts: the caller renews it. */
-    readonly lease: VolumeLease | null = null) {
+    readonly lease: VolumeLease | null = null, withoutIndex = false) {
     this.#lock = lock
     this.#upgrading = config.endTags === 'upgrading'
     // The name keys first (a modified config fails here), then the index: if either fails,
@@ -161,7 +161,7 @@ export class Volume {
     this.#dekWrapKey = dekWrapKey(masterKey)
     this.#keys = [this.#dekWrapKey, nameEnc, nameMac, link, xattr]
     try {
-      this.index = openIndex(dir, config.volumeId, readOnly, this.notices)
+      this.index = withoutIndex ? new DekIndex(null, config.volumeId) : openIndex(dir, config.volumeId, readOnly, this.notices)
     } catch (e) {
       for (const k of this.#keys) k.dispose()
       throw new VolumeError('damaged-config', `${dir}/sealfs.index cannot be opened (${(e as Error).message.split('\n')[0]})`)
@@ -298,11 +298,17 @@ export class Volume {
    * Unlocks the volume for one mount: takes the mount lock first (before any KDF work).
    * `slot`: only the slot of that name is tried. `volumeId`: the volume the user pinned.
    */
-  static async unlock (dir: string, credential: Credential, opts: { readOnly?: boolean, slot?: string, volumeId?: string, upgrading?: boolean, lease?: (line: string) => void } = {}): Promise<Volume> {
+  /**
+   * `beside`: opened to read names and file headers only (`sealfs path`), beside a mount that
+   * may be running: read-only, without the lock and without the index (which that mount may
+   * be writing).
+   */
+  static async unlock (dir: string, credential: Credential, opts: { readOnly?: boolean, slot?: string, volumeId?: string, upgrading?: boolean, lease?: (line: string) => void, beside?: boolean } = {}): Promise<Volume> {
     checkDir(dir)
     checkVolumeId(readConfig(dir), dir, opts.volumeId)  // before the lock is even taken
-    const readOnly = opts.readOnly === true
-    const lock = VolumeLock.acquire(dir, readOnly)  // a rotation that is running holds it
+    const beside = opts.beside === true
+    const readOnly = opts.readOnly === true || beside
+    const lock = beside ? VolumeLock.none() : VolumeLock.acquire(dir, readOnly)  // a rotation that is running holds it
     let config: VolumeConfig
     let masterKey: SecretKey
     try {
@@ -325,7 +331,7 @@ export class Volume {
       // `lease`: where flock may not reach other clients (a network filesystem), the lease
       // refuses a second writer; taken before the index is opened or anything is written.
       if (!readOnly && opts.lease !== undefined && VolumeLease.needed(dir)) lease = await VolumeLease.acquire(dir, opts.lease)
-      return new Volume(dir, config, masterKey, lock, readOnly, lease)
+      return new Volume(dir, config, masterKey, lock, readOnly, lease, beside)
     } catch (e) {
       await lease?.release()
       lock.release()
