@@ -462,13 +462,15 @@ while True:
     await umount(v)
   })
 
-  it('a detached daemon\'s reasons for failing reach the terminal (libfuse\'s own line, a bad --log), each said once', () => {
-    // In a mount namespace of its own, /dev/fuse is a plain file: libfuse says why it failed.
-    const fake = path.join(v.base, 'fake-fuse')
-    fs.writeFileSync(fake, '')
-    const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', 'mount --bind "$1" /dev/fuse && exec "$2" "$3" mount --passfile "$4" "$5" "$6"', 'sh', fake, process.execPath, CLI, v.passfile, v.cipher, v.mnt], { encoding: 'utf8' })
+  it('a detached daemon\'s reasons for failing reach the terminal (libfuse\'s own line, a bad --log, a daemon that cannot start), each said once', () => {
+    // In a mount namespace of its own, /dev holds no fuse device: libfuse says what to do.
+    const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs tmpfs /dev && mknod -m 666 /dev/null c 1 3 && exec "$0" "$1" mount --passfile "$2" "$3" "$4"', process.execPath, CLI, v.passfile, v.cipher, v.mnt], { encoding: 'utf8' })
     expect(r.status, r.stderr).toBe(9)
-    expect(r.stderr).toMatch(/^fuse: mount failed: /m)
+    expect(r.stderr).toMatch(/^fuse: device not found, try 'modprobe fuse' first$/m)
+    // Without /dev/null the daemon cannot even start: one line, no stack trace.
+    const noNull = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs tmpfs /dev && exec "$0" "$1" mount --passfile "$2" "$3" "$4"', process.execPath, CLI, v.passfile, v.cipher, v.mnt], { encoding: 'utf8' })
+    expect(noNull.status).toBe(9)
+    expect(noNull.stderr).toBe('sealfs: cannot start the sealfs daemon: ENOENT\n')
     expect(r.stderr.match(/cannot mount/g)).toHaveLength(1)
     expect(isMounted(v.mnt)).toBe(false)
     const badLog = sealfs(['mount', '--passfile', v.passfile, '--log', path.join(v.base, 'no-such-dir', 'log'), v.cipher, v.mnt])

@@ -279,6 +279,12 @@ function detach (cipher: string, mountpoint: string, o: MountCliOptions, chosen:
   // so its first full collections come early, while little is live: the same tar peaked at
   // 93 MiB instead of 106, for the same CPU.
   const child = spawn(process.execPath, ['--max-semi-space-size=2', '--initial-old-space-size=4', ...args], { detached: true, stdio: ['pipe', 'ignore', 'pipe', 'pipe'] })
+  // A child that cannot start (no /dev/null, say) still has its stdin end() called: the
+  // passphrase is zeroed either way, and the 'error' below is the one line said.
+  const started = new Promise<never>((_resolve, reject) => {
+    child.once('error', e => { reject(new CliError('mount-failed', `cannot start the sealfs daemon: ${(e as NodeJS.ErrnoException).code ?? e.message}`)) })
+  })
+  child.stdin!.on('error', () => { /* the child is gone: said by its exit */ })
   child.stdin!.end(passphrase, () => passphrase.fill(0))
   let cancel: string | null = null
   const onSignal = (signal: NodeJS.Signals): void => {
@@ -290,7 +296,7 @@ function detach (cipher: string, mountpoint: string, o: MountCliOptions, chosen:
   const stderrDone = new Promise<void>(resolve => { childStderr.once('close', resolve) })
   childStderr.on('data', (d: Buffer) => { process.stderr.write(d) })
   const exited = new Promise<void>(resolve => { if (child.exitCode !== null || child.signalCode !== null) resolve(); else child.once('exit', () => resolve()) })
-  return new Promise<string>(resolve => {
+  return Promise.race([started, new Promise<string>(resolve => {
     let status = ''
     let pending = ''
     const statusPipe = child.stdio[STATUS_FD] as NodeJS.ReadableStream
@@ -305,7 +311,7 @@ function detach (cipher: string, mountpoint: string, o: MountCliOptions, chosen:
       }
     })
     statusPipe.on('end', () => resolve(status + pending))
-  }).then(async status => {
+  })]).then(async status => {
     const lines = status.trim().split('\n')
     const line = lines.filter(l => !l.startsWith('warning ')).join('\n').trim()
     if (line === 'ready' && cancel === null) {
