@@ -171,6 +171,43 @@ describe('sealfs command line', () => {
     await umount({ ...v, cipher: dir, mnt })
   })
 
+  it('the terminal prompt edits as the system\'s do (Backspace over a UTF-8 character, Ctrl-U, Ctrl-W): the passphrase is what the user saw; Ctrl-C cancels it (exit 25) and puts the terminal back', async () => {
+    const dir = path.join(v.base, 'tty-edit')
+    fs.mkdirSync(dir)
+    // Typed into a real terminal (script's pty), with its default keys: ^? erase, ^U kill, ^W
+    // word erase. What runs in it is a script in the test's directory: script(1) is given no
+    // other argument than its typescript, /dev/null.
+    const inTerminal = (keys: string[], target: string, after: string): { status: number | null, out: string } => {
+      const commands = path.join(v.base, 'in-terminal.sh')
+      fs.writeFileSync(commands, `${JSON.stringify(process.execPath)} ${JSON.stringify(CLI)} init --kdf-opslimit 2 --kdf-memlimit 64M ${JSON.stringify(target)}\necho exit=$?\n${after}\n`)
+      const feed = keys.map(k => `sleep 1; printf '${k}'`).join('; ')
+      const r = spawnSync('sh', ['-c', `(${feed}; sleep 2) | script -qfec "bash ${commands}" /dev/null`], { encoding: 'utf8', timeout: 30_000 })
+      return { status: r.status, out: r.stdout }
+    }
+    const session = (keys: string[]): { status: number | null, out: string } => inTerminal(keys, dir, '')
+    // "wrong", killed; "pä€x", x and € (three bytes) erased; "ss"; then a word erased. Twice.
+    const edited = 'wrong\\025p\\303\\244\\342\\202\\254x\\177\\177ss extra\\027\\177\\r'
+    const made = session([edited, 'p\\303\\244ss\\r'])
+    expect(made.out).toMatch(/exit=0/)
+    expect(made.out).not.toMatch(/wrong|extra/)  // no echo
+    const pass = path.join(v.base, 'tty-edit-pass')
+    fs.writeFileSync(pass, 'päss\n')
+    const mnt = path.join(v.base, 'tty-edit-mnt')
+    fs.mkdirSync(mnt)
+    const m = sealfs(['mount', '--passfile', pass, dir, mnt])
+    expect(m.status, m.stderr).toBe(0)
+    await umount({ ...v, cipher: dir, mnt })
+    // Ctrl-C at the prompt: cancelled, and the terminal echoes again afterwards.
+    const other = path.join(v.base, 'tty-cancel')
+    fs.mkdirSync(other)
+    const c = { stdout: inTerminal(['half\\003'], other, 'stty -a').out }
+    expect(c.stdout).toMatch(/cancelled at the passphrase prompt \(Ctrl-C\)/)
+    expect(c.stdout).toMatch(/exit=25/)
+    expect(c.stdout).toMatch(/(^|[ ;])echo( |;|$)/m)
+    expect(c.stdout).not.toMatch(/-echo /)
+    expect(fs.readdirSync(other)).toEqual([])
+  })
+
   it('exit 9 when the FUSE mount itself fails (no /dev/fuse); a damaged or missing index never stops a mount, is said, and fsck --repair rebuilds it; extpass= in -o', async () => {
     const r = spawnSync('unshare', ['-m', 'sh', '-c', `mount -t tmpfs tmpfs /dev && exec ${process.execPath} ${path.join(ROOT, 'bin/sealfs.js')} mount -f --passfile ${v.passfile} ${v.cipher} ${v.mnt}`], { encoding: 'utf8' })
     expect(r.status).toBe(9)

@@ -1,4 +1,4 @@
-import { spawn } from 'child_process'
+import { spawn, spawnSync } from 'child_process'
 import fs from 'fs'
 import tty from 'tty'
 import { MAX_KEYFILE_BYTES } from '../crypto/secret-kdf'
@@ -7,6 +7,8 @@ import { CliError } from './exit-codes'
 
 const MAX_PASSPHRASE = 4096
 const EXTPASS_TIMEOUT_MS = 60_000
+/** Signals that cancel the prompt, as they cancel a mount. */
+const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
 
 function firstLine (buf: Buffer, what: string): Buffer {
   let end = buf.indexOf(0x0a)
@@ -112,7 +114,28 @@ export function fromDescriptor (fd: number): Buffer {
   return buf
 }
 
-/** Reads one line from the terminal without echo. */
+/**
+ * Runs stty(1) on the terminal `fd`: the line discipline's own modes, which node cannot set
+ * (its raw mode is all or nothing). Returns stty's output, or null if it failed.
+ */
+function stty (fd: number, args: string[]): string | null {
+  const r = spawnSync('stty', args, { stdio: [fd, 'pipe', 'ignore'], encoding: 'utf8' })
+  return r.status === 0 ? r.stdout.trim() : null
+}
+
+/** Whether the locale's charset is UTF-8, or unnamed (then UTF-8 is the likeliest). */
+function utf8Locale (): boolean {
+  const locale = process.env.LC_ALL ?? process.env.LC_CTYPE ?? process.env.LANG ?? ''
+  return !locale.includes('.') || /\.utf-?8/i.test(locale)
+}
+
+/**
+ * Reads one line from the terminal as the system's own prompts do (passwd, sudo): the
+ * terminal's canonical mode with echo off, so its erase (Backspace), word erase (Ctrl-W) and
+ * kill (Ctrl-U) keys work as they do everywhere, and erase removes a whole UTF-8 character
+ * (iutf8): the passphrase is what the user saw. Ctrl-C, Ctrl-D on an empty line, SIGTERM and
+ * SIGHUP cancel it (exit 25). The terminal's modes are put back as they were in every case.
+ */
 export function fromTerminal (prompt: string): Promise<Buffer> {
   let fd: number
   try {
@@ -120,30 +143,40 @@ export function fromTerminal (prompt: string): Promise<Buffer> {
   } catch {
     return Promise.reject(new CliError('passphrase-source', 'no terminal to read the passphrase from; use --passfile or --extpass'))
   }
+  const saved = stty(fd, ['-g'])
+  if (saved === null || stty(fd, ['-echo', 'icanon', ...(utf8Locale() ? ['iutf8'] : [])]) === null) {
+    fs.closeSync(fd)
+    return Promise.reject(new CliError('passphrase-source', 'cannot turn the terminal\'s echo off (stty failed); use --passfile or --extpass'))
+  }
+  fs.writeSync(fd, prompt)
   const input = new tty.ReadStream(fd)
-  const out = fs.createWriteStream('', { fd, autoClose: false })
-  out.write(prompt)
-  input.setRawMode(true)
-  const buf = Buffer.alloc(MAX_PASSPHRASE)
-  let len = 0
-  return new Promise((resolve, reject) => {
+  const parts: Buffer[] = []
+  let size = 0
+  return new Promise<Buffer>((resolve, reject) => {
     const finish = (err: CliError | null): void => {
-      input.setRawMode(false)
+      for (const signal of STOP_SIGNALS) process.off(signal, onSignal)
       input.removeAllListeners('data')
-      out.write('\n')
+      input.removeAllListeners('end')
+      stty(fd, [saved])
+      try { fs.writeSync(fd, '\n') } catch { /* gone */ }
       input.destroy()
-      if (err !== null) { buf.fill(0); reject(err); return }
-      try { resolve(firstLine(buf.subarray(0, len), 'the terminal')) } catch (e) { reject(e) } finally { buf.fill(0) }
+      const line = Buffer.concat(parts)
+      for (const p of parts) p.fill(0)
+      if (err !== null) { line.fill(0); reject(err); return }
+      try { resolve(firstLine(line, 'the terminal')) } catch (e) { reject(e) }
     }
+    const onSignal = (signal: NodeJS.Signals): void => { finish(new CliError('cancelled', `cancelled at the passphrase prompt (${signal === 'SIGINT' ? 'Ctrl-C' : signal})`)) }
+    for (const signal of STOP_SIGNALS) process.on(signal, onSignal)
     input.on('data', (d: Buffer) => {
-      for (const byte of d) {
-        if (byte === 0x0d || byte === 0x0a) return finish(null)
-        if (byte === 0x03 || byte === 0x04) return finish(new CliError('passphrase-source', 'passphrase entry cancelled'))
-        if (byte === 0x7f || byte === 0x08) { if (len > 0) len--; continue }
-        if (len < buf.length) buf[len++] = byte
-      }
+      // Canonical mode hands over whole lines: this one ends at its newline.
+      parts.push(Buffer.from(d))
+      size += d.length
       d.fill(0)
+      if (parts[parts.length - 1].includes(0x0a)) return finish(null)
+      if (size > MAX_PASSPHRASE + 1) return finish(new CliError('passphrase-source', `the passphrase is longer than ${MAX_PASSPHRASE} bytes`))
     })
+    // Ctrl-D on an empty line: end of input.
+    input.on('end', () => finish(new CliError('cancelled', 'cancelled at the passphrase prompt (end of input)')))
   })
 }
 
