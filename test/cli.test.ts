@@ -519,6 +519,35 @@ while True:
     expect(isMounted(v.mnt)).toBe(false)
   })
 
+  it('says "permission denied" (exit 27) for another user\'s volume, and which Argon2id bound a cost crosses', () => {
+    // A volume root owns, in a directory only root may enter, and one whose config only root may read.
+    const closed = path.join(v.base, 'closed')
+    fs.mkdirSync(closed, { mode: 0o700 })
+    const inner = path.join(closed, 'cipher')
+    fs.mkdirSync(inner)
+    const mnt = path.join(v.base, 'nobody-mnt')
+    fs.mkdirSync(mnt)
+    fs.chownSync(mnt, 65534, 65534)
+    fs.chmodSync(v.base, 0o755)
+    const asNobody = (args: string[]): ReturnType<typeof spawnSync> => spawnSync('runuser', ['-u', 'nobody', '--', process.execPath, CLI, ...args], { encoding: 'utf8' })
+    for (const args of [['mount', '--passfile', '/dev/null', inner, mnt], ['info', inner], ['init', inner]]) {
+      const r = asNobody(args)
+      expect(r.status, String(r.stderr)).toBe(27)
+      expect(r.stderr).toBe(`sealfs: ${inner} cannot be reached: permission denied (it belongs to another user; run sealfs as that user, or as root)\n`)
+    }
+    const conf = path.join(v.cipher, 'sealfs.conf')
+    expect(fs.statSync(conf).mode & 0o777).toBe(0o600)
+    const info = asNobody(['info', v.cipher])
+    expect(info.status).toBe(27)
+    expect(info.stderr).toBe(`sealfs: cannot read ${conf}: permission denied (the volume belongs to another user; run sealfs as that user, or as root)\n`)
+    const high = sealfs(['init', '--passfile', v.passfile, '--kdf-memlimit', '8G', inner])
+    expect(high.status).toBe(10)
+    expect(high.stderr).toBe('sealfs: Argon2id memlimit 8 GiB is above the ceiling of 4 GiB\n')
+    const low = sealfs(['init', '--passfile', v.passfile, '--kdf-memlimit', '32M', inner])
+    expect(low.stderr).toBe('sealfs: Argon2id memlimit 32 MiB is below the floor of 64 MiB\n')
+    expect(fs.readdirSync(inner)).toEqual([])
+  })
+
   it('exit 1 for an unexpected I/O failure, in one line (init on a read-only filesystem)', () => {
     const ro = path.join(v.base, 'ro')
     fs.mkdirSync(ro)

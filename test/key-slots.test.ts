@@ -240,7 +240,7 @@ describe('key slots', () => {
       // New slots are checked before any KDF runs: out of range, or over the budget together.
       const p2 = file(w, 'p2', 'x\n')
       const low = sealfs(['key', 'add', '--passfile', w.passfile, '--name', 'weak', '--new-passfile', p2, '--kdf-opslimit', '1', w.cipher])
-      expect([low.status, low.stderr]).toEqual([10, 'sealfs: Argon2id cost outside the accepted range (opslimit 2-64, memlimit 64 MiB-4 GiB)\n'])
+      expect([low.status, low.stderr]).toEqual([10, 'sealfs: Argon2id opslimit 1 is below the floor of 2\n'])
       writeConfig(w, { ...c, slots: [c.slots[0], ...Array.from({ length: 15 }, (_, i) => ({ ...heavy, id: i + 2, name: `h${i}` }))] })
       const over = sealfs(['key', 'add', '--passfile', w.passfile, '--slot', 'passphrase', '--name', 'more', '--new-passfile', p2,
         '--kdf-opslimit', '16', '--kdf-memlimit', String(1024 ** 3), w.cipher])

@@ -35,7 +35,9 @@ export const EXIT = {
   /** mount: Ctrl-C, SIGTERM or SIGHUP came before the mount was ready; nothing is mounted. */
   CANCELLED: 25,
   /** path: no entry has that file ID, or the path is not in the volume. */
-  NOT_FOUND: 26
+  NOT_FOUND: 26,
+  /** The cipher dir or its config cannot be read by this user (EACCES): another user's volume. */
+  PERMISSION_DENIED: 27
 } as const
 
 export type CliErrorKind = 'usage' | 'passphrase-source' | 'mount-failed' | 'missing-dir' | 'not-empty' | 'busy' | 'not-mounted' | 'cancelled' | 'not-found'
@@ -67,7 +69,8 @@ const volumeCodes: Record<VolumeErrorKind, number> = {
   'rotation-in-progress': EXIT.ROTATION_IN_PROGRESS,
   'slots-unopened': EXIT.SLOTS_UNOPENED,
   'interrupted-writes': EXIT.INTERRUPTED_WRITES,
-  'upgrade-in-progress': EXIT.UPGRADE_IN_PROGRESS
+  'upgrade-in-progress': EXIT.UPGRADE_IN_PROGRESS,
+  'permission-denied': EXIT.PERMISSION_DENIED
 }
 
 const cliCodes: Record<CliErrorKind, number> = {

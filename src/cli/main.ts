@@ -11,7 +11,7 @@ import { LOG_LEVELS, LogLevel, logLine, setLogLevel, setLogSink } from '../log'
 import { checkVolumeId, readConfig } from '../volume/config'
 import { DekIndex } from '../volume/dek-index'
 import { VolumeError } from '../volume/errors'
-import { DEFAULT_CHUNK_SIZE, Volume } from '../volume/volume'
+import { checkDir, DEFAULT_CHUNK_SIZE, Volume } from '../volume/volume'
 import { LEASE_FILE, LEASE_PERIOD_MS } from '../volume/volume-lease'
 import { CliError, EXIT, exitCodeOf, messageOf } from './exit-codes'
 import { forbidCoreDumps, notifySystemd } from './daemon-signals'
@@ -45,6 +45,7 @@ function checkDirs (cipher: string, mnt: string, nonempty: boolean): string {
       st = fs.statSync(d)
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOTCONN') throw new CliError('not-empty', `${d} holds a dead mount (its daemon is gone); run 'sealfs umount ${d}' first`)
+      if ((e as NodeJS.ErrnoException).code === 'EACCES') throw new VolumeError('permission-denied', `${d} cannot be reached: permission denied (it belongs to another user; run sealfs as that user, or as root)`)
       throw new CliError('missing-dir', `${d} does not exist`)
     }
     if (!st.isDirectory()) throw new CliError('missing-dir', `${d} is not a directory`)
@@ -344,8 +345,8 @@ async function runInit (cipher: string, o: { passfile?: string, extpass?: string
     opslimit: o.kdfOpslimit !== undefined ? intOption('--kdf-opslimit', o.kdfOpslimit) : DEFAULT_COST.opslimit,
     memlimit: o.kdfMemlimit !== undefined ? sizeOption('--kdf-memlimit', o.kdfMemlimit) : DEFAULT_COST.memlimit
   }
-  if (!fs.existsSync(cipher)) throw new VolumeError('missing-dir', `${cipher} does not exist`)
-  if (fs.statSync(cipher).isDirectory() && fs.readdirSync(cipher).length > 0) throw new VolumeError('not-empty', `${cipher} is not empty`)
+  checkDir(cipher)
+  if (fs.readdirSync(cipher).length > 0) throw new VolumeError('not-empty', `${cipher} is not empty`)
   const passphrase = await readPassphrase(o, true)
   try {
     await Volume.init(cipher, passphrase, { chunkSize, cost })
@@ -357,7 +358,7 @@ async function runInit (cipher: string, o: { passfile?: string, extpass?: string
 
 /** What can be known without the passphrase: the config and the index's row count. */
 function runInfo (cipher: string, o: { json?: boolean }): void {
-  if (!fs.existsSync(cipher)) throw new VolumeError('missing-dir', `${cipher} does not exist`)
+  checkDir(cipher)
   const config = readConfig(cipher)
   let files: number | null = null
   try { files = DekIndex.countFiles(cipher) } catch { /* no or unreadable index */ }

@@ -17,6 +17,17 @@ export const MIN_COST = { opslimit: 2, memlimit: 64 * 1024 * 1024 }
 export const MAX_COST = { opslimit: 64, memlimit: 4 * 1024 * 1024 * 1024 }
 export const SALT_BYTES = 16
 
+/** What is wrong with an Argon2id cost, in words (which bound it crosses), or null if nothing. */
+export function costProblem (p: { opslimit: number, memlimit: number }): string | null {
+  const mib = (n: number): string => n >= 2 ** 30 && n % 2 ** 30 === 0 ? `${n / 2 ** 30} GiB` : `${n / 2 ** 20} MiB`
+  if (!Number.isInteger(p.opslimit) || !Number.isInteger(p.memlimit)) return 'Argon2id parameters must be whole numbers'
+  if (p.opslimit < MIN_COST.opslimit) return `Argon2id opslimit ${p.opslimit} is below the floor of ${MIN_COST.opslimit}`
+  if (p.opslimit > MAX_COST.opslimit) return `Argon2id opslimit ${p.opslimit} is above the ceiling of ${MAX_COST.opslimit}`
+  if (p.memlimit < MIN_COST.memlimit) return `Argon2id memlimit ${mib(p.memlimit)} is below the floor of ${mib(MIN_COST.memlimit)}`
+  if (p.memlimit > MAX_COST.memlimit) return `Argon2id memlimit ${mib(p.memlimit)} is above the ceiling of ${mib(MAX_COST.memlimit)}`
+  return null
+}
+
 export function costIsAcceptable (p: { opslimit: number, memlimit: number }): boolean {
   return Number.isInteger(p.opslimit) && Number.isInteger(p.memlimit) &&
     p.opslimit >= MIN_COST.opslimit && p.memlimit >= MIN_COST.memlimit &&

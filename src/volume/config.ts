@@ -169,6 +169,7 @@ function readConfigBytes (cipherDir: string, file: string): Buffer {
     fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK)
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new VolumeError('not-a-volume', `${cipherDir} is not a sealfs volume (no ${CONFIG_FILE})`)
+    if ((e as NodeJS.ErrnoException).code === 'EACCES') throw new VolumeError('permission-denied', `cannot read ${file}: permission denied (the volume belongs to another user; run sealfs as that user, or as root)`)
     throw new VolumeError('damaged-config', `cannot read ${file}: ${(e as NodeJS.ErrnoException).code === 'ELOOP' ? 'it is a symlink' : (e as NodeJS.ErrnoException).code ?? 'error'}`)
   }
   try {

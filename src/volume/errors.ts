@@ -6,6 +6,7 @@ export type VolumeErrorKind =
   | 'not-empty'          // init on a non-empty directory
   | 'not-a-volume'       // no sealfs.conf
   | 'damaged-config'     // sealfs.conf unreadable or invalid
+  | 'permission-denied'  // the cipher dir or its config is another user's (EACCES)
   | 'unsupported'        // format version or algorithm we do not know
   | 'weak-kdf'           // KDF parameters below the floor (or absurdly high)
   | 'wrong-passphrase'   // no slot unlocks with the given credential

@@ -1,7 +1,7 @@
 import fs from 'fs'
 import path from 'path'
 import { CONFIG_FILE, MAX_SLOTS, MAX_UNWRAP_CMD, KeySlot, PassphraseSlot, VolumeConfig, checkConfig, checkUnlockCost, isValidSlotName, readConfig, removeStaleTemps, slotName, writeConfig } from './config'
-import { costIsAcceptable } from '../crypto/passphrase-kdf'
+import { costProblem } from '../crypto/passphrase-kdf'
 import { SecretKey } from '../crypto/secret-key'
 import { VolumeError } from './errors'
 import { Credential, SlotIdentity, createCommandSlot, createKeyfileSlot, createPassphraseSlot, unlockSlot } from './key-slot'
@@ -41,7 +41,8 @@ async function changeConfig (dir: string, unlock: Unlock, change: (config: Volum
 }
 
 function checkCost (cost: { opslimit: number, memlimit: number }): void {
-  if (!costIsAcceptable(cost)) throw new VolumeError('weak-kdf', 'Argon2id cost outside the accepted range (opslimit 2-64, memlimit 64 MiB-4 GiB)')
+  const costWrong = costProblem(cost)
+  if (costWrong !== null) throw new VolumeError('weak-kdf', costWrong)
 }
 
 /** The next slot id: one above the highest, or the lowest free one if that would be too high. */

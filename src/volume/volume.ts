@@ -7,7 +7,7 @@ import { AuthenticationError } from '../crypto/errors'
 import { LinkCipher } from '../crypto/link-cipher'
 import { NameCipher } from '../crypto/name-cipher'
 import { XattrCipher } from '../crypto/xattr-cipher'
-import { DEFAULT_COST, costIsAcceptable } from '../crypto/passphrase-kdf'
+import { DEFAULT_COST, costProblem } from '../crypto/passphrase-kdf'
 import { SecretKey, randomBytes } from '../crypto/secret-key'
 import { CONFIG_FILE, CONTENT_CIPHER, FORMAT_VERSION, KEY_WRAP, NAME_CIPHER, VolumeConfig, checkVolumeId, readConfig, removeStaleTemps, writeConfig } from './config'
 import { DekIndex, INDEX_FILE } from './dek-index'
@@ -121,7 +121,8 @@ export function checkDir (dir: string): void {
   let st: fs.Stats
   try {
     st = fs.statSync(dir)
-  } catch {
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EACCES') throw new VolumeError('permission-denied', `${dir} cannot be reached: permission denied (it belongs to another user; run sealfs as that user, or as root)`)
     throw new VolumeError('missing-dir', `${dir} does not exist`)
   }
   if (!st.isDirectory()) throw new VolumeError('missing-dir', `${dir} is not a directory`)
@@ -188,7 +189,8 @@ export class Volume {
     const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE
     if (!isValidChunkSize(chunkSize)) throw new VolumeError('bad-input', 'chunk size must be a power of two from 4096 to 1048576')
     const cost = opts.cost ?? DEFAULT_COST
-    if (!costIsAcceptable(cost)) throw new VolumeError('weak-kdf', 'Argon2id cost below the floor (opslimit >= 2, memlimit >= 64 MiB)')
+    const costWrong = costProblem(cost)
+    if (costWrong !== null) throw new VolumeError('weak-kdf', costWrong)
     if (passphrase.length === 0) throw new VolumeError('bad-input', 'the passphrase is empty')
     const config: VolumeConfig = {
       format: 'sealfs',
