@@ -208,6 +208,27 @@ describe('sealfs command line', () => {
     expect(fs.readdirSync(other)).toEqual([])
   })
 
+  it('shows what a long step is doing on a terminal (the KDF at init, unlocking at mount), and nothing when not on one', async () => {
+    const dir = path.join(v.base, 'slow-progress')
+    fs.mkdirSync(dir)
+    const commands = path.join(v.base, 'progress.sh')
+    const cli = `${JSON.stringify(process.execPath)} ${JSON.stringify(CLI)}`
+    fs.writeFileSync(commands, [
+      `${cli} init --passfile ${JSON.stringify(v.passfile)} --kdf-opslimit 2 --kdf-memlimit 1G ${JSON.stringify(dir)}`,
+      `${cli} mount --passfile ${JSON.stringify(v.passfile)} ${JSON.stringify(dir)} ${JSON.stringify(v.mnt)}`,
+      `${cli} umount ${JSON.stringify(v.mnt)}`, ''].join('\n'))
+    // script(1) gets no argument but its typescript, /dev/null; what runs is the script above.
+    const r = spawnSync('script', ['-qfec', `bash ${commands}`, '/dev/null'], { encoding: 'utf8', timeout: 60_000, stdio: ['ignore', 'pipe', 'pipe'] })
+    expect(r.stdout).toMatch(/\r\x1b\[Ksealfs: deriving the key \(Argon2id, 2 passes over 1 GiB\)\.\.\. \d+ s/)
+    expect(r.stdout).toMatch(/\r\x1b\[Ksealfs: unlocking and mounting\.\.\. \d+ s/)
+    expect(r.stdout).toMatch(/Created a sealfs volume/)
+    expect(isMounted(v.mnt)).toBe(false)
+    const piped = sealfs(['mount', '--passfile', v.passfile, dir, v.mnt])
+    expect(piped.status).toBe(0)
+    expect(saidBesidesNoLog(piped.stderr)).toBe('')
+    await umount(v)
+  })
+
   it('exit 9 when the FUSE mount itself fails (no /dev/fuse); a damaged or missing index never stops a mount, is said, and fsck --repair rebuilds it; extpass= in -o', async () => {
     const r = spawnSync('unshare', ['-m', 'sh', '-c', `mount -t tmpfs tmpfs /dev && exec ${process.execPath} ${path.join(ROOT, 'bin/sealfs.js')} mount -f --passfile ${v.passfile} ${v.cipher} ${v.mnt}`], { encoding: 'utf8' })
     expect(r.status).toBe(9)

@@ -12,6 +12,7 @@ import { CliError, EXIT } from './exit-codes'
 import { loadAddon, PosixAddon } from '../native'
 import { CredentialOptions } from './passphrase'
 import { chooseCredential } from './unlock'
+import { clearProgress, withProgress } from './progress'
 
 interface FsckOptions extends CredentialOptions { slot?: string, repair?: boolean, json?: boolean, salvage?: string, upgrade?: boolean }
 
@@ -96,7 +97,7 @@ async function checkAndReport (cipher: string, o: FsckOptions, salvageDir: numbe
   try {
     // A repair takes the volume lease where flock may not reach other clients (it does not
     // renew it: a long repair is not protected past its first 11 s).
-    volume = await Volume.unlock(cipher, choice.credential, { readOnly: !repair, slot: choice.slot, upgrading: o.upgrade === true, lease: line => process.stderr.write(`sealfs: ${line}\n`) })
+    volume = await withProgress('unlocking', Volume.unlock(cipher, choice.credential, { readOnly: !repair, slot: choice.slot, upgrading: o.upgrade === true, lease: line => { clearProgress(); process.stderr.write(`sealfs: ${line}\n`) } }))
   } finally {
     choice.credential.secret.fill(0)
   }

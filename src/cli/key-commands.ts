@@ -17,6 +17,7 @@ import { KeyRotation } from '../volume/key-rotation'
 import { VolumeLock } from '../volume/volume-lock'
 import { WriteJournal } from '../volume/write-journal'
 import { keepTimes, removeJournal, rewrapTree, WalkProgress } from '../filesystem/rotation-walk'
+import { withProgress } from './progress'
 
 const KEYFILE_BYTES = 32
 
@@ -115,7 +116,7 @@ async function runAdd (cipher: string, o: AddOptions): Promise<void> {
       const key = randomBytes(KEYFILE_BYTES)
       try {
         writeNewKeyfile(o.newKeyfile, key)
-        await addSlot(cipher, unlock, { kind: 'keyfile', name: o.name, keyfile: key }).catch(e => {
+        await withProgress('unlocking and adding the slot', addSlot(cipher, unlock, { kind: 'keyfile', name: o.name, keyfile: key })).catch(e => {
           fs.rmSync(o.newKeyfile as string, { force: true })
           throw e
         })
@@ -124,12 +125,12 @@ async function runAdd (cipher: string, o: AddOptions): Promise<void> {
       }
       process.stderr.write(`Added key-file slot '${o.name}'; its key file is ${o.newKeyfile}. Keep it apart from the cipher dir.\n`)
     } else if (service) {
-      await addSlot(cipher, unlock, { kind: 'command', name: o.name, wrapCmd: o.wrapCmd as string, unwrapCmd: o.unwrapCmd as string })
+      await withProgress('unlocking and adding the slot', addSlot(cipher, unlock, { kind: 'command', name: o.name, wrapCmd: o.wrapCmd as string, unwrapCmd: o.unwrapCmd as string }))
       process.stderr.write(`Added key-service slot '${o.name}'; it is tried first, without asking, at every unlock.\n`)
     } else if (o.recovery === true) {
       const key = newRecoveryKey()
       try {
-        await addSlot(cipher, unlock, { kind: 'passphrase', name: o.name, passphrase: key, cost: newSlotCost(o), recovery: true })
+        await withProgress('unlocking and adding the slot', addSlot(cipher, unlock, { kind: 'passphrase', name: o.name, passphrase: key, cost: newSlotCost(o), recovery: true }))
         // Shown only once the slot is on disk: a key printed for a slot that a crash lost would open nothing.
         process.stderr.write(`Added recovery-key slot '${o.name}'. Write the key down now; it is not stored anywhere and is shown only this once:\n`)
         fs.writeSync(1, key)  // from the Buffer, never through a string
@@ -138,7 +139,7 @@ async function runAdd (cipher: string, o: AddOptions): Promise<void> {
         key.fill(0)
       }
     } else {
-      await addSlot(cipher, unlock, { kind: 'passphrase', name: o.name, passphrase: fresh as Buffer, cost: newSlotCost(o) })
+      await withProgress('unlocking and adding the slot', addSlot(cipher, unlock, { kind: 'passphrase', name: o.name, passphrase: fresh as Buffer, cost: newSlotCost(o) }))
       process.stderr.write(`Added passphrase slot '${o.name}'.\n`)
     }
   } finally {
@@ -150,7 +151,7 @@ async function runAdd (cipher: string, o: AddOptions): Promise<void> {
 async function runRemove (cipher: string, name: string, o: UnlockOptions): Promise<void> {
   const unlock = await unlockFrom(cipher, o)
   try {
-    await removeSlot(cipher, unlock, name)
+    await withProgress('unlocking', removeSlot(cipher, unlock, name))
   } finally {
     unlock.credential.secret.fill(0)
   }
@@ -169,7 +170,7 @@ async function runPasswd (cipher: string, name: string | undefined, o: UnlockOpt
   let fresh: Buffer | null = null
   try {
     fresh = o.newPassfile !== undefined ? fromPassfile(o.newPassfile) : await readPassphrase({}, true, 'New passphrase')
-    const changed = await changePassphrase(cipher, unlock, fresh, name, costOf(o))
+    const changed = await withProgress('unlocking and deriving the new key', changePassphrase(cipher, unlock, fresh, name, costOf(o)))
     process.stderr.write(`Changed the passphrase of key slot '${changed}'.\n`)
   } finally {
     fresh?.fill(0)
@@ -206,7 +207,7 @@ function rotationProgress (json: boolean, doing: string): { update: (p: WalkProg
  */
 async function rotateOnce (cipher: string, unlock: Unlock, also: Credential[], o: RotateOptions, held?: VolumeLock, keepLock = false): Promise<{ reencrypted: boolean, lock: VolumeLock | null }> {
   const started = Date.now()
-  const rotation = await KeyRotation.start(cipher, { unlock, also, dropUnopened: o.dropUnopened === true, reencrypt: o.reencrypt === true }, held)
+  const rotation = await withProgress('unlocking every key slot', KeyRotation.start(cipher, { unlock, also, dropUnopened: o.dropUnopened === true, reencrypt: o.reencrypt === true }, held))
   let root = -1
   let closed = false
   try {

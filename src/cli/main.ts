@@ -20,6 +20,7 @@ import { daemonOfMount, ended } from './mount-daemons'
 import { loadAddon, PosixAddon } from '../native'
 import { parseDuration, sizeOption } from './quantities'
 import { parseMountOptions } from './mount-options'
+import { clearProgress, withProgress } from './progress'
 import { fromDescriptor, readPassphrase } from './passphrase'
 import { UnlockChoice, chooseCredential } from './unlock'
 import { defineKeyCommands, slotSummary } from './key-commands'
@@ -122,11 +123,11 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
       ? { credential: { kind: credentialKind(o.credentialKind), secret: fromDescriptor(Number(o.passphraseFd)) } as Credential, slot: o.slot ?? parsed.slot }
       : await chooseCredential(cipher, source, o.slot ?? parsed.slot, config)
   }
-  if (!o.foreground && !daemonChild) return detach(path.resolve(cipher), mountpoint, o, chosen)
+  if (!o.foreground && !daemonChild) return await withProgress(chosen === null ? 'mounting' : 'unlocking and mounting', detach(path.resolve(cipher), mountpoint, o, chosen))
 
   /** What the user should see while the mount is under way (a detached daemon's parent prints it at once). */
   const say = (line: string): void => {
-    if (!daemonChild) process.stderr.write(`sealfs: ${line}\n`)
+    if (!daemonChild) { clearProgress(); process.stderr.write(`sealfs: ${line}\n`) }
     else try { fs.writeSync(STATUS_FD, `note ${line.replace(/\n/g, ' ')}\n`) } catch { /* parent gone */ }
   }
   /** Warnings for the user (a detached daemon's parent prints them), then 'ready' or the error. */
@@ -139,12 +140,12 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
     volume = await Volume.ephemeral(cipher, wipeTree)
   } else {
     try {
-      volume = await Volume.unlock(cipher, chosen.credential, {
+      volume = await withProgress('unlocking', Volume.unlock(cipher, chosen.credential, {
         readOnly: parsed.readOnly,
         slot: chosen.slot,
         volumeId: o.volumeId ?? parsed.volumeId,
         lease: line => { logLine(line); say(line) }
-      })
+      }))
     } finally {
       chosen.credential.secret.fill(0)
     }
@@ -295,7 +296,7 @@ function detach (cipher: string, mountpoint: string, o: MountCliOptions, chosen:
   for (const signal of STOP_SIGNALS) process.on(signal, onSignal)
   const childStderr = child.stderr!
   const stderrDone = new Promise<void>(resolve => { childStderr.once('close', resolve) })
-  childStderr.on('data', (d: Buffer) => { process.stderr.write(d) })
+  childStderr.on('data', (d: Buffer) => { clearProgress(); process.stderr.write(d) })
   const exited = new Promise<void>(resolve => { if (child.exitCode !== null || child.signalCode !== null) resolve(); else child.once('exit', () => resolve()) })
   return Promise.race([started, new Promise<string>(resolve => {
     let status = ''
@@ -307,7 +308,7 @@ function detach (cipher: string, mountpoint: string, o: MountCliOptions, chosen:
       const lines = pending.split('\n')
       pending = lines.pop() as string
       for (const l of lines) {
-        if (l.startsWith('note ')) process.stderr.write(`sealfs: ${l.slice('note '.length)}\n`)
+        if (l.startsWith('note ')) { clearProgress(); process.stderr.write(`sealfs: ${l.slice('note '.length)}\n`) }
         else status += l + '\n'
       }
     })
@@ -349,7 +350,7 @@ async function runInit (cipher: string, o: { passfile?: string, extpass?: string
   if (fs.readdirSync(cipher).length > 0) throw new VolumeError('not-empty', `${cipher} is not empty`)
   const passphrase = await readPassphrase(o, true)
   try {
-    await Volume.init(cipher, passphrase, { chunkSize, cost })
+    await withProgress(`deriving the key (Argon2id, ${cost.opslimit} passes over ${cost.memlimit >= 2 ** 30 ? `${cost.memlimit / 2 ** 30} GiB` : `${cost.memlimit / 2 ** 20} MiB`})`, Volume.init(cipher, passphrase, { chunkSize, cost }))
   } finally {
     passphrase.fill(0)
   }

@@ -6,6 +6,7 @@ import { checkDir, Volume } from '../volume/volume'
 import { CliError } from './exit-codes'
 import { CredentialOptions } from './passphrase'
 import { chooseCredential } from './unlock'
+import { withProgress } from './progress'
 
 interface PathOptions extends CredentialOptions { slot?: string, fileId?: string, plain?: string, json?: boolean }
 
@@ -23,7 +24,7 @@ async function runPath (cipher: string, o: PathOptions): Promise<void> {
   const choice = await chooseCredential(cipher, o, o.slot)
   let volume: Volume
   try {
-    volume = await Volume.unlock(cipher, choice.credential, { slot: choice.slot, beside: true })
+    volume = await withProgress('unlocking', Volume.unlock(cipher, choice.credential, { slot: choice.slot, beside: true }))
   } finally {
     choice.credential.secret.fill(0)
   }
