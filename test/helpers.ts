@@ -24,6 +24,11 @@ export function sealfs (args: string[], input?: string): { status: number, stdou
 
 /** Every test directory is os.tmpdir()/sealfs-* (test/host-guard.ts looks for these). */
 export const TEST_DIR_PREFIX = 'sealfs-'
+
+// The daemons the tests start log nowhere outside the test, not to this machine's journal or
+// syslog: these sockets never exist (a test that checks the log starts its own listener).
+process.env.SEALFS_JOURNAL_SOCKET = path.join(os.tmpdir(), 'sealfs-tests-no-journal', 'socket')
+process.env.SEALFS_SYSLOG_SOCKET = path.join(os.tmpdir(), 'sealfs-tests-no-journal', 'log')
 const made = new Set<string>()
 
 /** A new directory of this test's under the system's temporary directory. */

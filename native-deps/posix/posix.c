@@ -86,7 +86,9 @@ static napi_value SendDatagram(napi_env env, napi_callback_info info) {
   if (path[0] == '@') addr.sun_path[0] = 0;
   int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return int_result(env, -1);
-  ssize_t n = sendto(fd, msg, len, MSG_NOSIGNAL, (struct sockaddr *)&addr, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen));
+  // MSG_DONTWAIT: a journal or syslog that is not reading loses the line; it never stalls
+  // the daemon's one JS thread, and with it every request of the mount.
+  ssize_t n = sendto(fd, msg, len, MSG_NOSIGNAL | MSG_DONTWAIT, (struct sockaddr *)&addr, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen));
   int saved = errno;
   close(fd);
   errno = saved;

@@ -35,17 +35,34 @@ function syslogSink (socket: string): LogSink {
   return (severity, message) => { posix.sendDatagram(socket, Buffer.from(`<${FACILITY_DAEMON * 8 + severity}>sealfs[${process.pid}]: ${message}`)) }
 }
 
-/** A file (--log): appended to, one timestamped line each. */
-function fileSink (file: string): LogSink {
+/** A file (--log): appended to, one timestamped line each; its descriptor, for the daemon's standard streams. */
+function fileSink (file: string): { sink: LogSink, fd: number } {
   let fd: number
   try {
     fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT, 0o600)
   } catch (e) {
     throw new CliError('usage', `cannot open the log file ${file}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`)
   }
-  return (severity, message) => {
-    try { fs.writeSync(fd, `${new Date().toISOString()} ${levelName(severity)} sealfs[${process.pid}]: ${message}\n`) } catch { /* nowhere left to log */ }
+  return {
+    fd,
+    sink: (severity, message) => {
+      try { fs.writeSync(fd, `${new Date().toISOString()} ${levelName(severity)} sealfs[${process.pid}]: ${message}\n`) } catch { /* nowhere left to log */ }
+    }
   }
+}
+
+/**
+ * Whether standard error is the journal stream systemd gave this process (JOURNAL_STREAM is
+ * its device:inode, systemd.exec(5)); a shell started from such a process inherits the
+ * variable with a terminal on fd 2.
+ */
+function stderrIsJournal (): boolean {
+  const m = /^(\d+):(\d+)$/.exec(process.env.JOURNAL_STREAM ?? '')
+  if (m === null) return false
+  try {
+    const st = fs.fstatSync(2, { bigint: true })
+    return st.dev === BigInt(m[1]) && st.ino === BigInt(m[2])
+  } catch { return false }
 }
 
 /**
@@ -53,7 +70,7 @@ function fileSink (file: string): LogSink {
  * `<N>` prefix the journal reads as the line's priority.
  */
 function stderrSink (): LogSink {
-  const journal = process.env.JOURNAL_STREAM !== undefined && process.env.JOURNAL_STREAM !== ''
+  const journal = stderrIsJournal()
   return (severity, message) => {
     process.stderr.write(journal ? `<${severity}>${message}\n` : `sealfs[${process.pid}]: ${levelName(severity)}: ${message}\n`)
   }
@@ -65,8 +82,8 @@ export interface ChosenSink {
   where: string
   /** Said once to the user when lines could be lost. */
   warning?: string
-  /** For a file: the descriptor a detached daemon's standard streams go to once it is ready. */
-  file?: string
+  /** For a file: its descriptor, where a detached daemon's standard streams go once it is ready. */
+  fd?: number
 }
 
 /**
@@ -74,7 +91,7 @@ export interface ChosenSink {
  * else the journal or syslog; neither here, nowhere, and the warning says so.
  */
 export function chooseLogSink (logFile: string | undefined, foreground: boolean): ChosenSink {
-  if (logFile !== undefined) return { sink: fileSink(logFile), where: logFile, file: logFile }
+  if (logFile !== undefined) return { ...fileSink(logFile), where: logFile }
   if (foreground) return { sink: stderrSink(), where: 'standard error' }
   const journal = journalSocket()
   const syslog = syslogSocket()

@@ -29,8 +29,31 @@ import { definePathCommand } from './path-command'
 import { completionScript } from './completion'
 import type { Credential } from '../volume/key-slot'
 
-/** Fd 3 of a daemon child: one line back to the parent, "ready" or "error CODE MESSAGE". */
+/** Fd 3 of a daemon child: lines back to the parent, "note ...", "warning ...", then "ready" or "error CODE MESSAGE". */
 const STATUS_FD = 3
+
+/** One line of the status protocol: a message's own line breaks (a path may hold them) become spaces. */
+function statusLine (kind: string, message?: string): string {
+  return `${kind}${message !== undefined ? ` ${message.replace(/[\r\n]+/g, ' ')}` : ''}\n`
+}
+
+/**
+ * Ends a daemon whose unmount left operations running (a stalled backing store?). Keys and
+ * descriptors stay until the process ends (with no core dump): zeroing or closing them under
+ * a running job could seal a chunk with a zeroed key, or write through a reused descriptor
+ * number. The index lives on the same store: its queued rows get 5 s (its connection is not
+ * closed: that could block this thread). Then the process ends by SIGKILL, since
+ * process.exit() would wait for the stuck pool threads (no core: RLIMIT_CORE is 0).
+ */
+async function exitStalled (volume: Volume, stalled: number): Promise<never> {
+  logLine(`${stalled} operation${stalled > 1 ? 's were' : ' was'} still running 10 s after the unmount (a stalled backing store?); exiting without waiting: run 'sealfs fsck' on the volume`, 'error')
+  try {
+    await volume.index.settle(5000)
+  } finally {
+    process.kill(process.pid, 'SIGKILL')
+  }
+  throw new Error('unreachable')
+}
 
 function intOption (name: string, v: string): number {
   if (!/^\d+$/.test(v)) throw new CliError('usage', `${name} takes a whole number`)
@@ -101,11 +124,10 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
   const cancelNow = (signal: string): void => {
     cancel = signal
     if (!unlocking) return
-    if (daemonChild) { try { fs.writeSync(STATUS_FD, `error ${EXIT.CANCELLED} ${cancelled(signal).message}\n`) } catch { /* parent gone */ } }
-    if (!daemonChild) fs.writeSync(2, `sealfs: ${cancelled(signal).message}\n`)
+    if (daemonChild) { try { fs.writeSync(STATUS_FD, statusLine(`error ${EXIT.CANCELLED}`, cancelled(signal).message)) } catch { /* parent gone */ } }
+    if (!daemonChild) { clearProgress(); fs.writeSync(2, `sealfs: ${cancelled(signal).message}\n`) }
     posix.exitNow(EXIT.CANCELLED)
   }
-  if (o.foreground === true) for (const signal of STOP_SIGNALS) process.on(signal, cancelNow)
   const source = { passfile: o.passfile ?? parsed.passfile, extpass: o.extpass ?? parsed.extpass, keyfile: o.keyfile ?? parsed.keyfile }
   const ephemeral = o.ephemeral === true || parsed.ephemeral
   let chosen: UnlockChoice | null = null
@@ -124,16 +146,19 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
       : await chooseCredential(cipher, source, o.slot ?? parsed.slot, config)
   }
   if (!o.foreground && !daemonChild) return await withProgress(chosen === null ? 'mounting' : 'unlocking and mounting', detach(path.resolve(cipher), mountpoint, o, chosen))
+  // From here a signal cancels the mount (the prompt, before, cancels itself and puts the
+  // terminal back; a blocking read of a passfile is ended by the signal's default action).
+  for (const signal of STOP_SIGNALS) process.on(signal, cancelNow)
 
   /** What the user should see while the mount is under way (a detached daemon's parent prints it at once). */
   const say = (line: string): void => {
     if (!daemonChild) { clearProgress(); process.stderr.write(`sealfs: ${line}\n`) }
-    else try { fs.writeSync(STATUS_FD, `note ${line.replace(/\n/g, ' ')}\n`) } catch { /* parent gone */ }
+    else try { fs.writeSync(STATUS_FD, statusLine('note', line)) } catch { /* parent gone */ }
   }
   /** Warnings for the user (a detached daemon's parent prints them), then 'ready' or the error. */
   const warnings: string[] = []
   const report = (line: string): void => {
-    if (daemonChild) { try { fs.writeSync(STATUS_FD, [...warnings.map(w => `warning ${w}`), line].join('\n') + '\n'); fs.closeSync(STATUS_FD) } catch { /* parent gone */ } }
+    if (daemonChild) { try { fs.writeSync(STATUS_FD, warnings.map(w => statusLine('warning', w)).join('') + statusLine(line)); fs.closeSync(STATUS_FD) } catch { /* parent gone */ } }
   }
   let volume: Volume
   if (chosen === null) {
@@ -172,7 +197,11 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
     throw new CliError('mount-failed', `cannot mount ${mnt}: ${(e as Error).message}`)
   }
   if (cancel !== null) {
-    await mount.unmount().catch(() => 0)
+    const stalled = await mount.unmount().catch(() => 0)
+    if (stalled > 0) {
+      report(statusLine(`error ${EXIT.CANCELLED}`, cancelled(cancel).message).trimEnd())
+      await exitStalled(volume, stalled)
+    }
     await volume.close()
     throw cancelled(cancel)
   }
@@ -200,10 +229,11 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
   // From here a detached daemon's standard streams go to its log file or nowhere: its parent,
   // which copied them to the user's terminal, is gone.
   if (daemonChild) {
-    const out = fs.openSync(logSink?.file ?? '/dev/null', fs.constants.O_WRONLY | fs.constants.O_APPEND)
-    posix.redirectOutput(out)
-    fs.closeSync(out)
     process.stderr.on('error', () => { /* nowhere left to write */ })
+    const out = logSink?.fd ?? fs.openSync('/dev/null', fs.constants.O_WRONLY)
+    const rc = posix.redirectOutput(out)
+    if (out !== logSink?.fd) fs.closeSync(out)
+    if (rc < 0) logLine(`cannot redirect standard error away from the terminal's pipe (errno ${-rc})`, 'error')
   }
   notifySystemd('READY=1')
 
@@ -220,18 +250,7 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
       await volume.close()  // the lease is renewed until it is given back here
       if (renewer !== null) clearInterval(renewer)
     } else {
-      // Keys and descriptors stay until the process ends (with no core dump): zeroing or
-      // closing them under a running job could seal a chunk with a zeroed key, or write
-      // through a reused descriptor number.
-      logLine(`${stalled} operation${stalled > 1 ? 's were' : ' was'} still running 10 s after the unmount (a stalled backing store?); exiting without waiting: run 'sealfs fsck' on the volume`, 'error')
-      // The index lives on the same store: its queued rows get 5 s (its connection is not
-      // closed: that could block this thread). Then the process ends by SIGKILL, since
-      // process.exit() would wait for the stuck pool threads (no core: RLIMIT_CORE is 0).
-      try {
-        await volume.index.settle(5000)
-      } finally {
-        process.kill(process.pid, 'SIGKILL')
-      }
+      await exitStalled(volume, stalled)
     }
     logLine(`unmounted ${mountpoint}`, 'notice')
     process.exit(EXIT.OK)
@@ -280,7 +299,13 @@ function detach (cipher: string, mountpoint: string, o: MountCliOptions, chosen:
   // peak RSS 149 -> 117 MiB, daemon CPU 7.4 -> 6.5 s). An old generation that starts at 4 MiB,
   // so its first full collections come early, while little is live: the same tar peaked at
   // 93 MiB instead of 106, for the same CPU.
-  const child = spawn(process.execPath, ['--max-semi-space-size=2', '--initial-old-space-size=4', ...args], { detached: true, stdio: ['pipe', 'ignore', 'pipe', 'pipe'] })
+  let child: ReturnType<typeof spawn>
+  try {
+    child = spawn(process.execPath, ['--max-semi-space-size=2', '--initial-old-space-size=4', ...args], { detached: true, stdio: ['pipe', 'ignore', 'pipe', 'pipe'] })
+  } catch (e) {
+    passphrase.fill(0)
+    throw new CliError('mount-failed', `cannot start the sealfs daemon: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`)
+  }
   // A child that cannot start (no /dev/null, say) still has its stdin end() called: the
   // passphrase is zeroed either way, and the 'error' below is the one line said.
   const started = new Promise<never>((_resolve, reject) => {
@@ -317,6 +342,7 @@ function detach (cipher: string, mountpoint: string, o: MountCliOptions, chosen:
     const lines = status.trim().split('\n')
     const line = lines.filter(l => !l.startsWith('warning ')).join('\n').trim()
     if (line === 'ready' && cancel === null) {
+      clearProgress()
       for (const w of lines.filter(l => l.startsWith('warning '))) process.stderr.write(`sealfs: warning: ${w.slice('warning '.length)}\n`)
       for (const signal of STOP_SIGNALS) process.off(signal, onSignal)
       child.unref()
@@ -435,9 +461,11 @@ async function runUmount (given: string, o: { lazy?: boolean }): Promise<void> {
   const entry = mountTable().filter(m => m.mountpoint === mnt).pop()
   if (entry === undefined) throw new CliError('not-mounted', `${given} is not mounted`)
   if (entry.fstype !== 'fuse.sealfs') throw new CliError('not-mounted', `${given} is not a sealfs mount (it is ${entry.fstype}); use umount(8)`)
+  // Its daemon, found without entering the mount; none found, the mount is looked at: a dead
+  // one (its daemon killed) answers ENOTCONN.
+  const pid = daemonOfMount(mnt, mountValueOptions()) ?? daemonOf(entry.source)
   let dead = false
-  try { fs.statSync(mnt) } catch (e) { dead = (e as NodeJS.ErrnoException).code === 'ENOTCONN' }
-  const pid = dead ? null : daemonOfMount(mnt) ?? daemonOf(entry.source)
+  if (pid === null) try { fs.statSync(mnt) } catch (e) { dead = (e as NodeJS.ErrnoException).code === 'ENOTCONN' }
   // A mount whose daemon was killed answers nothing: it is detached lazily (nothing writes there).
   const r = spawnSync('fusermount', [dead || o.lazy === true ? '-uz' : '-u', '--', mnt], { stdio: ['ignore', 'ignore', 'pipe'] })
   if (r.status !== 0) {
@@ -456,18 +484,35 @@ async function runUmount (given: string, o: { lazy?: boolean }): Promise<void> {
   }
 }
 
+/** The options of `mount` that take a value, as its argv spells them. */
+function mountValueOptions (): Set<string> {
+  const mount = program().commands.find(c => c.name() === 'mount') as Command
+  return new Set(mount.options.filter(opt => opt.required || opt.optional).flatMap(opt => [opt.short, opt.long].filter((f): f is string => f !== undefined)))
+}
+
+/** How long `sealfs status` waits for one cipher dir's sealfs.conf (a backing store that is down hangs its reader). */
+const VOLUME_ID_WAIT_MS = 2000
+
+/** The volume ID in `cipher`'s sealfs.conf, read by a child process given VOLUME_ID_WAIT_MS; null if it cannot be read in time. */
+function volumeIdOf (cipher: string): string | null {
+  const code = `try { process.stdout.write(require(${JSON.stringify(path.join(__dirname, '..', 'volume', 'config'))}).readConfig(process.argv[1]).volumeId) } catch {}`
+  const r = spawnSync(process.execPath, ['-e', code, cipher], { encoding: 'utf8', timeout: VOLUME_ID_WAIT_MS, killSignal: 'SIGKILL', stdio: ['ignore', 'pipe', 'ignore'] })
+  return /^[0-9a-f]{32}$/.test(r.stdout ?? '') ? r.stdout : null
+}
+
 /**
  * The sealfs mounts this process sees (or those at `mnts`): mount point, cipher dir, daemon,
- * ro/rw and volume ID. Nothing is unlocked; a mount is not entered (a hung one would hang this).
+ * ro/rw and volume ID. Nothing is unlocked and no mount is entered (a hung one would hang
+ * this); each sealfs.conf is read with a time limit (its store may be down).
  */
 function runStatus (mnts: string[], o: { json?: boolean }): void {
   const wanted = mnts.map(canonicalMountPoint)
   const mounts = mountTable().filter(m => m.fstype === 'fuse.sealfs' && (wanted.length === 0 || wanted.includes(m.mountpoint)))
   for (const [i, w] of wanted.entries()) if (!mounts.some(m => m.mountpoint === w)) throw new CliError('not-mounted', `${mnts[i]} is not a sealfs mount`)
+  const valueOptions = mountValueOptions()
   const rows = mounts.map(m => {
-    const pid = daemonOfMount(m.mountpoint) ?? daemonOf(m.source)
-    let volumeId: string | null = null
-    try { volumeId = readConfig(m.source).volumeId } catch { /* not readable by this user, or gone */ }
+    const pid = daemonOfMount(m.mountpoint, valueOptions)
+    const volumeId = volumeIdOf(m.source)
     return { mountPoint: m.mountpoint, cipherDir: m.source, pid, mode: m.options.includes('ro') ? 'ro' : 'rw', volumeId }
   })
   if (o.json === true) {
@@ -567,7 +612,7 @@ export function main (argv: string[]): void {
     const msg = messageOf(e)
     // A detached daemon's parent prints it (the child's standard error reaches the terminal
     // too, until the mount is ready: once is enough).
-    if (daemonChild) { try { fs.writeSync(STATUS_FD, `error ${code} ${msg}\n`) } catch { /* parent gone */ } } else process.stderr.write(`sealfs: ${msg}\n`)
+    if (daemonChild) { try { fs.writeSync(STATUS_FD, statusLine(`error ${code}`, msg)) } catch { /* parent gone */ } } else process.stderr.write(`sealfs: ${msg}\n`)
     process.exit(code)
   }
   let p: Command

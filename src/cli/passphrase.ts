@@ -125,7 +125,8 @@ function stty (fd: number, args: string[]): string | null {
 
 /** Whether the locale's charset is UTF-8, or unnamed (then UTF-8 is the likeliest). */
 function utf8Locale (): boolean {
-  const locale = process.env.LC_ALL ?? process.env.LC_CTYPE ?? process.env.LANG ?? ''
+  // An empty variable is as good as unset (setlocale(3) skips it too).
+  const locale = [process.env.LC_ALL, process.env.LC_CTYPE, process.env.LANG].find(v => v !== undefined && v !== '') ?? ''
   return !locale.includes('.') || /\.utf-?8/i.test(locale)
 }
 
@@ -144,7 +145,9 @@ export function fromTerminal (prompt: string): Promise<Buffer> {
     return Promise.reject(new CliError('passphrase-source', 'no terminal to read the passphrase from; use --passfile or --extpass'))
   }
   const saved = stty(fd, ['-g'])
-  if (saved === null || stty(fd, ['-echo', 'icanon', ...(utf8Locale() ? ['iutf8'] : [])]) === null) {
+  // Canonical mode with its line editing, Ctrl-C as a signal, CR as the end of a line.
+  const modes = ['-echo', 'icanon', 'isig', 'icrnl', ...(utf8Locale() ? ['iutf8'] : [])]
+  if (saved === null || stty(fd, modes) === null) {
     fs.closeSync(fd)
     return Promise.reject(new CliError('passphrase-source', 'cannot turn the terminal\'s echo off (stty failed); use --passfile or --extpass'))
   }
@@ -153,8 +156,12 @@ export function fromTerminal (prompt: string): Promise<Buffer> {
   const parts: Buffer[] = []
   let size = 0
   return new Promise<Buffer>((resolve, reject) => {
+    let done = false
     const finish = (err: CliError | null): void => {
+      if (done) return
+      done = true
       for (const signal of STOP_SIGNALS) process.off(signal, onSignal)
+      process.off('SIGCONT', onContinue)
       input.removeAllListeners('data')
       input.removeAllListeners('end')
       stty(fd, [saved])
@@ -167,6 +174,10 @@ export function fromTerminal (prompt: string): Promise<Buffer> {
     }
     const onSignal = (signal: NodeJS.Signals): void => { finish(new CliError('cancelled', `cancelled at the passphrase prompt (${signal === 'SIGINT' ? 'Ctrl-C' : signal})`)) }
     for (const signal of STOP_SIGNALS) process.on(signal, onSignal)
+    // Back from Ctrl-Z (fg): the shell may have put echo back on meanwhile.
+    const onContinue = (): void => { stty(fd, modes); try { fs.writeSync(fd, `\n${prompt}`) } catch { /* gone */ } }
+    process.on('SIGCONT', onContinue)
+    input.on('error', () => finish(new CliError('passphrase-source', 'the terminal went away while the passphrase was typed')))
     input.on('data', (d: Buffer) => {
       // Canonical mode hands over whole lines: this one ends at its newline.
       parts.push(Buffer.from(d))

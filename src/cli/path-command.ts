@@ -28,22 +28,30 @@ async function runPath (cipher: string, o: PathOptions): Promise<void> {
   } finally {
     choice.credential.secret.fill(0)
   }
-  const root = fs.openSync(cipher, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY)
   let found: VolumeEntry[]
+  let skipped = 0
   try {
-    found = fileId !== undefined ? entriesOfFileId(volume, root, fileId) : [entryAtPath(volume, root, o.plain as string)].filter((e): e is VolumeEntry => e !== null)
+    const root = fs.openSync(cipher, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY)
+    try {
+      if (fileId !== undefined) ({ found, skipped } = entriesOfFileId(volume, root, fileId))
+      else found = [entryAtPath(volume, root, o.plain as string)].filter((e): e is VolumeEntry => e !== null)
+    } finally {
+      fs.closeSync(root)
+    }
   } finally {
-    fs.closeSync(root)
     await volume.close()
   }
   if (found.length === 0) {
-    throw new CliError('not-found', fileId !== undefined ? `no file of ${cipher} has file ID ${fileId}` : `${o.plain ?? ''} is not in the volume`)
+    const unwalked = skipped > 0 ? ` (${skipped} director${skipped > 1 ? 'ies were' : 'y was'} not walked: on another filesystem, unreadable, or too deep)` : ''
+    throw new CliError('not-found', fileId !== undefined ? `no file of ${cipher} has file ID ${fileId}${unwalked}` : `${o.plain ?? ''} is not in the volume`)
   }
   if (o.json === true) {
     process.stdout.write(JSON.stringify(found, null, 2) + '\n')
     return
   }
-  for (const e of found) process.stdout.write(fileId !== undefined ? `${e.path}\n` : `${e.backing}${e.fileId !== null ? `  (file ID ${e.fileId})` : ''}\n`)
+  // A name may hold a line break or a control character: shown escaped, one entry a line (--json is exact).
+  const shown = (p: string): string => p.replace(/[\x00-\x1f\x7f\\]/g, c => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
+  for (const e of found) process.stdout.write(fileId !== undefined ? `${shown(e.path)}\n` : `${e.backing}${e.fileId !== null ? `  (file ID ${e.fileId})` : ''}\n`)
 }
 
 export function definePathCommand (p: Command): void {

@@ -31,14 +31,15 @@ export function isMountPoint (canonicalPath: string): boolean {
 }
 
 /**
- * `p` with every symlink resolved, as the mount table names it. A dead mount (its daemon
- * gone) cannot be stat-ed (ENOTCONN), so then only its parent is resolved.
+ * `p` as the mount table names the mount on it. Its parent is resolved, not `p` itself:
+ * looking at a mount point asks the mount, and a hung daemon (or a dead one, ENOTCONN) would
+ * hang or fail this. Only where that names no mount (a symlink as the last component) is `p`
+ * resolved whole.
  */
 export function canonicalMountPoint (p: string): string {
-  try {
-    return fs.realpathSync(p)
-  } catch {
-    const abs = path.resolve(p)
-    try { return path.join(fs.realpathSync(path.dirname(abs)), path.basename(abs)) } catch { return abs }
-  }
+  const abs = path.resolve(p)
+  let byParent: string
+  try { byParent = path.join(fs.realpathSync(path.dirname(abs)), path.basename(abs)) } catch { return abs }
+  if (abs === '/' || isMountPoint(byParent)) return byParent
+  try { return fs.realpathSync(abs) } catch { return byParent }
 }

@@ -1,5 +1,5 @@
 import { readFullAtSync } from './fd-io'
-import { backing, listDirSync, STAT_LENGTH, STAT_MODE, TYPE_DIR, TYPE_REG } from './backing-addon'
+import { backing, listDirSync, STAT_DEV, STAT_LENGTH, STAT_MODE, TYPE_DIR, TYPE_REG } from './backing-addon'
 import { S_IFDIR, S_IFMT, S_IFREG } from './inodes'
 import { LONG_PREFIX, LONG_SIDECAR_SUFFIX, longHash } from './entry-names'
 import { DIR_ID_BYTES } from '../crypto/name-cipher'
@@ -21,7 +21,7 @@ export interface VolumeEntry {
   fileId: string | null
 }
 
-interface Named { raw: Buffer, shown: string, plain: string, type: number }
+interface Named { raw: Buffer, shown: string, plain: string, type: number, dev: number }
 
 /**
  * The entries of a backing directory whose names decrypt, with their plaintext names. What
@@ -47,7 +47,7 @@ function namedEntries (volume: Volume, dirfd: number): Named[] {
     try { plain = volume.names.decrypt(id, encrypted) } catch { continue }
     const st = new Float64Array(STAT_LENGTH)
     if (backing.statAt(dirfd, e.name, st) < 0) continue
-    out.push({ raw: e.name, shown: raw, plain: plain.toString('utf8'), type: st[STAT_MODE] & S_IFMT })
+    out.push({ raw: e.name, shown: raw, plain: plain.toString('utf8'), type: st[STAT_MODE] & S_IFMT, dev: st[STAT_DEV] })
   }
   return out
 }
@@ -69,26 +69,32 @@ function fileIdOf (dirfd: number, name: Buffer): string | null {
 
 /**
  * Every entry whose header holds file ID `fileId` (a log line names a file by it): one, or
- * several for hard links or a header copied onto another file. Walks the whole volume.
+ * several for hard links or a header copied onto another file. Walks the whole volume, on
+ * its own filesystem (a mount inside the cipher dir is not entered: a bind mount could loop);
+ * `skipped` counts the directories not walked (that, or more than MAX_DEPTH deep).
  */
-export function entriesOfFileId (volume: Volume, root: number, fileId: string): VolumeEntry[] {
+export function entriesOfFileId (volume: Volume, root: number, fileId: string): { found: VolumeEntry[], skipped: number } {
   const found: VolumeEntry[] = []
+  let skipped = 0
+  const rootSt = new Float64Array(STAT_LENGTH)
+  const rootDev = backing.statAt(root, Buffer.alloc(0), rootSt) >= 0 ? rootSt[STAT_DEV] : -1
   const visit = (dirfd: number, plain: string, back: string, depth: number): void => {
-    if (depth > MAX_DEPTH) return
+    if (depth > MAX_DEPTH) { skipped++; return }
     for (const e of namedEntries(volume, dirfd)) {
       const p = `${plain}/${e.plain}`
       const b = back === '' ? e.shown : `${back}/${e.shown}`
       if (e.type === S_IFREG) {
         if (fileIdOf(dirfd, e.raw) === fileId) found.push({ path: p, backing: b, fileId })
       } else if (e.type === S_IFDIR) {
+        if (e.dev !== rootDev) { skipped++; continue }
         const sub = backing.openAt(dirfd, e.raw, O_RDONLY | O_DIRECTORY, 0, TYPE_DIR)
-        if (sub < 0) continue
+        if (sub < 0) { skipped++; continue }
         try { visit(sub, p, b, depth + 1) } finally { fs.closeSync(sub) }
       }
     }
   }
   visit(root, '', '', 0)
-  return found
+  return { found, skipped }
 }
 
 /** The entry at plaintext path `plain` (from the volume's root), or null if there is none. */

@@ -46,7 +46,8 @@ export class VolumeLock {
       const holder = fs.readFileSync(fd, 'utf8').trim().slice(0, 64)
       fs.closeSync(fd)
       const rotating = /^(\d+) key-rotate$/.exec(holder)
-      if (rotating !== null) throw new VolumeError('rotation-in-progress', `a key rotation of ${cipherDir} is running (pid ${rotating[1]}); wait for it to end`)
+      // A rotation that crashed left its text; its config says it is unfinished (checked next).
+    if (rotating !== null && fs.existsSync(`/proc/${rotating[1]}`)) throw new VolumeError('rotation-in-progress', `a key rotation of ${cipherDir} is running (pid ${rotating[1]}); wait for it to end`)
       throw new VolumeError('busy', `${cipherDir} is already mounted${holder !== '' ? ` (daemon pid ${holder})` : ''}; a volume has one read-write mount at a time`)
     }
     if (!readOnly) {
@@ -67,8 +68,27 @@ export class VolumeLock {
     return new VolumeLock(fd, rotation)
   }
 
-  /** No lock: a volume opened beside a mount to read names and headers, writing nothing (`sealfs path`). */
-  static none (): VolumeLock {
+  /**
+   * No lock: a volume opened beside a mount to read names and headers, writing nothing
+   * (`sealfs path`). Refused while a key rotation runs (the lock file says so): names and
+   * headers change under it.
+   */
+  static none (cipherDir: string): VolumeLock {
+    let text = ''
+    try {
+      const fd = fs.openSync(path.join(cipherDir, LOCK_FILE), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK)
+      try {
+        if (fs.fstatSync(fd).isFile()) {
+          const b = Buffer.alloc(64)
+          text = b.toString('utf8', 0, fs.readSync(fd, b, 0, b.length, 0))
+        }
+      } finally {
+        fs.closeSync(fd)
+      }
+    } catch { /* no lock file: nothing holds the volume */ }
+    const rotating = /^(\d+) key-rotate\n/.exec(text)
+    // A rotation that crashed left its text; its config says it is unfinished (checked next).
+    if (rotating !== null && fs.existsSync(`/proc/${rotating[1]}`)) throw new VolumeError('rotation-in-progress', `a key rotation of ${cipherDir} is running (pid ${rotating[1]}); wait for it to end`)
     return new VolumeLock(null)
   }
 

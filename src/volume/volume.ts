@@ -310,7 +310,7 @@ export class Volume {
     checkVolumeId(readConfig(dir), dir, opts.volumeId)  // before the lock is even taken
     const beside = opts.beside === true
     const readOnly = opts.readOnly === true || beside
-    const lock = beside ? VolumeLock.none() : VolumeLock.acquire(dir, readOnly)  // a rotation that is running holds it
+    const lock = beside ? VolumeLock.none(dir) : VolumeLock.acquire(dir, readOnly)  // a rotation that is running holds it
     let config: VolumeConfig
     let masterKey: SecretKey
     try {
