@@ -110,7 +110,7 @@ async function runMount (cipher: string, mnt: string, o: MountCliOptions): Promi
   const logLevel = logLevelOption(o.logLevel ?? parsed.logLevel)
   const daemonChild = o.passphraseFd !== undefined
   // libfuse prints its request trace on standard error, which a detached daemon has not.
-  if (parsed.fuse.includes('debug') && o.foreground !== true) throw new CliError('usage', '-o debug prints every request on standard error: use it with -f (it shows names inside the volume)')
+  if (parsed.fuse.includes('debug') && o.foreground !== true) throw new CliError('usage', '-o debug prints every request on standard error: use it with -f')
   const mountpoint = checkDirs(cipher, mnt, parsed.nonempty)
   // The log: chosen (and a bad --log refused) before anything is unlocked.
   const logSink = o.foreground === true ? chooseLogSink(o.log, !daemonChild) : null
