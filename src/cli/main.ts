@@ -10,7 +10,8 @@ import { canonicalMountPoint, isMountPoint, mountTable } from '../filesystem/mou
 import { LOG_LEVELS, LogLevel, logLine, setLogLevel, setLogSink } from '../log'
 import { checkVolumeId, readConfig } from '../volume/config'
 import { DekIndex } from '../volume/dek-index'
-import { VolumeError } from '../volume/errors'
+import { unreachable, VolumeError } from '../volume/errors'
+import { VolumeLock } from '../volume/volume-lock'
 import { checkDir, DEFAULT_CHUNK_SIZE, Volume } from '../volume/volume'
 import { LEASE_FILE, LEASE_PERIOD_MS } from '../volume/volume-lease'
 import { CliError, EXIT, exitCodeOf, messageOf } from './exit-codes'
@@ -69,7 +70,7 @@ function checkDirs (cipher: string, mnt: string, nonempty: boolean): string {
       st = fs.statSync(d)
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOTCONN') throw new CliError('not-empty', `${d} holds a dead mount (its daemon is gone); run 'sealfs umount ${d}' first`)
-      if ((e as NodeJS.ErrnoException).code === 'EACCES') throw new VolumeError('permission-denied', `${d} cannot be reached: permission denied (it belongs to another user; run sealfs as that user, or as root)`)
+      if ((e as NodeJS.ErrnoException).code === 'EACCES') throw unreachable(d)
       throw new CliError('missing-dir', `${d} does not exist`)
     }
     if (!st.isDirectory()) throw new CliError('missing-dir', `${d} is not a directory`)
@@ -432,20 +433,9 @@ const DAEMON_EXIT_WAIT_MS = 30_000
  * writes no pid there), if that process is still a sealfs one; else null.
  */
 function daemonOf (cipher: string): number | null {
-  try {
-    const fd = fs.openSync(path.join(cipher, 'sealfs.lock'), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK)
-    try {
-      if (!fs.fstatSync(fd).isFile()) return null
-      const b = Buffer.alloc(64)
-      const pid = Number(/^(\d+)\n/.exec(b.toString('utf8', 0, fs.readSync(fd, b, 0, b.length, 0)))?.[1])
-      if (!Number.isInteger(pid) || pid <= 1) return null
-      return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('sealfs') ? pid : null
-    } finally {
-      fs.closeSync(fd)
-    }
-  } catch {
-    return null
-  }
+  const pid = Number(/^(\d+)\n/.exec(VolumeLock.holder(cipher))?.[1])
+  if (!Number.isInteger(pid) || pid <= 1) return null
+  try { return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('sealfs') ? pid : null } catch { return null }
 }
 
 /**

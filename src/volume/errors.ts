@@ -34,3 +34,8 @@ export class VolumeError extends Error {
 export function upgradeUnfinished (dir: string): string {
   return `an upgrade of ${dir} to end tags was interrupted; run 'sealfs fsck --repair --upgrade ${dir}' to finish it before mounting`
 }
+
+/** A directory this user may not reach (EACCES on the way to it): another user's volume. */
+export function unreachable (dir: string): VolumeError {
+  return new VolumeError('permission-denied', `${dir} cannot be reached: permission denied (it belongs to another user; run sealfs as that user, or as root)`)
+}

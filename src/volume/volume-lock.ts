@@ -69,24 +69,31 @@ export class VolumeLock {
   }
 
   /**
+   * What the lock file says of its holder ("PID\n", "PID key-rotate\n"; '' if none), read
+   * without taking the lock, following a symlink or blocking on a FIFO.
+   */
+  static holder (cipherDir: string): string {
+    try {
+      const fd = fs.openSync(path.join(cipherDir, LOCK_FILE), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK)
+      try {
+        if (!fs.fstatSync(fd).isFile()) return ''
+        const b = Buffer.alloc(64)
+        return b.toString('utf8', 0, fs.readSync(fd, b, 0, b.length, 0))
+      } finally {
+        fs.closeSync(fd)
+      }
+    } catch {
+      return ''  // no lock file: nothing holds the volume
+    }
+  }
+
+  /**
    * No lock: a volume opened beside a mount to read names and headers, writing nothing
    * (`sealfs path`). Refused while a key rotation runs (the lock file says so): names and
    * headers change under it.
    */
   static none (cipherDir: string): VolumeLock {
-    let text = ''
-    try {
-      const fd = fs.openSync(path.join(cipherDir, LOCK_FILE), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK)
-      try {
-        if (fs.fstatSync(fd).isFile()) {
-          const b = Buffer.alloc(64)
-          text = b.toString('utf8', 0, fs.readSync(fd, b, 0, b.length, 0))
-        }
-      } finally {
-        fs.closeSync(fd)
-      }
-    } catch { /* no lock file: nothing holds the volume */ }
-    const rotating = /^(\d+) key-rotate\n/.exec(text)
+    const rotating = /^(\d+) key-rotate\n/.exec(VolumeLock.holder(cipherDir))
     // A rotation that crashed left its text; its config says it is unfinished (checked next).
     if (rotating !== null && fs.existsSync(`/proc/${rotating[1]}`)) throw new VolumeError('rotation-in-progress', `a key rotation of ${cipherDir} is running (pid ${rotating[1]}); wait for it to end`)
     return new VolumeLock(null)

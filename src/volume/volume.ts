@@ -13,7 +13,7 @@ import { CONFIG_FILE, CONTENT_CIPHER, FORMAT_VERSION, KEY_WRAP, NAME_CIPHER, Vol
 import { DekIndex, INDEX_FILE } from './dek-index'
 import { WRITE_JOURNAL_FILE, WriteJournal } from './write-journal'
 import { DIR_ID_FILE, checkRootDirId, newDirId, writeDirIdSync } from './dir-id'
-import { VolumeError, upgradeUnfinished } from './errors'
+import { unreachable, VolumeError, upgradeUnfinished } from './errors'
 import { FILE_ID_BYTES, FLAG_END_TAG, FLAG_SPARSE, FLAG_WRITE_WINDOW, FileHeader, encodeHeader } from './file-header'
 import { FileLayout } from './file-layout'
 import { Credential, createPassphraseSlot, unlockSlot } from './key-slot'
@@ -122,7 +122,7 @@ export function checkDir (dir: string): void {
   try {
     st = fs.statSync(dir)
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'EACCES') throw new VolumeError('permission-denied', `${dir} cannot be reached: permission denied (it belongs to another user; run sealfs as that user, or as root)`)
+    if ((e as NodeJS.ErrnoException).code === 'EACCES') throw unreachable(dir)
     throw new VolumeError('missing-dir', `${dir} does not exist`)
   }
   if (!st.isDirectory()) throw new VolumeError('missing-dir', `${dir} is not a directory`)
